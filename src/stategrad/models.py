@@ -1,0 +1,360 @@
+"""Word-level recurrent language models and their checkpoints.
+
+The model is deliberately the same shape as PyTorch's ``word_language_model``
+example (an embedding, one fused ``nn.LSTM``/``nn.GRU``/``nn.RNN``, a linear
+decoder), so the state gradient engine reads the same parameters whether the
+model was trained here or there.
+
+Checkpoint format (version 1), a plain dict that ``torch.load(path,
+weights_only=True)`` opens::
+
+    {"format": "stategrad-checkpoint", "version": 1,
+     "spec": {...ModelSpec fields...},
+     "state_dict": {...RNNLM.state_dict()...},
+     "vocab": [word0, word1, ...],          # id order
+     "config": {...the full training configuration...},
+     "training": {...epoch, step, metrics, optimizer and RNG state...}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .corpus import Vocabulary
+
+CHECKPOINT_FORMAT = "stategrad-checkpoint"
+CHECKPOINT_VERSION = 1
+
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+class ModelError(ValueError):
+    """A model or checkpoint that cannot be used as asked."""
+
+
+def normalise_cell(name: str) -> str:
+    """Accept the original's ``LSTM``/``GRU``/``RNN`` as well as our names."""
+    key = name.strip().lower()
+    aliases = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh",
+               "tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "relu": "rnn_relu"}
+    if key not in aliases:
+        raise ModelError(f"unknown cell type {name!r}; choose one of LSTM, GRU, RNN (tanh), RNN_RELU")
+    return aliases[key]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    vocab_size: int
+    embedding_size: int
+    hidden_size: int
+    num_layers: int = 1
+    cell: str = "lstm"
+    dropout: float = 0.0  # drop probability (the original's config holds a keep probability)
+    embedding_dropout: bool = True  # the original's ``no_emb_dropout`` turns this off
+    init_scale: float = 0.05
+    forget_bias: float = 0.0
+    tie_weights: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cell", normalise_cell(self.cell))
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ModelError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelError(f"dropout (drop probability) must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ModelError("tie_weights needs embedding_size == hidden_size")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"checkpoint spec has unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+class RNNLM(nn.Module):
+    """Embedding -> dropout -> stacked RNN (dropout on every layer's output) -> linear."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.embedding = nn.Embedding(spec.vocab_size, spec.embedding_size)
+        rnn_dropout = spec.dropout if spec.num_layers > 1 else 0.0
+        if spec.cell == "lstm":
+            self.rnn: nn.RNNBase = nn.LSTM(spec.embedding_size, spec.hidden_size,
+                                           spec.num_layers, dropout=rnn_dropout)
+        elif spec.cell == "gru":
+            self.rnn = nn.GRU(spec.embedding_size, spec.hidden_size, spec.num_layers,
+                              dropout=rnn_dropout)
+        else:
+            nonlinearity = "tanh" if spec.cell == "rnn_tanh" else "relu"
+            self.rnn = nn.RNN(spec.embedding_size, spec.hidden_size, spec.num_layers,
+                              nonlinearity=nonlinearity, dropout=rnn_dropout)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.decoder = nn.Linear(spec.hidden_size, spec.vocab_size)
+        if spec.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every weight uniform in [-init_scale, init_scale], as the original.
+
+        TensorFlow's LSTM adds a constant ``forget_bias`` to one trainable bias.  Here
+        the forget part of ``bias_ih`` starts at that offset and ``bias_hh`` is held
+        at zero, which gives the same function and the same gradient steps.
+        """
+        scale = self.spec.init_scale
+        for p in self.parameters():
+            nn.init.uniform_(p, -scale, scale)
+        H = self.spec.hidden_size
+        for layer in range(self.spec.num_layers):
+            b_hh = getattr(self.rnn, f"bias_hh_l{layer}")
+            with torch.no_grad():
+                b_hh.zero_()
+                if self.spec.cell == "lstm":
+                    getattr(self.rnn, f"bias_ih_l{layer}")[H : 2 * H] += self.spec.forget_bias
+            b_hh.requires_grad_(False)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None):
+        shape = (self.spec.num_layers, batch_size, self.spec.hidden_size)
+        weight = self.decoder.weight
+        zeros = torch.zeros(shape, dtype=weight.dtype, device=device or weight.device)
+        if self.spec.cell == "lstm":
+            return (zeros, zeros.clone())
+        return zeros
+
+    def forward(self, inputs: torch.Tensor, state=None, return_hidden: bool = False):
+        """``inputs``: (steps, batch) ids.  Returns logits (steps, batch, V) and the new state,
+        or the last layer's outputs instead of logits when ``return_hidden``."""
+        emb = self.embedding(inputs)
+        if self.spec.embedding_dropout:
+            emb = self.dropout(emb)
+        output, state = self.rnn(emb, state)
+        output = self.dropout(output)
+        if return_hidden:
+            return output, state
+        return self.decoder(output), state
+
+
+def detach_state(state):
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+@dataclass
+class LanguageModel:
+    """A model ready for analysis: the module, its vocabulary, and where it came from."""
+
+    module: RNNLM
+    vocab: Vocabulary
+    source: str = ""
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.module.spec
+
+    def identity(self) -> str:
+        """SHA-256 of the parameters (names, shapes, float64 values) and the vocabulary."""
+        return model_hash(self.module, self.vocab)
+
+
+def model_hash(module: nn.Module, vocab: Vocabulary | None = None) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    if vocab is not None:
+        digest.update("\n".join(vocab.words).encode())
+    return digest.hexdigest()
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    module: RNNLM,
+    vocab: Vocabulary,
+    config: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "spec": module.spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "vocab": list(vocab.words),
+        "config": config or {},
+        "training": training or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"could not write checkpoint {path}: {exc}") from exc
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for bad files
+        raise ModelError(f"{path} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path} is not a stategrad checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(
+            f"{path} has checkpoint version {payload.get('version')}; this stategrad reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    return payload
+
+
+def module_from_checkpoint(payload: dict[str, Any]) -> tuple[RNNLM, Vocabulary]:
+    spec = ModelSpec.from_dict(payload["spec"])
+    module = RNNLM(spec)
+    module.load_state_dict(payload["state_dict"])
+    vocab = Vocabulary(tuple(payload["vocab"]))
+    if len(vocab) != spec.vocab_size:
+        raise ModelError(
+            f"checkpoint vocabulary has {len(vocab)} words but the model {spec.vocab_size}"
+        )
+    return module, vocab
+
+
+# --- models from elsewhere ----------------------------------------------------------------
+
+def _spec_from_foreign_state(state: dict[str, torch.Tensor], cell: str | None) -> ModelSpec:
+    """Infer the shape of a ``word_language_model``-style state dict."""
+    try:
+        emb = state["encoder.weight"]
+        dec = state["decoder.weight"]
+    except KeyError:
+        raise ModelError(
+            "not a word_language_model state dict: expected keys 'encoder.weight', "
+            f"'rnn.weight_ih_l0', 'decoder.weight'; found {sorted(state)[:8]}"
+        ) from None
+    layers = sum(1 for k in state if k.startswith("rnn.weight_ih_l"))
+    if layers == 0:
+        raise ModelError("state dict has no 'rnn.weight_ih_l*' keys (a Transformer model?)")
+    gate_rows = state["rnn.weight_ih_l0"].shape[0]
+    hidden = state["rnn.weight_hh_l0"].shape[1]
+    ratio = gate_rows // hidden
+    inferred = {4: "lstm", 3: "gru", 1: "rnn_tanh"}.get(ratio)
+    if inferred is None:
+        raise ModelError(f"cannot tell the cell type from weight_ih_l0 of shape {tuple(state['rnn.weight_ih_l0'].shape)}")
+    if cell is not None:
+        cell = normalise_cell(cell)
+        if {"lstm": 4, "gru": 3}.get(cell, 1) != ratio:
+            raise ModelError(f"cell {cell!r} does not match weights shaped for {inferred!r}")
+    else:
+        cell = inferred
+    return ModelSpec(
+        vocab_size=emb.shape[0], embedding_size=emb.shape[1], hidden_size=hidden,
+        num_layers=layers, cell=cell, tie_weights=dec.data_ptr() == emb.data_ptr(),
+    )
+
+
+def _module_from_foreign_state(state: dict[str, torch.Tensor], cell: str | None) -> RNNLM:
+    spec = _spec_from_foreign_state(state, cell)
+    spec = dataclasses.replace(spec, tie_weights=False)
+    module = RNNLM(spec)
+    mapped = {}
+    for key, value in state.items():
+        if key.startswith("encoder."):
+            mapped["embedding." + key[len("encoder."):]] = value
+        elif key.startswith(("rnn.", "decoder.")):
+            mapped[key] = value
+    if "decoder.bias" not in mapped:
+        mapped["decoder.bias"] = torch.zeros(spec.vocab_size)
+    missing, unexpected = module.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"state dict does not fit: missing {missing}, unexpected {unexpected}")
+    return module
+
+
+def load_model(
+    path: str | os.PathLike,
+    vocab: str | os.PathLike | Vocabulary | None = None,
+    *,
+    trusted: bool = False,
+    cell: str | None = None,
+    nonlinearity: str | None = None,
+) -> LanguageModel:
+    """Open a model for analysis.
+
+    - a stategrad checkpoint (vocabulary inside);
+    - a ``word_language_model`` state dict (``torch.save(model.state_dict())``), with
+      ``vocab`` a ``word<TAB>id`` file or one word per line in id order;
+    - the whole pickled module that example saves (``torch.save(model)``) -- only with
+      ``trusted=True``, because unpickling runs code from the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if not trusted:
+            raise ModelError(
+                f"{path} is not a plain checkpoint or state dict (it may be a pickled module: "
+                "loading one runs code from the file; pass trusted=True / --trusted if you "
+                f"trust it). Detail: {str(exc).splitlines()[0]}"
+            ) from exc
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        module, ckpt_vocab = module_from_checkpoint(read_checkpoint(path))
+        module.eval()
+        return LanguageModel(module, ckpt_vocab, str(path), payload.get("config", {}))
+
+    if isinstance(payload, nn.Module):
+        rnn = getattr(payload, "rnn", None)
+        if not isinstance(rnn, (nn.LSTM, nn.GRU, nn.RNN)):
+            raise ModelError(f"{path}: the pickled module has no 'rnn' LSTM/GRU/RNN submodule")
+        if rnn.bidirectional:
+            raise ModelError(f"{path}: bidirectional RNNs are not language models; not supported")
+        state = payload.state_dict()
+        if isinstance(rnn, nn.RNN):
+            cell = "rnn_relu" if rnn.nonlinearity == "relu" else "rnn_tanh"
+        payload = state
+    elif nonlinearity is not None:
+        cell = "rnn_relu" if nonlinearity == "relu" else cell
+
+    if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        if vocab is None:
+            raise ModelError(f"{path} is a bare state dict: give its vocabulary file too")
+        vocabulary = vocab if isinstance(vocab, Vocabulary) else Vocabulary.load(vocab)
+        module = _module_from_foreign_state(payload, cell)
+        if len(vocabulary) != module.spec.vocab_size:
+            raise ModelError(
+                f"vocabulary has {len(vocabulary)} words but the model's embedding has "
+                f"{module.spec.vocab_size} rows"
+            )
+        module.eval()
+        return LanguageModel(module, vocabulary, str(path))
+    raise ModelError(f"{path}: unrecognised model file content ({type(payload).__name__})")
