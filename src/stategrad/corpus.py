@@ -53,7 +53,11 @@ def iter_sentences(
         try:
             for line in handle:
                 if wikitext:
-                    line = line.replace(" . ", f" {EOS} ")
+                    # The original replaced " . " in the whole file after turning each
+                    # newline into " <eos> ", so a line-final " ." (no trailing space)
+                    # or a line-initial ". " also ends a sentence; padding the line
+                    # with spaces reproduces that line by line.
+                    line = (" " + line.rstrip("\n") + " ").replace(" . ", f" {EOS} ")
                 words = [UNK if w == "<UNK>" else w for w in line.split()]
                 if not no_eos:
                     words.append(EOS)
