@@ -1,0 +1,842 @@
+"""The state gradient engine: ``G(t, d) = d s_{t+d} / d x_t`` for every t and d < D in one pass.
+
+How it works (see ``docs/engine.md`` for the derivation):
+
+Forward-mode differentiation along the text.  For every start position t still
+"in flight" (t > k - D at step k) the engine carries the E tangent columns of
+``d state_k / d x_t`` for every layer up to the analysed one.  One step of the
+RNN is a linear map on those tangents.  For an LSTM,
+
+    dc' = dpre_i a_i + dpre_f a_f + dpre_g a_g + f * dc,   dh' = dpre_o a_o + tau * dc',
+    dpre = dx W_ih^T + dh W_hh^T,
+
+and because every gate coefficient ``a_*`` scales a *column* of ``W^T``, the
+coefficients fold into two H x H matrices built once per step (``M_c``, ``M_h``):
+the whole step for all D*E tangents is one (D E x H) @ (H x 2H) product plus two
+element-wise terms.  That is half the 8 E H^2 flops per Jacobian of the plain
+(H x 4H) product.  GRU and tanh/ReLU RNN cells fold the same way.
+
+Finished matrices are gathered over a window of steps and added into their
+(delay, class) sums with one batched matrix product, so per-class accumulation
+costs a small fraction of the recurrence even for a dozen classes.  Sums are
+kept in the compute dtype per chunk of start positions and folded into float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .classes import ClassSet
+from .models import RNNLM, LanguageModel, model_hash
+from .result import GradientResult
+
+SEMANTICS = ("carry", "segment")
+STATES = ("cell", "hidden")
+
+# A pair callback receives (step k, start positions of the rows, tangents (A, E, H)
+# of the analysed state: row a is d s_k / d x_{starts[a]} transposed).
+PairCallback = Callable[[int, np.ndarray, torch.Tensor], None]
+
+
+class EngineError(ValueError):
+    """Arguments the engine cannot work with."""
+
+
+# --- the model's parameters, per layer ------------------------------------------------------
+
+@dataclass
+class _Layer:
+    cell: str
+    w_ih_t: torch.Tensor  # (in, G*H)
+    w_hh_t: torch.Tensor  # (H, G*H)
+    bias: torch.Tensor  # (G*H,)
+
+
+def _layers(module: RNNLM | torch.nn.Module, upto: int, device, dtype) -> list[_Layer]:
+    rnn = module.rnn
+    if isinstance(rnn, torch.nn.LSTM):
+        cell = "lstm"
+        if getattr(rnn, "proj_size", 0):
+            raise EngineError("LSTMs with projections (proj_size > 0) are not supported")
+    elif isinstance(rnn, torch.nn.GRU):
+        cell = "gru"
+    elif isinstance(rnn, torch.nn.RNN):
+        cell = "rnn_relu" if rnn.nonlinearity == "relu" else "rnn_tanh"
+    else:
+        raise EngineError(f"unsupported recurrent module {type(rnn).__name__}")
+    layers = []
+    for l in range(upto + 1):
+        w_ih = getattr(rnn, f"weight_ih_l{l}").detach()
+        w_hh = getattr(rnn, f"weight_hh_l{l}").detach()
+        if rnn.bias:
+            bias = getattr(rnn, f"bias_ih_l{l}").detach() + getattr(rnn, f"bias_hh_l{l}").detach()
+        else:
+            bias = torch.zeros(w_ih.shape[0])
+        b_hh = getattr(rnn, f"bias_hh_l{l}").detach() if rnn.bias else torch.zeros(w_ih.shape[0])
+        layer = _Layer(
+            cell,
+            w_ih.t().to(device, dtype).contiguous(),
+            w_hh.t().to(device, dtype).contiguous(),
+            bias.to(device, dtype),
+        )
+        # GRU keeps b_hn inside the reset gate's product; remember it separately.
+        layer.b_hn = b_hh[2 * w_hh.shape[1]:].to(device, dtype) if cell == "gru" else None  # type: ignore[attr-defined]
+        layers.append(layer)
+    return layers
+
+
+def _unwrap(model: LanguageModel | RNNLM | torch.nn.Module) -> tuple[torch.nn.Module, list[str] | None, str]:
+    if isinstance(model, LanguageModel):
+        return model.module, list(model.vocab.words), model.identity()
+    vocab = None
+    return model, vocab, model_hash(model)
+
+
+# --- one step of the forward pass and its tangent map ----------------------------------------
+
+class _StepMaps:
+    """Forward values of one step of one layer, and its tangent map folded into matrices.
+
+    ``m_in`` (in x S*H) and ``m_rec`` (H x S*H) map input and previous-hidden tangents
+    to [dc' | dh'] (LSTM, S=2) or dh' (GRU/RNN, S=1); ``diag_c`` and ``diag_h`` are the
+    element-wise terms applied to the previous cell tangent (LSTM) or hidden tangent (GRU).
+    """
+
+    __slots__ = ("m_in", "m_rec", "diag_c", "diag_h", "h", "c")
+
+
+def _lstm_step(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> _StepMaps:
+    H = h.shape[-1]
+    pre = x_proj + h @ layer.w_hh_t
+    i = torch.sigmoid(pre[:H])
+    f = torch.sigmoid(pre[H : 2 * H])
+    g = torch.tanh(pre[2 * H : 3 * H])
+    o = torch.sigmoid(pre[3 * H :])
+    c_new = f * c + i * g
+    tc = torch.tanh(c_new)
+    h_new = o * tc
+    a_i = i * (1 - i) * g
+    a_f = f * (1 - f) * c
+    a_g = i * (1 - g * g)
+    a_o = o * (1 - o) * tc
+    tau = o * (1 - tc * tc)
+    maps = _StepMaps()
+    maps.m_in = _fold_lstm(layer.w_ih_t, a_i, a_f, a_g, a_o, tau)
+    maps.m_rec = _fold_lstm(layer.w_hh_t, a_i, a_f, a_g, a_o, tau)
+    maps.diag_c = f
+    maps.diag_h = tau * f
+    maps.h, maps.c = h_new, c_new
+    return maps
+
+
+def _fold_lstm(w_t, a_i, a_f, a_g, a_o, tau) -> torch.Tensor:
+    H = a_i.shape[0]
+    m_c = w_t[:, :H] * a_i + w_t[:, H : 2 * H] * a_f + w_t[:, 2 * H : 3 * H] * a_g
+    m_h = w_t[:, 3 * H :] * a_o + m_c * tau
+    return torch.cat([m_c, m_h], dim=1)
+
+
+def _gru_step(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor) -> _StepMaps:
+    # PyTorch's GRU: r, z, n = sigma(.), sigma(.), tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    H = h.shape[-1]
+    hh = h @ layer.w_hh_t  # without biases
+    b_hn = layer.b_hn  # type: ignore[attr-defined]
+    pre_r = x_proj[:H] + hh[:H]
+    pre_z = x_proj[H : 2 * H] + hh[H : 2 * H]
+    r = torch.sigmoid(pre_r)
+    z = torch.sigmoid(pre_z)
+    hn = hh[2 * H :] + b_hn
+    # x_proj holds b_in + b_hn for the n block (biases were summed); take b_hn back out.
+    n = torch.tanh(x_proj[2 * H :] - b_hn + r * hn)
+    h_new = (1 - z) * n + z * h
+    q = (1 - z) * (1 - n * n)
+    c_z = z * (1 - z) * (h - n)
+    c_r = q * hn * r * (1 - r)
+    maps = _StepMaps()
+    w = layer.w_ih_t
+    maps.m_in = w[:, :H] * c_r + w[:, H : 2 * H] * c_z + w[:, 2 * H :] * q
+    w = layer.w_hh_t
+    maps.m_rec = w[:, :H] * c_r + w[:, H : 2 * H] * c_z + w[:, 2 * H :] * (q * r)
+    maps.diag_c = None
+    maps.diag_h = z
+    maps.h, maps.c = h_new, None
+    return maps
+
+
+def _rnn_step(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor) -> _StepMaps:
+    pre = x_proj + h @ layer.w_hh_t
+    if layer.cell == "rnn_relu":
+        h_new = torch.relu(pre)
+        slope = (pre > 0).to(pre.dtype)
+    else:
+        h_new = torch.tanh(pre)
+        slope = 1 - h_new * h_new
+    maps = _StepMaps()
+    maps.m_in = layer.w_ih_t * slope
+    maps.m_rec = layer.w_hh_t * slope
+    maps.diag_c = None
+    maps.diag_h = None
+    maps.h, maps.c = h_new, None
+    return maps
+
+
+def _step(layer: _Layer, x_proj, h, c) -> _StepMaps:
+    if layer.cell == "lstm":
+        return _lstm_step(layer, x_proj, h, c)
+    if layer.cell == "gru":
+        return _gru_step(layer, x_proj, h)
+    return _rnn_step(layer, x_proj, h)
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+@dataclass
+class EngineOptions:
+    max_delay: int
+    state: str = "cell"
+    layer: int = -1
+    semantics: str = "carry"
+    segment_length: int | None = None
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    block_size: int | None = None
+    sample_every: int | None = None
+    sample_fraction: float | None = None
+    seed: int = 0
+    window: int = 16  # steps gathered per batched accumulation
+    chunk_size: int = 4096  # start positions per compute-dtype accumulator
+
+
+def _resolve_layer(module, layer: int) -> int:
+    n = module.rnn.num_layers
+    resolved = layer if layer >= 0 else n + layer
+    if not 0 <= resolved < n:
+        raise EngineError(f"layer {layer} does not exist: the model has layers 0..{n - 1}")
+    return resolved
+
+
+def _text_identity(tokens: np.ndarray, extra: dict[str, Any] | None) -> dict[str, Any]:
+    ident = {
+        "tokens": int(len(tokens)),
+        "sha256": hashlib.sha256(np.ascontiguousarray(tokens, dtype=np.int32).tobytes()).hexdigest(),
+    }
+    if extra:
+        ident.update(extra)
+    return ident
+
+
+def _sample_mask(n: int, opts: EngineOptions) -> np.ndarray | None:
+    if opts.sample_every is not None and opts.sample_fraction is not None:
+        raise EngineError("choose one of sample_every and sample_fraction, not both")
+    if opts.sample_every is not None:
+        if opts.sample_every < 1:
+            raise EngineError(f"sample_every must be >= 1, got {opts.sample_every}")
+        if opts.sample_every == 1:
+            return None
+        mask = np.zeros(n, dtype=bool)
+        mask[:: opts.sample_every] = True
+        return mask
+    if opts.sample_fraction is not None:
+        if not 0 < opts.sample_fraction <= 1:
+            raise EngineError(f"sample_fraction must be in (0, 1], got {opts.sample_fraction}")
+        if opts.sample_fraction == 1:
+            return None
+        return np.random.default_rng(opts.seed).random(n) < opts.sample_fraction
+    return None
+
+
+class _Accumulator:
+    """Per (delay, class) sums for a range of start positions, in the compute dtype."""
+
+    def __init__(self, D: int, C: int, H: int, E: int, device, dtype):
+        self.sums = torch.zeros(D, C, E * H, device=device, dtype=dtype)
+        self.counts = np.zeros((D, C), dtype=np.int64)
+
+
+class StateGradientEngine:
+    """One pass over ``tokens`` accumulating state gradients; resumable and sliceable.
+
+    Most users call :func:`compute_state_gradients`.  The class exists so that a run
+    can be checkpointed, resumed, and split into slices of start positions.
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel | RNNLM | torch.nn.Module,
+        tokens: Sequence[int] | np.ndarray,
+        options: EngineOptions,
+        classes: ClassSet | None = None,
+    ):
+        self.module, self.vocab, self.model_identity = _unwrap(model)
+        self.tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
+        if self.tokens.ndim != 1:
+            raise EngineError("tokens must be a 1-d sequence of ids")
+        self.opts = options
+        o = options
+        if o.max_delay < 1:
+            raise EngineError(f"max_delay must be at least 1, got {o.max_delay}")
+        if o.semantics not in SEMANTICS:
+            raise EngineError(f"semantics must be one of {SEMANTICS}, got {o.semantics!r}")
+        if o.state not in STATES:
+            raise EngineError(f"state must be one of {STATES}, got {o.state!r}")
+        if o.semantics == "segment" and not o.segment_length:
+            raise EngineError("segment semantics needs segment_length (the model's num_steps)")
+        if o.block_size is not None and o.block_size < 1:
+            raise EngineError(f"block_size must be positive, got {o.block_size}")
+        self.device = torch.device(o.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError("device 'cuda' asked for, but PyTorch sees no CUDA device")
+        self.layer = _resolve_layer(self.module, o.layer)
+        self.layers = _layers(self.module, self.layer, self.device, o.dtype)
+        self.cell = self.layers[0].cell
+        if o.state == "cell" and self.cell != "lstm":
+            raise EngineError(f"a {self.cell.upper()} has no cell state; use state='hidden'")
+        emb = self.module.embedding if hasattr(self.module, "embedding") else self.module.encoder
+        self.embedding = emb.weight.detach().to(self.device, o.dtype)
+        V = self.embedding.shape[0]
+        if len(self.tokens) and (self.tokens.min() < 0 or self.tokens.max() >= V):
+            raise EngineError(
+                f"token ids must lie in 0..{V - 1} (the model's vocabulary); found "
+                f"{self.tokens.min()}..{self.tokens.max()}: was the text read with another vocabulary?"
+            )
+        self.classes = classes if classes is not None else ClassSet.only_all(V)
+        if self.classes.vocab_size != V:
+            raise EngineError(
+                f"classes are defined over {self.classes.vocab_size} words, the model has {V}"
+            )
+        self.E = self.embedding.shape[1]
+        self.H = self.layers[0].w_hh_t.shape[0]
+        self.C = len(self.classes)
+        self.D = o.max_delay
+        self.sample_mask = _sample_mask(len(self.tokens), o)
+        self._membership = self.classes.membership
+
+    # -- positions -----------------------------------------------------------------------
+    def _last_input(self) -> int:
+        """One past the last position that takes part (segment mode keeps the original's
+        whole segments: ``len // num_steps - 1`` of them)."""
+        T = len(self.tokens)
+        if self.opts.semantics == "segment":
+            n = self.opts.segment_length
+            return max(T // n - 1, 0) * n
+        return T
+
+    def _max_rows(self) -> int:
+        D = self.D
+        if self.sample_mask is None:
+            return D
+        csum = np.concatenate([[0], np.cumsum(self.sample_mask)])
+        k = np.arange(len(self.sample_mask))
+        lo = np.maximum(k - D + 1, 0)
+        return int(max((csum[k + 1] - csum[lo]).max(initial=0), 1))
+
+    def initial_state(self, start: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The recurrent state before position ``start``: a cheap no-grad forward pass
+        (the fused module) over the tokens before it, or zeros at 0; in segment mode,
+        the state carried into ``start``'s segment is what the model computed."""
+        L = self.layer + 1
+        zeros = torch.zeros(self.H, device=self.device, dtype=self.opts.dtype)
+        if start == 0:
+            return [(zeros.clone(), zeros.clone() if self.cell == "lstm" else None) for _ in range(L)]
+        with torch.no_grad():
+            # A copy, so that the user's module keeps its device and dtype.
+            rnn = copy.deepcopy(self.module.rnn).to(self.device, self.opts.dtype).eval()
+            ids = torch.as_tensor(self.tokens[:start], device=self.device)
+            _, state = rnn(self.embedding[ids].unsqueeze(1))
+        if self.cell == "lstm":
+            h, c = state
+            return [(h[l, 0].clone(), c[l, 0].clone()) for l in range(L)]
+        return [(state[l, 0].clone(), None) for l in range(L)]
+
+    # -- the pass ------------------------------------------------------------------------
+    def run(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        initial_state=None,
+        progress: bool = True,
+        on_pairs: PairCallback | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: float = 300.0,
+        text_info: dict[str, Any] | None = None,
+        stop_after_steps: int | None = None,
+    ) -> GradientResult:
+        """Accumulate G(t, d) for start positions ``start <= t < stop`` and every d < D
+        (pairs run past ``stop`` up to D - 1 steps, so slices add up to the whole).
+
+        ``checkpoint_path``: the running state is saved there every ``checkpoint_every``
+        seconds and, if the file exists, the run resumes from it.  ``stop_after_steps``
+        ends early (after a checkpoint) -- used to test interruption.
+        """
+        o = self.opts
+        last_input = self._last_input()
+        stop = last_input if stop is None else min(stop, last_input)
+        if not 0 <= start <= stop:
+            raise EngineError(f"bad slice [{start}, {stop}) of a text of {last_input} usable positions")
+        end = min(stop + self.D - 1, last_input) if stop > start else start  # last step + 1
+        if o.semantics == "segment" and stop > start:
+            seg = o.segment_length
+            end = min(end, ((stop - 1) // seg + 1) * seg)
+
+        D, E, H, C = self.D, self.E, self.H, self.C
+        dev, dt = self.device, o.dtype
+        A_max = self._max_rows()
+        W = max(1, o.window)
+        lstm = self.cell == "lstm"
+        comps = ("h", "c") if lstm else ("h",)
+        chosen = (self.layer, "c" if o.state == "cell" else "h")
+        # Tangent buffers: (slots, rows, E, H).  The analysed state keeps W+1 slots (one
+        # per step of the accumulation window); the others ping-pong between two.
+        bufs: dict[tuple[int, str], torch.Tensor] = {}
+        for l in range(self.layer + 1):
+            for comp in comps:
+                slots = W + 1 if (l, comp) == chosen else 2
+                bufs[(l, comp)] = torch.zeros(slots, A_max, E, H, device=dev, dtype=dt)
+        # Scratch for the matmul output [dc | dh] or dh.
+        width = 2 * H if lstm else H
+        scratch = torch.empty(A_max * E, width, device=dev, dtype=dt)
+
+        state = initial_state if initial_state is not None else self.initial_state(start)
+        hs = [s[0].to(dev, dt).clone() for s in state]
+        cs = [s[1].to(dev, dt).clone() if s[1] is not None else None for s in state]
+
+        starts = np.zeros(0, dtype=np.int64)  # start positions of the rows, newest first
+        window_starts: list[np.ndarray] = []  # per window slot
+        window_steps: list[int] = []
+        total = torch.zeros(D, C, E * H, dtype=torch.float64, device=dev)
+        total_counts = np.zeros((D, C), dtype=np.int64)
+        accs: dict[int, _Accumulator] = {}
+        closed_blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        chunk = o.block_size or o.chunk_size
+        k = start
+        slot = 0  # current slot of the analysed buffer (0 = last step of previous window)
+
+        resumed = False
+        if checkpoint_path is not None and Path(checkpoint_path).is_file():
+            ck = torch.load(checkpoint_path, map_location=dev, weights_only=False)
+            self._check_checkpoint(ck, start, stop)
+            k = ck["k"]
+            hs = [h.to(dev, dt) for h in ck["hs"]]
+            cs = [c.to(dev, dt) if c is not None else None for c in ck["cs"]]
+            starts = ck["starts"]
+            for key, value in ck["bufs"].items():
+                bufs[key][0, : value.shape[0]] = value.to(dev, dt)
+            total = ck["total"].to(dev)
+            total_counts = ck["total_counts"]
+            for b, (s, n) in ck["accs"].items():
+                acc = _Accumulator(D, C, H, E, dev, dt)
+                acc.sums.copy_(s)
+                acc.counts = n
+                accs[b] = acc
+            closed_blocks = ck["closed_blocks"]
+            resumed = True
+
+        x_proj_cache: dict[int, torch.Tensor] = {}
+
+        def input_projection(pos: int) -> torch.Tensor:
+            # Layer 0's input projections for a span of positions at once.
+            base = pos - pos % 1024
+            if base not in x_proj_cache:
+                x_proj_cache.clear()
+                ids = torch.as_tensor(self.tokens[base : base + 1024], device=dev)
+                x_proj_cache[base] = self.embedding[ids] @ self.layers[0].w_ih_t + self.layers[0].bias
+            return x_proj_cache[base][pos - base]
+
+        def flush(final: bool = False) -> None:
+            nonlocal slot
+            if window_steps:
+                self._accumulate(bufs[chosen], window_steps, window_starts, accs, chunk, C, H, E)
+            if on_pairs is None:
+                pass
+            # Close chunks whose every pair is done: all starts < the oldest row in flight.
+            oldest_open = starts[-1] if len(starts) and not final else k if not final else math.inf
+            for b in sorted(accs):
+                if (b + 1) * chunk <= oldest_open:
+                    acc = accs.pop(b)
+                    total.add_(acc.sums.to(torch.float64))
+                    total_counts[...] += acc.counts
+                    if o.block_size:
+                        closed_blocks[b] = (acc.sums.to(torch.float32).cpu().numpy(), acc.counts)
+            # The last step of this window becomes slot 0 of the next.
+            if slot != 0:
+                bufs[chosen][0].copy_(bufs[chosen][slot])
+            slot = 0
+            window_steps.clear()
+            window_starts.clear()
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=end - start, initial=k - start, unit="pos", desc="state gradients",
+                       dynamic_ncols=True, smoothing=0.05)
+        last_ck = time.monotonic()
+        steps_done = 0
+        cur = {key: 0 for key in bufs}  # current slot per buffer (ping-pong ones)
+        cur[chosen] = 0
+        seg = o.segment_length if o.semantics == "segment" else None
+
+        while k < end:
+            # Which rows go on: drop the oldest if its delay would reach D, all at a
+            # segment boundary; add a row for k if k is a start position of this slice.
+            if seg is not None and k % seg == 0:
+                keep = 0
+            else:
+                keep = len(starts)
+                if keep and k - starts[keep - 1] >= D:
+                    keep -= 1
+            inject = start <= k < stop and (self.sample_mask is None or self.sample_mask[k])
+            shift = 1 if inject else 0
+            n_rows = keep + shift
+            new_starts = np.concatenate([[k], starts[:keep]]) if inject else starts[:keep]
+
+            x_in = input_projection(k)
+            below_dh_new = None  # the new dh tangent of the layer below
+            for l, layer in enumerate(self.layers):
+                maps = _step(layer, x_in if l == 0 else hs[l - 1] @ layer.w_ih_t + layer.bias, hs[l], cs[l])
+                old_h, new_h = self._slots(bufs, cur, chosen, slot, (l, "h"))
+                if lstm:
+                    old_c, new_c = self._slots(bufs, cur, chosen, slot, (l, "c"))
+                if n_rows:
+                    out = scratch[: n_rows * E]
+                    rec_out = out[shift * E :]
+                    if l == 0:
+                        if keep:
+                            torch.mm(old_h[:keep].view(-1, H), maps.m_rec, out=rec_out)
+                        if inject:
+                            out[:E].copy_(maps.m_in)
+                    else:
+                        torch.mm(below_dh_new[:n_rows].view(-1, H), maps.m_in, out=out)
+                        if keep:
+                            rec_out.addmm_(old_h[:keep].view(-1, H), maps.m_rec)
+                    if lstm:
+                        oc, oh = out[:, :H], out[:, H:]
+                        nc = new_c[:n_rows].view(-1, H)
+                        nh = new_h[:n_rows].view(-1, H)
+                        nc.copy_(oc)
+                        nh.copy_(oh)
+                        if keep:
+                            prev_c = old_c[:keep].view(-1, H)
+                            nc[shift * E :].addcmul_(prev_c, maps.diag_c)
+                            nh[shift * E :].addcmul_(prev_c, maps.diag_h)
+                    else:
+                        nh = new_h[:n_rows].view(-1, H)
+                        nh.copy_(out)
+                        if keep and maps.diag_h is not None:
+                            nh[shift * E :].addcmul_(old_h[:keep].view(-1, H), maps.diag_h)
+                below_dh_new = new_h
+                hs[l], cs[l] = maps.h, maps.c
+                for comp in comps:
+                    key = (l, comp)
+                    if key != chosen:
+                        cur[key] = 1 - cur[key]
+            starts = new_starts
+            slot += 1
+            window_steps.append(k)
+            window_starts.append(starts)
+            if on_pairs is not None and n_rows:
+                on_pairs(k, starts, bufs[chosen][slot][:n_rows])
+            k += 1
+            steps_done += 1
+            if bar is not None:
+                bar.update(1)
+            if slot == W or k == end:
+                flush(final=k == end)
+                if checkpoint_path is not None and k < end and (
+                    time.monotonic() - last_ck >= checkpoint_every
+                    or (stop_after_steps is not None and steps_done >= stop_after_steps)
+                ):
+                    self._save_checkpoint(checkpoint_path, k, hs, cs, starts, bufs, cur, chosen,
+                                          total, total_counts, accs, closed_blocks, start, stop)
+                    last_ck = time.monotonic()
+                if stop_after_steps is not None and steps_done >= stop_after_steps and k < end:
+                    if bar is not None:
+                        bar.close()
+                    raise InterruptedRun(k)
+            # Keep the ping-pong buffers' "current" slot as slot 0 when a window starts so
+            # that checkpoints store one consistent slot per buffer.
+        if bar is not None:
+            bar.close()
+        flush(final=True)
+        if checkpoint_path is not None:
+            Path(checkpoint_path).unlink(missing_ok=True)
+
+        sums = total.view(D, C, E, H).transpose(2, 3).cpu().numpy()
+        block_kwargs: dict[str, Any] = {}
+        if o.block_size:
+            order = sorted(closed_blocks)
+            if order:
+                bs = np.stack([closed_blocks[b][0] for b in order]).reshape(len(order), D, C, E, H)
+                block_kwargs = dict(
+                    block_sums=np.ascontiguousarray(bs.transpose(0, 1, 2, 4, 3)),
+                    block_counts=np.stack([closed_blocks[b][1] for b in order]),
+                    block_starts=np.array([b * o.block_size for b in order], dtype=np.int64),
+                )
+        metadata = {
+            "semantics": o.semantics,
+            "segment_length": o.segment_length,
+            "state": o.state,
+            "layer": self.layer,
+            "cell": self.cell,
+            "max_delay": D,
+            "model_identity": self.model_identity,
+            "text": _text_identity(self.tokens, text_info),
+            "slice": {"start": int(start), "stop": int(stop)},
+            "class_definitions": self.classes.definitions,
+            "sampling": {
+                "every": o.sample_every,
+                "fraction": o.sample_fraction,
+                "seed": o.seed if o.sample_fraction is not None else None,
+                "starts_used": int(total_counts[0, 0]),
+            },
+            "block_size": o.block_size,
+            "dtype": str(o.dtype).replace("torch.", ""),
+            "dtype_family": "float",
+            "device": str(dev),
+            "stategrad_version": __version__,
+            "torch_version": torch.__version__,
+            "resumed": resumed,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return GradientResult(
+            sums=sums,
+            counts=total_counts,
+            classes=list(self.classes.names),
+            vocab=self.vocab or [],
+            metadata=metadata,
+            **block_kwargs,
+        )
+
+    # -- accumulation ----------------------------------------------------------------------
+    def _accumulate(self, buf, window_steps, window_starts, accs, chunk, C, H, E) -> None:
+        """Add the window's finished matrices into their (delay, class) sums.
+
+        For every delay d the window's rows with that delay are summed with class
+        weights by one batched product (delays, C, n) @ (delays, n, E*H).  In the
+        steady state of a full pass row a holds delay a in every slot, so the window
+        is used as a strided view; otherwise (start, sampling, segments) the rows are
+        gathered first.
+        """
+        D = self.D
+        n_slots = len(window_steps)
+        A_max = buf.shape[1]
+        dev, dt = buf.device, buf.dtype
+        full = all(len(st) == D and st[0] - st[-1] == D - 1 for st in window_starts)
+        if full:
+            steps = np.asarray(window_steps)
+            pair_start = steps[None, :] - np.arange(D)[:, None]  # (D, n_slots)
+            chunk_of = pair_start // chunk
+            member = self._membership[self.tokens[pair_start]]  # (D, n_slots, C)
+            view = buf[1 : n_slots + 1, :D].reshape(n_slots, D, E * H).transpose(0, 1)
+            for b in np.unique(chunk_of):
+                acc = self._acc(accs, int(b), C, H, E, dev, dt)
+                mem = member * (chunk_of == b)[:, :, None]
+                acc.counts += mem.sum(axis=1)
+                weights = torch.as_tensor(mem.transpose(0, 2, 1), dtype=dt).to(dev)
+                acc.sums.baddbmm_(weights, view)
+            return
+
+        slot_idx, row_idx, pair_start, pair_delay = [], [], [], []
+        for s, (k, st) in enumerate(zip(window_steps, window_starts, strict=True)):
+            if len(st):
+                slot_idx.append(np.full(len(st), s + 1))
+                row_idx.append(np.arange(len(st)))
+                pair_start.append(st)
+                pair_delay.append(k - st)
+        if not slot_idx:
+            return
+        rows_all = np.concatenate(slot_idx) * A_max + np.concatenate(row_idx)
+        pair_start = np.concatenate(pair_start)
+        pair_delay = np.concatenate(pair_delay)
+        member_all = self._membership[self.tokens[pair_start]]  # (P, C)
+        chunk_of = pair_start // chunk
+        flat = buf.view(-1, E * H)
+        for b in np.unique(chunk_of):
+            sel = np.flatnonzero(chunk_of == b)
+            acc = self._acc(accs, int(b), C, H, E, dev, dt)
+            order = sel[np.argsort(pair_delay[sel], kind="stable")]
+            delays = pair_delay[order]
+            mem = member_all[order]
+            np.add.at(acc.counts, delays, mem.astype(np.int64))
+            present, first, per_delay = np.unique(delays, return_index=True, return_counts=True)
+            group = np.repeat(np.arange(len(present)), per_delay)
+            pos = np.arange(len(delays)) - first[group]
+            gather = np.zeros((len(present), int(per_delay.max())), dtype=np.int64)
+            gather[group, pos] = rows_all[order]
+            weights = torch.zeros(len(present), C, gather.shape[1], dtype=dt)
+            weights[torch.as_tensor(group), :, torch.as_tensor(pos)] = torch.as_tensor(mem, dtype=dt)
+            gathered = flat[torch.as_tensor(gather.reshape(-1), device=dev)]
+            gathered = gathered.view(len(present), gather.shape[1], E * H)
+            idx = torch.as_tensor(present, device=dev)
+            acc.sums.index_add_(0, idx, torch.bmm(weights.to(dev), gathered))
+
+    @staticmethod
+    def _slots(bufs, cur, chosen, slot, key):
+        """(previous, next) tangent slot of one buffer: the analysed state walks through
+        its window slots, the others alternate between two."""
+        buf = bufs[key]
+        if key == chosen:
+            return buf[slot], buf[slot + 1]
+        return buf[cur[key]], buf[1 - cur[key]]
+
+    def _acc(self, accs, b, C, H, E, dev, dt) -> _Accumulator:
+        acc = accs.get(b)
+        if acc is None:
+            acc = accs[b] = _Accumulator(self.D, C, H, E, dev, dt)
+        return acc
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _fingerprint(self, start: int, stop: int) -> dict[str, Any]:
+        o = self.opts
+        return {
+            "model": self.model_identity,
+            "text": _text_identity(self.tokens, None)["sha256"],
+            "options": repr((o.max_delay, o.state, self.layer, o.semantics, o.segment_length,
+                             str(o.dtype), o.block_size, o.sample_every, o.sample_fraction,
+                             o.seed, o.window, o.chunk_size, len(self.classes),
+                             self.classes.names)),
+            "class_membership": hashlib.sha256(self._membership.tobytes()).hexdigest(),
+            "slice": (int(start), int(stop)),
+        }
+
+    def _check_checkpoint(self, ck: dict[str, Any], start: int, stop: int) -> None:
+        mine = self._fingerprint(start, stop)
+        theirs = ck.get("fingerprint", {})
+        diff = [k for k in mine if mine[k] != theirs.get(k)]
+        if diff:
+            raise EngineError(
+                "the checkpoint belongs to a different run (differs in: " + ", ".join(diff) +
+                "); delete it or point --checkpoint elsewhere"
+            )
+
+    def _save_checkpoint(self, path, k, hs, cs, starts, bufs, cur, chosen, total, total_counts,
+                         accs, closed_blocks, start, stop) -> None:
+        n = len(starts)
+        saved_bufs = {}
+        for key, buf in bufs.items():
+            idx = 0 if key == chosen else cur[key]
+            saved_bufs[key] = buf[idx, :n].cpu().clone()
+        ck = {
+            "fingerprint": self._fingerprint(start, stop),
+            "k": k,
+            "hs": [h.cpu() for h in hs],
+            "cs": [c.cpu() if c is not None else None for c in cs],
+            "starts": starts,
+            "bufs": saved_bufs,
+            "total": total.cpu(),
+            "total_counts": total_counts,
+            "accs": {b: (a.sums.cpu(), a.counts) for b, a in accs.items()},
+            "closed_blocks": closed_blocks,
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            torch.save(ck, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise EngineError(f"could not write engine checkpoint {path}: {exc}") from exc
+        # Ping-pong buffers were saved from their current slot; restore puts them in slot 0.
+        for key in cur:
+            if key != chosen and cur[key] != 0:
+                bufs[key][0, :n].copy_(bufs[key][cur[key], :n])
+                cur[key] = 0
+
+
+class InterruptedRun(RuntimeError):
+    """Raised when a run stops early on purpose (``stop_after_steps``); resumable."""
+
+    def __init__(self, position: int):
+        super().__init__(f"stopped at position {position}; rerun with the same checkpoint to resume")
+        self.position = position
+
+
+def compute_state_gradients(
+    model: LanguageModel | RNNLM | torch.nn.Module,
+    tokens: Sequence[int] | np.ndarray,
+    *,
+    max_delay: int,
+    state: str = "cell",
+    layer: int = -1,
+    classes: ClassSet | None = None,
+    semantics: str = "carry",
+    segment_length: int | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    block_size: int | None = None,
+    sample_every: int | None = None,
+    sample_fraction: float | None = None,
+    seed: int = 0,
+    start: int = 0,
+    stop: int | None = None,
+    initial_state=None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    progress: bool = False,
+    on_pairs: PairCallback | None = None,
+    text_info: dict[str, Any] | None = None,
+) -> GradientResult:
+    """Sums and counts of ``G(t, d) = d s_{t+d} / d x_t`` per delay d < ``max_delay`` and class.
+
+    ``semantics="carry"`` differentiates the model run over the whole text (exact);
+    ``"segment"`` reproduces the original code: segments of ``segment_length`` tokens
+    whose initial state is a constant.  ``layer`` counts from 0 (-1: the top layer).
+    ``block_size`` keeps sums per block of that many start positions for confidence
+    intervals.  ``sample_every``/``sample_fraction`` use a subset of start positions.
+    """
+    with torch.no_grad():
+        engine = StateGradientEngine(
+            model,
+            tokens,
+            EngineOptions(max_delay=max_delay, state=state, layer=layer, semantics=semantics,
+                          segment_length=segment_length, device=device, dtype=dtype,
+                          block_size=block_size, sample_every=sample_every,
+                          sample_fraction=sample_fraction, seed=seed),
+            classes,
+        )
+        return engine.run(start, stop, initial_state=initial_state, progress=progress,
+                          on_pairs=on_pairs, checkpoint_path=checkpoint_path,
+                          checkpoint_every=checkpoint_every, text_info=text_info)
+
+
+def sentence_gradients(
+    model: LanguageModel | RNNLM | torch.nn.Module,
+    tokens: Sequence[int] | np.ndarray,
+    *,
+    state: str = "cell",
+    layer: int = -1,
+    dtype: torch.dtype = torch.float64,
+    initial_state=None,
+) -> np.ndarray:
+    """Every G for a short text: array (T, T, H, E) with ``[t, k] = d s_k / d x_t``
+    (zero where k < t), from the zero state unless ``initial_state`` is given."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    T = len(tokens)
+    if T == 0:
+        raise EngineError("empty sentence")
+    engine_holder: dict[str, Any] = {}
+
+    def collect(k: int, starts: np.ndarray, tangents: torch.Tensor) -> None:
+        out = engine_holder["out"]
+        out[starts, k] = tangents.transpose(1, 2).cpu().numpy()
+
+    with torch.no_grad():
+        engine = StateGradientEngine(
+            model, tokens, EngineOptions(max_delay=T, state=state, layer=layer, dtype=dtype), None
+        )
+        engine_holder["out"] = np.zeros((T, T, engine.H, engine.E))
+        engine.run(0, T, initial_state=initial_state, progress=False, on_pairs=collect)
+    return engine_holder["out"]
