@@ -1,7 +1,182 @@
-"""Subcommands (to be filled in)."""
+"""``stategrad train``, ``stategrad eval`` and ``stategrad run`` (the original's command line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
+from ..config import ConfigError, TrainConfig, load_config, load_run
+from ..corpus import CorpusError
+from ..models import ModelError, read_checkpoint
+
+_ERRORS = (ConfigError, CorpusError, ModelError)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _echo(message: str) -> None:
+    # through tqdm so an active progress bar is not torn
+    from tqdm import tqdm
+
+    tqdm.write(message, file=click.get_text_stream("stderr"))
+
+
+_device = click.option("--device", default=None, metavar="cpu|cuda|cuda:N|auto",
+                       help="Overrides training.device of the configuration.")
+_threads = click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads for PyTorch (torch.set_num_threads).")
+_progress = click.option("--progress/--no-progress", default=True, show_default=True,
+                         help="Show a progress bar.")
+
+
+@click.command("train")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--resume", is_flag=True, help="Continue from save_path/last.pt.")
+@click.option("--overwrite", is_flag=True, help="Start from scratch even if save_path has a checkpoint.")
+@_device
+@_threads
+@_progress
+def train_command(config_file: str, resume: bool, overwrite: bool, device: str | None,
+                  threads: int | None, progress: bool) -> None:
+    """Train a word-level language model described by CONFIG (.toml, or the original's .config).
+
+    Writes save_path/last.pt after every epoch (and on Ctrl-C, mid-epoch),
+    save_path/best.pt for the best validation perplexity, metrics.csv/.json, vocab.txt
+    and a log file.  An interrupted run continues with --resume and gives the same
+    result as an uninterrupted one.
+    """
+    from ..training import TrainingError, train
+
+    try:
+        config = load_config(config_file)
+        summary = train(config, resume=resume, overwrite=overwrite, device=device,
+                        threads=threads, progress=progress, echo=_echo)
+    except (*_ERRORS, TrainingError) as exc:
+        raise _fail(exc) from None
+    if summary.interrupted:
+        click.echo(f"interrupted; continue with: stategrad train {config_file} --resume")
+        return
+    reason = "early stopping" if summary.stopped_early else "done"
+    click.echo(f"{reason}: {summary.epochs_completed} epochs; best valid perplexity "
+               f"{summary.best_valid_ppl:.3f} (epoch {summary.best_epoch}); model in "
+               f"{summary.best_checkpoint}")
+
+
+def _config_from_checkpoint(path: Path) -> TrainConfig | None:
+    stored = read_checkpoint(path).get("config") or {}
+    if not stored:
+        return None
+    return TrainConfig.from_dict(stored, f"configuration stored in {path}")
+
+
+@click.command("eval")
+@click.argument("config_file", metavar="[CONFIG]", required=False,
+                type=click.Path(dir_okay=False))
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint to evaluate (default: save_path/best.pt of CONFIG).")
+@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best",
+              show_default=True, help="Which checkpoint of save_path, without --model.")
+@click.option("--split", default="test", show_default=True, metavar="valid|test|PATH",
+              help="The configured validation or test text, or any text file.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Default: 1 for test and files (the original's test mode), the training "
+                   "batch size for valid.")
+@click.option("--num-steps", type=click.IntRange(min=1), default=None,
+              help="Default: 1 for test and files, training.num_steps for valid.")
+@_device
+@_threads
+@_progress
+def eval_command(config_file: str | None, model_path: str | None, which: str, split: str,
+                 batch_size: int | None, num_steps: int | None, device: str | None,
+                 threads: int | None, progress: bool) -> None:
+    """Report the perplexity of a trained model on a text.
+
+    With CONFIG, the model is save_path/best.pt and valid/test are the configured
+    files; with --model only, the configuration stored in the checkpoint is used.
+    Scored as the original: test mode is batch size 1 and 1 step (every token after
+    the first), validation uses the training batch size and num_steps.
+    """
+    import torch
+
+    from ..config import data_files, require_file
+    from ..training import (
+        TrainingError,
+        checkpoint_for,
+        evaluate_file,
+        load_trained,
+        resolve_device,
+    )
+
+    if config_file is None and model_path is None:
+        raise click.UsageError("give a CONFIG, or a checkpoint with --model")
+    try:
+        config = load_config(config_file) if config_file else None
+        path = Path(model_path) if model_path else checkpoint_for(config, which)
+        if config is None:
+            config = _config_from_checkpoint(path)
+        dev = resolve_device(device or (config.training.device if config else "cpu"))
+        if threads:
+            torch.set_num_threads(threads)
+        if split in ("valid", "test"):
+            if config is None:
+                raise ConfigError(f"{path} carries no configuration: give --split PATH or a CONFIG")
+            text = require_file(getattr(data_files(config), split), split)
+        else:
+            text = Path(split)
+            if not text.is_file():
+                raise ConfigError(f"--split: {split!r} is neither 'valid', 'test' nor an existing file")
+        is_valid = split == "valid"
+        bs = batch_size or (config.training.batch_size if is_valid else 1)
+        ns = num_steps or (config.training.num_steps if is_valid else 1)
+        model = load_trained(path, dev)
+        opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding} if config else {}
+        ppl = evaluate_file(model, text, batch_size=bs, num_steps=ns, device=dev,
+                            progress=progress, **opts)
+    except (*_ERRORS, TrainingError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"{split if split in ('valid', 'test') else text} perplexity: {ppl:.3f} "
+               f"(model {path}, batch size {bs}, {ns} step{'s' if ns > 1 else ''})")
+
+
+@click.command("run")
+@click.option("--config", "config_file", required=True, type=click.Path(dir_okay=False),
+              help="The original's .config file (or a .toml).")
+@click.option("--notrain", is_flag=True, help="Do not train: use the model saved in save_path.")
+@click.option("--novalid", is_flag=True, help="Skip validation (not allowed when training).")
+@click.option("--notest", is_flag=True, help="Skip the test (batch size 1, 1 step).")
+@_device
+@_threads
+@_progress
+def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
+                device: str | None, threads: int | None, progress: bool) -> None:
+    """The original's `main.py --config F [--notrain] [--novalid] [--notest] [--device cpu]`.
+
+    Same keys, same meaning (dropout is a keep probability in a .config file);
+    other_test, valid_as_test and save_embedding work as in the original, and
+    grad_interm/max_delay/grad_dir compute the state gradients of the validation
+    text (all time steps at once) with --notrain --notest.
+    """
+    from ..training import TrainingError, run_legacy
+
+    try:
+        run = load_run(config_file)
+        result = run_legacy(run, do_train=not notrain, do_valid=not novalid, do_test=not notest,
+                            device=device, threads=threads, progress=progress, echo=_echo)
+    except (*_ERRORS, TrainingError) as exc:
+        raise _fail(exc) from None
+    if result.summary is not None and result.summary.history:
+        last = result.summary.history[-1]
+        click.echo(f"Epoch: {last.epoch} Valid Perplexity: {last.valid_ppl:.3f}")
+    if result.valid_ppl is not None:
+        click.echo(f"Valid Perplexity: {result.valid_ppl:.3f}")
+    if result.test_ppl is not None:
+        click.echo(f"Test Perplexity: {result.test_ppl:.3f}")
+
 
 def register(group: click.Group) -> None:
-    pass
+    group.add_command(train_command)
+    group.add_command(eval_command)
+    group.add_command(run_command)
