@@ -1,7 +1,483 @@
-"""Subcommands (to be filled in)."""
+"""Analysis subcommands: embedding statistics and export, singular values, memory
+curves, relative memory, the POS probe, and the original's gradient directories.
+
+Each command parses its options, calls :mod:`stategrad.analysis`,
+:mod:`stategrad.probe` or :mod:`stategrad.legacy`, and prints or writes what
+they return.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
 
 import click
+import numpy as np
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from ..analysis import AnalysisError
+    from ..corpus import CorpusError
+    from ..models import ModelError
+    from ..result import ResultError
+
+    return (AnalysisError, CorpusError, ModelError, ResultError)
+
+
+def _note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _load_model(path: str, vocab: str | None, trusted: bool):
+    from ..models import load_model
+
+    return load_model(path, vocab, trusted=trusted)
+
+
+def _load_result(path: str):
+    from ..result import load_result
+
+    return load_result(path, blocks=False)
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [x for x in text.replace(",", " ").split() if x]
+    return items or None
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be numbers separated by commas, got {text!r}") from None
+
+
+def _write_tables(table: Any, csv_path: str | None, json_path: str | None) -> None:
+    if csv_path:
+        _note(f"wrote {table.to_csv(csv_path)}")
+    if json_path:
+        _note(f"wrote {table.to_json(json_path)}")
+
+
+def _model_options(f):
+    f = click.option("--trusted", is_flag=True,
+                     help="Allow a pickled module file (unpickling runs code from it).")(f)
+    f = click.option("--vocab", "vocab_path", type=click.Path(dir_okay=False),
+                     help="Vocabulary (word<TAB>id) for a bare state-dict model file.")(f)
+    return f
+
+
+def _check_result_model(result, model) -> None:
+    expected = result.metadata.get("model_identity")
+    if expected and expected != model.identity():
+        _note("warning: the model is not the one the result was computed with "
+              f"(result: {str(expected)[:12]}..., model: {model.identity()[:12]}...)")
 
 
 def register(group: click.Group) -> None:
-    pass
+    errors = _errors()
+
+    # --- embedding statistics --------------------------------------------------------------
+    @group.command("embedding-stats")
+    @click.option("--model", "model_path", type=click.Path(dir_okay=False),
+                  help="Trained model (checkpoint) whose input embeddings to use.")
+    @_model_options
+    @click.option("--text", type=click.Path(exists=True, dir_okay=False),
+                  help="Reference text (usually the training text); statistics are token weighted.")
+    @click.option("--embeddings", "embeddings_path", type=click.Path(exists=True),
+                  help="Instead of --model/--text: an N x E token-embedding array (.npy/.npz) or "
+                       "the original's save_embedding folder.")
+    @click.option("--out", type=click.Path(dir_okay=False),
+                  help="Statistics file to write (.npz: mean, covariance, L, Z, checks, metadata).")
+    @click.option("--legacy-prefix", help="Also write the original's PREFIX_mean.npy, "
+                  "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
+    @click.option("--ridge", type=float, default=0.0, show_default=True,
+                  help="Add RIDGE * I to a singular or nearly singular covariance.")
+    def embedding_stats(model_path, vocab_path, trusted, text, embeddings_path, out,
+                        legacy_prefix, ridge):
+        """Normalisation to equal variance: mean, covariance, Cholesky factor L and
+        whitening matrix Z = L^-1 of a model's embeddings over the tokens of a text,
+        with the original's sanity checks."""
+        from .. import analysis
+
+        if not out and not legacy_prefix:
+            raise click.UsageError("give --out (and/or --legacy-prefix): where to write")
+        if embeddings_path and (model_path or text):
+            raise click.UsageError("--embeddings replaces --model/--text; give one or the other")
+        if not embeddings_path and not (model_path and text):
+            raise click.UsageError("give --model and --text (or --embeddings)")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", analysis.ConditioningWarning)
+                if embeddings_path:
+                    X = analysis.read_token_embeddings(embeddings_path)
+                    stats = analysis.embedding_stats_from_array(
+                        X, ridge=ridge, metadata={"embeddings": str(embeddings_path)})
+                else:
+                    model = _load_model(model_path, vocab_path, trusted)
+                    stats = analysis.embedding_stats_for_model(model, text, ridge=ridge)
+            for w in caught:
+                _note(f"warning: {w.message}")
+        except errors as exc:
+            raise _fail(exc) from exc
+        click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
+                   f"embedding size {stats.embedding_size}")
+        click.echo(stats.checks.format())
+        if out:
+            _note(f"wrote {stats.save(out)}")
+        if legacy_prefix:
+            for p in stats.save_legacy(legacy_prefix):
+                _note(f"wrote {p}")
+
+    # --- embedding export --------------------------------------------------------------------
+    @group.command("export-embeddings")
+    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+    @_model_options
+    @click.option("--text", type=click.Path(exists=True, dir_okay=False),
+                  help="Also write the embedding of every token of this text.")
+    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+                  help="Folder for words.npy/words.dict (and tokens.npy/tokens.dict).")
+    def export_embeddings(model_path, vocab_path, trusted, text, out_dir):
+        """Write a model's embeddings: words.npy (V x E, row = word id) with
+        words.dict (word<TAB>id), and with --text the original's save_embedding
+        output as one file, tokens.npy (N x E, one row per token) with tokens.dict
+        (word<TAB>row of its first occurrence)."""
+        from .. import analysis
+        from ..corpus import read_tokens
+
+        try:
+            model = _load_model(model_path, vocab_path, trusted)
+            out = Path(out_dir)
+            for p in analysis.export_word_embeddings(model, out / "words.npy"):
+                _note(f"wrote {p}")
+            if text:
+                tokens = read_tokens(text, model.vocab)
+                for p in analysis.export_token_embeddings(model, tokens, out / "tokens.npy"):
+                    _note(f"wrote {p}")
+        except errors as exc:
+            raise _fail(exc) from exc
+
+    # --- singular values -----------------------------------------------------------------
+    normalize_option = click.option(
+        "--normalize", "normalize", type=click.Path(exists=True),
+        help="Embedding statistics (.npz from embedding-stats, or the original's "
+             "_D_norm_grad.npy): analyse G L instead of G.")
+    classes_option = click.option("--classes", help="Classes to show, comma separated "
+                                  "(default: every class of the result).")
+
+    @group.command("svd")
+    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+    @normalize_option
+    @classes_option
+    @click.option("--top", type=int, default=5, show_default=True, help="Singular values to list.")
+    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write it as JSON.")
+    def svd(result_path, normalize, classes, top, csv_path, json_path):
+        """Top singular values and their sum per delay and class (the original's
+        calculate_svs), of the average gradients G or, with --normalize, of G L."""
+        from .. import analysis
+
+        try:
+            result = _load_result(result_path)
+            table = analysis.singular_value_table(result, normalize=normalize,
+                                                  classes=_split_list(classes), top=top)
+        except errors as exc:
+            raise _fail(exc) from exc
+        click.echo(table.format())
+        _write_tables(table, csv_path, json_path)
+
+    @group.command("memory")
+    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+    @normalize_option
+    @classes_option
+    @click.option("--fraction", type=float, default=0.1, show_default=True,
+                  help="Memory span: first delay whose sum falls below FRACTION x the sum at 0.")
+    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+                  help="Write the curves (class, delay, count, sum, sv_1) as CSV.")
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                  help="Write curves and spans as JSON.")
+    def memory(result_path, normalize, classes, fraction, csv_path, json_path):
+        """Memory curves (sum of singular values against delay) and memory spans per class."""
+        from .. import analysis
+
+        try:
+            result = _load_result(result_path)
+            report = analysis.memory_curves(result, normalize=normalize,
+                                            classes=_split_list(classes), fraction=fraction)
+        except errors as exc:
+            raise _fail(exc) from exc
+        click.echo(report.format())
+        _write_tables(report, csv_path, json_path)
+
+    # --- relative memory ---------------------------------------------------------------------
+    @group.command("relative-memory")
+    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--normalize", "normalize", required=True, type=click.Path(exists=True),
+                  help="Embedding statistics (.npz from embedding-stats, or an original prefix).")
+    @click.option("--model", "model_path", type=click.Path(dir_okay=False),
+                  help="The model, for the embeddings the difference vector is taken from.")
+    @_model_options
+    @click.option("--diff", nargs=2, metavar="A B",
+                  help="Two word sets; v = mean embedding of A minus that of B.  Each is a "
+                       "class of the result, TAG[,TAG...] (with --pos-map), tags:FILE (a class "
+                       "file, with --pos-map) or words:FILE (words, one per line).")
+    @click.option("--vector", "vector_path", type=click.Path(exists=True, dir_okay=False),
+                  help="Instead of --diff: a difference vector saved as .npy (E,).")
+    @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
+                  help="Word -> possible tags map, for word sets given by tags.")
+    @click.option("--weight-text", type=click.Path(exists=True, dir_okay=False),
+                  help="Weight each word's embedding by its count in this text (default: each "
+                       "word once).")
+    @click.option("--class", "class_name", default="all", show_default=True,
+                  help="Class of the result whose average gradients to use.")
+    @click.option("--top-k", type=int, default=5, show_default=True,
+                  help="Right singular vectors spanning the subspace of the cosine.")
+    @click.option("--save-vector", type=click.Path(dir_okay=False),
+                  help="Write the difference vector as .npy.")
+    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False))
+    def relative_memory(result_path, normalize, model_path, vocab_path, trusted, diff, vector_path,
+                        pos_map_path, weight_text, class_name, top_k, save_vector, csv_path,
+                        json_path):
+        """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
+        property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
+        plural minus singular nouns)."""
+        from .. import analysis
+
+        if (diff is None) == (vector_path is None):
+            raise click.UsageError("give --diff A B (with --model) or --vector FILE")
+        try:
+            result = _load_result(result_path)
+            stats = analysis.load_embedding_stats(normalize)
+            if vector_path:
+                v: Any = analysis.DifferenceVector(
+                    np.asarray(np.load(vector_path), dtype=np.float64).ravel(),
+                    Path(vector_path).stem, "given", (0, 0))
+            else:
+                if not model_path:
+                    raise click.UsageError("--diff needs --model (the embeddings to average)")
+                model = _load_model(model_path, vocab_path, trusted)
+                _check_result_model(result, model)
+                v = _difference_from_specs(result, model, diff, pos_map_path, weight_text)
+                click.echo(f"difference vector {v.label}: {v.n_words[0]} vs {v.n_words[1]} words"
+                           + (f", {v.n_tokens[0]} vs {v.n_tokens[1]} tokens" if v.n_tokens else ""))
+            if save_vector:
+                _note(f"wrote {v.save(save_vector)}")
+            table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k)
+        except errors as exc:
+            raise _fail(exc) from exc
+        click.echo(table.format())
+        _write_tables(table, csv_path, json_path)
+
+    # --- POS probe ---------------------------------------------------------------------------
+    @group.command("probe")
+    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+    @_model_options
+    @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
+                  help="Word -> possible tags: one example per (word, tag) pair.")
+    @click.option("--tagged", "tagged_path", type=click.Path(exists=True, dir_okay=False),
+                  help="Instead of --pos-map: running tagged text (CoNLL, word/TAG, Brown), one "
+                       "example per token.")
+    @click.option("--normalize-text", is_flag=True,
+                  help="With --tagged: lower case, numbers to N, no punctuation (Mikolov's PTB).")
+    @click.option("--tags", help="Only these tags, comma separated (after --tag-map).")
+    @click.option("--tag-map", "tag_map_path", type=click.Path(exists=True, dir_okay=False),
+                  help="Fine -> coarse tag map (e.g. ../shared/data/tagsets/en-ptb.map).")
+    @click.option("--C", "c_grid", default="0.1,1,10", show_default=True,
+                  help="Grid of inverse regularisation strengths for cross-validation.")
+    @click.option("--cv", type=int, default=3, show_default=True, help="Cross-validation folds.")
+    @click.option("--test-fraction", type=float, default=0.2, show_default=True,
+                  help="Fraction of the words held out for the accuracy.")
+    @click.option("--min-examples", type=int, default=5, show_default=True,
+                  help="Leave out tags with fewer examples.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--class-means", type=click.Path(dir_okay=False),
+                  help="Write the per-tag mean embeddings (.npz, key = tag).")
+    @click.option("--confusion", type=click.Path(dir_okay=False),
+                  help="Write the held-out confusion matrix as CSV.")
+    def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_text, tags,
+              tag_map_path, c_grid, cv, test_fraction, min_examples, seed, class_means, confusion):
+        """POS probe: logistic regression from input embeddings to POS tags, accuracy on
+        held-out words, confusion matrix and per-tag mean embeddings."""
+        from .. import probe as probe_mod
+        from ..tagged import TaggedError, read_pos_map
+
+        if (pos_map_path is None) == (tagged_path is None):
+            raise click.UsageError("give --pos-map (word types) or --tagged (running text)")
+        try:
+            model = _load_model(model_path, vocab_path, trusted)
+            tag_map = probe_mod.read_tag_map(tag_map_path) if tag_map_path else None
+            kwargs = dict(tags=_split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
+                          cv=cv, test_fraction=test_fraction, min_examples=min_examples,
+                          seed=seed)
+            if pos_map_path:
+                result = probe_mod.pos_probe(model, pos_map=read_pos_map(pos_map_path), **kwargs)
+            else:
+                result = probe_mod.pos_probe(
+                    model, tagged_tokens=_tagged_tokens(tagged_path, normalize_text), **kwargs)
+        except (*errors, TaggedError) as exc:
+            raise _fail(exc) from exc
+        click.echo(result.format())
+        if class_means:
+            _note(f"wrote {result.save_class_means(class_means)}")
+        if confusion:
+            _note(f"wrote {result.save_confusion_csv(confusion)}")
+
+    # --- the original's gradient directories ---------------------------------------------------
+    @group.command("legacy-average")
+    @click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
+    @click.argument("delay", type=int)
+    @click.option("--classes", "class_files", multiple=True,
+                  type=click.Path(exists=True, dir_okay=False),
+                  help="Class file (one tag per line); repeat for several classes. The class "
+                       "is named after the file, as in the original.")
+    @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
+                  help="Word -> possible tags map (needed with --classes).")
+    @click.option("--npz/--npy", "npz", default=None,
+                  help="Read all.npz (np2npz output) or the .npy files (default: .npy if present).")
+    def legacy_average(grad_dir, delay, class_files, pos_map_path, npz):
+        """The original's avg_gradient_matrix.py: the mean of every matrix in
+        GRAD_DIR/timestep_*/delay_DELAY/ (or GRAD_DIR/delay_DELAY/), saved as
+        GRAD_DIR/delay_DELAY_avg.npy, and per class as delay_DELAY_avg_<class>.npy."""
+        from .. import legacy
+        from ..tagged import TaggedError, read_class_file, read_pos_map
+
+        if class_files and not pos_map_path:
+            raise click.UsageError("--classes needs --pos-map")
+        try:
+            classes = {Path(f).name: read_class_file(f) for f in class_files}
+            pos_map = read_pos_map(pos_map_path) if pos_map_path else None
+            averages = legacy.legacy_averages(grad_dir, delay, classes=classes or None,
+                                              pos_map=pos_map, npz=npz)
+        except (*errors, TaggedError) as exc:
+            raise _fail(exc) from exc
+        for name, avg in averages.items():
+            label = "all" if name is None else name
+            if avg.mean is None:
+                _note(f"class {label!r}: no matrix at delay {delay} belongs to it; nothing written")
+                continue
+            path = legacy.save_legacy_average(avg, grad_dir)
+            click.echo(f"{label}: mean of {avg.count} of {avg.total} matrices -> {path}")
+        missing = next((a.missing_words for a in averages.values() if a.missing_words), None)
+        if missing:
+            shown = ", ".join(f"{w} ({n})" for w, n in missing.most_common(20))
+            _note(f"{len(missing)} word(s) not in the POS map ({sum(missing.values())} matrices, "
+                  f"counted for no class): {shown}{' ...' if len(missing) > 20 else ''}")
+
+    @group.command("legacy-svs")
+    @click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
+    @click.argument("d_norm", type=click.Path(exists=True, dir_okay=False))
+    @click.argument("class_name", required=False)
+    @click.option("--top", type=int, default=5, show_default=True)
+    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False))
+    def legacy_svs(grad_dir, d_norm, class_name, top, csv_path, json_path):
+        """The original's calculate_svs.py: singular values of G @ L for each
+        GRAD_DIR/delay_*_avg[_CLASS].npy, L read from D_NORM (_D_norm_grad.npy or a
+        stats .npz)."""
+        from .. import legacy
+
+        try:
+            table = legacy.legacy_svs(grad_dir, d_norm, class_name, top=top)
+        except errors as exc:
+            raise _fail(exc) from exc
+        click.echo(table.format())
+        _write_tables(table, csv_path, json_path)
+
+    @group.command("legacy-export")
+    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+    @click.argument("out_dir", type=click.Path(file_okay=False))
+    @classes_option
+    def legacy_export(result_path, out_dir, classes):
+        """Write a result's average gradients as the original's delay_<d>_avg[_<class>].npy
+        files, for its calculate_svs.py, relative_memory.py and cos_subspace_diff_vector.py."""
+        from .. import legacy
+
+        try:
+            result = _load_result(result_path)
+            written = legacy.export_result_averages(result, out_dir, classes=_split_list(classes))
+        except errors as exc:
+            raise _fail(exc) from exc
+        click.echo(f"wrote {len(written)} averaged matrices to {out_dir}")
+        for name in _split_list(classes) or result.classes:
+            empty = result.empty_delays(name)
+            if empty:
+                _note(f"class {name!r} has no occurrences at delay(s) {empty}: no file for them")
+
+    @group.command("legacy-np2npz")
+    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
+    @click.option("--remove", is_flag=True, help="Delete the .npy files once all.npz is written.")
+    def legacy_np2npz(folder, remove):
+        """The original's np2npz.py: stack FOLDER's numbered .npy files into FOLDER/all.npz."""
+        from .. import legacy
+
+        try:
+            click.echo(f"wrote {legacy.np2npz(folder, remove=remove)}")
+        except errors as exc:
+            raise _fail(exc) from exc
+
+
+# --- helpers for relative-memory and probe ------------------------------------------------------
+
+
+def _tagged_tokens(path: str, normalize: bool):
+    from ..tagged import iter_tagged_sentences, normalize_sentence
+
+    for sentence in iter_tagged_sentences(path):
+        if normalize:
+            sentence = normalize_sentence(sentence)
+        yield from sentence
+
+
+def _difference_from_specs(result, model, specs, pos_map_path, weight_text):
+    from .. import analysis
+    from ..corpus import read_tokens
+    from ..tagged import read_class_file, read_pos_map
+
+    pos_map = read_pos_map(pos_map_path) if pos_map_path else None
+    definitions = result.metadata.get("class_definitions") or {}
+
+    def words_of(spec: str) -> list[str]:
+        kind, sep, rest = spec.partition(":")
+        if sep and kind == "words":
+            return read_class_file(rest)
+        if sep and kind == "tags":
+            tags = read_class_file(rest)
+        else:
+            definition = definitions.get(spec)
+            if isinstance(definition, list):
+                return [str(w) for w in definition]
+            if isinstance(definition, dict) and "words" in definition:
+                return [str(w) for w in definition["words"]]
+            tags = (definition.get("tags") if isinstance(definition, dict) else None) or \
+                _split_list(spec) or []
+        if pos_map is None:
+            raise analysis.AnalysisError(
+                f"word set {spec!r} is given by tags {tags}: add --pos-map to find its words")
+        wanted = set(tags)
+        words = [w for w, wt in pos_map.items() if wanted.intersection(wt)]
+        if not words:
+            raise analysis.AnalysisError(f"no word of the POS map has a tag in {sorted(wanted)}")
+        return words
+
+    W = analysis.embedding_matrix(model)
+    ids = []
+    for spec in specs:
+        found, missing = analysis.word_ids(model.vocab, words_of(spec))
+        if len(found) == 0:
+            raise analysis.AnalysisError(f"none of the words of {spec!r} is in the model's vocabulary")
+        if missing:
+            _note(f"{spec}: {len(missing)} of its words are not in the vocabulary (ignored)")
+        ids.append(found)
+    counts = None
+    if weight_text:
+        counts = np.bincount(read_tokens(weight_text, model.vocab), minlength=len(model.vocab))
+    return analysis.difference_vector(W, ids[0], ids[1], token_counts=counts,
+                                      label=f"{specs[0]} - {specs[1]}")
