@@ -1,7 +1,166 @@
-"""Subcommands (to be filled in)."""
+"""``stategrad synth``: a synthetic language whose memory is known (and, later, the demo)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import click
 
+from ..synth import (
+    PRESETS,
+    PROPERTIES,
+    VARIANCE_PROFILES,
+    SynthConfig,
+    SynthError,
+    TriggerClass,
+    generate_corpus,
+)
+
+_TRIGGER_KEYS = {"k": "delay", "delay": "delay", "n": "n_triggers", "rate": "rate",
+                 "remember": "remembered", "remembered": "remembered", "values": "n_values",
+                 "name": "name"}
+
+
+def parse_trigger(spec: str) -> TriggerClass:
+    """``15`` or ``k=15,n=8,remember=feature,values=2,rate=0.05,name=long``."""
+    spec = spec.strip()
+    fields: dict[str, Any] = {}
+    if spec.isdigit():
+        fields["delay"] = int(spec)
+    else:
+        for part in spec.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip().lower()
+            if not sep or key not in _TRIGGER_KEYS:
+                raise SynthError(
+                    f"bad trigger spec {spec!r}: expected K or comma-separated key=value with keys "
+                    f"k, n, rate, remember ({'|'.join(PROPERTIES)}), values, name"
+                )
+            fields[_TRIGGER_KEYS[key]] = value.strip()
+    if "delay" not in fields:
+        raise SynthError(f"trigger spec {spec!r} has no delay (k=...)")
+    try:
+        for key in ("delay", "n_triggers", "n_values"):
+            if key in fields:
+                fields[key] = int(fields[key])
+        if "rate" in fields:
+            fields["rate"] = float(fields["rate"])
+    except ValueError as exc:
+        raise SynthError(f"bad number in trigger spec {spec!r}: {exc}") from None
+    fields.setdefault("name", f"k{fields['delay']}")
+    trigger = TriggerClass(**fields)
+    trigger.check()
+    return trigger
+
+
+def _parse_scale(text: str) -> tuple[str, float]:
+    group, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return group.strip(), float(value)
+    except ValueError:
+        raise SynthError(f"bad --scale {text!r}: expected GROUP=NUMBER, e.g. trigger_k15=3") from None
+
+
+def _base_config(preset_name: str, config_path: Path | None) -> SynthConfig:
+    if config_path is None:
+        return PRESETS[preset_name]
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SynthError(f"cannot read configuration {config_path}: {exc}") from None
+    if isinstance(data, dict) and "config" in data and "format" in data:
+        data = data["config"]  # a synth.json written by an earlier run
+    if not isinstance(data, dict):
+        raise SynthError(f"{config_path} must hold a JSON object")
+    return SynthConfig.from_dict(data)
+
+
+@click.command("synth")
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="default",
+              show_default=True, help="Starting configuration; the options below change it.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Start from a JSON configuration, or the synth.json of an earlier corpus.")
+@click.option("--trigger", "triggers", multiple=True, metavar="SPEC",
+              help="A trigger class (repeatable; replaces the preset's): K, or "
+                   "k=K,n=N,rate=R,remember=identity|feature|class,values=V,name=NAME.")
+@click.option("--fillers", type=int, help="Number of filler words.")
+@click.option("--filler-zipf", type=float, help="Zipf exponent of the filler distribution (0: uniform).")
+@click.option("--end-prob", type=float, help="Probability of <eos> at a free position.")
+@click.option("--noise", type=float, help="Probability that a target is replaced by a random target.")
+@click.option("--train-tokens", type=int, help="Tokens in train.txt (<eos> included).")
+@click.option("--valid-tokens", type=int, help="Tokens in valid.txt.")
+@click.option("--test-tokens", type=int, help="Tokens in test.txt.")
+@click.option("--seed", type=int, help="Random seed (the output is a function of the configuration).")
+@click.option("--embedding-dim", type=int, help="Dimension of embeddings.npz (0: write none).")
+@click.option("--variance", type=click.Choice(VARIANCE_PROFILES),
+              help="Per-direction variance of the embeddings: equal, or unequal (the trap that "
+                   "the normalisation must undo).")
+@click.option("--scale", "scales", multiple=True, metavar="GROUP=S",
+              help="Standard deviation of an embedding block (repeatable): groups, filler, "
+                   "target or trigger_<name>.")
+@click.option("--force", is_flag=True, help="Overwrite files of an earlier corpus in OUTDIR.")
+def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tuple[str, ...],
+          fillers: int | None, filler_zipf: float | None, end_prob: float | None,
+          noise: float | None, train_tokens: int | None, valid_tokens: int | None,
+          test_tokens: int | None, seed: int | None, embedding_dim: int | None,
+          variance: str | None, scales: tuple[str, ...], force: bool) -> None:
+    """Generate a synthetic corpus whose memory is known, into OUTDIR.
+
+    Fillers need no memory; a trigger of class k fixes the word exactly k steps
+    later.  Writes train.txt, valid.txt, test.txt (one sentence per line), synth.json
+    (ground truth, exact entropy rate, ideal cross-entropy on valid/test) and, with an
+    embedding dimension, embeddings.npz for frozen embeddings.
+    """
+    try:
+        config = _base_config(preset_name, config_path)
+        changes: dict[str, Any] = {
+            "n_fillers": fillers, "filler_zipf": filler_zipf, "end_prob": end_prob,
+            "noise": noise, "train_tokens": train_tokens, "valid_tokens": valid_tokens,
+            "test_tokens": test_tokens, "seed": seed, "embedding_dim": embedding_dim,
+            "variance": variance,
+        }
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if triggers:
+            changes["triggers"] = tuple(parse_trigger(t) for t in triggers)
+        if scales:
+            changes["scales"] = {**config.scales, **dict(_parse_scale(s) for s in scales)}
+        config = replace(config, **changes)
+        config.check()
+        corpus = generate_corpus(config, outdir, overwrite=force)
+    except SynthError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    meta = corpus.metadata
+    ent = meta["entropy"]
+    click.echo(f"wrote {outdir}/")
+    for split, info in meta["splits"].items():
+        click.echo(f"  {meta['files'][split]:<11} {info['sentences']:>8,} sentences "
+                   f"{info['tokens']:>10,} tokens")
+    if meta["embeddings"]:
+        emb = meta["embeddings"]
+        click.echo(f"  {meta['files']['embeddings']:<11} {meta['vocabulary']['lm_vocabulary_size']} "
+                   f"words x {emb['dim']} dims ({emb['profile']} variance)")
+    click.echo("  synth.json  ground truth and entropy")
+    click.echo(f"entropy rate {ent['rate_nats_per_token']:.4f} nats/token "
+               f"(perplexity {ent['perplexity']:.3f}); mean sentence "
+               f"{ent['mean_sentence_tokens']:.1f} tokens")
+    for split, emp in meta["empirical"].items():
+        click.echo(f"ideal model on {split}: {emp['cross_entropy_nats']:.4f} "
+                   f"+- {emp['std_error']:.4f} nats/token (perplexity {emp['perplexity']:.3f})")
+    for name, truth in meta["ground_truth"].items():
+        forgotten = ent["perplexity_if_values_forgotten"].get(name)
+        extra = f"; perplexity if forgotten {forgotten:.3f}" if forgotten else ""
+        click.echo(f"  {name:<14} memory span {truth['memory_span']:>3}"
+                   f"{' (' + truth['remembered'] + ')' if truth['remembered'] else ''}{extra}")
+
 
 def register(group: click.Group) -> None:
-    pass
+    group.add_command(synth)
+    # `stategrad demo` (synthetic corpus -> model -> gradients -> report) is registered
+    # here too once it exists; it builds its corpus with stategrad.synth.generate_corpus.
