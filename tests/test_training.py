@@ -530,6 +530,6 @@ def test_run_legacy_gradient_keys_use_the_engine_with_segment_semantics(corpus, 
     # inside segments of 10 tokens, delay d has 10 - d (start, end) pairs per segment
     valid_tokens = sum(len(line.split()) + 1 for line in
                        (corpus / "valid.txt").read_text().splitlines() if line)
-    assert valid_tokens - 10 <= result.counts[0, 0] <= valid_tokens
+    assert valid_tokens - 2 * 10 <= result.counts[0, 0] <= valid_tokens
     # pairs (t, t + 3) stay inside one segment for 7 of every 10 starts
     assert result.counts[3, 0] / result.counts[0, 0] == pytest.approx(0.7, abs=0.01)
