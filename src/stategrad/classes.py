@@ -6,13 +6,16 @@ rule), so membership is a (V, C) boolean matrix.  Class 0 is always ``all``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .corpus import Vocabulary
+from .corpus import BOS, EOS, Vocabulary
+from .tagged import read_class_file, read_pos_map
 
 ALL = "all"
 
@@ -90,3 +93,323 @@ class ClassSet:
     def counts_in(self, tokens: np.ndarray) -> np.ndarray:
         """How many tokens of each class a text holds."""
         return self.membership[np.asarray(tokens)].sum(axis=0)
+
+
+# --- building class sets from files and built-in definitions ----------------------------
+
+# Word classes over the Penn Treebank tag set.  Finer than the universal tags where the
+# distinction matters for memory analyses: modals and infinitival "to" get their own
+# classes instead of joining verbs / particles, and wh-words join the class they behave
+# like (WDT determiners, WP/WP$ pronouns, WRB adverbs).  Tags left out (EX FW LS SYM UH
+# $ # and punctuation) are rare or not words; use class files to include them.
+PTB_CLASSES: dict[str, tuple[str, ...]] = {
+    "nouns": ("NN", "NNS", "NNP", "NNPS"),
+    "verbs": ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ"),
+    "modals": ("MD",),
+    "adjectives": ("JJ", "JJR", "JJS"),
+    "adverbs": ("RB", "RBR", "RBS", "WRB"),
+    "determiners": ("DT", "PDT", "WDT"),
+    "prepositions": ("IN",),
+    "to": ("TO",),
+    "pronouns": ("PRP", "PRP$", "WP", "WP$"),
+    "numbers": ("CD",),
+    "conjunctions": ("CC",),
+    "particles": ("RP",),
+    "possessives": ("POS",),
+}
+
+# The 12 universal tags of Petrov, Das & McDonald (2012); "." (punctuation) is named PUNCT
+# here because class names end up in file names and plot labels.
+UNIVERSAL_TAGS = (
+    "NOUN",
+    "VERB",
+    "ADJ",
+    "ADV",
+    "PRON",
+    "DET",
+    "ADP",
+    "NUM",
+    "CONJ",
+    "PRT",
+    ".",
+    "X",
+)
+_UNIVERSAL_NAMES = {".": "PUNCT"}
+BUILTIN_CLASS_SETS = ("ptb", "universal", "universal-ptb", "universal-brown")
+
+
+def universal_mapping(tagset: str = "ptb") -> dict[str, str]:
+    """Fine tag -> universal tag, from the tables shipped with the package.
+
+    ``tagset`` is ``ptb`` or ``brown``; Brown tags are given in upper case there, and
+    :func:`load_classes` matches them case-insensitively.
+    """
+    from importlib import resources
+
+    name = {"ptb": "en-ptb.map", "brown": "en-brown.map"}.get(tagset)
+    if name is None:
+        raise ClassError(f"no universal mapping for tag set {tagset!r}; choose ptb or brown")
+    text = resources.files("stategrad").joinpath("data", name).read_text(encoding="utf-8")
+    mapping: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.strip():
+            fine, universal = line.split("\t")
+            mapping[fine] = universal
+    return mapping
+
+
+def universal_classes(tagset: str = "ptb") -> dict[str, tuple[str, ...]]:
+    """Universal class name -> the fine tags it gathers (and the universal tag itself,
+    so a map already written in universal tags works too)."""
+    groups: dict[str, list[str]] = {u: [u] for u in UNIVERSAL_TAGS}
+    for fine, universal in universal_mapping(tagset).items():
+        groups.setdefault(universal, [universal]).append(fine)
+    return {_UNIVERSAL_NAMES.get(u, u): tuple(tags) for u, tags in groups.items()}
+
+
+def _looks_brown(word_tags: Mapping[str, Iterable[str]]) -> bool:
+    lower = upper = 0
+    for tags in word_tags.values():
+        for t in tags:
+            if t.lower() != t:
+                upper += 1
+            elif t.upper() != t:
+                lower += 1
+    return lower > upper
+
+
+def _case_fold_map(word_tags: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    return {w: [t.upper() for t in tags] for w, tags in word_tags.items()}
+
+
+def builtin_class_tags(
+    name: str, word_tags: Mapping[str, Iterable[str]] | None = None
+) -> tuple[dict[str, tuple[str, ...]], bool]:
+    """The class -> tags table of a built-in set and whether tags compare case-folded.
+
+    ``name`` is ``ptb``, ``universal`` (PTB or Brown tags, told apart by the POS map's
+    tag case), ``universal-ptb`` or ``universal-brown``, optionally followed by
+    ``:class+class`` to keep only some classes (``ptb:nouns+verbs``).
+    """
+    base, _, subset = name.partition(":")
+    base = base.strip().lower()
+    if base == "ptb":
+        table, fold = dict(PTB_CLASSES), False
+    elif base in ("universal", "universal-ptb", "universal-brown"):
+        tagset = "ptb"
+        if base == "universal-brown" or (
+            base == "universal" and word_tags is not None and _looks_brown(word_tags)
+        ):
+            tagset = "brown"
+        table, fold = universal_classes(tagset), tagset == "brown"
+    else:
+        raise ClassError(
+            f"unknown built-in class set {name!r}; choose one of {', '.join(BUILTIN_CLASS_SETS)} "
+            "(optionally ':name+name'), or give class files"
+        )
+    if subset:
+        wanted = [s.strip() for s in subset.split("+") if s.strip()]
+        by_lower = {k.lower(): k for k in table}
+        unknown = [w for w in wanted if w.lower() not in by_lower]
+        if unknown:
+            raise ClassError(
+                f"built-in set {base!r} has no class {', '.join(unknown)}; it has {', '.join(table)}"
+            )
+        table = {by_lower[w.lower()]: table[by_lower[w.lower()]] for w in wanted}
+    return table, fold
+
+
+def _class_name(path: Path) -> str:
+    return path.stem if path.suffix in (".txt", ".tags", ".words", ".lst") else path.name
+
+
+def from_class_files(
+    vocab: Vocabulary,
+    class_files: Iterable[str | os.PathLike],
+    word_tags: Mapping[str, Iterable[str]],
+    encoding: str = "utf-8",
+) -> ClassSet:
+    """Classes from tag files (one tag per line, named after the file, e.g. ``nouns``)
+    and a word -> possible tags map, by the original's multi-label rule."""
+    class_tags: dict[str, list[str]] = {}
+    sources: dict[str, str] = {}
+    for f in class_files:
+        path = Path(f)
+        name = _class_name(path)
+        if name in class_tags or name == ALL:
+            raise ClassError(f"two class files give the class name {name!r} ({path})")
+        class_tags[name] = read_class_file(path, encoding)
+        sources[name] = str(path)
+    result = ClassSet.from_tag_map(vocab, word_tags, class_tags)
+    for name, source in sources.items():
+        result.definitions[name]["source"] = source
+    return result
+
+
+def from_word_list_files(
+    vocab: Vocabulary, files: Iterable[str | os.PathLike], encoding: str = "utf-8"
+) -> ClassSet:
+    """Classes given as word lists, one file per class (named after the file), one word
+    per line (white space also separates)."""
+    sets: dict[str, list[str]] = {}
+    definitions: dict[str, Any] = {}
+    for f in files:
+        path = Path(f)
+        name = _class_name(path)
+        if name in sets or name == ALL:
+            raise ClassError(f"two word-list files give the class name {name!r} ({path})")
+        sets[name] = read_class_file(path, encoding)
+        definitions[name] = {"words": sorted(set(sets[name])), "source": str(path)}
+    return ClassSet.from_word_sets(vocab, sets, definitions)
+
+
+def read_class_map(path: str | os.PathLike, encoding: str = "utf-8") -> dict[str, list[str]]:
+    """A ``word<TAB>class`` file (more classes may follow in further columns, and a word
+    may appear on several lines): class -> words, classes in order of first mention."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassError(f"class map not found: {path}")
+    classes: dict[str, list[str]] = {}
+    with open(path, encoding=encoding) as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+            parts = [p.strip() for p in parts if p.strip()]
+            if len(parts) < 2:
+                raise ClassError(
+                    f"{path}:{lineno}: expected 'word<TAB>class', got {line.rstrip()!r}"
+                )
+            word, names = parts[0], parts[1:]
+            for name in names:
+                if name == ALL:
+                    raise ClassError(f"{path}:{lineno}: 'all' is reserved for every word")
+                classes.setdefault(name, []).append(word)
+    if not classes:
+        raise ClassError(f"class map {path} is empty")
+    return classes
+
+
+def from_class_map(vocab: Vocabulary, path: str | os.PathLike, encoding: str = "utf-8") -> ClassSet:
+    classes = read_class_map(path, encoding)
+    definitions = {n: {"words": sorted(set(ws)), "source": str(path)} for n, ws in classes.items()}
+    return ClassSet.from_word_sets(vocab, classes, definitions)
+
+
+def from_builtin(vocab: Vocabulary, name: str, word_tags: Mapping[str, Iterable[str]]) -> ClassSet:
+    """A built-in class set (see :func:`builtin_class_tags`) applied to a POS map."""
+    table, fold = builtin_class_tags(name, word_tags)
+    if fold:
+        word_tags = _case_fold_map(word_tags)
+        table = {n: tuple(t.upper() for t in tags) for n, tags in table.items()}
+    result = ClassSet.from_tag_map(vocab, word_tags, table)
+    for n in table:
+        result.definitions[n]["builtin"] = name
+    return result
+
+
+def combine(class_sets: Iterable[ClassSet]) -> ClassSet:
+    """One class set holding the classes of several over the same vocabulary."""
+    sets = list(class_sets)
+    if not sets:
+        raise ClassError("no class sets to combine")
+    names = [ALL]
+    columns = [sets[0].membership[:, :1]]
+    definitions: dict[str, Any] = {ALL: "every word"}
+    for cs in sets:
+        if cs.vocab_size != sets[0].vocab_size:
+            raise ClassError("class sets over different vocabularies cannot be combined")
+        for j, name in enumerate(cs.names[1:], start=1):
+            if name in names:
+                raise ClassError(
+                    f"class {name!r} is defined twice; rename a class file or pick a subset "
+                    "of the built-in set (e.g. ptb:nouns+verbs)"
+                )
+            names.append(name)
+            columns.append(cs.membership[:, j : j + 1])
+            definitions[name] = cs.definitions.get(name)
+    return ClassSet(names, np.concatenate(columns, axis=1), definitions)
+
+
+def load_classes(
+    vocab: Vocabulary,
+    spec: str | Sequence[str] | None = None,
+    pos_map: str | os.PathLike | Mapping[str, Iterable[str]] | None = None,
+    *,
+    class_words: Sequence[str | os.PathLike] = (),
+    class_map: str | os.PathLike | None = None,
+    encoding: str = "utf-8",
+) -> ClassSet:
+    """Word classes as the CLI's ``--classes/--pos-map/--class-words/--class-map`` give them.
+
+    ``spec``: built-in set names (``ptb``, ``universal``, ``universal-ptb``,
+    ``universal-brown``, each optionally ``:name+name``) and/or tag class files (one
+    tag per line, class named after the file); a string may list several, comma
+    separated.  Both need ``pos_map`` (a POS map file or a word -> tags mapping): a
+    word is in a class when any of its possible tags is (the original's rule).
+    ``class_words``: word-list files, one class each.  ``class_map``: a
+    ``word<TAB>class`` file.  All of them together form one class set; with none,
+    only ``all``.
+    """
+    items: list[str] = []
+    for s in [spec] if isinstance(spec, str) else list(spec or []):
+        items.extend(p.strip() for p in str(s).split(",") if p.strip())
+    parts: list[ClassSet] = []
+    word_tags: Mapping[str, Iterable[str]] | None = None
+    if items:
+        if pos_map is None:
+            raise ClassError(
+                f"classes {', '.join(items)} are defined by POS tags and need a word -> tags "
+                "map (--pos-map FILE); `stategrad prepare-tagged` writes one from a tagged corpus"
+            )
+        word_tags = (
+            read_pos_map(pos_map, encoding) if isinstance(pos_map, (str, os.PathLike)) else pos_map
+        )
+        files: list[str] = []
+        for item in items:
+            base = item.partition(":")[0].lower()
+            if base in BUILTIN_CLASS_SETS and not Path(item).exists():
+                parts.append(from_builtin(vocab, item, word_tags))
+            elif Path(item).is_file():
+                files.append(item)
+            else:
+                raise ClassError(
+                    f"{item!r} is neither a built-in class set ({', '.join(BUILTIN_CLASS_SETS)}) "
+                    "nor an existing class file"
+                )
+        if files:
+            parts.append(from_class_files(vocab, files, word_tags, encoding))
+    if class_words:
+        parts.append(from_word_list_files(vocab, class_words, encoding))
+    if class_map is not None:
+        parts.append(from_class_map(vocab, class_map, encoding))
+    if not parts:
+        return ClassSet.only_all(len(vocab))
+    result = combine(parts)
+    if pos_map is not None and not isinstance(pos_map, Mapping):
+        result.definitions[ALL] = {"description": "every word", "pos_map": str(pos_map)}
+    return result
+
+
+def missing_from_map(
+    vocab: Vocabulary,
+    word_tags: Mapping[str, Iterable[str]],
+    tokens: np.ndarray | None = None,
+    ignore: Iterable[str] = (EOS, BOS),
+) -> list[tuple[str, int]]:
+    """Words with no entry in a POS map: ``(word, count)`` pairs.
+
+    With ``tokens`` (a text's ids), only words of that text, counted there and
+    ordered by falling count; without, every vocabulary word (count 0), in id order.
+    Such words belong to no tag-defined class, as in the original.
+    """
+    skip = set(ignore)
+    if tokens is None:
+        return [(w, 0) for w in vocab.words if w not in word_tags and w not in skip]
+    counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=len(vocab))
+    out = [
+        (vocab.words[i], int(counts[i]))
+        for i in np.nonzero(counts)[0]
+        if vocab.words[i] not in word_tags and vocab.words[i] not in skip
+    ]
+    return sorted(out, key=lambda wc: (-wc[1], wc[0]))
