@@ -1,7 +1,203 @@
-"""Subcommands (to be filled in)."""
+"""``stategrad report`` and ``stategrad sentence``: figures and the HTML report."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
 
 import click
+import numpy as np
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be integers separated by commas, got {text!r}") from None
+
+
+def _load_L(path: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    from ..analysis import normalizer_matrix
+
+    return normalizer_matrix(path)
+
+
+def _load_vector(spec: str) -> tuple[str, np.ndarray]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise click.BadParameter(f"--difference takes NAME=FILE (a .npy or text vector), got {spec!r}")
+    p = Path(path)
+    if not p.is_file():
+        raise click.BadParameter(f"difference vector file not found: {p}")
+    try:
+        v = np.load(p) if p.suffix == ".npy" else np.loadtxt(p)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(f"cannot read a vector from {p}: {exc}") from exc
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim != 1 and not (v.ndim == 2 and 1 in v.shape):
+        raise click.BadParameter(f"{p} holds an array of shape {v.shape}; a difference vector is 1-D")
+    return name, v.ravel()
+
+
+def _model(path: str, vocab: str | None, trusted: bool):
+    from ..models import load_model
+
+    return load_model(path, vocab, trusted=trusted)
+
+
+def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, length: int) -> list[str]:
+    if text is not None:
+        if sentence:
+            raise click.UsageError("give either a sentence or --text, not both")
+        from ..corpus import iter_words
+
+        words = list(itertools.islice(iter_words(text), start, start + length))
+        if not words:
+            raise click.UsageError(f"{text} has no words from position {start} on")
+        return words
+    if not sentence:
+        raise click.UsageError('give a sentence ("the cat sat ...") or --text FILE')
+    return " ".join(sentence).split()
+
+
+_ERRORS = (ValueError, OSError)
 
 
 def register(group: click.Group) -> None:
-    pass
+    @group.command("report")
+    @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+                  help="Directory for report.html and figures/.")
+    @click.option("--normalize", "normalize", type=click.Path(dir_okay=False), default=None,
+                  help="Embedding statistics (stategrad stats file, or the original's "
+                       "_D_norm_grad.npy): adds figures of the normalised Gbar_d L.")
+    @click.option("--classes", default=None,
+                  help="Comma-separated classes to show (default: every class all results share).")
+    @click.option("--label", "labels", multiple=True,
+                  help="Legend label of each result, in order (default: from its metadata).")
+    @click.option("--log-scale", is_flag=True, help="Logarithmic y axis for memory curves.")
+    @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1),
+                  help="How many of the largest singular values to plot against delay.")
+    @click.option("--spectrum-delays", default=None,
+                  help="Delays whose full spectrum is plotted, e.g. 0,1,5,20 (default: spread "
+                       "over the range).")
+    @click.option("--ci", type=click.Choice(["jackknife", "bootstrap", "none"]),
+                  default="jackknife", show_default=True, help="Confidence band estimator.")
+    @click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                  help="Confidence level of the bands.")
+    @click.option("--n-boot", default=200, show_default=True, type=click.IntRange(2),
+                  help="Bootstrap resamples (with --ci bootstrap).")
+    @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+    @click.option("--difference", "differences", multiple=True, metavar="NAME=FILE",
+                  help="A difference vector in embedding space (.npy or text), e.g. "
+                       "plural=nns_minus_nn.npy: adds relative memory and subspace cosine.")
+    @click.option("--subspace-k", default=5, show_default=True, type=click.IntRange(1),
+                  help="Size of the singular subspace for the subspace cosine.")
+    @click.option("--sentence", "sentences", multiple=True,
+                  help="A sentence to show in the sentence view (needs --model); repeatable.")
+    @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+                  help="Model checkpoint for --sentence.")
+    @click.option("--vocab", type=click.Path(dir_okay=False), default=None,
+                  help="Vocabulary file, when --model is a bare state dict.")
+    @click.option("--trusted", is_flag=True, help="Allow a pickled model module (runs its code).")
+    @click.option("--state", type=click.Choice(["cell", "hidden"]), default=None,
+                  help="State for --sentence (default: the first result's).")
+    @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
+                  help="Size of each G(t, d) in the sentence view: Frobenius norm or top singular value.")
+    @click.option("--title", default="State gradient report", show_default=True)
+    def report(results, out_dir, normalize, classes, labels, log_scale, top_k, spectrum_delays,
+               ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab,
+               trusted, state, measure, title):
+        """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
+
+        Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
+        state); bands show confidence intervals from the results' blocks.
+        """
+        from ..report import build_report, sentence_map
+        from ..result import load_result
+
+        if sentences and model_path is None:
+            raise click.UsageError("--sentence needs --model CHECKPOINT")
+        try:
+            loaded = [load_result(p) for p in results]
+            L = _load_L(normalize)
+            vectors = dict(_load_vector(s) for s in differences)
+            maps = []
+            if sentences:
+                model = _model(model_path, vocab, trusted)
+                st = state or str(loaded[0].metadata.get("state") or "cell")
+                meta_layer = loaded[0].metadata.get("layer")
+                layer = -1 if meta_layer is None else int(meta_layer)
+                for s in sentences:
+                    maps.append(sentence_map(model, s, state=st, layer=layer, L=L, measure=measure))
+            path = build_report(
+                loaded, out_dir, labels=list(labels) or None, sources=list(results), L=L,
+                normalisation_source=normalize,
+                classes=[c.strip() for c in classes.split(",")] if classes else None,
+                top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
+                log_scale=log_scale, ci=ci, level=level, n_boot=n_boot, seed=seed,
+                difference_vectors=vectors or None, subspace_k=subspace_k, sentences=maps,
+                title=title,
+            )
+        except _ERRORS as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"wrote {path} and figures in {Path(out_dir) / 'figures'}")
+
+    @group.command("sentence")
+    @click.argument("sentence", nargs=-1)
+    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+                  help="Model checkpoint (or state dict with --vocab).")
+    @click.option("--vocab", type=click.Path(dir_okay=False), default=None,
+                  help="Vocabulary file, when --model is a bare state dict.")
+    @click.option("--trusted", is_flag=True, help="Allow a pickled model module (runs its code).")
+    @click.option("--text", type=click.Path(dir_okay=False), default=None,
+                  help="Take the words from this text file instead (with --start/--length).")
+    @click.option("--start", default=0, show_default=True, type=click.IntRange(0),
+                  help="First word of the span of --text (0-based, <eos> counts as a word).")
+    @click.option("--length", default=20, show_default=True, type=click.IntRange(1, 400),
+                  help="Number of words of the span of --text.")
+    @click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True)
+    @click.option("--layer", default=-1, show_default=True, help="Layer (0-based; -1: the top one).")
+    @click.option("--normalize", "normalize", type=click.Path(dir_okay=False), default=None,
+                  help="Embedding statistics: show G L instead of G.")
+    @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
+                  help="Size of each G(t, d): Frobenius norm or top singular value.")
+    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+                  help="Figure file (.png, .svg or .pdf).")
+    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+                  help="Also write the matrix of numbers as CSV.")
+    def sentence(sentence, model_path, vocab, trusted, text, start, length, state, layer,
+                 normalize, measure, out, csv_path):
+        """Heat map of how strongly each earlier word of SENTENCE still moves the state at
+        each later word: the size of every G(t, k - t), computed exactly on the spot.
+
+        Example: stategrad sentence --model lm.pt "the cat sat on the mat" --out cat.png
+        """
+        from ..plots import write_figure
+        from ..report import plot_sentence_map, sentence_map
+
+        words = _sentence_words(sentence, text, start, length)
+        try:
+            model = _model(model_path, vocab, trusted)
+            smap = sentence_map(model, words, state=state, layer=layer, L=_load_L(normalize),
+                                measure=measure)
+            path = write_figure(plot_sentence_map(smap), out)
+            if csv_path:
+                import csv
+
+                Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+                with open(csv_path, "w", newline="", encoding="utf-8") as f:
+                    w = csv.writer(f)
+                    w.writerow(["earlier \\ later"] + smap.words)
+                    for t, word in enumerate(smap.words):
+                        w.writerow([word] + ["" if not np.isfinite(v) else f"{v:.6g}"
+                                             for v in smap.matrix[t]])
+        except _ERRORS as exc:
+            raise click.ClickException(str(exc)) from exc
+        if smap.unknown:
+            click.echo(f"not in the vocabulary (read as <unk>): {' '.join(smap.unknown)}", err=True)
+        click.echo(f"wrote {path}")

@@ -1,0 +1,205 @@
+"""The HTML report, the sentence view and their commands."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import csv
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from reportdata import block_result
+
+from stategrad.cli import main
+from stategrad.corpus import Vocabulary
+from stategrad.models import RNNLM, LanguageModel, ModelSpec, save_checkpoint
+from stategrad.report import ReportError, build_report, sentence_map
+
+WORDS = ("<unk>", "the", "cat", "sat", "on", "mat", "<eos>")
+
+
+def _L(E: int, seed: int = 0) -> np.ndarray:
+    A = np.random.default_rng(seed).normal(size=(E, E))
+    return np.linalg.cholesky(A @ A.T / E + np.eye(E))
+
+
+def _tiny_model(cell: str = "lstm", layers: int = 1, seed: int = 0) -> LanguageModel:
+    torch.manual_seed(seed)
+    spec = ModelSpec(vocab_size=len(WORDS), embedding_size=3, hidden_size=4, num_layers=layers,
+                     cell=cell, init_scale=0.5)
+    module = RNNLM(spec).eval()
+    return LanguageModel(module, Vocabulary(WORDS))
+
+
+def _autograd_pairs(model: LanguageModel, ids, state: str, layer: int = -1) -> np.ndarray:
+    """[t, k] = d s_k / d x_t by torch.autograd in float64, one step at a time."""
+    module = copy.deepcopy(model.module).double()
+    rnn = module.rnn
+    x0 = module.embedding.weight[torch.as_tensor(ids, dtype=torch.long)].detach()
+    lstm = isinstance(rnn, torch.nn.LSTM)
+
+    def states(x):
+        st = None
+        out = []
+        for t in range(x.shape[0]):
+            _, st = rnn(x[t : t + 1, None, :], st)
+            if lstm:
+                s = st[1] if state == "cell" else st[0]
+            else:
+                s = st
+            out.append(s[layer, 0])
+        return torch.stack(out)  # (T, H)
+
+    J = torch.autograd.functional.jacobian(states, x0)  # (T_k, H, T_t, E)
+    return J.permute(2, 0, 1, 3).numpy()  # (t, k, H, E)
+
+
+@pytest.mark.parametrize("cell,state", [("lstm", "cell"), ("lstm", "hidden"), ("gru", "hidden")])
+def test_sentence_map_matches_autograd(cell, state):
+    model = _tiny_model(cell)
+    text = "the cat sat on the mat"
+    G = _autograd_pairs(model, model.vocab.encode(text.split()), state)
+    T = 6
+    smap = sentence_map(model, text, state=state)
+    fro = np.sqrt((G**2).sum(axis=(2, 3)))
+    upper = np.triu_indices(T)
+    np.testing.assert_allclose(smap.matrix[upper], fro[upper], rtol=1e-9, atol=1e-12)
+    assert np.all(np.isnan(smap.matrix[np.tril_indices(T, -1)]))
+    L = _L(3)
+    smap = sentence_map(model, text.split(), state=state, L=L, measure="sv1")
+    sv1 = np.linalg.svd(G @ L, compute_uv=False)[..., 0]
+    np.testing.assert_allclose(smap.matrix[upper], sv1[upper], rtol=1e-9, atol=1e-12)
+    assert smap.normalised and "top singular value of G L" in smap.measure_label
+
+
+def test_sentence_map_second_layer_and_unknown_words():
+    model = _tiny_model("lstm", layers=2, seed=3)
+    words = ["the", "dog", "sat"]
+    smap = sentence_map(model, words, state="cell", layer=0)
+    assert smap.unknown == ["dog"]
+    assert list(smap.token_ids) == [1, 0, 3]
+    G = _autograd_pairs(model, [1, 0, 3], "cell", layer=0)
+    np.testing.assert_allclose(smap.matrix[0, 2], np.linalg.norm(G[0, 2]), rtol=1e-9)
+    with pytest.raises(ReportError, match="empty"):
+        sentence_map(model, "   ")
+    with pytest.raises(ReportError, match="measure"):
+        sentence_map(model, "the cat", measure="max")
+    with pytest.raises(ReportError, match="4-dimensional"):
+        sentence_map(model, "the cat", L=np.eye(4))
+
+
+def _images(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', page)]
+
+
+def test_report_is_self_contained_and_shows_the_numbers(tmp_path):
+    a = block_result(D=8, H=6, E=4, seed=1)
+    b = block_result(D=8, H=6, E=4, seed=2, metadata={"cell": "gru", "state": "hidden"})
+    L = _L(4)
+    path = build_report([a, b], tmp_path / "rep", L=L, difference_vectors={"plural": np.ones(4)},
+                        spectrum_delays=[0, 3])
+    page = path.read_text(encoding="utf-8")
+    # Self-contained: no script, no stylesheet link, nothing fetched from elsewhere.
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert all(src.startswith("data:") for src in re.findall(r'<img[^>]*src="([^"]+)"', page))
+    images = _images(page)
+    assert len(images) == 2 * 4 + 2  # raw and normalised: memory, top-k, spectra, heat map; + 2
+    for svg in images:
+        assert ET.fromstring(svg).tag.endswith("svg")
+    # Metadata and counts per class.
+    for text in ("LSTM cell", "GRU hidden", "carry", "nouns", "abc123", "delete-one-block jackknife"):
+        assert text in page
+    # The numbers behind the normalised memory curve equal a direct computation.
+    rows = list(csv.reader((tmp_path / "rep/figures/memory_normalised.csv").open()))
+    head = rows[0]
+    col = head.index("GRU hidden: nouns")
+    for row in rows[1:]:
+        d = int(row[0])
+        direct = np.linalg.svd(b.mean(d, "nouns") @ L, compute_uv=False).sum()
+        assert float(row[col]) == pytest.approx(direct, rel=1e-3)
+    assert "GRU hidden: nouns lower" in head
+    # The same table is in the page.
+    assert f"<td>{rows[1][col]}</td>" in page
+    for name in ("memory_raw", "topk_normalised", "spectra_raw", "heatmap_normalised",
+                 "relative_memory", "subspace_cosine"):
+        for ext in ("png", "svg", "csv"):
+            assert (tmp_path / "rep/figures" / f"{name}.{ext}").is_file()
+
+
+def test_report_without_blocks_says_so(tmp_path):
+    r = block_result()
+    r.block_sums = r.block_counts = r.block_starts = None
+    page = build_report([r], tmp_path, classes=["nouns"]).read_text()
+    assert "no per-block sums" in page
+    assert "No confidence bands" in page
+    assert "verbs</td>" in page  # counts table lists every class, figures only nouns
+
+
+def test_report_input_errors(tmp_path):
+    r = block_result(E=4)
+    with pytest.raises(ReportError, match="no results"):
+        build_report([], tmp_path)
+    with pytest.raises(ReportError, match="2 labels for 1 results"):
+        build_report([r], tmp_path, labels=["a", "b"])
+    with pytest.raises(ReportError, match="no class 'adjectives'"):
+        build_report([r], tmp_path, classes=["adjectives"])
+    with pytest.raises(ReportError, match="5-dimensional"):
+        build_report([r], tmp_path, L=np.eye(5))
+    with pytest.raises(ReportError, match=r"outside 0\.\.5"):
+        build_report([r], tmp_path, spectrum_delays=[6])
+
+
+def test_report_and_sentence_commands(tmp_path):
+    a = block_result(D=5, H=4, E=3, seed=1)
+    b = block_result(D=5, H=4, E=3, seed=2)
+    a.save(tmp_path / "a.h5")
+    b.save(tmp_path / "b.h5")
+    L = _L(3)
+    np.save(tmp_path / "L.npy", L)
+    np.save(tmp_path / "v.npy", np.array([1.0, 0.0, -1.0]))
+    model = _tiny_model()
+    save_checkpoint(tmp_path / "lm.pt", model.module, model.vocab)
+    runner = CliRunner()
+    res = runner.invoke(main, ["report", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"),
+                               "--label", "first", "--label", "second", "--normalize",
+                               str(tmp_path / "L.npy"), "--classes", "all,nouns",
+                               "--difference", f"contrast={tmp_path / 'v.npy'}",
+                               "--sentence", "the cat sat", "--model", str(tmp_path / "lm.pt"),
+                               "--ci", "bootstrap", "--n-boot", "20", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "out/report.html").read_text()
+    assert "second: nouns" in page and "Sentence view 1" in page and "contrast" in page
+    assert "bootstrap" in page
+    assert (tmp_path / "out/figures/sentence_1.png").is_file()
+
+    res = runner.invoke(main, ["sentence", "--model", str(tmp_path / "lm.pt"), "the", "cat", "sat",
+                               "on", "a", "mat", "--state", "hidden", "--out", str(tmp_path / "s.svg"),
+                               "--csv", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    assert "a" in res.output.split("<unk>):")[-1]
+    assert ET.parse(tmp_path / "s.svg").getroot().tag.endswith("svg")
+    rows = list(csv.reader((tmp_path / "s.csv").open()))
+    G = _autograd_pairs(model, model.vocab.encode("the cat sat on a mat".split()), "hidden")
+    assert float(rows[1][3]) == pytest.approx(np.linalg.norm(G[0, 2]), rel=1e-5)
+    assert rows[2][1] == ""  # k < t: no influence
+
+    (tmp_path / "text.txt").write_text("the cat sat\non the mat\n")
+    res = runner.invoke(main, ["sentence", "--model", str(tmp_path / "lm.pt"), "--text",
+                               str(tmp_path / "text.txt"), "--start", "2", "--length", "4",
+                               "--out", str(tmp_path / "span.png"), "--csv", str(tmp_path / "span.csv")])
+    assert res.exit_code == 0, res.output
+    assert next(csv.reader((tmp_path / "span.csv").open()))[1:] == ["sat", "<eos>", "on", "the"]
+
+    res = runner.invoke(main, ["report", str(tmp_path / "a.h5"), "--sentence", "the cat",
+                               "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--model" in res.output
+    res = runner.invoke(main, ["report", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "not found" in res.output
+    res = runner.invoke(main, ["report", str(tmp_path / "a.h5"), "--difference", "oops",
+                               "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "NAME=FILE" in res.output
