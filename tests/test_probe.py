@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +149,18 @@ def test_cli_probe_on_a_model(tmp_path):
         np.testing.assert_allclose(means["NN"], W[nn].astype(np.float32).mean(0), atol=1e-5)
     assert (tmp_path / "cm.csv").read_text().splitlines()[0] == "true\\predicted," + ",".join(
         sorted(TAGS))
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (SHARED / "tagsets" / "en-ptb.map").is_file(),
+                    reason="../shared/data/tagsets/en-ptb.map not present (fresh clone)")
+def test_universal_tag_map_from_shared_data_coarsens_probe_labels():
+    mapping = read_tag_map(SHARED / "tagsets" / "en-ptb.map")
+    assert mapping["NNS"] == mapping["NN"] == "NOUN" and mapping["VBZ"] == "VERB"
+    rng = np.random.default_rng(6)
+    W, vocab, word_tags = _clustered(rng, V=40)
+    data = type_examples(W, vocab, word_tags, tag_map=mapping)
+    assert set(data.y.tolist()) == {"NOUN", "VERB", "ADJ"}

@@ -96,7 +96,9 @@ class SanityChecks:
 
     def format(self) -> str:
         lines = [
-            f"max |mean(x - mu)|            {self.centered_mean_max:.3e}  (should be ~0)",
+            "max |mean(x - mu)|            "
+            + ("n/a (embeddings not at hand)" if math.isnan(self.centered_mean_max)
+               else f"{self.centered_mean_max:.3e}  (should be ~0)"),
             f"max |Z L L^T Z^T - I|         {self.identity_error:.3e}  (should be ~0)",
             f"condition number of Z         {self.condition_number:.4g}"
             + ("" if self.well_conditioned else "  WARNING: above 100, normalised figures are "

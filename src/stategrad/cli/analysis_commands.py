@@ -220,7 +220,8 @@ def register(group: click.Group) -> None:
     @group.command("relative-memory")
     @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
     @click.option("--normalize", "normalize", required=True, type=click.Path(exists=True),
-                  help="Embedding statistics (.npz from embedding-stats, or an original prefix).")
+                  help="Embedding statistics (.npz from embedding-stats, or the original's "
+                       "PREFIX_D_norm_grad.npy with its sibling files).")
     @click.option("--model", "model_path", type=click.Path(dir_okay=False),
                   help="The model, for the embeddings the difference vector is taken from.")
     @_model_options
