@@ -69,6 +69,7 @@ STYLE = {
 
 DELAY_LABEL = "delay (tokens)"
 SV_SUM_LABEL = "sum of singular values"
+NORMALISED_TITLE = "normalised (Gbar_d L)"
 
 
 class PlotError(ValueError):
@@ -479,8 +480,9 @@ def plot_memory_curves(
     """Memory curves (sum of singular values of ``Gbar_d`` or ``Gbar_d L`` against delay)
     of one or several results, overlaid on the same axes, with confidence bands."""
     entries = _entries(results, labels, L, classes, ci, n_boot, seed)
-    ylabel = SV_SUM_LABEL + (" (normalised)" if L is not None else "")
-    return plot_curves(memory_curves(entries, level=level), ylabel=ylabel, log_scale=log_scale)
+    # "(normalised)" in the title: appended to the y label it no longer fits a column figure.
+    return plot_curves(memory_curves(entries, level=level), ylabel=SV_SUM_LABEL,
+                       title=NORMALISED_TITLE if L is not None else None, log_scale=log_scale)
 
 
 def plot_topk(

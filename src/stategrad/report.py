@@ -245,7 +245,8 @@ def build_report(
         add(f"memory_{variant}", f"Memory curves{sfx}",
             f"Sum of the singular values of {what} against delay, one line per class"
             f"{' and result' if len(results) > 1 else ''}. {band_text}",
-            P.plot_curves(curves, ylabel=P.SV_SUM_LABEL + sfx, log_scale=log_scale),
+            P.plot_curves(curves, ylabel=P.SV_SUM_LABEL, log_scale=log_scale,
+                          title=P.NORMALISED_TITLE if Lv is not None else None),
             _curve_table(curves, "delay", has_band))
         all_entries = [(lab, P.sv_replicates(r, L=Lv, classes=["all"], ci=ci, n_boot=n_boot, seed=seed))
                        for r, lab in zip(results, labels, strict=True)]
