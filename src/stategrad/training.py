@@ -589,8 +589,12 @@ def train(
         if resume:
             start_epoch, epoch_progress, best_ppl, best_epoch, history, early = _restore(
                 last_path, config, vocab, module, optimizer, dev, early)
-            say(f"resuming from {last_path}: epoch {start_epoch + 1}, batch "
-                f"{epoch_progress.next_batch + 1}")
+            if start_epoch >= t.max_max_epoch:
+                say(f"{last_path} has finished {start_epoch} epochs, training.max_max_epoch is "
+                    f"{t.max_max_epoch}: nothing to do (raise max_max_epoch to train longer)")
+            else:
+                say(f"resuming from {last_path}: epoch {start_epoch + 1}, batch "
+                    f"{epoch_progress.next_batch + 1}")
         else:
             say(f"model: {module.spec}")
 
