@@ -281,6 +281,7 @@ def test_checkpoint_round_trip_weights_only(corpus, tmp_path):
 @pytest.mark.parametrize("options", [
     {"optimizer": "sgd"},
     {"optimizer": "adam", "learning_rate": 0.01, "softmax": "sampled", "num_sampled": 8},
+    {"optimizer": "adagrad", "learning_rate": 0.1, "max_grad_norm": None},
 ])
 def test_resume_after_epoch_is_identical(corpus, tmp_path, options):
     straight = train(tiny_config(corpus, tmp_path / "a", **options), progress=False)
@@ -337,6 +338,16 @@ def test_resume_with_changed_vocabulary_is_refused(corpus, tmp_path):
                               "model": {**changed.to_dict()["model"], "hidden_size": 30}})
     with pytest.raises(TrainingError, match="hidden_size: 24 in the checkpoint, 30 now"):
         train(bigger, resume=True, progress=False)
+
+
+def test_too_short_valid_file_fails_before_training(corpus, tmp_path):
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "train.txt").write_text((corpus / "train.txt").read_text())
+    (short / "valid.txt").write_text("the cat sees the dog\n")
+    with pytest.raises(ConfigError, match="valid file .* too few"):
+        train(tiny_config(short, tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_missing_data_file_is_named(tmp_path):

@@ -302,7 +302,9 @@ def evaluate(
         if limit == 0:
             raise CorpusError(f"{len(tokens)} tokens are too few to evaluate with batch_size="
                               f"{batch_size}, num_steps={num_steps}")
-        step = max(chunk, num_steps)
+        # bound the (steps, batch, V) logits of one chunk to about 64 MB of float32
+        vocab_size = module.decoder.out_features
+        step = max(num_steps, min(chunk, (1 << 24) // (batch_size * vocab_size)))
         state = module.init_state(batch_size, device)
         total = torch.zeros((), dtype=torch.float64, device=device)
         positions = range(0, limit, step)
@@ -424,7 +426,8 @@ def make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.opt
         return torch.optim.SGD(params, lr=lr)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
-    return torch.optim.Adagrad(params, lr=lr)
+    # TensorFlow's Adagrad (the original's) starts its accumulators at 0.1, not 0
+    return torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=0.1)
 
 
 def build_model(config: TrainConfig, vocab: Vocabulary) -> RNNLM:
@@ -603,6 +606,11 @@ def train(
         if n_batches == 0:
             raise ConfigError(f"train file {train_file} has {len(train_tokens)} tokens: too few "
                               f"for batch_size={t.batch_size} and num_steps={t.num_steps}")
+        valid_row = len(valid_tokens) // t.batch_size
+        if num_batches(valid_row, t.num_steps) == 0:
+            raise ConfigError(f"valid file {valid_file} has {len(valid_tokens)} tokens: too few "
+                              f"for batch_size={t.batch_size} and num_steps={t.num_steps} (need "
+                              f"at least {2 * t.num_steps * t.batch_size})")
         stopped_early = interrupted = False
 
         def checkpoint(path: Path, epoch: int, prog: EpochProgress) -> None:
