@@ -1,7 +1,260 @@
-"""Subcommands (to be filled in)."""
+"""``stategrad gradients``, ``merge`` and ``inspect``: the engine from the command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import click
+import numpy as np
+import torch
+
+from ..corpus import CorpusError, read_tokens
+from ..engine import EngineError, EngineOptions, StateGradientEngine
+from ..models import ModelError, load_model
+from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
+from ..result import ResultError, load_result
+from .data_commands import class_options, classes_from_options
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@click.command("gradients")
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A stategrad checkpoint, or a word_language_model state dict / module (with --vocab).")
+@click.option("--vocab", "vocab_path", type=click.Path(exists=True, dir_okay=False),
+              help="Vocabulary of a model trained elsewhere: 'word<TAB>id' lines or one word per line.")
+@click.option("--trusted", is_flag=True,
+              help="Allow opening a pickled module (unpickling runs code from the file).")
+@click.option("--text", "text_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Text to analyse, one sentence per line (read as for training).")
+@click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True,
+              help="Which state to differentiate (GRU and RNN have only 'hidden').")
+@click.option("--layer", type=int, default=-1, show_default=True,
+              help="Layer, counted from 0; -1 is the top layer.")
+@click.option("--max-delay", "-D", type=click.IntRange(min=1), required=True,
+              help="Delays 0 .. D-1 are computed.")
+@class_options
+@click.option("--semantics", type=click.Choice(["carry", "segment"]), default="carry",
+              show_default=True,
+              help="carry: exact derivative of the model run over the whole text. segment: the "
+                   "original's, segments of --segment-length tokens with constant initial state.")
+@click.option("--segment-length", type=click.IntRange(min=1),
+              help="Segment length for --semantics segment (default: the model's num_steps).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Result file (HDF5) to write.")
+@click.option("--block-size", type=click.IntRange(min=1),
+              help="Also keep sums per block of this many start positions, for confidence "
+                   "intervals (file size: number of blocks x the size of the sums).")
+@click.option("--sample-every", type=click.IntRange(min=1), help="Use every k-th start position.")
+@click.option("--sample-fraction", type=click.FloatRange(0, 1, min_open=True),
+              help="Use a random fraction of start positions (see --seed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample-fraction.")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First start position (slices of a text merge into the whole).")
+@click.option("--stop", type=click.IntRange(min=0), help="One past the last start position.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch.")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False),
+              help="Running-state file for resuming a killed run (default: OUT.partial).")
+@click.option("--checkpoint-every", type=float, default=300.0, show_default=True,
+              help="Seconds between running-state checkpoints.")
+@click.option("--raw", "raw_path", type=click.Path(dir_okay=False),
+              help="Also write individual matrices of --raw-positions x --raw-delays to this HDF5 file.")
+@click.option("--raw-positions", default="0:100", show_default=True,
+              help="Start positions for --raw / --export-original: N, A:B, A:B:STEP, lists, or 'all'.")
+@click.option("--raw-delays", default="all", show_default=True,
+              help="Delays for --raw / --export-original, same syntax.")
+@click.option("--export-original", "export_dir", type=click.Path(file_okay=False),
+              help="Write the chosen matrices in the original's layout (delay_<d>/<n>.npy, mapping.txt, all.npz).")
+@click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
+                      pos_map, class_words, class_map, semantics, segment_length, out_path,
+                      block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
+                      threads, checkpoint_path, checkpoint_every, raw_path, raw_positions,
+                      raw_delays, export_dir, no_eos, encoding, progress, **extra):
+    """Compute state gradients G(t, d) = d s_(t+d) / d x_t for every position t and delay
+    d < D of a text, in one streaming pass, and save their sums and counts per delay and
+    word class.
+
+    \b
+    Example:
+      stategrad gradients --model run/model.pt --text valid.txt --state cell \\
+          --max-delay 200 --classes ptb --pos-map words+pos.txt --out grads.h5
+
+    A killed run resumes from OUT.partial when started again with the same arguments.
+    Under torchrun the text is split across the workers (see docs/distributed.md).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        lm = load_model(model_path, vocab_path, trusted=trusted)
+        tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
+    except (ModelError, CorpusError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if len(tokens) == 0:
+        raise click.ClickException(f"{text_path} holds no tokens")
+    unk = lm.vocab.get("<unk>")
+    if unk is not None:
+        share = float(np.mean(tokens == unk))
+        if share > 0.05:
+            click.echo(f"warning: {share:.1%} of the text's tokens are not in the model's "
+                       "vocabulary (mapped to <unk>)", err=True)
+    class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding)
+    if semantics == "segment" and segment_length is None:
+        segment_length = lm.config.get("num_steps")
+        if not segment_length:
+            raise click.UsageError("--semantics segment needs --segment-length (the model "
+                                   "does not record its num_steps)")
+    options = EngineOptions(max_delay=max_delay, state=state, layer=layer, semantics=semantics,
+                            segment_length=segment_length, device=device, dtype=_DTYPES[dtype],
+                            block_size=block_size, sample_every=sample_every,
+                            sample_fraction=sample_fraction, seed=seed)
+    text_info = {"path": str(Path(text_path).resolve()), "file_sha256": _file_sha256(Path(text_path)),
+                 "no_eos": no_eos, "encoding": encoding}
+    ctx = click.get_current_context()
+    run_info = {"command": ctx.command_path, "arguments": dict(ctx.params),
+                "threads": torch.get_num_threads()}
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several workers
+        from .. import distributed
+
+        if raw_path or export_dir:
+            raise click.UsageError("--raw and --export-original run in a single process only")
+        try:
+            distributed.compute_state_gradients_distributed(
+                lm, tokens, options, class_set, out_path=out_path, start=start, stop=stop,
+                progress=progress, text_info=text_info, run_info=run_info)
+        except (EngineError, ResultError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
+
+    try:
+        engine = StateGradientEngine(lm, tokens, options, class_set)
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    writer = None
+    tmpdir = None
+    if raw_path or export_dir:
+        try:
+            positions = parse_index_spec(raw_positions, len(tokens))
+            delays = parse_index_spec(raw_delays, max_delay)
+        except RawError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        target = raw_path
+        if target is None:
+            tmpdir = tempfile.TemporaryDirectory()
+            target = Path(tmpdir.name) / "raw.h5"
+        writer = RawPairWriter(target, positions, delays, engine.H, engine.E,
+                               metadata={"model": str(model_path), "text": text_info,
+                                         "state": state, "layer": engine.layer,
+                                         "semantics": semantics})
+    checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
+    if checkpoint.is_file():
+        click.echo(f"resuming from {checkpoint}", err=True)
+    began = time.perf_counter()
+    try:
+        with torch.no_grad():
+            result = engine.run(start, stop, progress=progress, on_pairs=writer,
+                                checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
+                                text_info=text_info)
+    except EngineError as exc:
+        if writer is not None:
+            writer.abort()
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        if writer is not None:
+            writer.abort()
+        click.echo(f"\ninterrupted; the last running-state checkpoint is {checkpoint} "
+                   "(rerun the same command to resume)", err=True)
+        sys.exit(130)
+    elapsed = time.perf_counter() - began
+    run_info["seconds"] = round(elapsed, 3)
+    result.metadata["run"] = run_info
+    result.metadata["model"] = {"path": str(Path(model_path).resolve()), "cell": engine.cell,
+                                "hidden_size": engine.H, "embedding_size": engine.E,
+                                "layers": lm.spec.num_layers}
+    try:
+        saved = result.save(out_path)
+    except ResultError as exc:
+        raise click.ClickException(str(exc)) from exc
+    pairs = int(result.counts[:, 0].sum())
+    click.echo(f"{pairs:,} matrices ({result.counts[0, 0]:,} positions x delays < {max_delay}) "
+               f"in {elapsed:.1f} s ({pairs / max(elapsed, 1e-9):,.0f}/s) -> {saved}")
+    if writer is not None:
+        writer.close()
+        click.echo(f"{writer.count:,} individual matrices" + (f" -> {raw_path}" if raw_path else ""))
+        if export_dir:
+            from ..legacy import export_original_layout, np2npz
+
+            summary = export_original_layout(export_dir, iter_raw_pairs(writer.path), tokens, lm.vocab)
+            for folder in sorted(Path(export_dir).glob("delay_*")):
+                np2npz(folder)
+            click.echo(f"original layout -> {export_dir} ({summary})")
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+
+@click.command("merge")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
+def merge_command(results, out_path):
+    """Add up results of disjoint parts of a text (or of several texts) into one."""
+    try:
+        merged = load_result(results[0])
+        for path in results[1:]:
+            merged = merged.merge(load_result(path))
+        merged.save(out_path)
+    except ResultError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"merged {len(results)} results ({int(merged.counts[0, 0]):,} positions) -> {out_path}")
+
+
+@click.command("inspect")
+@click.argument("result_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+def inspect_command(result_path, as_json):
+    """Show what a result file holds: shapes, counts per class, and how it was made."""
+    try:
+        res = load_result(result_path, blocks=False)
+    except ResultError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(res.metadata, indent=2, sort_keys=True))
+        return
+    m = res.metadata
+    click.echo(f"{result_path}: delays 0..{res.max_delay - 1}, H={res.hidden_size}, "
+               f"E={res.embedding_size}, {len(res.classes)} classes")
+    click.echo(f"  state {m.get('state')} of layer {m.get('layer')} ({m.get('cell')}), "
+               f"semantics {m.get('semantics')}, dtype {m.get('dtype')}")
+    text = m.get("text", {})
+    click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens)")
+    click.echo(f"  model identity: {str(m.get('model_identity'))[:16]}...")
+    if m.get("block_size"):
+        click.echo(f"  blocks of {m['block_size']} start positions")
+    click.echo("  class           count(d=0)  count(d=D-1)")
+    for j, name in enumerate(res.classes):
+        click.echo(f"  {name:<15} {res.counts[0, j]:>10,}  {res.counts[-1, j]:>12,}")
 
 
 def register(group: click.Group) -> None:
-    pass
+    group.add_command(gradients_command)
+    group.add_command(merge_command)
+    group.add_command(inspect_command)

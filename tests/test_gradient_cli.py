@@ -1,0 +1,151 @@
+"""`stategrad gradients`, `merge`, `inspect`; raw output and the original's layout; foreign models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from stategrad import Vocabulary, load_model, load_result
+from stategrad.cli import main
+from stategrad.engine import compute_state_gradients, sentence_gradients
+from stategrad.legacy import legacy_averages
+from stategrad.models import RNNLM, ModelError, ModelSpec, save_checkpoint
+from stategrad.raw import iter_raw_pairs
+
+WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "a"]
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    vocab = Vocabulary.from_counts(__import__("collections").Counter({w: 10 - i for i, w in enumerate(WORDS)} | {"<eos>": 5}))
+    torch.manual_seed(0)
+    module = RNNLM(ModelSpec(vocab_size=len(vocab), embedding_size=3, hidden_size=4, cell="lstm",
+                             init_scale=0.5, num_layers=2))
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, module, vocab, config={"num_steps": 5})
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat on the mat\na dog ran\nthe dog sat on a cat\n")
+    return tmp_path, ckpt, text, vocab
+
+
+def run(args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False,
+                                prog_name="stategrad")
+    return result
+
+
+def test_gradients_command_equals_the_api(setup):
+    tmp, ckpt, text, vocab = setup
+    out = tmp / "g.h5"
+    r = run(["gradients", "--model", ckpt, "--text", text, "--max-delay", 4, "--out", out,
+             "--dtype", "float64", "--class-map", _class_map(tmp), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    res = load_result(out)
+    lm = load_model(ckpt)
+    from stategrad.classes import load_classes
+    from stategrad.corpus import read_tokens
+
+    tokens = read_tokens(text, lm.vocab)
+    classes = load_classes(lm.vocab, [], None, class_map=str(_class_map(tmp)))
+    ref = compute_state_gradients(lm, tokens, max_delay=4, classes=classes, dtype=torch.float64)
+    np.testing.assert_array_equal(res.counts, ref.counts)
+    np.testing.assert_allclose(res.sums, ref.sums, rtol=1e-12)
+    assert res.classes == ref.classes and "animals" in res.classes
+    assert res.metadata["text"]["path"].endswith("text.txt")
+    assert res.metadata["run"]["command"].startswith("stategrad gradients")
+    r = run(["inspect", out])
+    assert "animals" in r.output and "carry" in r.output
+
+
+def _class_map(tmp):
+    path = tmp / "classes.tsv"
+    path.write_text("cat\tanimals\ndog\tanimals\nsat\tverbs\nran\tverbs\n")
+    return path
+
+
+def test_slices_merge_on_the_command_line(setup):
+    tmp, ckpt, text, _ = setup
+    common = ["--model", ckpt, "--text", text, "--max-delay", 5, "--dtype", "float64",
+              "--state", "hidden", "--no-progress"]
+    assert run(["gradients", *common, "--out", tmp / "whole.h5"]).exit_code == 0
+    assert run(["gradients", *common, "--stop", 9, "--out", tmp / "a.h5"]).exit_code == 0
+    assert run(["gradients", *common, "--start", 9, "--out", tmp / "b.h5"]).exit_code == 0
+    r = run(["merge", tmp / "a.h5", tmp / "b.h5", "--out", tmp / "m.h5"])
+    assert r.exit_code == 0, r.output
+    whole, merged = load_result(tmp / "whole.h5"), load_result(tmp / "m.h5")
+    np.testing.assert_array_equal(whole.counts, merged.counts)
+    np.testing.assert_allclose(merged.sums, whole.sums, rtol=1e-10, atol=1e-14)
+
+
+def test_raw_output_and_original_layout(setup):
+    tmp, ckpt, text, _ = setup
+    raw, legacy_dir, out = tmp / "raw.h5", tmp / "orig", tmp / "g.h5"
+    r = run(["gradients", "--model", ckpt, "--text", text, "--max-delay", 20, "--out", out,
+             "--dtype", "float64", "--raw", raw, "--raw-positions", "0:6", "--raw-delays", "0:3",
+             "--export-original", legacy_dir, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    lm = load_model(ckpt)
+    from stategrad.corpus import read_tokens
+
+    tokens = read_tokens(text, lm.vocab)
+    G = sentence_gradients(lm, tokens, state="cell")
+    pairs = list(iter_raw_pairs(raw))
+    assert sorted((t, d) for t, d, _ in pairs) == [(t, d) for t in range(6) for d in range(3)]
+    for t, d, mat in pairs:
+        np.testing.assert_allclose(mat, G[t, t + d], rtol=1e-5, atol=1e-7)  # stored as float32
+    # The original's layout holds the same matrices, and its averages are the means of them.
+    avg = legacy_averages(legacy_dir, 2)[None]
+    expected = np.mean([G[t, t + 2] for t in range(6)], axis=0)
+    assert avg.count == 6
+    np.testing.assert_allclose(avg.mean, expected, rtol=1e-5, atol=1e-7)
+    assert (legacy_dir / "delay_2" / "all.npz").is_file()
+
+
+class RNNModel(nn.Module):  # the shape of PyTorch's word_language_model example
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.2)
+        self.encoder = nn.Embedding(6, 3)
+        self.rnn = nn.GRU(3, 4, 2)
+        self.decoder = nn.Linear(4, 6)
+
+
+def test_word_language_model_state_dict_and_pickle(tmp_path):
+    torch.manual_seed(1)
+    foreign = RNNModel()
+    torch.save(foreign.state_dict(), tmp_path / "sd.pt")
+    (tmp_path / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(6)))
+    lm = load_model(tmp_path / "sd.pt", tmp_path / "vocab.txt")
+    assert lm.spec.cell == "gru" and lm.spec.num_layers == 2
+    tokens = np.array([1, 5, 2, 0, 3])
+    # Independent reference: autograd through the foreign module itself.
+    x0 = foreign.encoder.weight[torch.as_tensor(tokens)].detach().double()
+    rnn = foreign.rnn.double()
+    J = torch.autograd.functional.jacobian(lambda x: rnn(x.unsqueeze(1))[0][:, 0], x0)
+    G = sentence_gradients(lm, tokens, state="hidden")
+    np.testing.assert_allclose(G[1, 3], J[3, :, 1, :].numpy(), rtol=1e-6, atol=1e-6)
+    foreign.float()
+    torch.save(foreign, tmp_path / "whole.pt")
+    with pytest.raises(ModelError, match="trusted"):
+        load_model(tmp_path / "whole.pt", tmp_path / "vocab.txt")
+    trusted = load_model(tmp_path / "whole.pt", tmp_path / "vocab.txt", trusted=True)
+    G2 = sentence_gradients(trusted, tokens, state="hidden")
+    np.testing.assert_allclose(G2, G, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ModelError, match="vocabulary"):
+        load_model(tmp_path / "sd.pt")
+
+
+def test_errors_are_specific(setup):
+    tmp, ckpt, text, _ = setup
+    r = CliRunner().invoke(main, ["gradients", "--model", str(ckpt), "--text", str(text),
+                                  "--max-delay", "3", "--state", "cell", "--layer", "5",
+                                  "--out", str(tmp / "x.h5"), "--no-progress"])
+    assert r.exit_code != 0 and "layer 5" in r.output
+    r = CliRunner().invoke(main, ["gradients", "--model", str(ckpt), "--text", str(text),
+                                  "--max-delay", "3", "--raw", str(tmp / "r.h5"),
+                                  "--raw-positions", "x:y", "--out", str(tmp / "x.h5")])
+    assert r.exit_code != 0 and "x:y" in r.output
+    assert not (tmp / "x.h5").exists()
