@@ -137,32 +137,124 @@ UNIVERSAL_TAGS = (
 _UNIVERSAL_NAMES = {".": "PUNCT"}
 BUILTIN_CLASS_SETS = ("ptb", "universal", "universal-ptb", "universal-brown")
 
+# Penn Treebank tags -> universal tags, after Petrov, Das & McDonald (2012), "A Universal
+# Part-of-Speech Tagset" (LREC).  Written out here (grouped by universal tag) rather than
+# read from a data file so the package carries no third-party tables.  Points worth
+# knowing: MD is a VERB; EX, PDT and WDT are determiners; POS, RP and TO are particles;
+# WRB is an adverb; UH, FW, LS and SYM are X; every punctuation tag, "$" and "#"
+# included, is ".".
+_PTB_BY_UNIVERSAL: dict[str, tuple[str, ...]] = {
+    "NOUN": ("NN", "NNS", "NNP", "NNPS"),
+    "VERB": ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "MD"),
+    "ADJ": ("JJ", "JJR", "JJS"),
+    "ADV": ("RB", "RBR", "RBS", "WRB"),
+    "PRON": ("PRP", "PRP$", "WP", "WP$"),
+    "DET": ("DT", "PDT", "WDT", "EX"),
+    "ADP": ("IN",),
+    "NUM": ("CD",),
+    "CONJ": ("CC",),
+    "PRT": ("POS", "RP", "TO"),
+    ".": (".", ",", ":", "``", "''", "-LRB-", "-RRB-", "(", ")", "#", "$", "!", "?"),
+    "X": ("FW", "LS", "SYM", "UH"),
+}
+# Labels outside the 45-tag set that occur in treebank releases (ambiguous "A|B" tags,
+# phrase labels or typos used as POS tags); the published table maps them too, so a POS
+# map built from such a release loses no words.
+_PTB_IRREGULAR: dict[str, str] = {
+    "JJRJR": "ADJ", "JJ|RB": "ADJ", "JJ|VBG": "ADJ",
+    "IN|RP": "ADP",
+    "RB|RP": "ADV", "RB|VBG": "ADV",
+    "NN|NNS": "NOUN", "NN|SYM": "NOUN", "NN|VBG": "NOUN", "NP": "NOUN",
+    "PRP|VBP": "PRON",
+    "PRT": "PRT",
+    "VBD|VBN": "VERB", "VBG|NN": "VERB", "VBP|TO": "VERB", "VP": "VERB",
+    "CD|RB": "X", "RN": "X", "WH": "X",
+}  # fmt: skip
+PTB_UNIVERSAL: dict[str, str] = {
+    **{fine: coarse for coarse, tags in _PTB_BY_UNIVERSAL.items() for fine in tags},
+    **_PTB_IRREGULAR,
+}
 
-def universal_mapping(tagset: str = "ptb") -> dict[str, str]:
-    """Fine tag -> universal tag, from the tables shipped with the package.
+TAG_MAP_HINT = (
+    "pass a fine -> universal tag map (tag_map=FILE in Python, --tag-map FILE on the command "
+    "line), two tab-separated columns per line, e.g. ../shared/data/tagsets/en-brown.map "
+    "from Petrov et al.'s universal-pos-tags tables"
+)
 
-    ``tagset`` is ``ptb`` or ``brown``; Brown tags are given in upper case there, and
-    :func:`load_classes` matches them case-insensitively.
-    """
-    from importlib import resources
 
-    name = {"ptb": "en-ptb.map", "brown": "en-brown.map"}.get(tagset)
-    if name is None:
-        raise ClassError(f"no universal mapping for tag set {tagset!r}; choose ptb or brown")
-    text = resources.files("stategrad").joinpath("data", name).read_text(encoding="utf-8")
+def read_universal_map(path: str | os.PathLike, encoding: str = "utf-8") -> dict[str, str]:
+    """A fine -> universal tag map file: ``FINE<TAB>UNIVERSAL`` per line (e.g. Petrov et
+    al.'s ``en-brown.map``).  The universal column must be one of the 12 universal tags
+    (``PUNCT`` is accepted for ``.``); blank lines and ``#`` comments are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassError(f"tag map not found: {path} ({TAG_MAP_HINT})")
     mapping: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.strip():
-            fine, universal = line.split("\t")
-            mapping[fine] = universal
+    with open(path, encoding=encoding) as handle:
+        for lineno, line in enumerate(handle, 1):
+            text = line.rstrip("\n")
+            # "#" is a tag (PTB's pound sign), so only "# " or a bare "#" line is a comment.
+            if not text.strip() or text.startswith("# ") or text.strip() == "#":
+                continue
+            parts = text.split("\t") if "\t" in text else text.split()
+            parts = [p.strip() for p in parts]
+            if len(parts) != 2 or not all(parts):
+                raise ClassError(f"{path}:{lineno}: expected 'FINE<TAB>UNIVERSAL', got {text!r}")
+            fine, coarse = parts
+            coarse = "." if coarse.upper() == "PUNCT" else coarse.upper()
+            if coarse not in UNIVERSAL_TAGS:
+                raise ClassError(
+                    f"{path}:{lineno}: {parts[1]!r} is not a universal tag; use one of "
+                    f"{' '.join(UNIVERSAL_TAGS)} (or PUNCT for '.')"
+                )
+            if mapping.get(fine, coarse) != coarse:
+                raise ClassError(
+                    f"{path}:{lineno}: tag {fine!r} mapped to {coarse} here but to "
+                    f"{mapping[fine]} on an earlier line"
+                )
+            mapping[fine] = coarse
+    if not mapping:
+        raise ClassError(f"tag map {path} is empty")
     return mapping
 
 
-def universal_classes(tagset: str = "ptb") -> dict[str, tuple[str, ...]]:
+TagMap = str | os.PathLike | Mapping[str, str]
+
+
+def universal_mapping(tagset: str = "ptb", tag_map: TagMap | None = None) -> dict[str, str]:
+    """Fine tag -> universal tag.
+
+    With ``tag_map`` (a map file, see :func:`read_universal_map`, or a dict), that map;
+    otherwise the built-in Penn Treebank table :data:`PTB_UNIVERSAL` for ``tagset="ptb"``.
+    Brown tags (``tagset="brown"``) have no built-in table: they need ``tag_map``.
+    """
+    if tag_map is not None:
+        if not isinstance(tag_map, Mapping):
+            return read_universal_map(tag_map)
+        mapping = {}
+        for fine, coarse in tag_map.items():
+            upper = "." if str(coarse).upper() == "PUNCT" else str(coarse).upper()
+            if upper not in UNIVERSAL_TAGS:
+                raise ClassError(
+                    f"tag map sends {fine!r} to {coarse!r}, which is not a universal tag; use "
+                    f"one of {' '.join(UNIVERSAL_TAGS)} (or PUNCT for '.')"
+                )
+            mapping[str(fine)] = upper
+        return mapping
+    if tagset == "ptb":
+        return dict(PTB_UNIVERSAL)
+    if tagset == "brown":
+        raise ClassError(f"universal classes over Brown tags need a tag map: {TAG_MAP_HINT}")
+    raise ClassError(f"no universal mapping for tag set {tagset!r}; choose ptb or brown")
+
+
+def universal_classes(
+    tagset: str = "ptb", tag_map: TagMap | None = None
+) -> dict[str, tuple[str, ...]]:
     """Universal class name -> the fine tags it gathers (and the universal tag itself,
     so a map already written in universal tags works too)."""
     groups: dict[str, list[str]] = {u: [u] for u in UNIVERSAL_TAGS}
-    for fine, universal in universal_mapping(tagset).items():
+    for fine, universal in universal_mapping(tagset, tag_map).items():
         groups.setdefault(universal, [universal]).append(fine)
     return {_UNIVERSAL_NAMES.get(u, u): tuple(tags) for u, tags in groups.items()}
 
@@ -183,13 +275,19 @@ def _case_fold_map(word_tags: Mapping[str, Iterable[str]]) -> dict[str, list[str
 
 
 def builtin_class_tags(
-    name: str, word_tags: Mapping[str, Iterable[str]] | None = None
+    name: str,
+    word_tags: Mapping[str, Iterable[str]] | None = None,
+    tag_map: TagMap | None = None,
 ) -> tuple[dict[str, tuple[str, ...]], bool]:
     """The class -> tags table of a built-in set and whether tags compare case-folded.
 
     ``name`` is ``ptb``, ``universal`` (PTB or Brown tags, told apart by the POS map's
     tag case), ``universal-ptb`` or ``universal-brown``, optionally followed by
-    ``:class+class`` to keep only some classes (``ptb:nouns+verbs``).
+    ``:class+class`` to keep only some classes (``ptb:nouns+verbs``).  The universal
+    sets use ``tag_map`` (fine -> universal tag) when given, else the built-in PTB
+    table; Brown tags need ``tag_map``.  Tags compare case-folded for Brown tags and
+    for a given ``tag_map`` (Brown tags come in either case, and no tag set in use
+    tells tags apart by case alone).
     """
     base, _, subset = name.partition(":")
     base = base.strip().lower()
@@ -201,7 +299,8 @@ def builtin_class_tags(
             base == "universal" and word_tags is not None and _looks_brown(word_tags)
         ):
             tagset = "brown"
-        table, fold = universal_classes(tagset), tagset == "brown"
+        table = universal_classes(tagset, tag_map)
+        fold = tagset == "brown" or tag_map is not None
     else:
         raise ClassError(
             f"unknown built-in class set {name!r}; choose one of {', '.join(BUILTIN_CLASS_SETS)} "
@@ -296,15 +395,22 @@ def from_class_map(vocab: Vocabulary, path: str | os.PathLike, encoding: str = "
     return ClassSet.from_word_sets(vocab, classes, definitions)
 
 
-def from_builtin(vocab: Vocabulary, name: str, word_tags: Mapping[str, Iterable[str]]) -> ClassSet:
+def from_builtin(
+    vocab: Vocabulary,
+    name: str,
+    word_tags: Mapping[str, Iterable[str]],
+    tag_map: TagMap | None = None,
+) -> ClassSet:
     """A built-in class set (see :func:`builtin_class_tags`) applied to a POS map."""
-    table, fold = builtin_class_tags(name, word_tags)
+    table, fold = builtin_class_tags(name, word_tags, tag_map)
     if fold:
         word_tags = _case_fold_map(word_tags)
         table = {n: tuple(t.upper() for t in tags) for n, tags in table.items()}
     result = ClassSet.from_tag_map(vocab, word_tags, table)
     for n in table:
         result.definitions[n]["builtin"] = name
+        if tag_map is not None and not isinstance(tag_map, Mapping):
+            result.definitions[n]["tag_map"] = str(tag_map)
     return result
 
 
@@ -338,9 +444,11 @@ def load_classes(
     *,
     class_words: Sequence[str | os.PathLike] = (),
     class_map: str | os.PathLike | None = None,
+    tag_map: TagMap | None = None,
     encoding: str = "utf-8",
 ) -> ClassSet:
-    """Word classes as the CLI's ``--classes/--pos-map/--class-words/--class-map`` give them.
+    """Word classes as the CLI's ``--classes/--pos-map/--tag-map/--class-words/--class-map``
+    give them.
 
     ``spec``: built-in set names (``ptb``, ``universal``, ``universal-ptb``,
     ``universal-brown``, each optionally ``:name+name``) and/or tag class files (one
@@ -349,11 +457,21 @@ def load_classes(
     word is in a class when any of its possible tags is (the original's rule).
     ``class_words``: word-list files, one class each.  ``class_map``: a
     ``word<TAB>class`` file.  All of them together form one class set; with none,
-    only ``all``.
+    only ``all``.  ``tag_map``: a fine -> universal tag map (file or dict) for the
+    universal sets; needed for Brown tags, optional for PTB tags (which have a built-in
+    table).
     """
     items: list[str] = []
     for s in [spec] if isinstance(spec, str) else list(spec or []):
         items.extend(p.strip() for p in str(s).split(",") if p.strip())
+    if tag_map is not None and not any(
+        i.partition(":")[0].lower().startswith("universal") for i in items
+    ):
+        # Ignoring it silently would hide a mistyped --classes value.
+        raise ClassError(
+            "a tag map (--tag-map) is only used by the universal class sets; add "
+            "--classes universal (or universal-ptb / universal-brown)"
+        )
     parts: list[ClassSet] = []
     word_tags: Mapping[str, Iterable[str]] | None = None
     if items:
@@ -369,7 +487,7 @@ def load_classes(
         for item in items:
             base = item.partition(":")[0].lower()
             if base in BUILTIN_CLASS_SETS and not Path(item).exists():
-                parts.append(from_builtin(vocab, item, word_tags))
+                parts.append(from_builtin(vocab, item, word_tags, tag_map))
             elif Path(item).is_file():
                 files.append(item)
             else:

@@ -19,7 +19,7 @@ from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
 
 
 def class_options(func):
-    """Add ``--classes/--pos-map/--class-words/--class-map`` to a command."""
+    """Add ``--classes/--pos-map/--tag-map/--class-words/--class-map`` to a command."""
     options = [
         click.option(
             "--classes",
@@ -40,6 +40,15 @@ def class_options(func):
             help=(
                 "Word -> possible tags map ('word TAG TAG ...' per line, the original's format; "
                 "`stategrad prepare-tagged` writes one)."
+            ),
+        ),
+        click.option(
+            "--tag-map",
+            type=click.Path(exists=True, dir_okay=False),
+            help=(
+                "Fine -> universal tag map for the universal class sets: 'FINE<TAB>UNIVERSAL' "
+                "per line (e.g. ../shared/data/tagsets/en-brown.map). Needed for Brown tags; "
+                "PTB tags have a built-in table."
             ),
         ),
         click.option(
@@ -66,6 +75,7 @@ def classes_from_options(
     class_words: tuple[str, ...] | list[str] = (),
     class_map: str | None = None,
     encoding: str = "utf-8",
+    tag_map: str | None = None,
 ) -> ClassSet:
     """The ClassSet the class options ask for (only 'all' when none is given)."""
     try:
@@ -75,6 +85,7 @@ def classes_from_options(
             pos_map,
             class_words=list(class_words or []),
             class_map=class_map,
+            tag_map=tag_map,
             encoding=encoding,
         )
     except (ClassError, CorpusError) as exc:
@@ -355,16 +366,27 @@ def convert_embeddings_command(
 @class_options
 @click.option("--encoding", default="utf-8", show_default=True)
 def show_classes_command(
-    vocab_file, train_text, vocab_size, text, classes, pos_map, class_words, class_map, encoding
+    vocab_file,
+    train_text,
+    vocab_size,
+    text,
+    classes,
+    pos_map,
+    tag_map,
+    class_words,
+    class_map,
+    encoding,
 ):
     """Show what the word-class options give: words and tokens per class.
 
-    Use it to check --classes/--pos-map/--class-words/--class-map before a long
-    gradient run.
+    Use it to check --classes/--pos-map/--tag-map/--class-words/--class-map before a
+    long gradient run.
     """
     try:
         vocab = _vocab_from_options(vocab_file, train_text, vocab_size, encoding)
-        class_set = classes_from_options(vocab, classes, pos_map, class_words, class_map, encoding)
+        class_set = classes_from_options(
+            vocab, classes, pos_map, class_words, class_map, encoding, tag_map=tag_map
+        )
         tokens = read_tokens(text, vocab, encoding=encoding) if text else None
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from exc
