@@ -132,10 +132,15 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(rate)
             print(f"  repeat {r + 1} {name:5s} {rate:10,.0f} tokens/s", flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
+    # the two runs of one repeat are adjacent in time: their ratio is the fairest
+    # comparison on a shared machine whose load drifts between repeats
+    paired = statistics.median(o / p for o, p in zip(results["ours"], results["plain"], strict=True))
     ratio = med["ours"] / med["plain"]
     print(f"median ours  {med['ours']:10,.0f} tokens/s")
     print(f"median plain {med['plain']:10,.0f} tokens/s")
-    print(f"ratio ours/plain {ratio:.3f} (target >= 0.90): {'OK' if ratio >= 0.9 else 'SLOWER'}")
+    print(f"ratio of medians ours/plain {ratio:.3f}; median of paired ratios {paired:.3f} "
+          f"(target >= 0.90): {'OK' if paired >= 0.9 else 'SLOWER'}")
+    ratio = paired
     return 0 if ratio >= 0.9 else 1
 
 
