@@ -211,12 +211,18 @@ def train_epoch(
     should_stop: Callable[[], bool] | None = None,
     epoch: int = 0,
     bar: Any = None,
+    sync: Any = None,
+    ddp: nn.Module | None = None,
 ) -> EpochProgress:
     """Train over ``data`` ((row_len, batch) ids from :func:`_rows_tensor`), in place.
 
     Continues from ``progress`` (resuming mid-epoch) and returns it updated.  Stops
     early, between batches, after ``max_batches`` batches or when ``should_stop()``
     is true; ``progress.next_batch`` then says where to continue.
+
+    Under ``torchrun``, ``sync`` (a :class:`stategrad.distributed.TrainingSync`) and
+    ``ddp`` (the DistributedDataParallel wrapper of ``module``) make each rank train
+    its own rows; cost, stop and non-finite decisions are then those of all ranks.
     """
     module.train()
     row_len, batch_size = data.shape
@@ -230,6 +236,8 @@ def train_epoch(
         state = module.init_state(batch_size, data.device)
     params = [p for p in module.parameters() if p.requires_grad]
     lr = optimizer.param_groups[0]["lr"]
+    forward = ddp if ddp is not None else module
+    ranks = sync.world_size if sync is not None else 1
     done = 0
     started = time.perf_counter()
     for i in range(progress.next_batch, n):
@@ -238,14 +246,20 @@ def train_epoch(
         targets = data[lo + 1: lo + num_steps + 1]
         state = detach_state(state)
         if sampler is None:
-            logits, state = module(inputs, state)
+            logits, state = forward(inputs, state)
             cost = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                    reduction="sum") / batch_size
         else:
-            hidden, state = module(inputs, state, return_hidden=True)
+            hidden, state = forward(inputs, state, return_hidden=True)
             cost = sampled_softmax_cost(hidden.reshape(-1, hidden.shape[-1]),
                                         targets.reshape(-1), module.decoder, sampler) / batch_size
-        value = cost.item()
+        stop_now = bool(max_batches is not None and done + 1 >= max_batches) or bool(
+            should_stop and should_stop())
+        if sync is not None:
+            # one all-reduce: the whole batch's cost and any rank's wish to stop
+            value, stop_now = sync.step(cost, stop_now)
+        else:
+            value = cost.item()
         # checked before the step, so a bad batch never reaches the parameters
         if not math.isfinite(value):
             raise NonFiniteLossError(epoch, i, value, lr)
@@ -256,7 +270,7 @@ def train_epoch(
         optimizer.step()
         progress.cost += value
         progress.steps += num_steps
-        progress.tokens += num_steps * batch_size
+        progress.tokens += num_steps * batch_size * ranks
         progress.next_batch = i + 1
         done += 1
         if bar is not None:
@@ -264,7 +278,7 @@ def train_epoch(
             bar.update(1)
             bar.set_postfix_str(f"ppl {progress.perplexity:.1f}, "
                                 f"{progress.tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
-        if (max_batches is not None and done >= max_batches) or (should_stop and should_stop()):
+        if stop_now:
             break
     progress.state = detach_state(state)
     progress.seconds += time.perf_counter() - started
@@ -541,9 +555,20 @@ def train(
     existing checkpoint is an error unless ``overwrite``.  ``should_stop`` is polled
     between batches (as Ctrl-C is): when true, a resumable checkpoint is written and
     the summary says ``interrupted``.  ``echo`` receives the progress messages.
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank trains its own rows of the
+    batch stream with DistributedDataParallel; rank 0 alone writes checkpoints, logs
+    and metrics (see ``docs/distributed.md``).
     """
     t = config.training
     dev = resolve_device(device or t.device)
+    # deferred import: torch.distributed is only touched when launched by torchrun
+    from .distributed import TrainingSync
+
+    sync = TrainingSync.from_environment(str(dev))
+    main = sync is None or sync.is_main
+    if sync is not None:
+        dev = torch.device(sync.device(str(dev)))
     n_threads = threads if threads is not None else t.threads
     if n_threads:
         torch.set_num_threads(n_threads)
@@ -562,14 +587,21 @@ def train(
     log_file = Path(config.output.log_file) if config.output.log_file else save_path / "train.log"
 
     def say(message: str) -> None:
+        if not main:
+            return
         log.info(message)
         if echo is not None:
             echo(message)
 
-    with _log_to(log_file):
+    def write_metrics() -> None:
+        if main:
+            _write_metrics(save_path, history)
+
+    with _log_to(log_file) if main else contextlib.nullcontext():
         vocab = build_vocabulary(config)
-        vocab.save(save_path / "vocab.txt")
-        if config.data.save_vocab:
+        if main:
+            vocab.save(save_path / "vocab.txt")
+        if config.data.save_vocab and main:
             Path(config.data.save_vocab).parent.mkdir(parents=True, exist_ok=True)
             vocab.save(config.data.save_vocab)
         train_tokens = read_split(config, train_file, vocab)
@@ -579,6 +611,8 @@ def train(
 
         torch.manual_seed(t.seed)
         module = build_model(config, vocab).to(dev)
+        if sync is not None:
+            sync.seed_ranks(t.seed)
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = make_optimizer(config, params)
         sampler = LogUniformSampler(len(vocab), t.num_sampled) if t.softmax == "sampled" else None
@@ -591,7 +625,7 @@ def train(
         early = EarlyStopping(t.early_stop) if t.early_stop else None
         if resume:
             start_epoch, epoch_progress, best_ppl, best_epoch, history, early = _restore(
-                last_path, config, vocab, module, optimizer, dev, early)
+                last_path, config, vocab, module, optimizer, dev, early, sync)
             if start_epoch >= t.max_max_epoch:
                 say(f"{last_path} has finished {start_epoch} epochs, training.max_max_epoch is "
                     f"{t.max_max_epoch}: nothing to do (raise max_max_epoch to train longer)")
@@ -602,6 +636,10 @@ def train(
             say(f"model: {module.spec}")
 
         train_rows = _rows_tensor(train_tokens, t.batch_size, dev)
+        ddp = None
+        if sync is not None:
+            train_rows = sync.local_rows(train_rows)
+            ddp = sync.wrap(module)
         n_batches = num_batches(train_rows.shape[0], t.num_steps)
         if n_batches == 0:
             raise ConfigError(f"train file {train_file} has {len(train_tokens)} tokens: too few "
@@ -614,14 +652,22 @@ def train(
         stopped_early = interrupted = False
 
         def checkpoint(path: Path, epoch: int, prog: EpochProgress) -> None:
-            save_checkpoint(path, module, vocab, config.to_dict(), {
+            state = _state_tensors(prog.state) if prog.next_batch else []
+            extra: dict[str, Any] = {}
+            if sync is not None:  # collective: every rank comes here at the same point
+                state = sync.full_state(prog.state) if prog.next_batch else []
+                extra["rng_ranks"] = sync.gather(_rng_state(dev))
+                if not sync.is_main:
+                    sync.barrier()  # the file exists once any rank goes on
+                    return
+            save_checkpoint(path, module, vocab, config.to_dict(), extra | {
                 "epoch": epoch,
                 "batch": prog.next_batch,
                 "epoch_cost": prog.cost,
                 "epoch_steps": prog.steps,
                 "epoch_tokens": prog.tokens,
                 "epoch_seconds": prog.seconds,
-                "recurrent_state": _state_tensors(prog.state) if prog.next_batch else [],
+                "recurrent_state": state,
                 "optimizer": optimizer.state_dict(),
                 "rng": _rng_state(dev),
                 "history": [asdict(m) for m in history],
@@ -630,6 +676,8 @@ def train(
                 "early_stopping": early.state() if early else None,
                 "learning_rate": optimizer.param_groups[0]["lr"],
             })
+            if sync is not None:
+                sync.barrier()
 
         with _Interrupt() as interrupt:
             stop = (lambda: interrupt.requested or should_stop()) if should_stop else \
@@ -639,7 +687,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 bar = None
-                if progress:
+                if progress and main:
                     from tqdm import tqdm
 
                     bar = tqdm(total=n_batches, initial=epoch_progress.next_batch,
@@ -649,9 +697,10 @@ def train(
                     epoch_progress = train_epoch(
                         module, train_rows, optimizer, num_steps=t.num_steps,
                         max_grad_norm=t.max_grad_norm, sampler=sampler,
-                        progress=epoch_progress, should_stop=stop, epoch=epoch, bar=bar)
+                        progress=epoch_progress, should_stop=stop, epoch=epoch, bar=bar,
+                        sync=sync, ddp=ddp)
                 except NonFiniteLossError as exc:
-                    _write_metrics(save_path, history)
+                    write_metrics()
                     kept = (f"the last good checkpoint is {last_path}" if last_path.exists()
                             else "no checkpoint was written (it failed in the first epoch)")
                     raise TrainingError(
@@ -671,7 +720,9 @@ def train(
                 train_ppl = epoch_progress.perplexity
                 tok_s = epoch_progress.tokens / max(epoch_progress.seconds, 1e-9)
                 valid_ppl = evaluate(module, valid_tokens, batch_size=t.batch_size,
-                                     num_steps=t.num_steps, device=dev)
+                                     num_steps=t.num_steps, device=dev) if main else None
+                if sync is not None:  # one evaluation, so every rank decides alike
+                    valid_ppl = sync.broadcast(valid_ppl)
                 is_best = best_ppl is None or valid_ppl < best_ppl
                 history.append(EpochMetrics(epoch + 1, lr, train_ppl, valid_ppl, tok_s,
                                             epoch_progress.seconds, is_best))
@@ -683,7 +734,7 @@ def train(
                     stopped_early = True
                     say(f"early stopping: validation perplexity failed to improve "
                         f"{early.failures} times (early_stop {early.patience})")
-                    _write_metrics(save_path, history)
+                    write_metrics()
                     break
                 if is_best:
                     best_ppl, best_epoch = valid_ppl, epoch + 1
@@ -692,13 +743,15 @@ def train(
                     checkpoint(best_path, epoch + 1, epoch_progress)
                 if config.output.keep_epoch_checkpoints:
                     checkpoint(save_path / f"epoch_{epoch + 1}.pt", epoch + 1, epoch_progress)
-                _write_metrics(save_path, history)
+                write_metrics()
                 if stop():
                     interrupted = epoch + 1 < t.max_max_epoch
                     if interrupted:
                         say(f"interrupted after epoch {epoch + 1}; continue with --resume")
                     break
 
+    if sync is not None:
+        sync.close()
     completed = history[-1].epoch if history else start_epoch
     return TrainingSummary(save_path=save_path, history=history, epochs_completed=completed,
                            best_valid_ppl=best_ppl, best_epoch=best_epoch,
@@ -709,7 +762,7 @@ def train(
 
 def _restore(path: Path, config: TrainConfig, vocab: Vocabulary, module: RNNLM,
              optimizer: torch.optim.Optimizer, device: torch.device,
-             early: EarlyStopping | None):
+             early: EarlyStopping | None, sync: Any = None):
     payload = read_checkpoint(path)
     ck_module, ck_vocab = module_from_checkpoint(payload)
     problem = vocabulary_mismatch(vocab, ck_vocab)
@@ -730,11 +783,18 @@ def _restore(path: Path, config: TrainConfig, vocab: Vocabulary, module: RNNLM,
         raise TrainingError(f"cannot resume from {path}: its optimizer state does not fit "
                             f"training.optimizer={config.training.optimizer!r} ({exc})") from None
     _set_rng_state(tr["rng"], device)
+    tensors = list(tr.get("recurrent_state", []))
+    if sync is not None:
+        rng_ranks = tr.get("rng_ranks") or []
+        if len(rng_ranks) == sync.world_size:
+            _set_rng_state(rng_ranks[sync.rank], device)
+        else:  # another number of ranks than the checkpoint's: fresh per-rank streams
+            sync.seed_ranks(config.training.seed + int(tr["epoch"]) + int(tr.get("batch", 0)))
+        tensors = sync.local_state(tensors) if tensors else tensors
     prog = EpochProgress(next_batch=int(tr.get("batch", 0)), cost=float(tr.get("epoch_cost", 0.0)),
                          steps=int(tr.get("epoch_steps", 0)), tokens=int(tr.get("epoch_tokens", 0)),
                          seconds=float(tr.get("epoch_seconds", 0.0)),
-                         state=_state_from_tensors(list(tr.get("recurrent_state", [])),
-                                                   module.spec.cell, device))
+                         state=_state_from_tensors(tensors, module.spec.cell, device))
     history = [EpochMetrics(**m) for m in tr.get("history", [])]
     if tr.get("early_stopping") and early is not None:
         early = EarlyStopping.from_state(tr["early_stopping"])
