@@ -407,7 +407,7 @@ class StateGradientEngine:
                 bufs[(l, comp)] = torch.zeros(slots, A_max, E, H, device=dev, dtype=dt)
         # Scratch for the matmul output [dc | dh] or dh.
         width = 2 * H if lstm else H
-        scratch = torch.empty(A_max * E, width, device=dev, dtype=dt)
+        scratch = torch.empty(A_max * E, width, device=dev, dtype=dt) if lstm else None
 
         state = initial_state if initial_state is not None else self.initial_state(start)
         hs = [s[0].to(dev, dt).clone() for s in state]
@@ -511,7 +511,9 @@ class StateGradientEngine:
                 if lstm:
                     old_c, new_c = self._slots(bufs, cur, chosen, slot, (l, "c"))
                 if n_rows:
-                    out = scratch[: n_rows * E]
+                    # GRU/RNN tangents are written straight into their buffer; an LSTM's
+                    # [dc | dh] product goes to scratch and is combined on the way out.
+                    out = scratch[: n_rows * E] if lstm else new_h[:n_rows].view(-1, H)
                     rec_out = out[shift * E :]
                     if l == 0:
                         if keep:
@@ -523,20 +525,18 @@ class StateGradientEngine:
                         if keep:
                             rec_out.addmm_(old_h[:keep].view(-1, H), maps.m_rec)
                     if lstm:
-                        oc, oh = out[:, :H], out[:, H:]
                         nc = new_c[:n_rows].view(-1, H)
                         nh = new_h[:n_rows].view(-1, H)
-                        nc.copy_(oc)
-                        nh.copy_(oh)
+                        lo = shift * E
+                        if shift:
+                            nc[:lo].copy_(out[:lo, :H])
+                            nh[:lo].copy_(out[:lo, H:])
                         if keep:
                             prev_c = old_c[:keep].view(-1, H)
-                            nc[shift * E :].addcmul_(prev_c, maps.diag_c)
-                            nh[shift * E :].addcmul_(prev_c, maps.diag_h)
-                    else:
-                        nh = new_h[:n_rows].view(-1, H)
-                        nh.copy_(out)
-                        if keep and maps.diag_h is not None:
-                            nh[shift * E :].addcmul_(old_h[:keep].view(-1, H), maps.diag_h)
+                            torch.addcmul(out[lo:, :H], prev_c, maps.diag_c, out=nc[lo:])
+                            torch.addcmul(out[lo:, H:], prev_c, maps.diag_h, out=nh[lo:])
+                    elif keep and maps.diag_h is not None:
+                        rec_out.addcmul_(old_h[:keep].view(-1, H), maps.diag_h)
                 below_dh_new = new_h
                 hs[l], cs[l] = maps.h, maps.c
                 for comp in comps:
@@ -630,23 +630,30 @@ class StateGradientEngine:
         is used as a strided view; otherwise (start, sampling, segments) the rows are
         gathered first.
         """
-        D = self.D
         n_slots = len(window_steps)
         A_max = buf.shape[1]
         dev, dt = buf.device, buf.dtype
-        full = all(len(st) == D and st[0] - st[-1] == D - 1 for st in window_starts)
-        if full:
+        # Rows hold delays 0, 1, 2, ... whenever every position of the slice so far was a
+        # start (no sampling, not past ``stop``): then the window is a strided view.
+        aligned = all(len(st) == 0 or (st[0] == k and st[0] - st[-1] == len(st) - 1)
+                      for k, st in zip(window_steps, window_starts, strict=True))
+        if aligned:
             steps = np.asarray(window_steps)
-            pair_start = steps[None, :] - np.arange(D)[:, None]  # (D, n_slots)
-            chunk_of = pair_start // chunk
-            member = self._membership[self.tokens[pair_start]]  # (D, n_slots, C)
-            view = buf[1 : n_slots + 1, :D].reshape(n_slots, D, E * H).transpose(0, 1)
-            for b in np.unique(chunk_of):
+            n_rows = np.array([len(st) for st in window_starts])
+            R = int(n_rows.max())
+            if R == 0:
+                return
+            pair_start = steps[None, :] - np.arange(R)[:, None]  # (R, n_slots)
+            valid = np.arange(R)[:, None] < n_rows[None, :]
+            member = self._membership[self.tokens[np.where(valid, pair_start, 0)]] & valid[:, :, None]
+            chunk_of = np.where(valid, pair_start, -1) // chunk
+            view = buf[1 : n_slots + 1, :R].reshape(n_slots, R, E * H).transpose(0, 1)
+            for b in np.unique(chunk_of[valid]):
                 acc = self._acc(accs, int(b), C, H, E, dev, dt)
-                mem = member * (chunk_of == b)[:, :, None]
-                acc.counts += mem.sum(axis=1)
+                mem = member & (chunk_of == b)[:, :, None]
+                acc.counts[:R] += mem.sum(axis=1)
                 weights = torch.as_tensor(mem.transpose(0, 2, 1), dtype=dt).to(dev)
-                acc.sums.baddbmm_(weights, view)
+                acc.sums[:R].baddbmm_(weights, view)
             return
 
         slot_idx, row_idx, pair_start, pair_delay = [], [], [], []
