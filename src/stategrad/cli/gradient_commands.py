@@ -85,10 +85,10 @@ def _file_sha256(path: Path) -> str:
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
-                      pos_map, class_words, class_map, semantics, segment_length, out_path,
+                      pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
                       block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
                       threads, checkpoint_path, checkpoint_every, raw_path, raw_positions,
-                      raw_delays, export_dir, no_eos, encoding, progress, **extra):
+                      raw_delays, export_dir, no_eos, encoding, progress):
     """Compute state gradients G(t, d) = d s_(t+d) / d x_t for every position t and delay
     d < D of a text, in one streaming pass, and save their sums and counts per delay and
     word class.
@@ -116,7 +116,8 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
         if share > 0.05:
             click.echo(f"warning: {share:.1%} of the text's tokens are not in the model's "
                        "vocabulary (mapped to <unk>)", err=True)
-    class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding)
+    class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
+                                     tag_map=tag_map)
     if semantics == "segment" and segment_length is None:
         segment_length = lm.config.get("num_steps")
         if not segment_length:
