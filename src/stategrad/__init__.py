@@ -1,25 +1,74 @@
 """stategrad: state gradients of recurrent language models.
 
 The public API, for notebooks and scripts; the ``stategrad`` command is a thin
-layer over these functions.
+layer over these functions.  Names are imported on first use, so ``import
+stategrad`` stays quick (matplotlib, scikit-learn and h5py load only when needed).
+
+    import stategrad as sg
+    lm = sg.load_model("run/best.pt")
+    tokens = sg.read_tokens("valid.txt", lm.vocab)
+    res = sg.compute_state_gradients(lm, tokens, max_delay=50, state="cell")
+    res.mean(10, "all")          # the average G at delay 10, an H x E array
 """
 
-from .classes import ClassSet
-from .corpus import Vocabulary, read_tokens
-from .models import LanguageModel, ModelSpec, RNNLM, load_model
-from .result import GradientResult, load_result
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ClassSet",
-    "GradientResult",
-    "LanguageModel",
-    "ModelSpec",
-    "RNNLM",
-    "Vocabulary",
-    "load_model",
-    "load_result",
-    "read_tokens",
-    "__version__",
-]
+# public name -> module that defines it
+_API = {
+    # data
+    "Vocabulary": "corpus",
+    "read_tokens": "corpus",
+    "ClassSet": "classes",
+    "load_classes": "classes",
+    "prepare_tagged": "tagged",
+    # models and training
+    "ModelSpec": "models",
+    "RNNLM": "models",
+    "LanguageModel": "models",
+    "load_model": "models",
+    "load_config": "config",
+    "TrainConfig": "config",
+    "train": "training",
+    "evaluate": "training",
+    # the engine and its results
+    "compute_state_gradients": "engine",
+    "sentence_gradients": "engine",
+    "StateGradientEngine": "engine",
+    "GradientResult": "result",
+    "load_result": "result",
+    # analysis
+    "EmbeddingStats": "analysis",
+    "embedding_stats_for_model": "analysis",
+    "load_embedding_stats": "analysis",
+    "singular_value_table": "analysis",
+    "memory_curves": "analysis",
+    "difference_vector": "analysis",
+    "relative_memory": "analysis",
+    "pos_probe": "probe",
+    # figures and reports
+    "build_report": "report",
+    "sentence_map": "report",
+    # synthetic language
+    "SynthConfig": "synth",
+    "generate_corpus": "synth",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stategrad' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
