@@ -126,7 +126,7 @@ def gradient_worker(rank: int, port: int, out: str) -> None:
     assert is_distributed_launch()
     run = compute_state_gradients_distributed(
         make_model(), make_text(), EngineOptions(**OPTIONS), make_classes(),
-        output=Path(out) / "result.h5", slices_per_rank=4)
+        out_path=Path(out) / "result.h5", slices_per_rank=4)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({
         "rank": run.rank, "world": run.world_size, "has_result": run.result is not None,
         "computed": [r.computed for r in run.reports], "slices": run.slices}))
@@ -168,7 +168,7 @@ def failing_then_resuming_worker(rank: int, out: str) -> None:
 
     StateGradientEngine.run = flaky_run
     try:
-        compute_state_gradients_distributed(model, text, opts, classes, output=Path(out) / "r.h5",
+        compute_state_gradients_distributed(model, text, opts, classes, out_path=Path(out) / "r.h5",
                                             n_slices=6)
         message = "no error"
     except DistributedError as exc:
@@ -176,7 +176,7 @@ def failing_then_resuming_worker(rank: int, out: str) -> None:
     finally:
         StateGradientEngine.run = original_run
     parts = sorted(p.name for p in (Path(out) / "r.h5.parts").glob("slice-*.h5"))
-    run = compute_state_gradients_distributed(model, text, opts, classes, output=Path(out) / "r.h5",
+    run = compute_state_gradients_distributed(model, text, opts, classes, out_path=Path(out) / "r.h5",
                                               n_slices=6)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(
         {"message": message, "parts": parts, "resumed": run.resumed_slices,
@@ -219,18 +219,18 @@ def test_one_process_keeps_parts_and_refuses_another_runs_parts(tmp_path):
     model, text = make_model(), make_text(120)
     out = tmp_path / "g.h5"
     run = compute_state_gradients_distributed(model, text, EngineOptions(max_delay=4,
-                                              dtype=torch.float64), output=out, n_slices=3,
+                                              dtype=torch.float64), out_path=out, n_slices=3,
                                               keep_parts=True)
     assert run.world_size == 1 and len(run.slices) == 3
     assert len(list((tmp_path / "g.h5.parts").glob("slice-*.h5"))) == 3
     again = compute_state_gradients_distributed(model, text, EngineOptions(max_delay=4,
-                                                dtype=torch.float64), output=out, n_slices=5,
+                                                dtype=torch.float64), out_path=out, n_slices=5,
                                                 keep_parts=True)
     assert again.resumed_slices == 3 and again.slices == run.slices  # the stored plan wins
     np.testing.assert_array_equal(again.result.sums, run.result.sums)
     with pytest.raises(DistributedError, match=r"different run .*max_delay \(4 there, 5 now\)"):
         compute_state_gradients_distributed(model, text, EngineOptions(max_delay=5,
-                                            dtype=torch.float64), output=out)
+                                            dtype=torch.float64), out_path=out)
 
 
 def test_precision_error_is_reported_against_float64():
@@ -310,3 +310,18 @@ def test_batch_size_must_divide_among_ranks():
 
 if sys.platform == "win32":  # pragma: no cover - gloo over loopback is tested on Linux/macOS
     pytestmark = pytest.mark.skip(reason="gloo process groups are not tested on Windows")
+
+
+def test_a_range_of_start_positions_in_slices_equals_one_engine_run(tmp_path):
+    model, text, classes = make_model("lstm", 1), make_text(200), make_classes()
+    run = compute_state_gradients_distributed(
+        model, text, EngineOptions(max_delay=5, dtype=torch.float64, state="hidden"), classes,
+        out_path=tmp_path / "r.h5", start=30, stop=170, n_slices=3, run_info={"command": "x"})
+    single = compute_state_gradients(model, text, max_delay=5, state="hidden", classes=classes,
+                                     dtype=torch.float64, start=30, stop=170)
+    saved = load_result(tmp_path / "r.h5")
+    np.testing.assert_array_equal(saved.counts, single.counts)
+    np.testing.assert_allclose(saved.sums, single.sums, rtol=1e-12, atol=1e-14)
+    assert run.slices[0][0] == 30 and run.slices[-1][1] == 170
+    assert saved.metadata["slice"] == {"start": 30, "stop": 170}
+    assert saved.metadata["run"]["command"] == "x" and "seconds" in saved.metadata["run"]

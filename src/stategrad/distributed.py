@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import statistics
+import sys
 import time
 import traceback
 import uuid
@@ -403,7 +404,9 @@ def compute_state_gradients_distributed(
     options: EngineOptions,
     classes: ClassSet | None = None,
     *,
-    output: str | os.PathLike,
+    out_path: str | os.PathLike,
+    start: int = 0,
+    stop: int | None = None,
     parts_dir: str | os.PathLike | None = None,
     slices_per_rank: int = 4,
     n_slices: int | None = None,
@@ -411,37 +414,44 @@ def compute_state_gradients_distributed(
     checkpoint_every: float = 300.0,
     keep_parts: bool = False,
     text_info: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
     progress: bool = False,
     slow_factor: float = 0.5,
     echo: Callable[[str], None] | None = None,
     timeout_s: float = 1800.0,
 ) -> DistributedRun:
     """Compute state gradients of ``tokens`` on every rank of a ``torchrun`` job (or in
-    this process alone when not launched so) and write ONE result file, ``output``,
-    from rank 0.  Call it on every rank with the same arguments.
+    this process alone when not launched so) and write ONE result file, ``out_path``,
+    from rank 0.  Call it on every rank with the same arguments.  Start positions
+    ``start <= t < stop`` (default: all) are used, as in ``StateGradientEngine.run``.
 
-    ``parts_dir`` (default ``<output>.parts``) must be a folder all ranks can write;
+    ``parts_dir`` (default ``<out_path>.parts``) must be a folder all ranks can write;
     finished slices and in-slice engine checkpoints live there until the result is
     written (kept if ``keep_parts``), so a rerun after a failure resumes.  The text
     is cut into ``n_slices`` slices (default ``slices_per_rank`` x ranks, none
     shorter than 8 x max_delay).  ``tf32`` allows TF32 products on a GPU.  ``echo``
-    receives progress and the per-rank report (on rank 0 only).
+    receives progress and the per-rank report on rank 0 (default: standard error).
+    ``run_info`` is stored as the result's ``metadata["run"]``, with the seconds taken.
     """
     started = time.perf_counter()
     comm = Communicator.from_environment(options.device, timeout_s)
-    say = echo if (echo is not None and comm.is_main) else (lambda message: None)
+    if echo is None:
+        def echo(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+    say = echo if comm.is_main else (lambda message: None)
     try:
-        return _run(comm, model, tokens, options, classes, Path(output), parts_dir,
+        return _run(comm, model, tokens, options, classes, Path(out_path), start, stop, parts_dir,
                     slices_per_rank, n_slices, tf32, checkpoint_every, keep_parts, text_info,
-                    progress, slow_factor, say, started)
+                    run_info, progress, slow_factor, say, started)
     finally:
         comm.close()
 
 
 def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, output: Path,
-         parts_dir, slices_per_rank: int, n_slices: int | None, tf32: bool,
-         checkpoint_every: float, keep_parts: bool, text_info, progress: bool,
-         slow_factor: float, say: Callable[[str], None], started: float) -> DistributedRun:
+         start: int, stop: int | None, parts_dir, slices_per_rank: int, n_slices: int | None,
+         tf32: bool, checkpoint_every: float, keep_parts: bool, text_info, run_info,
+         progress: bool, slow_factor: float, say: Callable[[str], None], started: float
+         ) -> DistributedRun:
     import socket
 
     opts = dataclasses.replace(options, device=comm.device(options.device))
@@ -449,15 +459,16 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
     with torch.no_grad(), matmul_precision(tf32):
         engine = StateGradientEngine(model, tokens, opts, classes)
         usable = usable_positions(len(engine.tokens), opts)
-        if usable == 0:
-            raise EngineError(f"the text ({len(engine.tokens)} tokens) has no usable start "
-                              "positions for these options")
-        fingerprint = _fingerprint(engine, usable)
+        stop = usable if stop is None else min(stop, usable)
+        if not 0 <= start < stop:
+            raise EngineError(f"no start positions in [{start}, {stop}): the text has {usable} "
+                              f"usable positions ({len(engine.tokens)} tokens)")
+        fingerprint = _fingerprint(engine, usable) | {"range": [int(start), int(stop)]}
         plan_or_error: Any = None
         if comm.is_main:
             wanted = n_slices or max(1, slices_per_rank) * comm.world_size
-            fresh = plan_slices(usable, wanted, align=opts.block_size or 1,
-                                min_length=8 * opts.max_delay)
+            fresh = plan_slices(stop, wanted, align=opts.block_size or 1,
+                                min_length=8 * opts.max_delay, start=start)
             try:
                 plan_or_error = _load_or_make_plan(parts, fingerprint, fresh)
             except (DistributedError, OSError) as exc:
@@ -477,7 +488,7 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
         todo = [i for i in range(len(plan)) if i not in owners]
         if reused:
             say(f"resuming: {len(owners)} of {len(plan)} slices already finished in {parts}")
-        say(f"{usable:,} start positions in {len(plan)} slices over {comm.world_size} rank(s)")
+        say(f"{stop - start:,} start positions in {len(plan)} slices over {comm.world_size} rank(s)")
 
         # Exact states at the unfinished slices' starts: one forward pass, on rank 0.
         states = boundary_states(engine, [plan[i][0] for i in todo]) if comm.is_main else None
@@ -527,11 +538,13 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
             raise DistributedError("; ".join(lines) + f". Finished slices are kept in {parts}; "
                                    "run the same command again to resume")
 
-        result = _reduce(comm, engine, local, blocks, metadata, usable)
+        result = _reduce(comm, engine, local, blocks, metadata, start, stop)
         slow = _slow_ranks(reports, slow_factor)
         elapsed = time.perf_counter() - started
         if comm.is_main:
             assert result is not None
+            if run_info is not None:
+                result.metadata["run"] = dict(run_info) | {"seconds": round(elapsed, 3)}
             result.metadata.update({
                 "resumed": bool(reused and any(r.loaded for r in reports)),
                 "matmul_tf32": bool(tf32),
@@ -599,7 +612,7 @@ def _work_queue(comm: Communicator, todo: list[int]) -> Callable[[], int | None]
 
 def _reduce(comm: Communicator, engine: StateGradientEngine, local: GradientResult | None,
             blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-            metadata: dict[str, Any] | None, usable: int) -> GradientResult | None:
+            metadata: dict[str, Any] | None, start: int, stop: int) -> GradientResult | None:
     """Sums and counts of all ranks added on rank 0; blocks gathered there one at a time."""
     D, C, H, E = engine.D, engine.C, engine.H, engine.E
     sums = local.sums if local is not None else np.zeros((D, C, H, E))
@@ -611,7 +624,7 @@ def _reduce(comm: Communicator, engine: StateGradientEngine, local: GradientResu
     if not comm.is_main:
         return None
     meta = dict(next(m for m in metas if m is not None))
-    meta["slice"] = {"start": 0, "stop": int(usable)}
+    meta["slice"] = {"start": int(start), "stop": int(stop)}
     sampling = dict(meta.get("sampling") or {})
     sampling["starts_used"] = int(counts[0, 0])
     meta["sampling"] = sampling
