@@ -415,6 +415,7 @@ def compute_state_gradients_distributed(
     keep_parts: bool = False,
     text_info: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
     progress: bool = False,
     slow_factor: float = 0.5,
     echo: Callable[[str], None] | None = None,
@@ -442,7 +443,7 @@ def compute_state_gradients_distributed(
     try:
         return _run(comm, model, tokens, options, classes, Path(out_path), start, stop, parts_dir,
                     slices_per_rank, n_slices, tf32, checkpoint_every, keep_parts, text_info,
-                    run_info, progress, slow_factor, say, started)
+                    run_info, progress, slow_factor, say, started, extra_metadata)
     finally:
         comm.close()
 
@@ -450,8 +451,8 @@ def compute_state_gradients_distributed(
 def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, output: Path,
          start: int, stop: int | None, parts_dir, slices_per_rank: int, n_slices: int | None,
          tf32: bool, checkpoint_every: float, keep_parts: bool, text_info, run_info,
-         progress: bool, slow_factor: float, say: Callable[[str], None], started: float
-         ) -> DistributedRun:
+         progress: bool, slow_factor: float, say: Callable[[str], None], started: float,
+         extra_metadata: dict[str, Any] | None = None) -> DistributedRun:
     import socket
 
     opts = dataclasses.replace(options, device=comm.device(options.device))
@@ -545,6 +546,8 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
             assert result is not None
             if run_info is not None:
                 result.metadata["run"] = dict(run_info) | {"seconds": round(elapsed, 3)}
+            if extra_metadata:
+                result.metadata.update(extra_metadata)
             result.metadata.update({
                 "resumed": bool(reused and any(r.loaded for r in reports)),
                 "matmul_tf32": bool(tf32),

@@ -69,6 +69,9 @@ def _file_sha256(path: Path) -> str:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch.")
+@click.option("--tf32", is_flag=True,
+              help="On CUDA, TF32 matrix products (faster, less exact; the error against "
+                   "float64 is measured and printed).")
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False),
               help="Running-state file for resuming a killed run (default: OUT.partial).")
 @click.option("--checkpoint-every", type=float, default=300.0, show_default=True,
@@ -87,7 +90,7 @@ def _file_sha256(path: Path) -> str:
 def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
                       pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
                       block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
-                      threads, checkpoint_path, checkpoint_every, raw_path, raw_positions,
+                      threads, tf32, checkpoint_path, checkpoint_every, raw_path, raw_positions,
                       raw_delays, export_dir, no_eos, encoding, progress):
     """Compute state gradients G(t, d) = d s_(t+d) / d x_t for every position t and delay
     d < D of a text, in one streaming pass, and save their sums and counts per delay and
@@ -133,16 +136,24 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     run_info = {"command": ctx.command_path, "arguments": dict(ctx.params),
                 "threads": torch.get_num_threads()}
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several workers
-        from .. import distributed
+    from .. import distributed
 
+    model_info = {"model": {"path": str(Path(model_path).resolve()), "cell": lm.spec.cell,
+                            "hidden_size": lm.spec.hidden_size,
+                            "embedding_size": lm.spec.embedding_size,
+                            "layers": lm.spec.num_layers}}
+    if distributed.is_distributed_launch() or tf32:
         if raw_path or export_dir:
             raise click.UsageError("--raw and --export-original run in a single process only")
         try:
             distributed.compute_state_gradients_distributed(
                 lm, tokens, options, class_set, out_path=out_path, start=start, stop=stop,
-                progress=progress, text_info=text_info, run_info=run_info)
-        except (EngineError, ResultError) as exc:
+                progress=progress, text_info=text_info, run_info=run_info, tf32=tf32,
+                checkpoint_every=checkpoint_every, extra_metadata=model_info)
+            if tf32 and int(os.environ.get("RANK", "0")) == 0:
+                err = distributed.precision_error(lm, tokens, options, class_set, tf32=True)
+                click.echo(f"TF32 matmuls: error against float64 {err}", err=True)
+        except (EngineError, ResultError, distributed.DistributedError) as exc:
             raise click.ClickException(str(exc)) from exc
         return
 
@@ -189,9 +200,7 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     elapsed = time.perf_counter() - began
     run_info["seconds"] = round(elapsed, 3)
     result.metadata["run"] = run_info
-    result.metadata["model"] = {"path": str(Path(model_path).resolve()), "cell": engine.cell,
-                                "hidden_size": engine.H, "embedding_size": engine.E,
-                                "layers": lm.spec.num_layers}
+    result.metadata.update(model_info)
     try:
         saved = result.save(out_path)
     except ResultError as exc:
