@@ -61,7 +61,7 @@ def matmul_rate(rows: int, inner: int, cols: int, device: str, repeats: int) -> 
 
 
 def make_model(V: int, E: int, H: int, seed: int = 0):
-    from stategrad.models import ModelSpec, RNNLM
+    from stategrad.models import RNNLM, ModelSpec
 
     torch.manual_seed(seed)
     return RNNLM(ModelSpec(vocab_size=V, embedding_size=E, hidden_size=H, init_scale=0.1)).eval()

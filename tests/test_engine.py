@@ -15,7 +15,7 @@ from stategrad.engine import (
     compute_state_gradients,
     sentence_gradients,
 )
-from stategrad.models import LanguageModel, ModelSpec, RNNLM
+from stategrad.models import RNNLM, LanguageModel, ModelSpec
 
 V, E, H = 11, 3, 5
 

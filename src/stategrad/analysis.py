@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from .result import EmptyClassError, GradientResult
+from .result import EmptyClassError, GradientResult, json_default
 
 STATS_FORMAT = "stategrad-embedding-stats"
 STATS_VERSION = 1
@@ -156,7 +156,7 @@ class EmbeddingStats:
             covariance=self.covariance,
             cholesky=self.cholesky,
             whitening=self.whitening,
-            metadata=np.array(json.dumps(meta, sort_keys=True, default=_json_default)),
+            metadata=np.array(json.dumps(meta, sort_keys=True, default=json_default)),
         )
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(buffer.getvalue())
@@ -720,7 +720,7 @@ def _write_csv(path, columns, rows) -> Path:
 def _write_json(path, payload) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(payload, indent=1, default=json_default) + "\n", encoding="utf-8")
     return path
 
 
@@ -1076,18 +1076,6 @@ def relative_memory(
             row["share"] = float(s[:top_k].sum() / s.sum()) if s.sum() > 0 else None
         rows.append(row)
     return RelativeMemoryTable(name, label, top_k, rows)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 __all__ = [

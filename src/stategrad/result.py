@@ -192,7 +192,7 @@ class GradientResult:
             with h5py.File(tmp, "w") as f:
                 f.attrs["format"] = RESULT_FORMAT
                 f.attrs["version"] = RESULT_VERSION
-                f.attrs["metadata"] = json.dumps(self.metadata, sort_keys=True, default=_json_default)
+                f.attrs["metadata"] = json.dumps(self.metadata, sort_keys=True, default=json_default)
                 f.create_dataset("sums", data=self.sums, compression="gzip", compression_opts=4)
                 f.create_dataset("counts", data=self.counts)
                 f.create_dataset("delays", data=self.delays)
@@ -212,7 +212,8 @@ class GradientResult:
         return path
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy scalars and arrays and paths."""
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
