@@ -1,4 +1,4 @@
-"""``stategrad synth``: a synthetic language whose memory is known (and, later, the demo)."""
+"""``stategrad synth`` (a synthetic language whose memory is known) and ``stategrad demo``."""
 
 from __future__ import annotations
 
@@ -160,7 +160,37 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
                    f"{' (' + truth['remembered'] + ')' if truth['remembered'] else ''}{extra}")
 
 
+@click.command("demo")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-output"), show_default=True,
+              help="Folder for the corpus, model, gradients, statistics, report and summary.")
+@click.option("--check", is_flag=True,
+              help="Exit with status 1 when a ground-truth criterion fails (for CI).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the corpus and of training.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="CPU threads for PyTorch (0: its default); a 64-unit LSTM gains little from more.")
+def demo(out_dir: Path, check: bool, seed: int, threads: int) -> None:
+    """Generate a synthetic language with known memory, train a small LSTM on it,
+    compute and analyse its state gradients and write the report (a few minutes on a
+    laptop CPU, no network).
+
+    Triggers fix the word 5 or 15 steps later, fillers need no memory; the report
+    should show exactly that.  The criteria that say so are printed at the end and
+    written to OUT/summary.json; --check makes a failed criterion an error.
+    """
+    from ..demo import DemoError, DemoSettings, describe, run_demo
+
+    try:
+        summary = run_demo(out_dir, DemoSettings(seed=seed, threads=threads), echo=click.echo)
+    except (DemoError, SynthError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(describe(summary))
+    if check and not summary.passed:
+        raise click.ClickException(
+            "demo check failed: " + "; ".join(c.name for c in summary.failed))
+
+
 def register(group: click.Group) -> None:
     group.add_command(synth)
-    # `stategrad demo` (synthetic corpus -> model -> gradients -> report) is registered
-    # here too once it exists; it builds its corpus with stategrad.synth.generate_corpus.
+    group.add_command(demo)
