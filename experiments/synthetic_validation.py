@@ -38,7 +38,8 @@ def short(name: str) -> str:
                          ("rises: trigger_", "rise "), ("falls: trigger_", "fall "),
                          ("filler forgotten", "filler r(3)"),
                          ("normalised ranking", "norm k15/k5"),
-                         ("raw ranking wrong", "raw k15/k5")):
+                         ("raw ranking wrong", "raw k15/k5"),
+                         ("plain normalised", "plain norm k15/k5"), ("plain raw", "plain raw k15/k5")):
         if name.startswith(long):
             rest = name[len(long):].split(" ")[0] if long.endswith("_") else ""
             return abbrev + rest
@@ -77,6 +78,14 @@ def main() -> None:
                    "passed": summary.passed, "seconds": round(time.perf_counter() - started, 1),
                    "values": {c.name: c.value for c in summary.criteria},
                    "failed": [c.name for c in summary.failed]}
+            m = summary.measures
+            spans = m["spans"]
+            longest, shortest = max(spans, key=spans.get), min(spans, key=spans.get)
+            d = spans[longest] - 1
+            for variant in ("normalised", "raw"):
+                full = m["memory_curve"][variant]
+                row["values"][f"plain {variant} memory curve: {longest}/{shortest} at delay {d}"] = \
+                    full[longest][d] / full[shortest][d]
             rows.append(row)
             print(f"{variance:8s} seed {seed} hidden: {'PASS' if row['passed'] else 'FAIL'} "
                   f"({row['seconds']} s) failed={row['failed']}", flush=True)
@@ -107,6 +116,8 @@ def main() -> None:
             print(f"{state}, {variance}: min .. max over seeds")
             for n in names:
                 v = np.array([r["values"].get(n, np.nan) for r in sel])
+                if np.isnan(v).all():
+                    continue
                 print(f"  {n:<70s} {np.nanmin(v):8.4g} .. {np.nanmax(v):8.4g}")
 
 

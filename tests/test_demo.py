@@ -197,6 +197,7 @@ def test_criteria_refuse_too_few_delays():
 def _fake_summary(out: Path, passed: bool) -> DemoSummary:
     m = _measures()
     m["memory_span_full"] = {}
+    m["memory_curve"] = m["identity_memory"]
     crit = [Criterion("something", 1.0, 0.5, "<=" if not passed else ">=", passed, "")]
     return DemoSummary(out, DemoSettings(), crit, m, {"total": 1.0})
 
