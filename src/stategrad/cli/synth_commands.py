@@ -167,12 +167,12 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
 @click.option("--check", is_flag=True,
               help="Exit with status 1 when a ground-truth criterion fails (for CI).")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the corpus and of training.")
+              help="Seed of the corpus and of training (seeds 0-4 are validated to pass --check).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for PyTorch (0: its default); a 64-unit LSTM gains little from more.")
 def demo(out_dir: Path, check: bool, seed: int, threads: int) -> None:
     """Generate a synthetic language with known memory, train a small LSTM on it,
-    compute and analyse its state gradients and write the report (a few minutes on a
+    compute and analyse its state gradients and write the report (about a minute on a
     laptop CPU, no network).
 
     Triggers fix the word 5 or 15 steps later, fillers need no memory; the report
