@@ -149,3 +149,33 @@ def test_errors_are_specific(setup):
                                   "--raw-positions", "x:y", "--out", str(tmp / "x.h5")])
     assert r.exit_code != 0 and "x:y" in r.output
     assert not (tmp / "x.h5").exists()
+
+
+def test_engine_result_through_the_original_layout_gives_the_same_averages(setup):
+    """Result -> export to the original's layout -> the original's averaging (legacy
+    analysis, with its multi-label class rule) equals the result's own mean(d, c)."""
+    tmp, ckpt, text, _ = setup
+    pos_map = tmp / "words+pos.txt"
+    pos_map.write_text("the DT\na DT\ncat NN\ndog NN VB\nmat NN\nsat VBD\nran VBD VBN\non IN\n"
+                       "<eos> not in list\n")
+    nouns = tmp / "nouns"
+    nouns.write_text("NN\nNNS\n")
+    verbs = tmp / "verbs"
+    verbs.write_text("VB\nVBD\nVBN\n")
+    out, legacy_dir = tmp / "g.h5", tmp / "orig"
+    r = run(["gradients", "--model", ckpt, "--text", text, "--max-delay", 4, "--out", out,
+             "--dtype", "float64", "--classes", nouns, "--classes", verbs, "--pos-map", pos_map,
+             "--raw-positions", "all", "--raw-delays", "all", "--export-original", legacy_dir,
+             "--no-progress"])
+    assert r.exit_code == 0, r.output
+    res = load_result(out)
+    from stategrad.tagged import read_class_file, read_pos_map
+
+    classes = {"nouns": read_class_file(nouns), "verbs": read_class_file(verbs)}
+    for d in range(4):
+        avgs = legacy_averages(legacy_dir, d, classes=classes, pos_map=read_pos_map(pos_map))
+        assert avgs[None].count == res.count(d, "all")
+        np.testing.assert_allclose(avgs[None].mean, res.mean(d, "all"), rtol=1e-5, atol=1e-8)
+        for name in ("nouns", "verbs"):
+            assert avgs[name].count == res.count(d, name) > 0
+            np.testing.assert_allclose(avgs[name].mean, res.mean(d, name), rtol=1e-5, atol=1e-8)
