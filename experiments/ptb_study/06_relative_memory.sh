@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Step 6: relative memory |Gbar_d L n| / s_1 and subspace cosine |V_5 n| of two properties
+# given by difference vectors of mean embeddings: plural minus singular common nouns
+# (NNS - NN) and past minus present tense verbs (VBD - VBZ,VBP); words taken from the
+# gold-tag map, each word's embedding weighted by its count in the training text.
+source "$(dirname "$0")/env.sh"
+for state in cell hidden; do
+    for prop in "nns_nn NNS NN" "vbd_vbz VBD VBZ,VBP"; do
+        set -- $prop
+        name="$1"; a="$2"; b="$3"
+        timed "relative-memory $name $state" "$STG" relative-memory \
+            "$GRAD_DIR/${MODEL_NAME}_$state.h5" --normalize "$STATS" --model "$MODEL" \
+            --diff "$a" "$b" --pos-map "$POS_MAP" --weight-text "$RUN_DIR/data/train.txt" \
+            --top-k 5 --save-vector "$RUN_DIR/analysis/diff_$name.npy" \
+            --csv "$TABLES/relmem_${name}_$state.csv" > "$TABLES/relmem_${name}_$state.txt"
+        head -n 12 "$TABLES/relmem_${name}_$state.txt"
+    done
+done

@@ -1,0 +1,234 @@
+"""Figures and key numbers of the PTB study, from the results the step scripts wrote.
+
+Usage: python figures.py RUN_DIR FIG_DIR [MODEL_NAME]
+
+Reads RUN_DIR/gradients/<model>_{cell,hidden}.h5 (with per-block sums), the embedding
+statistics, the difference vectors and the training metrics; writes PNG figures to
+FIG_DIR and every number the write-up quotes to RUN_DIR/tables/summary.json.
+Confidence bands are 95% delete-one-block jackknife intervals (stategrad.uncertainty).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from stategrad import analysis, uncertainty  # noqa: E402
+from stategrad.plots import OKABE_ITO  # noqa: E402
+from stategrad.result import load_result  # noqa: E402
+
+FRACTION = 0.1
+REPORT_DELAYS = (0, 1, 2, 5, 10, 20, 50, 100, 199)
+# Classes drawn in the per-class figure (all are in the tables).
+SHOWN = ("all", "nouns", "verbs", "adjectives", "adverbs", "determiners", "prepositions",
+         "pronouns", "numbers")
+STYLES = ("-", "--", "-.", ":")
+
+
+def _span_of(curve: np.ndarray, counts: np.ndarray) -> int | None:
+    span = analysis.memory_span(curve, counts, FRACTION)
+    return span.delay if span.status == "falls" else (None if span.status == "undefined" else -1)
+
+
+def class_curves(result, L: np.ndarray) -> dict:
+    """Sum of singular values of Gbar_d L per class, its jackknife band, its span and the
+    spread of the span over the jackknife replicates."""
+    reps = uncertainty.replicates(result, uncertainty.singular_values(L), method="jackknife")
+    band = reps.derive(uncertainty.sv_sum)
+    sums = reps.replicates.sum(axis=-1)  # (R, D, C)
+    out = {}
+    for j, name in enumerate(reps.classes):
+        counts = result.counts[:, result.class_index(name)]
+        est = band.estimate[:, j, 0]
+        rep_spans = []
+        for r in range(sums.shape[0]):
+            if reps.valid[r, 0, j]:
+                rep_spans.append(_span_of(np.nan_to_num(sums[r, :, j]), counts))
+        finite = [s for s in rep_spans if s is not None and s >= 0]
+        out[name] = {
+            "count_d0": int(counts[0]),
+            "sum": est.tolist(),
+            "lower": band.lower[:, j, 0].tolist(),
+            "upper": band.upper[:, j, 0].tolist(),
+            "sv1": reps.estimate[:, j, 0].tolist(),
+            "span": _span_of(est, counts),
+            "span_jackknife_min": min(finite) if finite else None,
+            "span_jackknife_max": max(finite) if finite else None,
+            "span_jackknife_never": sum(1 for s in rep_spans if s == -1),
+            "at": {str(d): float(est[d]) for d in REPORT_DELAYS if d < len(est)},
+            "ratio_to_d0": {str(d): float(est[d] / est[0]) for d in REPORT_DELAYS if d < len(est)},
+        }
+    return out
+
+
+def direction_curves(result, L: np.ndarray, Z: np.ndarray, vectors: dict[str, np.ndarray]) -> dict:
+    names = list(vectors)
+    dirs = np.stack([analysis.whitened_direction(vectors[n], Z) for n in names])
+    reps = uncertainty.replicates(result, uncertainty.direction_statistic(dirs, L, k=5),
+                                  classes=["all"], method="jackknife")
+    band = reps.derive()
+    P = len(names)
+    out = {}
+    for p, name in enumerate(names):
+        entry = {}
+        for what, col in (("relative", p), ("cosine", P + p)):
+            est = band.estimate[:, 0, col]
+            entry[what] = {"estimate": est.tolist(), "lower": band.lower[:, 0, col].tolist(),
+                           "upper": band.upper[:, 0, col].tolist(),
+                           "at": {str(d): float(est[d]) for d in REPORT_DELAYS if d < len(est)},
+                           "ci_at": {str(d): [float(band.lower[d, 0, col]),
+                                              float(band.upper[d, 0, col])]
+                                     for d in REPORT_DELAYS if d < len(est)}}
+        out[name] = entry
+    out["share_top5"] = band.estimate[:, 0, 2 * P].tolist()
+    return out
+
+
+def _band(ax, x, entry, lower="lower", upper="upper", **kw):
+    lo, hi = np.asarray(entry[lower], float), np.asarray(entry[upper], float)
+    ax.fill_between(x, lo, hi, alpha=0.18, linewidth=0, color=kw.get("color"))
+
+
+def plot_classes(curves: dict[str, dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.0), sharey=True)
+    for ax, state in zip(axes, ("cell", "hidden"), strict=True):
+        for i, name in enumerate(SHOWN):
+            c = curves[state][name]
+            y = np.asarray(c["sum"], float) / c["sum"][0]
+            x = np.arange(len(y))
+            color = OKABE_ITO[i % len(OKABE_ITO)]
+            ax.plot(x, y, color=color, linestyle=STYLES[i // len(OKABE_ITO)], linewidth=1.1,
+                    label=f"{name} (n={c['count_d0']})")
+            lo = np.asarray(c["lower"], float) / c["sum"][0]
+            hi = np.asarray(c["upper"], float) / c["sum"][0]
+            ax.fill_between(x, lo, hi, alpha=0.15, linewidth=0, color=color)
+        ax.axhline(FRACTION, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_yscale("log")
+        # below 1e-4 of the delay-0 value the curves carry no visible information
+        ax.set_ylim(1e-4, 1.5)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(0, 199)
+        ax.set_xlabel("delay d")
+        ax.set_title(f"{state} state", fontsize=9)
+    axes[0].set_ylabel("sum of s.v. of $\\bar G_d L$ / value at d=0")
+    axes[1].legend(fontsize=6, loc="lower left", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_cell_vs_hidden(curves: dict[str, dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(3.6, 2.8))
+    for i, name in enumerate(("all", "nouns", "determiners")):
+        for state, ls in (("cell", "-"), ("hidden", "--")):
+            c = curves[state][name]
+            x = np.arange(len(c["sum"]))
+            color = OKABE_ITO[i]
+            ax.plot(x, c["sum"], color=color, linestyle=ls, linewidth=1.1, label=f"{name}, {state}")
+            _band(ax, x, c, color=color)
+    ax.set_yscale("log")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(0, 199)
+    ax.set_xlabel("delay d")
+    ax.set_ylabel("sum of singular values of $\\bar G_d L$")
+    ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_relative(directions: dict[str, dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
+    props = [n for n in directions["cell"] if n != "share_top5"]
+    for ax, what in zip(axes, ("relative", "cosine"), strict=True):
+        for i, name in enumerate(props):
+            for state, ls in (("cell", "-"), ("hidden", "--")):
+                e = directions[state][name][what]
+                x = np.arange(len(e["estimate"]))
+                color = OKABE_ITO[i]
+                ax.plot(x, e["estimate"], color=color, linestyle=ls, linewidth=1.1,
+                        label=f"{name}, {state}")
+                _band(ax, x, e, color=color)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(0, 199)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("delay d")
+    axes[0].set_ylabel("relative memory $|\\bar G_d L n| / s_1$")
+    axes[1].set_ylabel("cosine with top-5 right s.v. subspace")
+    axes[1].legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def plot_training(metrics: Path, path: Path) -> list[dict]:
+    with open(metrics, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ep = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    ax.plot(ep, [float(r["train_ppl"]) for r in rows], "o-", ms=3, label="train (WSJ, dropout on)",
+            color=OKABE_ITO[0])
+    ax.plot(ep, [float(r["valid_ppl"]) for r in rows], "s-", ms=3, label="PTB valid",
+            color=OKABE_ITO[1])
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return rows
+
+
+def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h") -> None:
+    run, figs = Path(run_dir), Path(fig_dir)
+    figs.mkdir(parents=True, exist_ok=True)
+    stats = analysis.load_embedding_stats(run / "analysis" / f"{model_name}.embedding-stats.npz")
+    L, Z = stats.cholesky, stats.whitening
+    vectors = {}
+    for name, label in (("nns_nn", "NNS-NN"), ("vbd_vbz", "VBD-VBZ/VBP")):
+        p = run / "analysis" / f"diff_{name}.npy"
+        if p.is_file():
+            vectors[label] = np.load(p)
+    summary: dict = {"curves": {}, "directions": {}, "seconds": {}}
+    for state in ("cell", "hidden"):
+        began = time.perf_counter()
+        res = load_result(run / "gradients" / f"{model_name}_{state}.h5")
+        summary["metadata_" + state] = {k: res.metadata.get(k) for k in ("sampling", "block_size", "run")}
+        summary["curves"][state] = class_curves(res, L)
+        if vectors:
+            summary["directions"][state] = direction_curves(res, L, Z, vectors)
+        del res
+        summary["seconds"][state] = round(time.perf_counter() - began, 1)
+        print(f"{state}: {summary['seconds'][state]} s", flush=True)
+    plot_classes(summary["curves"], figs / "memory_classes.png")
+    plot_cell_vs_hidden(summary["curves"], figs / "memory_cell_vs_hidden.png")
+    if vectors:
+        plot_relative(summary["directions"], figs / "relative_memory.png")
+    metrics = run / "models" / model_name / "metrics.csv"
+    if metrics.is_file():
+        summary["training"] = plot_training(metrics, figs / "training.png")
+    out = run / "tables" / "summary.json"
+    out.write_text(json.dumps(summary, indent=1))
+    print(f"wrote {out} and figures in {figs}")
+    for state in ("cell", "hidden"):
+        print(f"\n{state}: class, n(d=0), S(0), S(1)/S(0), S(10)/S(0), S(50)/S(0), span (jackknife range)")
+        for name, c in sorted(summary["curves"][state].items(),
+                              key=lambda kv: -(kv[1]["span"] if kv[1]["span"] is not None else -99)):
+            r = c["ratio_to_d0"]
+            print(f"  {name:<13} {c['count_d0']:>5} {c['sum'][0]:8.3f} {r['1']:7.3f} {r['10']:7.4f} "
+                  f"{r['50']:8.5f}  {c['span']} ({c['span_jackknife_min']}-{c['span_jackknife_max']},"
+                  f" never {c['span_jackknife_never']})")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
