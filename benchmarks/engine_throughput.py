@@ -153,9 +153,10 @@ def main() -> None:
     p.add_argument("--repeats-original", type=int, default=3)
     p.add_argument("--repeats-matmul", type=int, default=15)
     p.add_argument("--memory-tokens", default="10000,100000")
-    p.add_argument("--memory-delays", type=int, default=10,
+    p.add_argument("--memory-delays", type=int, default=2,
                    help="delays for the memory runs (they cover every token of the text)")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", help="also write the figures to this file")
@@ -165,6 +166,29 @@ def main() -> None:
     D, E, H = args.delays, args.embedding, args.hidden
     print(f"shape: E={E} H={H} V={args.vocab} D={D}, {args.classes} classes + all, "
           f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    figures: dict = {}
+    if args.memory_only:
+        args.skip_memory = False
+    else:
+        figures = throughput(args)
+    if not args.skip_memory and args.device == "cpu":
+        sizes = [int(s) for s in args.memory_tokens.split(",")]
+        mem = {n: peak_memory(n, args) for n in sizes}
+        for n, m in mem.items():
+            print(f"peak memory, {n:,} tokens (D={args.memory_delays}): {m:,.0f} MiB")
+        ratio = mem[sizes[-1]] / mem[sizes[0]]
+        print(f"  ratio {sizes[-1]:,} / {sizes[0]:,} tokens = {ratio:.3f}  (target <= 1.10)")
+        figures["peak_memory_mib"] = mem
+        figures["peak_memory_ratio"] = ratio
+    print(f"(this process: max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(figures, handle, indent=2)
+
+
+def throughput(args) -> dict:
+    D, E, H = args.delays, args.embedding, args.hidden
 
     def ceiling_now() -> float:
         best = max(matmul_rate(D * E, H, 2 * H, args.device, args.repeats_matmul),
@@ -196,19 +220,7 @@ def main() -> None:
                    ceiling_jacobians_per_s=ceiling, engine_jacobians_per_s=jac,
                    engine_over_ceiling=paired, original_jacobians_per_s=orig,
                    engine_over_original=jac / orig, projected_ptb_valid_s=projected)
-    if not args.skip_memory and args.device == "cpu":
-        sizes = [int(s) for s in args.memory_tokens.split(",")]
-        mem = {n: peak_memory(n, args) for n in sizes}
-        for n, m in mem.items():
-            print(f"peak memory, {n:,} tokens (D={args.memory_delays}): {m:,.0f} MiB")
-        ratio = mem[sizes[-1]] / mem[sizes[0]]
-        print(f"  ratio {sizes[-1]:,} / {sizes[0]:,} tokens = {ratio:.3f}  (target <= 1.10)")
-        figures["peak_memory_mib"] = mem
-        figures["peak_memory_ratio"] = ratio
-    print(f"(this process: max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(figures, handle, indent=2)
+    return figures
 
 
 if __name__ == "__main__":
