@@ -62,6 +62,7 @@ class _Layer:
     w_ih_t: torch.Tensor  # (in, G*H)
     w_hh_t: torch.Tensor  # (H, G*H)
     bias: torch.Tensor  # (G*H,)
+    b_hn: torch.Tensor | None = None  # GRU: the hidden bias of the n gate
 
 
 def _layers(module: RNNLM | torch.nn.Module, upto: int, device, dtype) -> list[_Layer]:
@@ -92,7 +93,7 @@ def _layers(module: RNNLM | torch.nn.Module, upto: int, device, dtype) -> list[_
             bias.to(device, dtype),
         )
         # GRU keeps b_hn inside the reset gate's product; remember it separately.
-        layer.b_hn = b_hh[2 * w_hh.shape[1]:].to(device, dtype) if cell == "gru" else None  # type: ignore[attr-defined]
+        layer.b_hn = b_hh[2 * w_hh.shape[1]:].to(device, dtype) if cell == "gru" else None
         layers.append(layer)
     return layers
 
@@ -104,20 +105,29 @@ def _unwrap(model: LanguageModel | RNNLM | torch.nn.Module) -> tuple[torch.nn.Mo
     return model, vocab, model_hash(model)
 
 
-# --- one step of the forward pass and its tangent map ----------------------------------------
+# --- the forward pass and its tangent maps, a window of steps at a time ------------------------
+#
+# The forward values of a step do not depend on the tangents, so the engine runs the forward
+# pass a window of steps ahead and folds the coefficients of all those steps into their
+# matrices with a few large element-wise operations instead of many small ones.
 
-class _StepMaps:
-    """Forward values of one step of one layer, and its tangent map folded into matrices.
+@dataclass
+class _WindowMaps:
+    """Tangent maps of ``n`` consecutive steps of one layer.
 
-    ``m_in`` (in x S*H) and ``m_rec`` (H x S*H) map input and previous-hidden tangents
-    to [dc' | dh'] (LSTM, S=2) or dh' (GRU/RNN, S=1); ``diag_c`` and ``diag_h`` are the
-    element-wise terms applied to the previous cell tangent (LSTM) or hidden tangent (GRU).
+    ``m_in[i]`` (in x S*H) and ``m_rec[i]`` (H x S*H) map the input and previous-hidden
+    tangents of step i to [dc' | dh'] (LSTM, S=2) or dh' (GRU/RNN, S=1); ``diag_c[i]`` and
+    ``diag_h[i]`` scale the previous cell tangent (LSTM) or hidden tangent (GRU) element-wise.
     """
 
-    __slots__ = ("m_in", "m_rec", "diag_c", "diag_h", "h", "c")
+    m_in: torch.Tensor
+    m_rec: torch.Tensor
+    diag_c: torch.Tensor | None
+    diag_h: torch.Tensor | None
 
 
-def _lstm_step(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> _StepMaps:
+def _lstm_forward(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+    """One step; returns (h', c', coefficients (6, H): a_i, a_f, a_g, a_o, tau, f)."""
     H = h.shape[-1]
     pre = x_proj + h @ layer.w_hh_t
     i = torch.sigmoid(pre[:H])
@@ -127,84 +137,73 @@ def _lstm_step(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor, c: torch.Te
     c_new = f * c + i * g
     tc = torch.tanh(c_new)
     h_new = o * tc
-    a_i = i * (1 - i) * g
-    a_f = f * (1 - f) * c
-    a_g = i * (1 - g * g)
-    a_o = o * (1 - o) * tc
-    tau = o * (1 - tc * tc)
-    maps = _StepMaps()
-    maps.m_in = _fold_lstm(layer.w_ih_t, a_i, a_f, a_g, a_o, tau)
-    maps.m_rec = _fold_lstm(layer.w_hh_t, a_i, a_f, a_g, a_o, tau)
-    maps.diag_c = f
-    maps.diag_h = tau * f
-    maps.h, maps.c = h_new, c_new
-    return maps
+    coefs = torch.stack([i * (1 - i) * g, f * (1 - f) * c, i * (1 - g * g), o * (1 - o) * tc,
+                         o * (1 - tc * tc), f])
+    return h_new, c_new, coefs
 
 
-def _fold_lstm(w_t, a_i, a_f, a_g, a_o, tau) -> torch.Tensor:
-    # In place into one (rows, 2H) block: this runs twice per step and layer, and for
-    # short delays its temporaries would cost as much as the tangent product itself.
-    H = a_i.shape[0]
-    out = torch.empty(w_t.shape[0], 2 * H, dtype=w_t.dtype, device=w_t.device)
-    m_c, m_h = out[:, :H], out[:, H:]
-    torch.mul(w_t[:, :H], a_i, out=m_c)
-    m_c.addcmul_(w_t[:, H : 2 * H], a_f)
-    m_c.addcmul_(w_t[:, 2 * H : 3 * H], a_g)
-    torch.mul(m_c, tau, out=m_h)
-    m_h.addcmul_(w_t[:, 3 * H :], a_o)
-    return out
-
-
-def _gru_step(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor) -> _StepMaps:
-    # PyTorch's GRU: r, z, n = sigma(.), sigma(.), tanh(W_in x + b_in + r * (W_hn h + b_hn))
+def _gru_forward(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor, c=None):
+    """PyTorch's GRU: r, z = sigma(.), n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
+    Returns (h', None, coefficients (4, H): c_r, c_z, q, z)."""
     H = h.shape[-1]
     hh = h @ layer.w_hh_t  # without biases
-    b_hn = layer.b_hn  # type: ignore[attr-defined]
-    pre_r = x_proj[:H] + hh[:H]
-    pre_z = x_proj[H : 2 * H] + hh[H : 2 * H]
-    r = torch.sigmoid(pre_r)
-    z = torch.sigmoid(pre_z)
+    b_hn = layer.b_hn
+    r = torch.sigmoid(x_proj[:H] + hh[:H])
+    z = torch.sigmoid(x_proj[H : 2 * H] + hh[H : 2 * H])
     hn = hh[2 * H :] + b_hn
     # x_proj holds b_in + b_hn for the n block (biases were summed); take b_hn back out.
     n = torch.tanh(x_proj[2 * H :] - b_hn + r * hn)
     h_new = (1 - z) * n + z * h
     q = (1 - z) * (1 - n * n)
-    c_z = z * (1 - z) * (h - n)
-    c_r = q * hn * r * (1 - r)
-    maps = _StepMaps()
-    w = layer.w_ih_t
-    maps.m_in = w[:, :H] * c_r + w[:, H : 2 * H] * c_z + w[:, 2 * H :] * q
-    w = layer.w_hh_t
-    maps.m_rec = w[:, :H] * c_r + w[:, H : 2 * H] * c_z + w[:, 2 * H :] * (q * r)
-    maps.diag_c = None
-    maps.diag_h = z
-    maps.h, maps.c = h_new, None
-    return maps
+    coefs = torch.stack([q * hn * r * (1 - r), z * (1 - z) * (h - n), q, z, r])
+    return h_new, None, coefs
 
 
-def _rnn_step(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor) -> _StepMaps:
+def _rnn_forward(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor, c=None):
+    """Returns (h', None, coefficients (1, H): the activation's slope)."""
     pre = x_proj + h @ layer.w_hh_t
     if layer.cell == "rnn_relu":
-        h_new = torch.relu(pre)
-        slope = (pre > 0).to(pre.dtype)
-    else:
-        h_new = torch.tanh(pre)
-        slope = 1 - h_new * h_new
-    maps = _StepMaps()
-    maps.m_in = layer.w_ih_t * slope
-    maps.m_rec = layer.w_hh_t * slope
-    maps.diag_c = None
-    maps.diag_h = None
-    maps.h, maps.c = h_new, None
-    return maps
+        return torch.relu(pre), None, (pre > 0).to(pre.dtype).unsqueeze(0)
+    h_new = torch.tanh(pre)
+    return h_new, None, (1 - h_new * h_new).unsqueeze(0)
 
 
-def _step(layer: _Layer, x_proj, h, c) -> _StepMaps:
+_FORWARD = {"lstm": _lstm_forward, "gru": _gru_forward, "rnn_tanh": _rnn_forward,
+            "rnn_relu": _rnn_forward}
+
+
+def _fold(layer: _Layer, coefs: torch.Tensor) -> _WindowMaps:
+    """Fold the coefficients of n steps (n, K, H) into the weights: every coefficient scales
+    a column of W^T, so each map is a sum of column-scaled weight blocks."""
+    H = coefs.shape[-1]
     if layer.cell == "lstm":
-        return _lstm_step(layer, x_proj, h, c)
+        a_i, a_f, a_g, a_o, tau, f = (coefs[:, j, None, :] for j in range(6))
+
+        def fold(w_t: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(coefs.shape[0], w_t.shape[0], 2 * H, dtype=w_t.dtype, device=w_t.device)
+            m_c, m_h = out[..., :H], out[..., H:]
+            torch.mul(w_t[:, :H], a_i, out=m_c)
+            m_c.addcmul_(w_t[:, H : 2 * H], a_f)
+            m_c.addcmul_(w_t[:, 2 * H : 3 * H], a_g)
+            torch.mul(m_c, tau, out=m_h)
+            m_h.addcmul_(w_t[:, 3 * H :], a_o)
+            return out
+
+        return _WindowMaps(fold(layer.w_ih_t), fold(layer.w_hh_t), coefs[:, 5],
+                           coefs[:, 4] * coefs[:, 5])
     if layer.cell == "gru":
-        return _gru_step(layer, x_proj, h)
-    return _rnn_step(layer, x_proj, h)
+        c_r, c_z, q, z, r = (coefs[:, j, None, :] for j in range(5))
+
+        def fold_gru(w_t: torch.Tensor, n_coef: torch.Tensor) -> torch.Tensor:
+            out = torch.mul(w_t[:, :H], c_r)
+            out.addcmul_(w_t[:, H : 2 * H], c_z)
+            out.addcmul_(w_t[:, 2 * H :], n_coef)
+            return out
+
+        return _WindowMaps(fold_gru(layer.w_ih_t, q), fold_gru(layer.w_hh_t, q * r), None,
+                           coefs[:, 3])
+    slope = coefs[:, 0, None, :]
+    return _WindowMaps(layer.w_ih_t * slope, layer.w_hh_t * slope, None, None)
 
 
 # --- the engine ------------------------------------------------------------------------------
@@ -510,10 +509,14 @@ class StateGradientEngine:
             n_rows = keep + shift
             new_starts = np.concatenate([[k], starts[:keep]]) if inject else starts[:keep]
 
-            x_in = input_projection(k)
+            if slot == 0:  # a new window: its forward pass and tangent maps, all at once
+                window_maps = self._forward_window(k, min(W, end - k), hs, cs, input_projection)
             below_dh_new = None  # the new dh tangent of the layer below
-            for l, layer in enumerate(self.layers):
-                maps = _step(layer, x_in if l == 0 else hs[l - 1] @ layer.w_ih_t + layer.bias, hs[l], cs[l])
+            for l in range(len(self.layers)):
+                wm = window_maps[l]
+                maps = _WindowMaps(wm.m_in[slot], wm.m_rec[slot],
+                                   None if wm.diag_c is None else wm.diag_c[slot],
+                                   None if wm.diag_h is None else wm.diag_h[slot])
                 old_h, new_h = self._slots(bufs, cur, chosen, slot, (l, "h"))
                 if lstm:
                     old_c, new_c = self._slots(bufs, cur, chosen, slot, (l, "c"))
@@ -545,7 +548,6 @@ class StateGradientEngine:
                     elif keep and maps.diag_h is not None:
                         rec_out.addcmul_(old_h[:keep].view(-1, H), maps.diag_h)
                 below_dh_new = new_h
-                hs[l], cs[l] = maps.h, maps.c
                 for comp in comps:
                     key = (l, comp)
                     if key != chosen:
@@ -696,6 +698,27 @@ class StateGradientEngine:
             gathered = gathered.view(len(present), gather.shape[1], E * H)
             idx = torch.as_tensor(present, device=dev)
             acc.sums.index_add_(0, idx, torch.bmm(weights.to(dev), gathered))
+
+    def _forward_window(self, k: int, n: int, hs: list, cs: list, input_projection) -> list[_WindowMaps]:
+        """Run the forward pass over positions k .. k+n-1 (updating ``hs``/``cs`` in place)
+        and return every layer's tangent maps for those steps."""
+        maps = []
+        # Layer 0's input projections; each layer's outputs give the next one's, at once.
+        inputs = torch.stack([input_projection(k + i) for i in range(n)])
+        for l, layer in enumerate(self.layers):
+            forward = _FORWARD[layer.cell]
+            hseq, coefs = [], []
+            h, c = hs[l], cs[l]
+            for i in range(n):
+                h, c, co = forward(layer, inputs[i], h, c)
+                hseq.append(h)
+                coefs.append(co)
+            hs[l], cs[l] = h, c
+            maps.append(_fold(layer, torch.stack(coefs)))
+            if l + 1 < len(self.layers):
+                above = self.layers[l + 1]
+                inputs = torch.addmm(above.bias, torch.stack(hseq), above.w_ih_t)
+        return maps
 
     @staticmethod
     def _slots(bufs, cur, chosen, slot, key):
