@@ -29,8 +29,8 @@ MODEL_DIR="$RUN_DIR/models/$MODEL_NAME"
 MODEL="${MODEL:-$MODEL_DIR/best.pt}"
 POS_MAP="$RUN_DIR/data/train.pos-map.txt"
 STATS="$RUN_DIR/analysis/$MODEL_NAME.embedding-stats.npz"
-GRAD_DIR="$RUN_DIR/gradients"
-TABLES="$RUN_DIR/tables"
+GRAD_DIR="${GRAD_DIR:-$RUN_DIR/gradients}"
+TABLES="${TABLES:-$RUN_DIR/tables}"
 
 mkdir -p "$RUN_DIR/logs" "$RUN_DIR/analysis" "$GRAD_DIR" "$TABLES"
 

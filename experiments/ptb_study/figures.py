@@ -1,6 +1,6 @@
 """Figures and key numbers of the PTB study, from the results the step scripts wrote.
 
-Usage: python figures.py RUN_DIR FIG_DIR [MODEL_NAME]
+Usage: python figures.py RUN_DIR FIG_DIR [MODEL_NAME [GRAD_DIR [TABLES]]]
 
 Reads RUN_DIR/gradients/<model>_{cell,hidden}.h5 (with per-block sums), the embedding
 statistics, the difference vectors and the training metrics; writes PNG figures to
@@ -189,8 +189,12 @@ def plot_training(metrics: Path, path: Path) -> list[dict]:
     return rows
 
 
-def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h") -> None:
+def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
+         grad_dir: str | None = None, tables: str | None = None) -> None:
     run, figs = Path(run_dir), Path(fig_dir)
+    grads = Path(grad_dir) if grad_dir else run / "gradients"
+    tabs = Path(tables) if tables else run / "tables"
+    tabs.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     stats = analysis.load_embedding_stats(run / "analysis" / f"{model_name}.embedding-stats.npz")
     L, Z = stats.cholesky, stats.whitening
@@ -202,7 +206,7 @@ def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h") -> None:
     summary: dict = {"curves": {}, "directions": {}, "seconds": {}}
     for state in ("cell", "hidden"):
         began = time.perf_counter()
-        res = load_result(run / "gradients" / f"{model_name}_{state}.h5")
+        res = load_result(grads / f"{model_name}_{state}.h5")
         summary["metadata_" + state] = {k: res.metadata.get(k) for k in ("sampling", "block_size", "run")}
         summary["curves"][state] = class_curves(res, L)
         if vectors:
@@ -217,7 +221,7 @@ def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h") -> None:
     metrics = run / "models" / model_name / "metrics.csv"
     if metrics.is_file():
         summary["training"] = plot_training(metrics, figs / "training.png")
-    out = run / "tables" / "summary.json"
+    out = tabs / "summary.json"
     out.write_text(json.dumps(summary, indent=1))
     print(f"wrote {out} and figures in {figs}")
     for state in ("cell", "hidden"):
