@@ -13,8 +13,8 @@ run_state() {
         --classes "$CLASSES" --pos-map "$POS_MAP" \
         --sample-every "$SAMPLE_EVERY" --block-size "$BLOCK_SIZE" \
         --threads "$THREADS" --no-progress ${STOP:+--stop "$STOP"} \
-        --out "$GRAD_DIR/${MODEL_NAME}_$state.h5" > "$RUN_DIR/logs/gradients_$state.out" 2>&1
-    cat "$RUN_DIR/logs/gradients_$state.out"
+        --out "$GRAD_DIR/${MODEL_NAME}_$state.h5" > "$GRAD_DIR/${MODEL_NAME}_$state.log" 2>&1
+    cat "$GRAD_DIR/${MODEL_NAME}_$state.log"
 }
 run_state cell &
 run_state hidden &
