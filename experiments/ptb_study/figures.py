@@ -170,6 +170,37 @@ def plot_relative(directions: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_frequency(curves: dict[str, dict], path: Path) -> None:
+    """Absolute and relative memory per training-frequency band, cell and hidden state."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.0))
+    names = [n for n in curves["cell"] if n != "all"]
+    for i, name in enumerate(names):
+        for state, ls in (("cell", "-"), ("hidden", "--")):
+            c = curves[state][name]
+            if c["count_d0"] == 0:
+                continue
+            x = np.arange(len(c["sum"]))
+            color = OKABE_ITO[i % len(OKABE_ITO)]
+            label = f"{name} (n={c['count_d0']}), {state}"
+            axes[0].plot(x, c["sum"], color=color, linestyle=ls, linewidth=1.1, label=label)
+            _band(axes[0], x, c, color=color)
+            axes[1].plot(x, np.asarray(c["sum"], float) / c["sum"][0], color=color,
+                         linestyle=ls, linewidth=1.1)
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(0, 199)
+        ax.set_xlabel("delay d")
+    axes[1].set_ylim(1e-4, 1.5)
+    axes[1].axhline(FRACTION, color="grey", linewidth=0.6, linestyle=":")
+    axes[0].set_ylabel("sum of s.v. of $\\bar G_d L$")
+    axes[1].set_ylabel("relative to d = 0")
+    axes[0].legend(fontsize=5.5, frameon=False, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def plot_training(metrics: Path, path: Path) -> list[dict]:
     with open(metrics, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -214,6 +245,14 @@ def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
         del res
         summary["seconds"][state] = round(time.perf_counter() - began, 1)
         print(f"{state}: {summary['seconds'][state]} s", flush=True)
+    freq_paths = {state: grads / f"{model_name}_freq_{state}.h5" for state in ("cell", "hidden")}
+    if all(p.is_file() for p in freq_paths.values()):
+        summary["frequency"] = {}
+        for state, p in freq_paths.items():
+            res = load_result(p)
+            summary["frequency"][state] = class_curves(res, L)
+            del res
+        plot_frequency(summary["frequency"], figs / "memory_frequency.png")
     plot_classes(summary["curves"], figs / "memory_classes.png")
     plot_cell_vs_hidden(summary["curves"], figs / "memory_cell_vs_hidden.png")
     if vectors:

@@ -21,8 +21,8 @@ def _span(c: dict) -> str:
     return f"{c['span']}{rng}"
 
 
-def memory_table(summary: dict) -> str:
-    cell, hidden = summary["curves"]["cell"], summary["curves"]["hidden"]
+def memory_table(summary: dict, key: str = "curves") -> str:
+    cell, hidden = summary[key]["cell"], summary[key]["hidden"]
     head = ("| class | n (d=0) | state | S(0) [95% CI] | " + " | ".join(f"S({d})/S(0)" for d in DELAYS)
             + " | span (jackknife range) |")
     lines = [head, "|" + "---|" * (5 + len(DELAYS))]
@@ -66,3 +66,6 @@ if __name__ == "__main__":
     print(memory_table(summary))
     print()
     print(direction_table(summary))
+    if "frequency" in summary:
+        print()
+        print(memory_table(summary, "frequency"))
