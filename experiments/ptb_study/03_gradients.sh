@@ -16,6 +16,5 @@ run_state() {
         --out "$GRAD_DIR/${MODEL_NAME}_$state.h5" > "$GRAD_DIR/${MODEL_NAME}_$state.log" 2>&1
     cat "$GRAD_DIR/${MODEL_NAME}_$state.log"
 }
-run_state cell &
-run_state hidden &
+for state in $STATES; do run_state "$state" & done
 wait

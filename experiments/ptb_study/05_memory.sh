@@ -2,7 +2,7 @@
 # Step 5: normalised memory curves (sum of the top singular values of Gbar_d L) and memory
 # spans (first delay below 0.1 x delay 0) per POS class, cell and hidden state.
 source "$(dirname "$0")/env.sh"
-for state in cell hidden; do
+for state in $STATES; do
     timed "memory $state" "$STG" memory "$GRAD_DIR/${MODEL_NAME}_$state.h5" --normalize "$STATS" \
         --fraction 0.1 --csv "$TABLES/memory_$state.csv" --json "$TABLES/memory_$state.json" \
         > "$TABLES/memory_$state.txt"

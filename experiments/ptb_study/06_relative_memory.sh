@@ -4,7 +4,7 @@
 # (NNS - NN) and past minus present tense verbs (VBD - VBZ,VBP); words taken from the
 # gold-tag map, each word's embedding weighted by its count in the training text.
 source "$(dirname "$0")/env.sh"
-for state in cell hidden; do
+for state in $STATES; do
     for prop in "nns_nn NNS NN" "vbd_vbz VBD VBZ,VBP"; do
         set -- $prop
         name="$1"; a="$2"; b="$3"

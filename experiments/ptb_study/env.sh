@@ -20,6 +20,8 @@ MAX_DELAY="${MAX_DELAY:-200}"
 SAMPLE_EVERY="${SAMPLE_EVERY:-200}"
 BLOCK_SIZE="${BLOCK_SIZE:-7376}"        # 73,760 tokens of PTB valid -> 10 blocks
 CLASSES="${CLASSES:-ptb}"
+# States to analyse; a GRU has only the hidden state (STATES=hidden).
+STATES="${STATES:-cell hidden}"
 THREADS="${THREADS:-1}"
 export OMP_NUM_THREADS="$THREADS"
 
