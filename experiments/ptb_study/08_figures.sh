@@ -3,7 +3,7 @@
 # every number the write-up quotes (curves, spans with their jackknife spread, relative
 # memory with 95% jackknife intervals).  Optionally (REPORT=1) also the HTML report.
 source "$(dirname "$0")/env.sh"
-timed "figures" python "$STUDY_DIR/figures.py" "$RUN_DIR" "$FIG_DIR" "$MODEL_NAME" "$GRAD_DIR" "$TABLES" \
+timed "figures" python "$STUDY_DIR/figures.py" "$RUN_DIR" "$FIG_DIR" "$MODEL_NAME" "$GRAD_DIR" "$TABLES" "$MODEL" \
     | tee "$TABLES/summary.txt"
 if [ "${REPORT:-0}" = 1 ]; then
     timed "report" "$STG" report "$GRAD_DIR/${MODEL_NAME}_cell.h5" "$GRAD_DIR/${MODEL_NAME}_hidden.h5" \

@@ -1,6 +1,6 @@
 """Figures and key numbers of the PTB study, from the results the step scripts wrote.
 
-Usage: python figures.py RUN_DIR FIG_DIR [MODEL_NAME [GRAD_DIR [TABLES]]]
+Usage: python figures.py RUN_DIR FIG_DIR [MODEL_NAME [GRAD_DIR [TABLES [MODEL]]]]
 
 Reads RUN_DIR/gradients/<model>_{cell,hidden}.h5 (with per-block sums), the embedding
 statistics, the difference vectors and the training metrics; writes PNG figures to
@@ -201,7 +201,7 @@ def plot_frequency(curves: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_training(metrics: Path, path: Path) -> list[dict]:
+def plot_training(metrics: Path, path: Path, analysed_epoch: int | None = None) -> list[dict]:
     with open(metrics, newline="") as fh:
         rows = list(csv.DictReader(fh))
     ep = [int(r["epoch"]) for r in rows]
@@ -210,6 +210,10 @@ def plot_training(metrics: Path, path: Path) -> list[dict]:
             color=OKABE_ITO[0])
     ax.plot(ep, [float(r["valid_ppl"]) for r in rows], "s-", ms=3, label="PTB valid",
             color=OKABE_ITO[1])
+    if analysed_epoch is not None and analysed_epoch < max(ep):
+        ax.axvline(analysed_epoch, color="grey", linewidth=0.6, linestyle=":")
+        ax.annotate(f"model analysed\n(epoch {analysed_epoch})", (analysed_epoch, ax.get_ylim()[1]),
+                    fontsize=6, ha="left", va="top", xytext=(3, -3), textcoords="offset points")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
@@ -221,7 +225,8 @@ def plot_training(metrics: Path, path: Path) -> list[dict]:
 
 
 def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
-         grad_dir: str | None = None, tables: str | None = None) -> None:
+         grad_dir: str | None = None, tables: str | None = None,
+         model: str | None = None) -> None:
     run, figs = Path(run_dir), Path(fig_dir)
     grads = Path(grad_dir) if grad_dir else run / "gradients"
     tabs = Path(tables) if tables else run / "tables"
@@ -259,7 +264,13 @@ def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
         plot_relative(summary["directions"], figs / "relative_memory.png")
     metrics = run / "models" / model_name / "metrics.csv"
     if metrics.is_file():
-        summary["training"] = plot_training(metrics, figs / "training.png")
+        epoch = None
+        if model:
+            # the epoch of the analysed checkpoint, marked when training went on past it
+            from stategrad.models import read_checkpoint
+
+            epoch = (read_checkpoint(model).get("training") or {}).get("epoch")
+        summary["training"] = plot_training(metrics, figs / "training.png", epoch)
     out = tabs / "summary.json"
     out.write_text(json.dumps(summary, indent=1))
     print(f"wrote {out} and figures in {figs}")
