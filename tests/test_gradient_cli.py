@@ -179,3 +179,24 @@ def test_engine_result_through_the_original_layout_gives_the_same_averages(setup
         for name in ("nouns", "verbs"):
             assert avgs[name].count == res.count(d, name) > 0
             np.testing.assert_allclose(avgs[name].mean, res.mean(d, name), rtol=1e-5, atol=1e-8)
+
+
+def test_segment_length_comes_from_the_checkpoint(setup):
+    tmp, _, text, vocab = setup
+    torch.manual_seed(3)
+    module = RNNLM(ModelSpec(vocab_size=len(vocab), embedding_size=3, hidden_size=4, cell="gru"))
+    ckpt = tmp / "trained_here.pt"
+    save_checkpoint(ckpt, module, vocab, config={"training": {"num_steps": 4}})
+    out = tmp / "seg.h5"
+    r = run(["gradients", "--model", ckpt, "--text", text, "--max-delay", 3, "--state", "hidden",
+             "--semantics", "segment", "--dtype", "float64", "--out", out, "--no-progress"])
+    assert r.exit_code == 0, r.output
+    res = load_result(out)
+    from stategrad.corpus import read_tokens
+
+    lm = load_model(ckpt)
+    ref = compute_state_gradients(lm, read_tokens(text, lm.vocab), max_delay=3, state="hidden",
+                                  semantics="segment", segment_length=4, dtype=torch.float64)
+    assert res.metadata["segment_length"] == 4
+    np.testing.assert_array_equal(res.counts, ref.counts)
+    np.testing.assert_allclose(res.sums, ref.sums, rtol=1e-12)

@@ -28,6 +28,7 @@ import copy
 import hashlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -373,7 +374,7 @@ class StateGradientEngine:
         stop: int | None = None,
         *,
         initial_state=None,
-        progress: bool = True,
+        progress: bool | str = True,
         on_pairs: PairCallback | None = None,
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: float = 300.0,
@@ -383,6 +384,8 @@ class StateGradientEngine:
         """Accumulate G(t, d) for start positions ``start <= t < stop`` and every d < D
         (pairs run past ``stop`` up to D - 1 steps, so slices add up to the whole).
 
+        ``progress``: True draws a progress bar, ``"log"`` prints a line to standard error
+        every minute instead (runs without a terminal), False is silent.
         ``checkpoint_path``: the running state is saved there every ``checkpoint_every``
         seconds and, if the file exists, the run resumes from it.  ``stop_after_steps``
         ends early (after a checkpoint) -- used to test interruption.
@@ -484,7 +487,10 @@ class StateGradientEngine:
             window_starts.clear()
 
         bar = None
-        if progress:
+        log_every = 60.0 if progress == "log" else None  # lines instead of a bar (no terminal)
+        last_log = time.monotonic()
+        began = last_log
+        if progress is True:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=end - start, initial=k - start, unit="pos", desc="state gradients",
@@ -562,6 +568,12 @@ class StateGradientEngine:
             steps_done += 1
             if bar is not None:
                 bar.update(1)
+            elif log_every is not None and time.monotonic() - last_log >= log_every:
+                last_log = time.monotonic()
+                rate = steps_done / (last_log - began)
+                print(f"state gradients: step {k - start:,} of {end - start:,} "
+                      f"({rate:,.1f} positions/s, about {(end - k) / rate / 60:,.1f} min left)",
+                      file=sys.stderr, flush=True)
             if slot == W or k == end:
                 flush(final=k == end)
                 if checkpoint_path is not None and k < end and (

@@ -86,7 +86,8 @@ def _file_sha256(path: Path) -> str:
               help="Write the chosen matrices in the original's layout (delay_<d>/<n>.npy, mapping.txt, all.npz).")
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
 @click.option("--encoding", default="utf-8", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar; without it, a line on standard error every 60 s.")
 def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
                       pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
                       block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
@@ -117,12 +118,14 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     if unk is not None:
         share = float(np.mean(tokens == unk))
         if share > 0.05:
-            click.echo(f"warning: {share:.1%} of the text's tokens are not in the model's "
-                       "vocabulary (mapped to <unk>)", err=True)
+            click.echo(f"warning: {share:.1%} of the text's tokens are <unk> (the text's own "
+                       "<unk> and words outside the model's vocabulary)", err=True)
     class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
                                      tag_map=tag_map)
     if semantics == "segment" and segment_length is None:
-        segment_length = lm.config.get("num_steps")
+        # Checkpoints trained here keep it under [training]; the original's flat configs at the top.
+        segment_length = (lm.config.get("training", {}).get("num_steps")
+                          or lm.config.get("num_steps"))
         if not segment_length:
             raise click.UsageError("--semantics segment needs --segment-length (the model "
                                    "does not record its num_steps)")
@@ -184,7 +187,7 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     began = time.perf_counter()
     try:
         with torch.no_grad():
-            result = engine.run(start, stop, progress=progress, on_pairs=writer,
+            result = engine.run(start, stop, progress=progress or "log", on_pairs=writer,
                                 checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
                                 text_info=text_info)
     except EngineError as exc:
