@@ -46,6 +46,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .analysis import single_threaded_blas
 from .result import GradientResult, ResultError
 
 #: A statistic of a stack of mean matrices: (N, H, E) -> (N, K).
@@ -138,9 +139,23 @@ def singular_values(L: np.ndarray | None = None) -> Statistic:
     def stat(m: np.ndarray) -> np.ndarray:
         if L is not None:
             m = m @ L
-        return np.linalg.svd(m, compute_uv=False)
+        return _singular_values(m)
 
     return stat
+
+
+def _singular_values(m: np.ndarray) -> np.ndarray:
+    """Singular values of a stack of H x E matrices, descending.
+
+    The replicates need tens of thousands of them; for H > E the eigenvalues of the
+    E x E Gram matrix give them several times faster than an SVD of the H x E matrix.
+    Squaring costs accuracy only for values below ~1e-8 of the largest, which do not
+    move a sum or the top few."""
+    if m.shape[-2] <= m.shape[-1]:
+        return np.linalg.svd(m, compute_uv=False)
+    gram = np.swapaxes(m, -1, -2) @ m
+    eig = np.linalg.eigvalsh(gram)[..., ::-1]
+    return np.sqrt(np.clip(eig, 0.0, None))
 
 
 def sv_sum(values: np.ndarray) -> np.ndarray:
@@ -188,6 +203,7 @@ def _class_indices(result: GradientResult, classes: Sequence[str | int] | None) 
     return [result.class_index(c) for c in classes]
 
 
+@single_threaded_blas
 def replicates(
     result: GradientResult,
     statistic: Statistic,
