@@ -544,3 +544,17 @@ def test_run_legacy_gradient_keys_use_the_engine_with_segment_semantics(corpus, 
     assert valid_tokens - 2 * 10 <= result.counts[0, 0] <= valid_tokens
     # pairs (t, t + 3) stay inside one segment for 7 of every 10 starts
     assert result.counts[3, 0] / result.counts[0, 0] == pytest.approx(0.7, abs=0.01)
+
+
+def test_train_command_keeps_every_epoch_on_request(corpus, tmp_path):
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(
+        f'[data]\npath = "{corpus}"\n[model]\nhidden_size = 16\nembedding_size = 8\n'
+        f'[training]\nbatch_size = 8\nnum_steps = 10\nmax_max_epoch = 2\n'
+        f'[output]\nsave_path = "{tmp_path / "m"}"\n')
+    result = CliRunner().invoke(cli, ["train", str(toml), "--keep-epochs", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for epoch in (1, 2):
+        assert (tmp_path / "m" / f"epoch_{epoch}.pt").is_file()
+    assert not params_of(tmp_path / "m" / "epoch_1.pt")["rnn.weight_hh_l0"].equal(
+        params_of(tmp_path / "m" / "epoch_2.pt")["rnn.weight_hh_l0"])

@@ -36,11 +36,14 @@ _progress = click.option("--progress/--no-progress", default=True, show_default=
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("--resume", is_flag=True, help="Continue from save_path/last.pt.")
 @click.option("--overwrite", is_flag=True, help="Start from scratch even if save_path has a checkpoint.")
+@click.option("--keep-epochs", is_flag=True,
+              help="Also keep every epoch's model as save_path/epoch_<n>.pt "
+                   "(output.keep_epoch_checkpoints).")
 @_device
 @_threads
 @_progress
-def train_command(config_file: str, resume: bool, overwrite: bool, device: str | None,
-                  threads: int | None, progress: bool) -> None:
+def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: bool,
+                  device: str | None, threads: int | None, progress: bool) -> None:
     """Train a word-level language model described by CONFIG (.toml, or the original's .config).
 
     Writes save_path/last.pt after every epoch (and on Ctrl-C, mid-epoch),
@@ -52,6 +55,8 @@ def train_command(config_file: str, resume: bool, overwrite: bool, device: str |
 
     try:
         config = load_config(config_file)
+        if keep_epochs:
+            config.output.keep_epoch_checkpoints = True
         summary = train(config, resume=resume, overwrite=overwrite, device=device,
                         threads=threads, progress=progress, echo=_echo)
     except (*_ERRORS, TrainingError) as exc:
