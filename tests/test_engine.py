@@ -184,9 +184,11 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
             StateGradientEngine(model, tokens, opts, classes).run(
                 progress=False, checkpoint_path=ck, checkpoint_every=0, stop_after_steps=21)
         assert ck.is_file()
+        blocks = tmp_path / "run.ckpt.blocks"
+        assert sorted(p.name for p in blocks.iterdir())[:1] == ["block-0.npz"]  # closed early
         resumed = StateGradientEngine(model, tokens, opts, classes).run(
             progress=False, checkpoint_path=ck)
-    assert not ck.exists()
+    assert not ck.exists() and not blocks.exists()
     assert resumed.metadata["resumed"] is True
     np.testing.assert_array_equal(resumed.counts, whole.counts)
     np.testing.assert_array_equal(resumed.sums, whole.sums)  # bit for bit

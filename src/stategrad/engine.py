@@ -28,6 +28,7 @@ import copy
 import hashlib
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -450,7 +451,7 @@ class StateGradientEngine:
                 acc.sums.copy_(s)
                 acc.counts = n
                 accs[b] = acc
-            closed_blocks = ck["closed_blocks"]
+            closed_blocks = self._load_blocks(checkpoint_path, ck["closed_blocks"])
             resumed = True
 
         x_proj_cache: dict[int, torch.Tensor] = {}
@@ -594,6 +595,7 @@ class StateGradientEngine:
         flush(final=True)
         if checkpoint_path is not None:
             Path(checkpoint_path).unlink(missing_ok=True)
+            shutil.rmtree(self._blocks_dir(checkpoint_path), ignore_errors=True)
 
         sums = total.view(D, C, E, H).transpose(2, 3).cpu().numpy()
         block_kwargs: dict[str, Any] = {}
@@ -771,6 +773,33 @@ class StateGradientEngine:
                 "); delete it or point --checkpoint elsewhere"
             )
 
+    @staticmethod
+    def _blocks_dir(path) -> Path:
+        return Path(str(path) + ".blocks")
+
+    def _save_blocks(self, path, closed_blocks) -> list[int]:
+        folder = self._blocks_dir(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        for b, (sums, counts) in closed_blocks.items():
+            target = folder / f"block-{b}.npz"
+            if not target.exists():
+                tmp = folder / f"block-{b}.tmp.npz"
+                np.savez(tmp, sums=sums, counts=counts)
+                os.replace(tmp, target)
+        return sorted(closed_blocks)
+
+    def _load_blocks(self, path, ids) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        folder = self._blocks_dir(path)
+        blocks = {}
+        for b in ids:
+            try:
+                with np.load(folder / f"block-{b}.npz") as data:
+                    blocks[b] = (data["sums"], data["counts"])
+            except OSError as exc:
+                raise EngineError(f"the checkpoint's block {b} is missing from {folder} ({exc}); "
+                                  "delete the checkpoint to start again") from exc
+        return blocks
+
     def _save_checkpoint(self, path, k, hs, cs, starts, bufs, cur, chosen, total, total_counts,
                          accs, closed_blocks, start, stop) -> None:
         n = len(starts)
@@ -788,7 +817,9 @@ class StateGradientEngine:
             "total": total.cpu(),
             "total_counts": total_counts,
             "accs": {b: (a.sums.cpu(), a.counts) for b, a in accs.items()},
-            "closed_blocks": closed_blocks,
+            # Closed blocks never change: each is written once beside the checkpoint,
+            # which only lists them, so the checkpoint does not grow with the text.
+            "closed_blocks": self._save_blocks(path, closed_blocks),
         }
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
