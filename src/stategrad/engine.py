@@ -41,7 +41,7 @@ import torch
 
 from . import __version__
 from .classes import ClassSet
-from .models import RNNLM, LanguageModel, model_hash
+from .models import RNNLM, LanguageModel, model_hash, torch_save_atomic
 from .result import GradientResult
 
 SEMANTICS = ("carry", "segment")
@@ -821,13 +821,9 @@ class StateGradientEngine:
             # which only lists them, so the checkpoint does not grow with the text.
             "closed_blocks": self._save_blocks(path, closed_blocks),
         }
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            torch.save(ck, tmp)
-            os.replace(tmp, path)
+            torch_save_atomic(ck, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise EngineError(f"could not write engine checkpoint {path}: {exc}") from exc
         # Ping-pong buffers were saved from their current slot; restore puts them in slot 0.
         for key in cur:

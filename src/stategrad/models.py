@@ -206,13 +206,23 @@ def save_checkpoint(
         "config": config or {},
         "training": training or {},
     }
+    try:
+        torch_save_atomic(payload, path)
+    except OSError as exc:
+        raise ModelError(f"could not write checkpoint {path}: {exc}") from exc
+
+
+def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file renamed into place, so that a crash or a full
+    disk never leaves half a file under ``path``; raises OSError with nothing left behind."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(payload, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except OSError:
         tmp.unlink(missing_ok=True)
-        raise ModelError(f"could not write checkpoint {path}: {exc}") from exc
+        raise
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
