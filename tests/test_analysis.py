@@ -446,6 +446,9 @@ def test_cli_embedding_stats_svd_memory_relative_memory(tmp_path):
     out = runner.invoke(main, ["memory", str(tmp_path / "g.h5"), "--fraction", "0.5"])
     assert out.exit_code == 0, out.output
     assert "memory span" in out.output
+    # Intervals need per-block sums; this result has none, and the error says what to do.
+    out = runner.invoke(main, ["memory", str(tmp_path / "g.h5"), "--ci", "jackknife"])
+    assert out.exit_code != 0 and "no per-block sums" in out.output
 
     out = runner.invoke(main, ["relative-memory", str(tmp_path / "g.h5"), "--normalize",
                                str(tmp_path / "stats.npz"), "--model", str(tmp_path / "model.pt"),

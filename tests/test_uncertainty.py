@@ -199,3 +199,123 @@ def test_no_blocks_means_no_interval():
         band(r, singular_values(), sv_sum, method="magic")
     with pytest.raises(UncertaintyError, match="confidence level"):
         band(r, singular_values(), sv_sum, level=1.5)
+
+
+# --- intervals in the memory and relative-memory tables ------------------------------------
+
+
+def _direct_jackknife(values: np.ndarray, ok: np.ndarray, z: float = 1.959963984540054):
+    """Half width of the jackknife interval from leave-one-block-out values."""
+    v = values[ok]
+    b = len(v)
+    return z * np.sqrt((b - 1) / b * ((v - v.mean()) ** 2).sum())
+
+
+def test_memory_curves_band_and_span_range_against_direct_jackknife():
+    from stategrad.analysis import memory_curves, memory_span
+
+    r = block_result(D=8, decay=0.55, sigma=0.2)
+    L = np.linalg.cholesky(np.diag([1.0, 2.0, 0.5, 1.5]))
+    report = memory_curves(r, normalize=L, classes=["nouns"], fraction=0.1,
+                           interval="jackknife")
+    curve = report.curve("nouns")
+    c = r.class_index("nouns")
+    B = r.block_sums.shape[0]
+    loo_sums = np.empty((B, r.max_delay))
+    for d in range(r.max_delay):
+        for b in range(B):
+            m = (r.sums[d, c] - r.block_sums[b, d, c]) / (r.counts[d, c] - r.block_counts[b, d, c])
+            loo_sums[b, d] = np.linalg.svd(m @ L, compute_uv=False).sum()
+        half = _direct_jackknife(loo_sums[:, d], np.ones(B, bool))
+        assert curve.lower[d] == pytest.approx(curve.totals[d] - half, rel=1e-9)
+        assert curve.upper[d] == pytest.approx(curve.totals[d] + half, rel=1e-9)
+    spans = [memory_span(loo_sums[b], r.counts[:, c], 0.1) for b in range(B)]
+    falls = [s.delay for s in spans if s.status == "falls"]
+    assert curve.span_range == (min(falls), max(falls))
+    assert curve.span_never == sum(s.status == "never" for s in spans)
+    assert report.interval == "jackknife" and report.level == 0.95
+    row = report.rows()[3]
+    assert row["lower"] == curve.lower[3] and row["upper"] == curve.upper[3]
+    assert "jackknife" in report.format()
+
+
+def test_memory_curves_without_interval_has_no_band_columns(tmp_path):
+    from stategrad.analysis import memory_curves
+
+    report = memory_curves(block_result(), classes=["all"])
+    assert report.interval is None and report.curves[0].lower is None
+    assert "lower" not in report.rows()[0]
+    header = report.to_csv(tmp_path / "m.csv").read_text().splitlines()[0]
+    assert header == "class,delay,count,sum,sv_1"
+
+
+def test_relative_memory_intervals_against_direct_jackknife():
+    from stategrad.analysis import embedding_stats_from_array, relative_memory
+
+    rng = np.random.default_rng(3)
+    stats = embedding_stats_from_array(rng.normal(size=(500, 4)) @ np.diag([1.0, 2.0, 0.7, 1.2]))
+    r = block_result(D=5, sigma=0.25)
+    v = np.array([1.0, -0.5, 0.25, 2.0])
+    table = relative_memory(r, v, stats, c="all", top_k=2, interval="jackknife", level=0.9)
+    n = stats.whitening @ v
+    n /= np.linalg.norm(n)
+    z = 1.6448536269514722
+    B = r.block_sums.shape[0]
+    for d, row in enumerate(table.rows):
+        rel, cos = np.empty(B), np.empty(B)
+        for b in range(B):
+            m = (r.sums[d, 0] - r.block_sums[b, d, 0]) / (r.counts[d, 0] - r.block_counts[b, d, 0])
+            m = m @ stats.cholesky
+            _, s, vt = np.linalg.svd(m)
+            rel[b] = np.linalg.norm(m @ n) / s[0]
+            cos[b] = np.linalg.norm(vt[:2] @ n)
+        for what, vals in (("relative", rel), ("cosine", cos)):
+            half = _direct_jackknife(vals, np.ones(B, bool), z)
+            assert row[f"{what}_lower"] == pytest.approx(row[what] - half, rel=1e-8, abs=1e-12)
+            assert row[f"{what}_upper"] == pytest.approx(row[what] + half, rel=1e-8, abs=1e-12)
+    assert table.interval == "jackknife" and "relative interval" in table.format()
+
+
+def test_memory_interval_needs_blocks():
+    from stategrad.analysis import memory_curves
+
+    r = block_result()
+    bare = GradientResult(sums=r.sums, counts=r.counts, classes=r.classes, vocab=r.vocab)
+    with pytest.raises(UncertaintyError, match="no per-block sums"):
+        memory_curves(bare, interval="jackknife")
+
+
+def test_memory_and_relative_memory_cli_write_intervals(tmp_path):
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from stategrad.analysis import embedding_stats_from_array, memory_curves
+    from stategrad.cli import main
+
+    r = block_result(D=6)
+    r.save(tmp_path / "g.h5")
+    rng = np.random.default_rng(4)
+    embedding_stats_from_array(rng.normal(size=(300, 4))).save(tmp_path / "stats.npz")
+    np.save(tmp_path / "v.npy", np.array([0.5, 1.0, -1.0, 0.0]))
+    runner = CliRunner()
+    out = runner.invoke(main, ["memory", str(tmp_path / "g.h5"), "--ci", "bootstrap",
+                               "--n-boot", "50", "--seed", "3", "--classes", "all,verbs",
+                               "--csv", str(tmp_path / "m.csv"), "--json", str(tmp_path / "m.json")])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    expected = memory_curves(r, classes=["all", "verbs"], interval="bootstrap", n_boot=50, seed=3)
+    verbs = [row for row in rows if row["class"] == "verbs"]
+    assert float(verbs[2]["lower"]) == pytest.approx(expected.curve("verbs").lower[2], rel=1e-6)
+    assert float(verbs[2]["lower"]) < float(verbs[2]["sum"]) < float(verbs[2]["upper"])
+    spans = json.loads((tmp_path / "m.json").read_text())["spans"]
+    assert {"span_min", "span_max", "span_never"} <= set(spans[0])
+
+    out = runner.invoke(main, ["relative-memory", str(tmp_path / "g.h5"), "--normalize",
+                               str(tmp_path / "stats.npz"), "--vector", str(tmp_path / "v.npy"),
+                               "--ci", "jackknife", "--top-k", "2", "--csv", str(tmp_path / "rm.csv")])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader((tmp_path / "rm.csv").open()))
+    assert float(rows[1]["relative_lower"]) <= float(rows[1]["relative"]) <= float(rows[1]["relative_upper"])
+    assert float(rows[1]["cosine_upper"]) > float(rows[1]["cosine_lower"])

@@ -30,7 +30,7 @@ MODEL_NAME="${MODEL_NAME:-lstm_64e_256h}"
 MODEL_DIR="$RUN_DIR/models/$MODEL_NAME"
 MODEL="${MODEL:-$MODEL_DIR/best.pt}"
 POS_MAP="$RUN_DIR/data/train.pos-map.txt"
-STATS="$RUN_DIR/analysis/$MODEL_NAME.embedding-stats.npz"
+STATS="${STATS:-$RUN_DIR/analysis/$MODEL_NAME.embedding-stats.npz}"
 GRAD_DIR="${GRAD_DIR:-$RUN_DIR/gradients}"
 TABLES="${TABLES:-$RUN_DIR/tables}"
 

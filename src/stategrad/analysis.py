@@ -835,10 +835,30 @@ class MemoryCurve:
     totals: list[float | None]
     top1: list[float | None]
     span: MemorySpan
+    #: Confidence band of ``totals`` (None without an interval method, or where undefined).
+    lower: list[float | None] | None = None
+    upper: list[float | None] | None = None
+    #: The span over the resampling replicates: (smallest, largest) delay at which a
+    #: replicate falls, and how many replicates never fall within the delays computed.
+    span_range: tuple[int | None, int | None] | None = None
+    span_never: int | None = None
 
     @property
     def empty_delays(self) -> list[int]:
         return [d for d, n in zip(self.delays, self.counts, strict=True) if n == 0]
+
+    def span_text(self) -> str:
+        """The span, with its range over the replicates when there is one."""
+        text = self.span.format()
+        if self.span_range is None:
+            return text
+        lo, hi = self.span_range
+        parts = []
+        if lo is not None:
+            parts.append(f"{lo}-{hi}" if hi != lo else f"{lo}")
+        if self.span_never:
+            parts.append(f"{self.span_never} never")
+        return f"{text} [{', '.join(parts) or 'n/a'}]"
 
 
 @dataclass
@@ -846,6 +866,9 @@ class MemoryReport:
     normalized: bool
     fraction: float
     curves: list[MemoryCurve]
+    #: How the bands were computed ("jackknife", "bootstrap") and their level; None: no bands.
+    interval: str | None = None
+    level: float | None = None
 
     def curve(self, name: str) -> MemoryCurve:
         for c in self.curves:
@@ -853,38 +876,77 @@ class MemoryReport:
                 return c
         raise AnalysisError(f"no curve for class {name!r}; have {[c.class_name for c in self.curves]}")
 
+    def _columns(self) -> list[str]:
+        base = ["class", "delay", "count", "sum", "sv_1"]
+        return base + ["lower", "upper"] if self.interval else base
+
     def rows(self) -> list[dict[str, Any]]:
-        return [{"class": c.class_name, "delay": d, "count": n, "sum": s, "sv_1": s1}
-                for c in self.curves for d, n, s, s1 in zip(c.delays, c.counts, c.totals, c.top1, strict=True)]
+        rows = []
+        for c in self.curves:
+            for i, (d, n, s, s1) in enumerate(zip(c.delays, c.counts, c.totals, c.top1, strict=True)):
+                row: dict[str, Any] = {"class": c.class_name, "delay": d, "count": n, "sum": s,
+                                       "sv_1": s1}
+                if self.interval:
+                    row["lower"] = c.lower[i] if c.lower else None
+                    row["upper"] = c.upper[i] if c.upper else None
+                rows.append(row)
+        return rows
 
     def span_rows(self) -> list[dict[str, Any]]:
-        return [{"class": c.class_name, "span": c.span.delay, "status": c.span.status,
-                 "fraction": c.span.fraction, "threshold": c.span.threshold,
-                 "sum_at_0": c.totals[0] if c.totals else None,
-                 "empty_delays": c.empty_delays}
-                for c in self.curves]
+        rows = []
+        for c in self.curves:
+            row: dict[str, Any] = {"class": c.class_name, "span": c.span.delay,
+                                   "status": c.span.status, "fraction": c.span.fraction,
+                                   "threshold": c.span.threshold,
+                                   "sum_at_0": c.totals[0] if c.totals else None,
+                                   "empty_delays": c.empty_delays}
+            if self.interval:
+                lo, hi = c.span_range or (None, None)
+                row.update(span_min=lo, span_max=hi, span_never=c.span_never)
+            rows.append(row)
+        return rows
 
     def format(self) -> str:
         kind = "normalised (G L)" if self.normalized else "raw (G)"
         names = [c.class_name for c in self.curves]
-        lines = [f"memory curves: sum of {kind} singular values per delay",
-                 f"{'delay':>6}" + "".join(f"{n[:14]:>15}" for n in names)]
+        lines = [f"memory curves: sum of {kind} singular values per delay"]
+        if self.interval:
+            lines.append(f"(with its {100 * self.level:g}% {self.interval} interval)")
+        lines.append(f"{'delay':>6}" + "".join(f"{n[:14]:>15}" for n in names))
         for i, d in enumerate(self.curves[0].delays if self.curves else []):
             lines.append(f"{d:>6}" + "".join(_fmt(c.totals[i], 15) for c in self.curves))
+            if self.interval:
+                lines.append(" " * 6 + "".join(_fmt_band(c, i) for c in self.curves))
         lines.append("")
         lines.append(f"memory span: first delay whose sum is below {self.fraction:g} x the sum at "
                      "delay 0 ('>D': never within the delays computed)")
+        if self.interval:
+            lines.append(f"[range over the {self.interval} replicates; 'k never': k replicates "
+                         "do not fall]")
         for c in self.curves:
-            lines.append(f"  {c.class_name:<14}{c.span.format():>8}")
+            lines.append(f"  {c.class_name:<14}{c.span_text():>8}")
         lines.extend(_empty_notes([(c.class_name, d) for c in self.curves for d in c.empty_delays]))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        return _write_csv(path, ["class", "delay", "count", "sum", "sv_1"], self.rows())
+        return _write_csv(path, self._columns(), self.rows())
 
     def to_json(self, path: str | os.PathLike) -> Path:
         return _write_json(path, {"normalized": self.normalized, "fraction": self.fraction,
+                                  "interval": self.interval, "level": self.level,
                                   "curves": self.rows(), "spans": self.span_rows()})
+
+
+def _fmt_band(curve: MemoryCurve, i: int) -> str:
+    lo = curve.lower[i] if curve.lower else None
+    hi = curve.upper[i] if curve.upper else None
+    if lo is None or hi is None:
+        return f"{'':>15}"
+    return f"{f'[{lo:.3g}, {hi:.3g}]':>15}"
+
+
+def _none_if_nan(values: np.ndarray) -> list[float | None]:
+    return [float(x) if np.isfinite(x) else None for x in values]
 
 
 @single_threaded_blas
@@ -894,13 +956,25 @@ def memory_curves(
     normalize: Normalizer = None,
     classes: Iterable[int | str] | None = None,
     fraction: float = 0.1,
+    interval: str | None = None,
+    level: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
 ) -> MemoryReport:
     """Memory curve (sum of singular values of ``Gbar_d L`` against d) and
-    :class:`MemorySpan` of every class."""
+    :class:`MemorySpan` of every class.
+
+    With ``interval`` ("jackknife" or "bootstrap"; the result must have been computed
+    with blocks) every curve also gets its confidence band (see
+    :mod:`stategrad.uncertainty`) and its span the range of the spans of the
+    resampling replicates, which says how firmly the data fix it.
+    """
     L = normalizer_matrix(normalize)
     _check_normalizer(L, result.embedding_size)
+    names = _class_list(result, classes)
+    bands = _memory_bands(result, L, names, fraction, interval, level, n_boot, seed)
     curves = []
-    for name in _class_list(result, classes):
+    for name in names:
         sps = spectra(result, name, normalize=L)
         totals = [None if sp is None else sp.total for sp in sps]
         counts = [int(n) for n in result.counts[:, result.class_index(name)]]
@@ -910,7 +984,45 @@ def memory_curves(
             name, [int(d) for d in result.delays], counts, totals,
             [None if sp is None else float(sp.singular_values[0]) for sp in sps], span,
         ))
-    return MemoryReport(L is not None, fraction, curves)
+        if bands is not None:
+            curves[-1].lower, curves[-1].upper, curves[-1].span_range, curves[-1].span_never = \
+                bands[name]
+    return MemoryReport(L is not None, fraction, curves,
+                        interval if bands is not None else None,
+                        level if bands is not None else None)
+
+
+def _memory_bands(result: GradientResult, L: np.ndarray | None, names: list[str],
+                  fraction: float, interval: str | None, level: float, n_boot: int,
+                  seed: int) -> dict[str, tuple] | None:
+    """Per class: band of the singular-value sum, and the span's range over replicates."""
+    if interval in (None, "none"):
+        return None
+    from . import uncertainty  # uncertainty builds on this module
+
+    reps = uncertainty.replicates(result, uncertainty.singular_values(L), classes=names,
+                                  method=interval, n_boot=n_boot, seed=seed)
+    band = reps.derive(uncertainty.sv_sum, level=level)
+    sums = reps.replicates.sum(axis=-1)  # (R, D, C')
+    out = {}
+    for j, name in enumerate(reps.classes):
+        counts = result.counts[:, result.class_index(name)]
+        falls, never = [], 0
+        for r in range(sums.shape[0]):
+            if not reps.valid[r, 0, j]:
+                continue
+            # A replicate without a value at some delay (no occurrence left there) skips it,
+            # exactly as the full-data span skips empty delays.
+            rep_counts = np.where(reps.valid[r, :, j], counts, 0)
+            span = memory_span(np.nan_to_num(sums[r, :, j]), rep_counts, fraction)
+            if span.status == "falls":
+                falls.append(span.delay)
+            elif span.status == "never":
+                never += 1
+        span_range = (min(falls), max(falls)) if falls else (None, None)
+        out[name] = (_none_if_nan(band.lower[:, j, 0]), _none_if_nan(band.upper[:, j, 0]),
+                     span_range, never)
+    return out
 
 
 # =========================================================================================
@@ -1032,27 +1144,47 @@ class RelativeMemoryTable:
     label: str
     top_k: int
     rows: list[dict[str, Any]]
+    #: With bands, rows also carry relative_lower/upper and cosine_lower/upper.
+    interval: str | None = None
+    level: float | None = None
 
     @property
     def empty(self) -> list[tuple[str, int]]:
         return [(self.class_name, r["delay"]) for r in self.rows if r["count"] == 0]
 
+    def _columns(self) -> list[str]:
+        base = ["delay", "count", "relative", "cosine", "share"]
+        if self.interval:
+            base += ["relative_lower", "relative_upper", "cosine_lower", "cosine_upper"]
+        return base
+
     def format(self) -> str:
         lines = [f"relative memory of {self.label} (class {self.class_name}, "
-                 f"subspace of the top {self.top_k} right singular vectors)",
-                 f"{'delay':>6}{'count':>10}{'relative':>11}{'cosine':>11}{'share':>11}"]
+                 f"subspace of the top {self.top_k} right singular vectors)"]
+        header = f"{'delay':>6}{'count':>10}{'relative':>11}{'cosine':>11}{'share':>11}"
+        if self.interval:
+            lines.append(f"(with {100 * self.level:g}% {self.interval} intervals)")
+            header += f"{'relative interval':>22}{'cosine interval':>22}"
+        lines.append(header)
         for r in self.rows:
-            lines.append(f"{r['delay']:>6}{r['count']:>10}" + _fmt(r["relative"])
-                         + _fmt(r["cosine"]) + _fmt(r["share"]))
+            line = (f"{r['delay']:>6}{r['count']:>10}" + _fmt(r["relative"])
+                    + _fmt(r["cosine"]) + _fmt(r["share"]))
+            if self.interval:
+                for what in ("relative", "cosine"):
+                    lo, hi = r.get(f"{what}_lower"), r.get(f"{what}_upper")
+                    cell = "" if lo is None or hi is None else f"[{lo:.3g}, {hi:.3g}]"
+                    line += f"{cell:>22}"
+            lines.append(line)
         lines.extend(_empty_notes(self.empty))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        return _write_csv(path, ["delay", "count", "relative", "cosine", "share"], self.rows)
+        return _write_csv(path, self._columns(), self.rows)
 
     def to_json(self, path: str | os.PathLike) -> Path:
         return _write_json(path, {"class": self.class_name, "label": self.label,
-                                  "top_k": self.top_k, "rows": self.rows, "empty": self.empty})
+                                  "top_k": self.top_k, "interval": self.interval,
+                                  "level": self.level, "rows": self.rows, "empty": self.empty})
 
 
 @single_threaded_blas
@@ -1063,6 +1195,10 @@ def relative_memory(
     *,
     c: int | str = "all",
     top_k: int = 5,
+    interval: str | None = None,
+    level: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
 ) -> RelativeMemoryTable:
     """Relative memory and subspace cosine of the property ``v`` at every delay.
 
@@ -1074,6 +1210,9 @@ def relative_memory(
 
     The original's ``cos_subspace_diff_vector.py`` took ``vh[:thr + 1]``, i.e. k + 1
     vectors for its argument k; pass ``top_k = k + 1`` to reproduce its numbers.
+
+    With ``interval`` ("jackknife" or "bootstrap", on a result with blocks) each row also
+    gets the confidence interval of ``relative`` and ``cosine``.
     """
     label = v.label if isinstance(v, DifferenceVector) else "difference vector"
     vec = v.vector if isinstance(v, DifferenceVector) else np.asarray(v, dtype=np.float64)
@@ -1098,7 +1237,19 @@ def relative_memory(
             row["cosine"] = float(np.linalg.norm(sp.right_vectors[:top_k] @ n))
             row["share"] = float(s[:top_k].sum() / s.sum()) if s.sum() > 0 else None
         rows.append(row)
-    return RelativeMemoryTable(name, label, top_k, rows)
+    if interval in (None, "none"):
+        return RelativeMemoryTable(name, label, top_k, rows)
+    from . import uncertainty  # uncertainty builds on this module
+
+    band = uncertainty.band(result, uncertainty.direction_statistic(n[None], stats.cholesky,
+                                                                    k=top_k),
+                            classes=[name], method=interval, level=level, n_boot=n_boot,
+                            seed=seed)
+    for d, row in enumerate(rows):
+        for col, what in ((0, "relative"), (1, "cosine")):
+            row[f"{what}_lower"] = _none_if_nan(band.lower[d, 0, col:col + 1])[0]
+            row[f"{what}_upper"] = _none_if_nan(band.upper[d, 0, col:col + 1])[0]
+    return RelativeMemoryTable(name, label, top_k, rows, interval, level)
 
 
 __all__ = [

@@ -39,10 +39,24 @@ def _load_model(path: str, vocab: str | None, trusted: bool):
     return load_model(path, vocab, trusted=trusted)
 
 
-def _load_result(path: str):
+def _load_result(path: str, blocks: bool = False):
     from ..result import load_result
 
-    return load_result(path, blocks=False)
+    return load_result(path, blocks=blocks)
+
+
+def _interval_options(f):
+    """--ci and its settings, shared by the commands that can draw confidence bands."""
+    f = click.option("--seed", "ci_seed", type=int, default=0, show_default=True,
+                     help="Seed of the bootstrap's resamples.")(f)
+    f = click.option("--n-boot", type=int, default=200, show_default=True,
+                     help="Bootstrap resamples.")(f)
+    f = click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=0.95, show_default=True, help="Confidence level of the intervals.")(f)
+    f = click.option("--ci", type=click.Choice(["jackknife", "bootstrap"]),
+                     help="Confidence intervals from the result's blocks (a result computed "
+                          "with --block-size): delete-one-block jackknife or block bootstrap.")(f)
+    return f
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -203,14 +217,19 @@ def register(group: click.Group) -> None:
                   help="Write the curves (class, delay, count, sum, sv_1) as CSV.")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False),
                   help="Write curves and spans as JSON.")
-    def memory(result_path, normalize, classes, fraction, csv_path, json_path):
-        """Memory curves (sum of singular values against delay) and memory spans per class."""
+    @_interval_options
+    def memory(result_path, normalize, classes, fraction, csv_path, json_path, ci, level, n_boot,
+               ci_seed):
+        """Memory curves (sum of singular values against delay) and memory spans per class;
+        with --ci also their confidence bands and the range of each span over the
+        resampling replicates."""
         from .. import analysis
 
         try:
-            result = _load_result(result_path)
+            result = _load_result(result_path, blocks=ci is not None)
             report = analysis.memory_curves(result, normalize=normalize,
-                                            classes=_split_list(classes), fraction=fraction)
+                                            classes=_split_list(classes), fraction=fraction,
+                                            interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
         except errors as exc:
             raise _fail(exc) from exc
         click.echo(report.format())
@@ -244,9 +263,10 @@ def register(group: click.Group) -> None:
                   help="Write the difference vector as .npy.")
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
     @click.option("--json", "json_path", type=click.Path(dir_okay=False))
+    @_interval_options
     def relative_memory(result_path, normalize, model_path, vocab_path, trusted, diff, vector_path,
                         pos_map_path, weight_text, class_name, top_k, save_vector, csv_path,
-                        json_path):
+                        json_path, ci, level, n_boot, ci_seed):
         """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
         property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
         plural minus singular nouns)."""
@@ -255,7 +275,7 @@ def register(group: click.Group) -> None:
         if (diff is None) == (vector_path is None):
             raise click.UsageError("give --diff A B (with --model) or --vector FILE")
         try:
-            result = _load_result(result_path)
+            result = _load_result(result_path, blocks=ci is not None)
             stats = analysis.load_embedding_stats(normalize)
             if vector_path:
                 v: Any = analysis.DifferenceVector(
@@ -271,7 +291,9 @@ def register(group: click.Group) -> None:
                            + (f", {v.n_tokens[0]} vs {v.n_tokens[1]} tokens" if v.n_tokens else ""))
             if save_vector:
                 _note(f"wrote {v.save(save_vector)}")
-            table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k)
+            table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
+                                             interval=ci, level=level, n_boot=n_boot,
+                                             seed=ci_seed)
         except errors as exc:
             raise _fail(exc) from exc
         click.echo(table.format())
