@@ -558,3 +558,22 @@ def test_train_command_keeps_every_epoch_on_request(corpus, tmp_path):
         assert (tmp_path / "m" / f"epoch_{epoch}.pt").is_file()
     assert not params_of(tmp_path / "m" / "epoch_1.pt")["rnn.weight_hh_l0"].equal(
         params_of(tmp_path / "m" / "epoch_2.pt")["rnn.weight_hh_l0"])
+
+
+def test_log_progress_writes_lines_within_an_epoch(corpus, tmp_path, monkeypatch):
+    import stategrad.training as training_module
+
+    monkeypatch.setattr(training_module, "LINE_PROGRESS_SECONDS", 0.0)
+    messages: list[str] = []
+    config = tiny_config(corpus, tmp_path / "out", max_max_epoch=1)
+    train(config, progress="log", echo=messages.append)
+    n = batches_per_epoch(corpus)
+    lines = [m for m in messages if m.startswith("epoch 1/1: batch")]
+    # one line per batch at interval 0, counting up to the last batch, with ppl and speed
+    assert len(lines) == n
+    assert lines[-1].startswith(f"epoch 1/1: batch {n:,} of {n:,} (ppl ")
+    assert "tok/s" in lines[0]
+    quiet: list[str] = []
+    train(tiny_config(corpus, tmp_path / "quiet", max_max_epoch=1), progress=False,
+          echo=quiet.append)
+    assert not [m for m in quiet if ": batch" in m]

@@ -285,6 +285,33 @@ def train_epoch(
     return progress
 
 
+#: Seconds between two progress lines of ``train(progress="log")``.
+LINE_PROGRESS_SECONDS = 60.0
+
+
+class _LineProgress:
+    """Progress as a line every ``every`` seconds, where a bar has no terminal to draw on
+    (a log file, a batch job): the few calls of tqdm that :func:`train_epoch` makes."""
+
+    def __init__(self, total: int, initial: int, desc: str, echo: Callable[[str], None],
+                 every: float | None = None) -> None:
+        self.total, self.n, self.desc, self.echo = total, initial, desc, echo
+        self.every = LINE_PROGRESS_SECONDS if every is None else every
+        self.last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.echo(f"{self.desc}: batch {self.n:,} of {self.total:,} ({text})")
+
+    def close(self) -> None:
+        pass
+
+
 # --- evaluation ---------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -544,7 +571,7 @@ def train(
     overwrite: bool = False,
     device: str | None = None,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     should_stop: Callable[[], bool] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> TrainingSummary:
@@ -555,6 +582,8 @@ def train(
     existing checkpoint is an error unless ``overwrite``.  ``should_stop`` is polled
     between batches (as Ctrl-C is): when true, a resumable checkpoint is written and
     the summary says ``interrupted``.  ``echo`` receives the progress messages.
+    ``progress``: True draws a progress bar per epoch; ``"log"`` writes a line (batch,
+    perplexity, tokens/s) every 60 s instead, for logs and batch jobs; False neither.
 
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), every rank trains its own rows of the
     batch stream with DistributedDataParallel; rank 0 alone writes checkpoints, logs
@@ -687,7 +716,10 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 bar = None
-                if progress and main:
+                if progress == "log" and main:
+                    bar = _LineProgress(n_batches, epoch_progress.next_batch,
+                                        f"epoch {epoch + 1}/{t.max_max_epoch}", say)
+                elif progress and main:
                     from tqdm import tqdm
 
                     bar = tqdm(total=n_batches, initial=epoch_progress.next_batch,
@@ -890,7 +922,7 @@ def run_legacy(
     do_test: bool = True,
     device: str | None = None,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     echo: Callable[[str], None] | None = None,
 ) -> LegacyResult:
     """``main.py --config F [--notrain] [--novalid] [--notest]`` of the original.
@@ -954,7 +986,7 @@ def run_legacy(
     elif do_valid and not do_train:
         valid = read_tokens(require_file(files.valid, "valid"), model.vocab, **opts)
         result.valid_ppl = evaluate(model, valid, batch_size=t.batch_size, num_steps=t.num_steps,
-                                    device=dev, progress=progress)
+                                    device=dev, progress=progress is True)
         say(f"Valid Perplexity: {result.valid_ppl:.3f}")
     if do_test:
         if run.other_test is not None:
@@ -966,7 +998,7 @@ def run_legacy(
         test_file = require_file(test_file, "test")
         tokens = read_tokens(test_file, model.vocab, **opts)
         result.test_ppl = evaluate(model, tokens, batch_size=1, num_steps=1, device=dev,
-                                   progress=progress)
+                                   progress=progress is True)
         say(f"Test Perplexity: {result.test_ppl:.3f} ({test_file})")
         if run.save_embedding is not None:
             # test mode feeds every token but the last as input

@@ -30,6 +30,9 @@ _threads = click.option("--threads", type=click.IntRange(min=1), default=None,
                         help="CPU threads for PyTorch (torch.set_num_threads).")
 _progress = click.option("--progress/--no-progress", default=True, show_default=True,
                          help="Show a progress bar.")
+_train_progress = click.option("--progress/--no-progress", default=True, show_default=True,
+                               help="A progress bar; without it, a line on standard error "
+                                    "every 60 s while training.")
 
 
 @click.command("train")
@@ -41,7 +44,7 @@ _progress = click.option("--progress/--no-progress", default=True, show_default=
                    "(output.keep_epoch_checkpoints).")
 @_device
 @_threads
-@_progress
+@_train_progress
 def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: bool,
                   device: str | None, threads: int | None, progress: bool) -> None:
     """Train a word-level language model described by CONFIG (.toml, or the original's .config).
@@ -58,7 +61,7 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
         if keep_epochs:
             config.output.keep_epoch_checkpoints = True
         summary = train(config, resume=resume, overwrite=overwrite, device=device,
-                        threads=threads, progress=progress, echo=_echo)
+                        threads=threads, progress=progress or "log", echo=_echo)
     except (*_ERRORS, TrainingError) as exc:
         raise _fail(exc) from None
     if summary.interrupted:
@@ -154,7 +157,7 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
 @click.option("--notest", is_flag=True, help="Skip the test (batch size 1, 1 step).")
 @_device
 @_threads
-@_progress
+@_train_progress
 def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
                 device: str | None, threads: int | None, progress: bool) -> None:
     """The original's `main.py --config F [--notrain] [--novalid] [--notest] [--device cpu]`.
@@ -169,7 +172,8 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
     try:
         run = load_run(config_file)
         result = run_legacy(run, do_train=not notrain, do_valid=not novalid, do_test=not notest,
-                            device=device, threads=threads, progress=progress, echo=_echo)
+                            device=device, threads=threads, progress=progress or "log",
+                            echo=_echo)
     except (*_ERRORS, TrainingError) as exc:
         raise _fail(exc) from None
     if result.summary is not None and result.summary.history:
