@@ -99,6 +99,11 @@ def test_running_text_examples_are_collapsed_with_token_weights():
     assert result.confusion.sum() > 5 * result.n_test
     assert np.trace(result.confusion) / result.confusion.sum() == pytest.approx(result.accuracy)
     assert result.accuracy > 0.85
+    assert result.n_test_tokens == pytest.approx(result.confusion.sum())
+    assert result.n_train_tokens + result.n_test_tokens == pytest.approx(data.weights.sum())
+    text = result.format()
+    assert f"held out: {result.n_test} pairs" in text
+    assert f"{result.n_test_tokens:,.0f} tokens" in text and "accuracy per token" in text
 
 
 def test_rare_tags_are_left_out_and_too_little_data_is_an_error():

@@ -157,20 +157,38 @@ class ProbeResult:
     mode: str
     skipped: dict[str, int]
     classifier: Any = field(repr=False, default=None)
+    n_train_tokens: float | None = None  # running text: tokens behind the training examples
+    n_test_tokens: float | None = None
 
     def format(self) -> str:
-        lines = [
-            f"POS probe ({self.mode}): {len(self.labels)} tags, {self.n_train} training examples "
-            f"({self.n_train_words} words), {self.n_test} test examples ({self.n_test_words} "
-            "held-out words)",
-            f"best C {self.best_C:g} (cross-validated accuracy {self.cv_accuracy:.4f})",
-            f"held-out accuracy {self.accuracy:.4f}  (majority tag: {self.majority_accuracy:.4f})",
-        ]
+        if self.mode == "text" and self.n_test_tokens is not None:
+            # Running text: an example is a distinct (word, tag) pair weighted by its tokens,
+            # so the counts of examples and the token-weighted accuracy are told apart.
+            lines = [
+                f"POS probe (text): {len(self.labels)} tags; training: {self.n_train} (word, tag) "
+                f"pairs of {self.n_train_words} words, {self.n_train_tokens:,.0f} tokens; "
+                f"held out: {self.n_test} pairs of {self.n_test_words} words, "
+                f"{self.n_test_tokens:,.0f} tokens",
+                f"best C {self.best_C:g} (cross-validated accuracy over training pairs "
+                f"{self.cv_accuracy:.4f})",
+                f"held-out accuracy per token {self.accuracy:.4f}  (majority tag: "
+                f"{self.majority_accuracy:.4f})",
+            ]
+        else:
+            lines = [
+                f"POS probe ({self.mode}): {len(self.labels)} tags, {self.n_train} training "
+                f"examples ({self.n_train_words} words), {self.n_test} test examples "
+                f"({self.n_test_words} held-out words)",
+                f"best C {self.best_C:g} (cross-validated accuracy {self.cv_accuracy:.4f})",
+                f"held-out accuracy {self.accuracy:.4f}  (majority tag: "
+                f"{self.majority_accuracy:.4f})",
+            ]
         for what, n in self.skipped.items():
             if n:
                 lines.append(f"skipped: {n} {what}")
         if self.dropped_tags:
-            lines.append("left out (too few examples): " + ", ".join(
+            unit = "(word, tag) pairs" if self.mode == "text" else "examples"
+            lines.append(f"left out (too few {unit}): " + ", ".join(
                 f"{t} ({n})" for t, n in sorted(self.dropped_tags.items())))
         return "\n".join(lines)
 
@@ -298,6 +316,7 @@ def train_probe(
         n_train_words=len(np.unique(g[train])), n_test_words=len(np.unique(g[test])),
         class_means=means, class_weights=weights, dropped_tags=dropped, mode=data.mode,
         skipped=dict(data.skipped), classifier=best,
+        n_train_tokens=float(w[train].sum()), n_test_tokens=float(wt.sum()),
     )
 
 
