@@ -354,6 +354,22 @@ def test_class_difference_vector_from_class_set():
     assert v.label == "NNS - NN"
 
 
+def test_words_in_both_sets_are_dropped_unless_kept():
+    rng = np.random.default_rng(21)
+    W = rng.normal(size=(8, 3))
+    a, b = [1, 2, 3], [3, 4]  # word 3 is in both sets
+    v = analysis.difference_vector(W, a, b)
+    np.testing.assert_allclose(v.vector, W[[1, 2]].mean(0) - W[[4]].mean(0))
+    assert v.n_shared == 1 and v.n_words == (2, 1) and v.shared == "drop"
+    kept = analysis.difference_vector(W, a, b, shared="keep")
+    np.testing.assert_allclose(kept.vector, W[a].mean(0) - W[b].mean(0))
+    assert kept.n_shared == 1 and kept.n_words == (3, 2)
+    with pytest.raises(AnalysisError, match="every word of set B is also in the other set"):
+        analysis.difference_vector(W, [1, 3], [3])
+    with pytest.raises(AnalysisError, match="shared must be"):
+        analysis.difference_vector(W, a, b, shared="both")
+
+
 # --- model-based statistics and exports ------------------------------------------------------------
 
 

@@ -1047,13 +1047,16 @@ class DifferenceVector:
     """``v = mean(A) - mean(B)`` of two sets of words' embeddings.
 
     ``weighting`` is ``"types"`` (each word once) or ``"tokens"`` (each word as often
-    as it occurs in a text; words that do not occur do not count)."""
+    as it occurs in a text; words that do not occur do not count).  ``n_shared``: words
+    that were in both sets (left out of both, unless kept; see :func:`difference_vector`)."""
 
     vector: np.ndarray  # (E,)
     label: str
     weighting: str
     n_words: tuple[int, int]
     n_tokens: tuple[int, int] | None = None
+    n_shared: int = 0
+    shared: str = "drop"
 
     def save(self, path: str | os.PathLike) -> Path:
         """As a plain ``.npy`` (E,), the format the original's scripts load."""
@@ -1094,13 +1097,39 @@ def difference_vector(
     *,
     token_counts: np.ndarray | None = None,
     label: str = "A - B",
+    shared: str = "drop",
 ) -> DifferenceVector:
-    """Mean embedding of set A minus that of set B (see :func:`mean_embedding`)."""
-    ma, wa, ta = mean_embedding(embeddings, ids_a, token_counts)
-    mb, wb, tb = mean_embedding(embeddings, ids_b, token_counts)
+    """Mean embedding of set A minus that of set B (see :func:`mean_embedding`).
+
+    A word in both sets (``shared``; e.g. a word tagged both NN and NNS) adds the same
+    embedding to both means and so blurs the property: by default (``"drop"``) it is
+    left out of both.  ``"keep"`` keeps it in both, as the original's per-class mean
+    embeddings did (one example per (word, tag) pair).
+    """
+    if shared not in ("drop", "keep"):
+        raise AnalysisError(f"shared must be 'drop' or 'keep', got {shared!r}")
+    a, b = _id_set(ids_a), _id_set(ids_b)
+    common = np.intersect1d(a, b)
+    if shared == "drop" and len(common):
+        a, b = np.setdiff1d(a, common), np.setdiff1d(b, common)
+        for name, ids in (("A", a), ("B", b)):
+            if len(ids) == 0:
+                raise AnalysisError(
+                    f"every word of set {name} is also in the other set ({len(common)} shared "
+                    "words); nothing is left to average once they are dropped (keep them with "
+                    "shared='keep', --keep-shared on the command line)")
+    ma, wa, ta = mean_embedding(embeddings, a, token_counts)
+    mb, wb, tb = mean_embedding(embeddings, b, token_counts)
     weighting = "types" if token_counts is None else "tokens"
     return DifferenceVector(ma - mb, label, weighting, (wa, wb),
-                            None if token_counts is None else (ta, tb))
+                            None if token_counts is None else (ta, tb), int(len(common)), shared)
+
+
+def _id_set(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if ids.dtype == bool:
+        ids = np.flatnonzero(ids)
+    return np.unique(ids.astype(np.int64))
 
 
 def class_difference_vector(
@@ -1110,9 +1139,11 @@ def class_difference_vector(
     class_b: str,
     *,
     token_counts: np.ndarray | None = None,
+    shared: str = "drop",
 ) -> DifferenceVector:
     """Difference of the mean embeddings of two classes of a
-    :class:`~stategrad.classes.ClassSet` (e.g. ``NNS`` minus ``NN``)."""
+    :class:`~stategrad.classes.ClassSet` (e.g. ``NNS`` minus ``NN``); words of both
+    classes are handled as ``shared`` says (see :func:`difference_vector`)."""
     def column(name: str) -> np.ndarray:
         try:
             return class_set.membership[:, class_set.names.index(name)]
@@ -1120,7 +1151,8 @@ def class_difference_vector(
             raise AnalysisError(f"no class {name!r}; the class set has {class_set.names}") from None
 
     return difference_vector(embeddings, column(class_a), column(class_b),
-                             token_counts=token_counts, label=f"{class_a} - {class_b}")
+                             token_counts=token_counts, label=f"{class_a} - {class_b}",
+                             shared=shared)
 
 
 def whitened_direction(v: np.ndarray, whitening: np.ndarray) -> np.ndarray:

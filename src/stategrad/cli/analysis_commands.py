@@ -255,6 +255,9 @@ def register(group: click.Group) -> None:
     @click.option("--weight-text", type=click.Path(exists=True, dir_okay=False),
                   help="Weight each word's embedding by its count in this text (default: each "
                        "word once).")
+    @click.option("--keep-shared", is_flag=True,
+                  help="Keep words that are in both sets of --diff in both means (the "
+                       "original's way); by default they are left out of both.")
     @click.option("--class", "class_name", default="all", show_default=True,
                   help="Class of the result whose average gradients to use.")
     @click.option("--top-k", type=int, default=5, show_default=True,
@@ -265,8 +268,8 @@ def register(group: click.Group) -> None:
     @click.option("--json", "json_path", type=click.Path(dir_okay=False))
     @_interval_options
     def relative_memory(result_path, normalize, model_path, vocab_path, trusted, diff, vector_path,
-                        pos_map_path, weight_text, class_name, top_k, save_vector, csv_path,
-                        json_path, ci, level, n_boot, ci_seed):
+                        pos_map_path, weight_text, keep_shared, class_name, top_k, save_vector,
+                        csv_path, json_path, ci, level, n_boot, ci_seed):
         """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
         property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
         plural minus singular nouns)."""
@@ -286,9 +289,14 @@ def register(group: click.Group) -> None:
                     raise click.UsageError("--diff needs --model (the embeddings to average)")
                 model = _load_model(model_path, vocab_path, trusted)
                 _check_result_model(result, model)
-                v = _difference_from_specs(result, model, diff, pos_map_path, weight_text)
+                v = _difference_from_specs(result, model, diff, pos_map_path, weight_text,
+                                           "keep" if keep_shared else "drop")
                 click.echo(f"difference vector {v.label}: {v.n_words[0]} vs {v.n_words[1]} words"
                            + (f", {v.n_tokens[0]} vs {v.n_tokens[1]} tokens" if v.n_tokens else ""))
+                if v.n_shared:
+                    _note(f"{v.n_shared} words are in both sets: "
+                          + ("kept in both means" if keep_shared else
+                             "left out of both means (--keep-shared keeps them)"))
             if save_vector:
                 _note(f"wrote {v.save(save_vector)}")
             table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
@@ -459,7 +467,7 @@ def _tagged_tokens(path: str, normalize: bool):
         yield from sentence
 
 
-def _difference_from_specs(result, model, specs, pos_map_path, weight_text):
+def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shared="drop"):
     from .. import analysis
     from ..corpus import read_tokens
     from ..tagged import read_class_file, read_pos_map
@@ -503,4 +511,4 @@ def _difference_from_specs(result, model, specs, pos_map_path, weight_text):
     if weight_text:
         counts = np.bincount(read_tokens(weight_text, model.vocab), minlength=len(model.vocab))
     return analysis.difference_vector(W, ids[0], ids[1], token_counts=counts,
-                                      label=f"{specs[0]} - {specs[1]}")
+                                      label=f"{specs[0]} - {specs[1]}", shared=shared)
