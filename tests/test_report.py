@@ -203,3 +203,40 @@ def test_report_and_sentence_commands(tmp_path):
     res = runner.invoke(main, ["report", str(tmp_path / "a.h5"), "--difference", "oops",
                                "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "NAME=FILE" in res.output
+
+
+def test_extra_figures_are_embedded_with_their_numbers(tmp_path):
+    import base64
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [3, 1, 2])
+    fig.savefig(tmp_path / "identity_memory.png")
+    plt.close(fig)
+    (tmp_path / "identity_memory.csv").write_text("delay,value\n0,3\n1,1\n2,2\n")
+    block_result().save(tmp_path / "a.h5")
+    res = CliRunner().invoke(main, [
+        "report", str(tmp_path / "a.h5"), "--out", str(tmp_path / "out"), "--ci", "none",
+        "--figure", f"{tmp_path / 'identity_memory.png'}::Identity memory::Made by the demo."])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "out/report.html").read_text()
+    png = base64.b64encode((tmp_path / "identity_memory.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{png}"' in page
+    assert '<h2 id="extra_1">Identity memory</h2>' in page and "Made by the demo." in page
+    assert "<td>delay</td>" in page or "<th>delay</th>" in page
+    assert (tmp_path / "out/figures/extra_1.png").read_bytes() == \
+        (tmp_path / "identity_memory.png").read_bytes()
+    assert (tmp_path / "out/figures/extra_1.csv").is_file()
+    bad = CliRunner().invoke(main, ["report", str(tmp_path / "a.h5"), "--out", str(tmp_path / "x"),
+                                    "--figure", str(tmp_path / "missing.png")])
+    assert bad.exit_code != 0 and "extra figure not found" in bad.output
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ReportError, match="unknown image type"):
+        from stategrad.report import ExtraFigure
+
+        build_report([block_result()], tmp_path / "y", extra_figures=[
+            ExtraFigure(tmp_path / "notes.txt", "notes")])

@@ -469,15 +469,22 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", settings: DemoSettings 
     extra: list[Path] = []
     if report:
         say("[5/5] writing the report ...")
-        from .report import build_report
+        from .report import ExtraFigure, build_report
 
+        extra = _plot_identity_memory(m, out / "figures")
+        identity = ExtraFigure(
+            out / "figures" / "identity_memory.png", "Identity memory of the planted classes",
+            "Memory of the directions that tell the words of a class apart (whitened: "
+            "normalised; plain embedding directions: raw), against delay. The ground truth: "
+            "a trigger's identity is needed up to its delay k - 1 and not after; fillers are "
+            "never needed.", out / "figures" / "identity_memory.csv")
         order = [*spans, "filler", "target"]
         build_report([result], out / "report", labels=["demo LSTM"],
                      sources=[str(out / "gradients.h5")], L=stats.cholesky,
                      normalisation_source=str(out / "stats.npz"), classes=order, log_scale=True,
+                     extra_figures=[identity],
                      title="stategrad demo: a synthetic language with memory spans "
                            + " and ".join(str(k) for k in spans.values()))
-        extra = _plot_identity_memory(m, out / "report" / "figures")
     stage("report", started)
     seconds["total"] = round(time.perf_counter() - t0, 2)
     result_summary = DemoSummary(out, settings, criteria, m, seconds)
@@ -496,7 +503,8 @@ def describe(summary: DemoSummary) -> str:
         "",
         f"done in {summary.seconds.get('total', 0):.0f} s. Look at:",
         f"  {out / 'report' / 'report.html'}   the report (open it in a browser)",
-        f"  {out / 'report' / 'figures' / 'identity_memory.png'}   identity memory per class",
+        f"  {out / 'figures' / 'identity_memory.png'}   identity memory per class (also in "
+        "the report)",
         f"  {out / SUMMARY_FILE}   the criteria below, as JSON",
         "",
         f"The model reaches {m['cross_entropy']:.4f} nats/token on the validation text; an ideal "

@@ -125,6 +125,24 @@ class _Figure:
     files: list[Path]
     table_head: list[str]
     table_rows: list[list[str]]
+    mime: str = "image/svg+xml"
+
+
+#: Image types an extra figure may have, by suffix.
+IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
+               ".jpeg": "image/jpeg", ".gif": "image/gif"}
+
+
+@dataclass
+class ExtraFigure:
+    """A figure made elsewhere (another tool, a notebook) to carry in the report, after the
+    report's own figures: the image file, its title and caption, and optionally the CSV
+    of the numbers behind it (shown under the figure like the report's own tables)."""
+
+    image: Path
+    title: str
+    caption: str = ""
+    table: Path | None = None
 
 
 def _fmt(v: float) -> str:
@@ -181,6 +199,7 @@ def build_report(
     difference_vectors: Mapping[str, np.ndarray] | None = None,
     subspace_k: int = 5,
     sentences: Sequence[SentenceMap] = (),
+    extra_figures: Sequence[ExtraFigure] = (),
     title: str = "State gradient report",
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/figures/*.{png,svg,csv}``; return the
@@ -189,10 +208,12 @@ def build_report(
     Several results are overlaid on the same axes (labels from ``labels``, else from
     their metadata).  ``L`` (the Cholesky factor of the embedding covariance) adds the
     normalised figures.  ``difference_vectors`` (name -> embedding-space vector) add the
-    relative memory and subspace cosine curves."""
+    relative memory and subspace cosine curves.  ``extra_figures`` are copied into
+    ``figures/`` and shown after the report's own."""
     results = list(results)
     if not results:
         raise ReportError("no results to report")
+    extras = [_check_extra(x) for x in extra_figures]
     if labels is not None and len(labels) != len(results):
         raise ReportError(f"{len(labels)} labels for {len(results)} results")
     labels = list(labels) if labels is not None else [P.result_label(r, i) for i, r in enumerate(results)]
@@ -312,11 +333,48 @@ def build_report(
             f"Computed exactly for this sentence from the zero state.{unk}",
             plot_sentence_map(smap), (head, rows))
 
+    for i, extra in enumerate(extras):
+        figures.append(_extra_figure(extra, f"extra_{i + 1}", fig_dir))
+
     page = _html(title, results, labels, sources, classes, figures, notes, L,
                  normalisation_source, ci_used, level)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _check_extra(extra: ExtraFigure) -> ExtraFigure:
+    """Checked before any figure is drawn, so a wrong path fails at once."""
+    image = Path(extra.image)
+    if not image.is_file():
+        raise ReportError(f"extra figure not found: {image}")
+    if image.suffix.lower() not in IMAGE_TYPES:
+        raise ReportError(f"extra figure {image}: unknown image type {image.suffix!r}; "
+                          f"use one of {', '.join(sorted(IMAGE_TYPES))}")
+    table = Path(extra.table) if extra.table is not None else None
+    if table is not None and not table.is_file():
+        raise ReportError(f"table of extra figure {image.name} not found: {table}")
+    return ExtraFigure(image, extra.title, extra.caption, table)
+
+
+def _extra_figure(extra: ExtraFigure, key: str, fig_dir: Path) -> _Figure:
+    import csv
+    import shutil
+
+    data = extra.image.read_bytes()
+    copied = fig_dir / f"{key}{extra.image.suffix.lower()}"
+    shutil.copyfile(extra.image, copied)
+    files = [copied]
+    head: list[str] = []
+    rows: list[list[str]] = []
+    if extra.table is not None:
+        with open(extra.table, newline="", encoding="utf-8") as handle:
+            lines = list(csv.reader(handle))
+        head, rows = (lines[0], lines[1:]) if lines else ([], [])
+        files.append(fig_dir / f"{key}.csv")
+        shutil.copyfile(extra.table, files[-1])
+    return _Figure(key, extra.title, extra.caption, data, files, head, rows,
+                   IMAGE_TYPES[extra.image.suffix.lower()])
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -422,9 +480,9 @@ def _count_rows(r: GradientResult) -> list[list[str]]:
     return rows
 
 
-def _img(svg: bytes, alt: str) -> str:
-    data = base64.b64encode(svg).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
+def _img(image: bytes, alt: str, mime: str = "image/svg+xml") -> str:
+    data = base64.b64encode(image).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{data}">'
 
 
 def _html(title, results, labels, sources, classes, figures, notes, L, norm_source, ci, level) -> str:
@@ -468,10 +526,11 @@ def _html(title, results, labels, sources, classes, figures, notes, L, norm_sour
         links = " · ".join(f'<a href="figures/{html.escape(p.name)}">{html.escape(p.suffix[1:].upper())}</a>'
                            for p in f.files)
         parts.append(f'<h2 id="{f.key}">{html.escape(f.title)}</h2>')
-        parts.append(f"<figure>{_img(f.svg, f.title)}<figcaption>{html.escape(f.caption)} "
-                     f"Files: {links}.</figcaption></figure>")
-        parts.append("<details><summary>Numbers behind this figure</summary>"
-                     + _table(f.table_head, f.table_rows) + "</details>")
+        parts.append(f"<figure>{_img(f.svg, f.title, f.mime)}<figcaption>"
+                     f"{html.escape(f.caption)} Files: {links}.</figcaption></figure>")
+        if f.table_head or f.table_rows:
+            parts.append("<details><summary>Numbers behind this figure</summary>"
+                         + _table(f.table_head, f.table_rows) + "</details>")
 
     parts.append('<h2 id="method">Method</h2>')
     parts.append(

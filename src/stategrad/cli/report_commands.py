@@ -67,6 +67,17 @@ def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, len
 _ERRORS = (ValueError, OSError)
 
 
+def _extra_figure(spec: str):
+    from ..report import ExtraFigure
+
+    image, _, rest = spec.partition("::")
+    title, _, caption = rest.partition("::")
+    path = Path(image)
+    table = path.with_suffix(".csv")
+    return ExtraFigure(path, title or path.stem.replace("_", " "), caption,
+                       table if table.is_file() else None)
+
+
 def register(group: click.Group) -> None:
     @group.command("report")
     @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -108,10 +119,14 @@ def register(group: click.Group) -> None:
                   help="State for --sentence (default: the first result's).")
     @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
                   help="Size of each G(t, d) in the sentence view: Frobenius norm or top singular value.")
+    @click.option("--figure", "extra_figures", multiple=True, metavar="IMAGE[::TITLE[::CAPTION]]",
+                  help="Add a figure made elsewhere (PNG/SVG/JPEG) after the report's own, "
+                       "with its title and caption; a CSV of the same name beside the image "
+                       "is shown as its numbers.  Repeatable.")
     @click.option("--title", default="State gradient report", show_default=True)
     def report(results, out_dir, normalize, classes, labels, log_scale, top_k, spectrum_delays,
                ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab,
-               trusted, state, measure, title):
+               trusted, state, measure, extra_figures, title):
         """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
 
         Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
@@ -141,7 +156,7 @@ def register(group: click.Group) -> None:
                 top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
                 log_scale=log_scale, ci=ci, level=level, n_boot=n_boot, seed=seed,
                 difference_vectors=vectors or None, subspace_k=subspace_k, sentences=maps,
-                title=title,
+                extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
             )
         except _ERRORS as exc:
             raise click.ClickException(str(exc)) from exc
