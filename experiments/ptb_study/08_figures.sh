@@ -3,13 +3,14 @@
 # every number the write-up quotes (curves, spans with their jackknife spread, relative
 # memory with 95% jackknife intervals).  Optionally (REPORT=1) also the HTML report.
 source "$(dirname "$0")/env.sh"
-timed "figures" python "$STUDY_DIR/figures.py" "$RUN_DIR" "$FIG_DIR" "$MODEL_NAME" "$GRAD_DIR" "$TABLES" "$MODEL" \
+timed "figures $MODEL_NAME" python "$STUDY_DIR/figures.py" "$RUN_DIR" "$FIG_DIR" "$MODEL_NAME" \
+    "$GRAD_DIR" "$TABLES" "$MODEL" "$ANALYSIS_TAG" "$STATES" "$FIG_PREFIX" \
     | tee "$TABLES/summary.txt"
 if [ "${REPORT:-0}" = 1 ]; then
     timed "report" "$STG" report "$GRAD_DIR/${MODEL_NAME}_cell.h5" "$GRAD_DIR/${MODEL_NAME}_hidden.h5" \
         --label cell --label hidden --normalize "$STATS" \
         --classes all,nouns,verbs,adjectives,determiners,prepositions --log-scale \
-        --difference "plural=$RUN_DIR/analysis/diff_nns_nn.npy" \
-        --difference "past=$RUN_DIR/analysis/diff_vbd_vbz.npy" \
+        --difference "plural=${DIFF_PREFIX}_nns_nn.npy" \
+        --difference "past=${DIFF_PREFIX}_vbd_vbz.npy" \
         --out "$RUN_DIR/report"
 fi

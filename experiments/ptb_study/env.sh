@@ -30,7 +30,13 @@ MODEL_NAME="${MODEL_NAME:-lstm_64e_256h}"
 MODEL_DIR="$RUN_DIR/models/$MODEL_NAME"
 MODEL="${MODEL:-$MODEL_DIR/best.pt}"
 POS_MAP="$RUN_DIR/data/train.pos-map.txt"
-STATS="${STATS:-$RUN_DIR/analysis/$MODEL_NAME.embedding-stats.npz}"
+# Files derived from one model (embedding statistics, difference vectors) are named after
+# ANALYSIS_TAG, so that two checkpoints of one training run do not overwrite each other's.
+ANALYSIS_TAG="${ANALYSIS_TAG:-$MODEL_NAME}"
+STATS="${STATS:-$RUN_DIR/analysis/$ANALYSIS_TAG.embedding-stats.npz}"
+DIFF_PREFIX="$RUN_DIR/analysis/${ANALYSIS_TAG}_diff"
+# Figures of the main model are named plainly; give another model a prefix (e.g. gru_).
+FIG_PREFIX="${FIG_PREFIX:-}"
 GRAD_DIR="${GRAD_DIR:-$RUN_DIR/gradients}"
 TABLES="${TABLES:-$RUN_DIR/tables}"
 

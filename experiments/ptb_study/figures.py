@@ -1,10 +1,13 @@
 """Figures and key numbers of the PTB study, from the results the step scripts wrote.
 
-Usage: python figures.py RUN_DIR FIG_DIR [MODEL_NAME [GRAD_DIR [TABLES [MODEL]]]]
+Usage: python figures.py RUN_DIR FIG_DIR [MODEL_NAME [GRAD_DIR [TABLES [MODEL [TAG [STATES
+       [PREFIX]]]]]]]
 
-Reads RUN_DIR/gradients/<model>_{cell,hidden}.h5 (with per-block sums), the embedding
-statistics, the difference vectors and the training metrics; writes PNG figures to
-FIG_DIR and every number the write-up quotes to RUN_DIR/tables/summary.json.
+Reads GRAD_DIR/<model>_<state>.h5 for each of STATES (default "cell hidden"; with per-block
+sums), the embedding statistics RUN_DIR/analysis/<TAG>.embedding-stats.npz, the difference
+vectors RUN_DIR/analysis/<TAG>_diff_*.npy and the training metrics; writes PNG figures
+(names starting with PREFIX) to FIG_DIR and every number the write-up quotes to
+TABLES/summary.json.
 Confidence bands are 95% delete-one-block jackknife intervals (stategrad.uncertainty).
 """
 
@@ -34,36 +37,24 @@ SHOWN = ("all", "nouns", "verbs", "adjectives", "adverbs", "determiners", "prepo
 STYLES = ("-", "--", "-.", ":")
 
 
-def _span_of(curve: np.ndarray, counts: np.ndarray) -> int | None:
-    span = analysis.memory_span(curve, counts, FRACTION)
-    return span.delay if span.status == "falls" else (None if span.status == "undefined" else -1)
-
-
 def class_curves(result, L: np.ndarray) -> dict:
     """Sum of singular values of Gbar_d L per class, its jackknife band, its span and the
-    spread of the span over the jackknife replicates."""
-    reps = uncertainty.replicates(result, uncertainty.singular_values(L), method="jackknife")
-    band = reps.derive(uncertainty.sv_sum)
-    sums = reps.replicates.sum(axis=-1)  # (R, D, C)
+    range of the span over the jackknife replicates (stategrad's memory --ci)."""
+    report = analysis.memory_curves(result, normalize=L, fraction=FRACTION, interval="jackknife")
     out = {}
-    for j, name in enumerate(reps.classes):
-        counts = result.counts[:, result.class_index(name)]
-        est = band.estimate[:, j, 0]
-        rep_spans = []
-        for r in range(sums.shape[0]):
-            if reps.valid[r, 0, j]:
-                rep_spans.append(_span_of(np.nan_to_num(sums[r, :, j]), counts))
-        finite = [s for s in rep_spans if s is not None and s >= 0]
-        out[name] = {
-            "count_d0": int(counts[0]),
+    for c in report.curves:
+        est = np.array([np.nan if t is None else t for t in c.totals])
+        span = c.span.delay if c.span.status == "falls" else (-1 if c.span.status == "never" else None)
+        out[c.class_name] = {
+            "count_d0": int(c.counts[0]),
             "sum": est.tolist(),
-            "lower": band.lower[:, j, 0].tolist(),
-            "upper": band.upper[:, j, 0].tolist(),
-            "sv1": reps.estimate[:, j, 0].tolist(),
-            "span": _span_of(est, counts),
-            "span_jackknife_min": min(finite) if finite else None,
-            "span_jackknife_max": max(finite) if finite else None,
-            "span_jackknife_never": sum(1 for s in rep_spans if s == -1),
+            "lower": [np.nan if x is None else x for x in c.lower],
+            "upper": [np.nan if x is None else x for x in c.upper],
+            "sv1": [np.nan if x is None else x for x in c.top1],
+            "span": span,
+            "span_jackknife_min": c.span_range[0],
+            "span_jackknife_max": c.span_range[1],
+            "span_jackknife_never": c.span_never,
             "at": {str(d): float(est[d]) for d in REPORT_DELAYS if d < len(est)},
             "ratio_to_d0": {str(d): float(est[d] / est[0]) for d in REPORT_DELAYS if d < len(est)},
         }
@@ -99,8 +90,11 @@ def _band(ax, x, entry, lower="lower", upper="upper", **kw):
 
 
 def plot_classes(curves: dict[str, dict], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.0), sharey=True)
-    for ax, state in zip(axes, ("cell", "hidden"), strict=True):
+    states = list(curves)
+    fig, axes = plt.subplots(1, len(states), figsize=(3.6 * len(states), 3.0), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, state in zip(axes, states, strict=True):
         for i, name in enumerate(SHOWN):
             c = curves[state][name]
             y = np.asarray(c["sum"], float) / c["sum"][0]
@@ -120,7 +114,7 @@ def plot_classes(curves: dict[str, dict], path: Path) -> None:
         ax.set_xlabel("delay d")
         ax.set_title(f"{state} state", fontsize=9)
     axes[0].set_ylabel("sum of s.v. of $\\bar G_d L$ / value at d=0")
-    axes[1].legend(fontsize=6, loc="lower left", frameon=False)
+    axes[-1].legend(fontsize=6, loc="lower left", frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -148,10 +142,11 @@ def plot_cell_vs_hidden(curves: dict[str, dict], path: Path) -> None:
 
 def plot_relative(directions: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
-    props = [n for n in directions["cell"] if n != "share_top5"]
+    states = list(directions)
+    props = [n for n in directions[states[0]] if n != "share_top5"]
     for ax, what in zip(axes, ("relative", "cosine"), strict=True):
         for i, name in enumerate(props):
-            for state, ls in (("cell", "-"), ("hidden", "--")):
+            for state, ls in zip(states, ("-", "--"), strict=False):
                 e = directions[state][name][what]
                 x = np.arange(len(e["estimate"]))
                 color = OKABE_ITO[i]
@@ -173,9 +168,10 @@ def plot_relative(directions: dict[str, dict], path: Path) -> None:
 def plot_frequency(curves: dict[str, dict], path: Path) -> None:
     """Absolute and relative memory per training-frequency band, cell and hidden state."""
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.0))
-    names = [n for n in curves["cell"] if n != "all"]
+    states = list(curves)
+    names = [n for n in curves[states[0]] if n != "all"]
     for i, name in enumerate(names):
-        for state, ls in (("cell", "-"), ("hidden", "--")):
+        for state, ls in zip(states, ("-", "--"), strict=False):
             c = curves[state][name]
             if c["count_d0"] == 0:
                 continue
@@ -226,21 +222,25 @@ def plot_training(metrics: Path, path: Path, analysed_epoch: int | None = None) 
 
 def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
          grad_dir: str | None = None, tables: str | None = None,
-         model: str | None = None) -> None:
+         model: str | None = None, tag: str | None = None, states: str = "cell hidden",
+         prefix: str = "") -> None:
     run, figs = Path(run_dir), Path(fig_dir)
     grads = Path(grad_dir) if grad_dir else run / "gradients"
     tabs = Path(tables) if tables else run / "tables"
+    tag = tag or model_name
+    state_list = states.split()
     tabs.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
-    stats = analysis.load_embedding_stats(run / "analysis" / f"{model_name}.embedding-stats.npz")
+    stats = analysis.load_embedding_stats(run / "analysis" / f"{tag}.embedding-stats.npz")
     L, Z = stats.cholesky, stats.whitening
     vectors = {}
     for name, label in (("nns_nn", "NNS-NN"), ("vbd_vbz", "VBD-VBZ/VBP")):
-        p = run / "analysis" / f"diff_{name}.npy"
+        p = run / "analysis" / f"{tag}_diff_{name}.npy"
         if p.is_file():
             vectors[label] = np.load(p)
-    summary: dict = {"curves": {}, "directions": {}, "seconds": {}}
-    for state in ("cell", "hidden"):
+    summary: dict = {"model": model_name, "tag": tag, "states": state_list, "curves": {},
+                     "directions": {}, "seconds": {}}
+    for state in state_list:
         began = time.perf_counter()
         res = load_result(grads / f"{model_name}_{state}.h5")
         summary["metadata_" + state] = {k: res.metadata.get(k) for k in ("sampling", "block_size", "run")}
@@ -250,18 +250,19 @@ def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
         del res
         summary["seconds"][state] = round(time.perf_counter() - began, 1)
         print(f"{state}: {summary['seconds'][state]} s", flush=True)
-    freq_paths = {state: grads / f"{model_name}_freq_{state}.h5" for state in ("cell", "hidden")}
+    freq_paths = {state: grads / f"{model_name}_freq_{state}.h5" for state in state_list}
     if all(p.is_file() for p in freq_paths.values()):
         summary["frequency"] = {}
         for state, p in freq_paths.items():
             res = load_result(p)
             summary["frequency"][state] = class_curves(res, L)
             del res
-        plot_frequency(summary["frequency"], figs / "memory_frequency.png")
-    plot_classes(summary["curves"], figs / "memory_classes.png")
-    plot_cell_vs_hidden(summary["curves"], figs / "memory_cell_vs_hidden.png")
+        plot_frequency(summary["frequency"], figs / f"{prefix}memory_frequency.png")
+    plot_classes(summary["curves"], figs / f"{prefix}memory_classes.png")
+    if len(state_list) > 1:
+        plot_cell_vs_hidden(summary["curves"], figs / f"{prefix}memory_cell_vs_hidden.png")
     if vectors:
-        plot_relative(summary["directions"], figs / "relative_memory.png")
+        plot_relative(summary["directions"], figs / f"{prefix}relative_memory.png")
     metrics = run / "models" / model_name / "metrics.csv"
     if metrics.is_file():
         epoch = None
@@ -270,11 +271,11 @@ def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
             from stategrad.models import read_checkpoint
 
             epoch = (read_checkpoint(model).get("training") or {}).get("epoch")
-        summary["training"] = plot_training(metrics, figs / "training.png", epoch)
+        summary["training"] = plot_training(metrics, figs / f"{prefix}training.png", epoch)
     out = tabs / "summary.json"
     out.write_text(json.dumps(summary, indent=1))
     print(f"wrote {out} and figures in {figs}")
-    for state in ("cell", "hidden"):
+    for state in state_list:
         print(f"\n{state}: class, n(d=0), S(0), S(1)/S(0), S(10)/S(0), S(50)/S(0), span (jackknife range)")
         for name, c in sorted(summary["curves"][state].items(),
                               key=lambda kv: -(kv[1]["span"] if kv[1]["span"] is not None else -99)):
