@@ -81,6 +81,27 @@ def _env_int(name: str, default: int) -> int:
         raise DistributedError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def _rendezvous_store(rank: int, world: int, timeout: timedelta) -> Any:
+    """The env:// rendezvous store, made with the public ``TCPStore`` so that the slice
+    queue can use it: under torchrun with its agent's store (TORCHELASTIC_USE_AGENT_STORE)
+    every rank is a client of that store; otherwise rank 0 hosts it at MASTER_ADDR:MASTER_PORT
+    (what ``init_process_group("env://")`` does itself)."""
+    host = os.environ["MASTER_ADDR"]
+    port = _env_int("MASTER_PORT", 0)
+    if not 0 < port < 2**16:
+        raise DistributedError(f"MASTER_PORT={os.environ.get('MASTER_PORT')!r} is not a port number")
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    try:
+        if agent_store:
+            return dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
+        return dist.TCPStore(host, port, world, is_master=rank == 0, timeout=timeout,
+                             multi_tenant=True)
+    except (RuntimeError, OSError) as exc:
+        role = "reach" if agent_store or rank != 0 else "open"
+        raise DistributedError(f"rank {rank} could not {role} the rendezvous store at "
+                               f"{host}:{port}: {exc}") from exc
+
+
 @dataclasses.dataclass
 class Communicator:
     """Rank, world size and the few collectives this module needs; all no-ops for one
@@ -90,6 +111,9 @@ class Communicator:
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False  # we initialised the process group, so we tear it down
+    #: The key-value store of the rendezvous (a public ``TCPStore``), when we made it; it
+    #: carries the shared slice queue.  None for a group the caller initialised.
+    store: Any = None
 
     @classmethod
     def from_environment(cls, device: str = "cpu", timeout_s: float = 1800.0) -> Communicator:
@@ -116,8 +140,11 @@ class Communicator:
             backend = "cpu:gloo,cuda:nccl"
         else:
             backend = "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, True)
+        rank = _env_int("RANK", 0)
+        store = _rendezvous_store(rank, world, timedelta(seconds=timeout_s))
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout_s))
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, True, store)
 
     @property
     def is_main(self) -> bool:
@@ -594,17 +621,16 @@ def _add(total: GradientResult | None, part: GradientResult,
 
 
 def _work_queue(comm: Communicator, todo: list[int]) -> Callable[[], int | None]:
-    """Hand out ``todo`` one slice at a time: an atomic counter in the process group's
+    """Hand out ``todo`` one slice at a time: an atomic counter in the rendezvous's
     key-value store is a shared queue, so a slow rank simply takes fewer slices.
-    Without a store (one process) it is a plain iterator."""
-    if not comm.active:
-        it = iter(todo)
+    One process takes them all in order; in a process group the caller initialised
+    (no store of ours) rank r takes every world-size-th slice from the r-th."""
+    if not comm.active or comm.store is None:
+        it = iter(todo[comm.rank::comm.world_size] if comm.active else todo)
         return lambda: next(it, None)
-    from torch.distributed import distributed_c10d
-
     # A fresh key per call: several runs may share one process group.
     key = "stategrad/queue/" + comm.broadcast(uuid.uuid4().hex)
-    store = distributed_c10d._get_default_store()
+    store = comm.store
 
     def claim() -> int | None:
         n = store.add(key, 1) - 1
