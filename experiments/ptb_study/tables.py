@@ -22,20 +22,21 @@ def _span(c: dict) -> str:
 
 
 def memory_table(summary: dict, key: str = "curves") -> str:
-    cell, hidden = summary[key]["cell"], summary[key]["hidden"]
+    states = [s for s in (summary.get("states") or list(summary[key])) if s in summary[key]]
+    first = summary[key][states[0]]
     head = ("| class | n (d=0) | state | S(0) [95% CI] | " + " | ".join(f"S({d})/S(0)" for d in DELAYS)
             + " | span (jackknife range) |")
     lines = [head, "|" + "---|" * (5 + len(DELAYS))]
-    order = sorted(cell, key=lambda n: (n != "all", -cell[n]["count_d0"]))
+    order = sorted(first, key=lambda n: (n != "all", -first[n]["count_d0"]))
     for name in order:
-        for state, curves in (("cell", cell), ("hidden", hidden)):
-            c = curves[name]
+        for i, state in enumerate(states):
+            c = summary[key][state][name]
             if c["count_d0"] == 0:
                 continue
             s0 = f"{c['sum'][0]:.1f} [{c['lower'][0]:.1f}, {c['upper'][0]:.1f}]"
             ratios = " | ".join(f"{c['ratio_to_d0'][d]:.3f}" for d in DELAYS)
-            label = name if state == "cell" else ""
-            n = str(c["count_d0"]) if state == "cell" else ""
+            label = name if i == 0 else ""
+            n = str(c["count_d0"]) if i == 0 else ""
             lines.append(f"| {label} | {n} | {state} | {s0} | {ratios} | {_span(c)} |")
     return "\n".join(lines)
 
@@ -43,8 +44,8 @@ def memory_table(summary: dict, key: str = "curves") -> str:
 def direction_table(summary: dict) -> str:
     lines = ["| property | state | measure | " + " | ".join(f"d={d}" for d in ("0", "1", "5", "10", "20", "50", "100")) + " |",
              "|" + "---|" * 10]
-    for state in ("cell", "hidden"):
-        dirs = summary["directions"].get(state, {})
+    for state in summary["directions"]:
+        dirs = summary["directions"][state]
         for prop, entry in dirs.items():
             if prop == "share_top5":
                 continue
