@@ -17,7 +17,7 @@ EPOCHS="${EPOCHS:-39}"
 # State gradients: delays 0..MAX_DELAY-1 on PTB valid, every SAMPLE_EVERY-th start position
 # (1 = all positions), sums kept per BLOCK_SIZE start positions for confidence intervals.
 MAX_DELAY="${MAX_DELAY:-200}"
-SAMPLE_EVERY="${SAMPLE_EVERY:-50}"
+SAMPLE_EVERY="${SAMPLE_EVERY:-10}"
 BLOCK_SIZE="${BLOCK_SIZE:-7376}"        # 73,760 tokens of PTB valid -> 10 blocks
 CLASSES="${CLASSES:-ptb}"
 # States to analyse; a GRU has only the hidden state (STATES=hidden).
