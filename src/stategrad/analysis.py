@@ -861,6 +861,10 @@ class MemoryCurve:
         return f"{text} [{', '.join(parts) or 'n/a'}]"
 
 
+#: Most classes whose interval lines the text table of a memory report shows.
+MAX_BAND_COLUMNS = 6
+
+
 @dataclass
 class MemoryReport:
     normalized: bool
@@ -910,12 +914,17 @@ class MemoryReport:
         kind = "normalised (G L)" if self.normalized else "raw (G)"
         names = [c.class_name for c in self.curves]
         lines = [f"memory curves: sum of {kind} singular values per delay"]
-        if self.interval:
+        # A line of intervals under every delay is readable for a few classes only.
+        show_bands = bool(self.interval) and len(self.curves) <= MAX_BAND_COLUMNS
+        if show_bands:
             lines.append(f"(with its {100 * self.level:g}% {self.interval} interval)")
+        elif self.interval:
+            lines.append(f"({100 * self.level:g}% {self.interval} intervals: in --csv/--json, "
+                         f"or here for at most {MAX_BAND_COLUMNS} classes given with --classes)")
         lines.append(f"{'delay':>6}" + "".join(f"{n[:14]:>15}" for n in names))
         for i, d in enumerate(self.curves[0].delays if self.curves else []):
             lines.append(f"{d:>6}" + "".join(_fmt(c.totals[i], 15) for c in self.curves))
-            if self.interval:
+            if show_bands:
                 lines.append(" " * 6 + "".join(_fmt_band(c, i) for c in self.curves))
         lines.append("")
         lines.append(f"memory span: first delay whose sum is below {self.fraction:g} x the sum at "
