@@ -12,9 +12,11 @@ from click.testing import CliRunner
 from stategrad.corpus import Vocabulary
 from stategrad.models import RNNLM, ModelSpec, save_checkpoint
 from stategrad.probe import (
+    ProbeData,
     ProbeError,
     class_means,
     read_tag_map,
+    repeated_probe,
     text_examples,
     train_probe,
     type_examples,
@@ -104,6 +106,25 @@ def test_running_text_examples_are_collapsed_with_token_weights():
     text = result.format()
     assert f"held out: {result.n_test} pairs" in text
     assert f"{result.n_test_tokens:,.0f} tokens" in text and "accuracy per token" in text
+    # with every example standing for one token, per pair and per token are the same
+    ones = ProbeData(data.X, data.y, data.groups, np.ones(len(data)), "text")
+    flat = train_probe(ones, Cs=(1.0,), seed=1)
+    assert flat.pair_accuracy == pytest.approx(flat.accuracy)
+
+
+def test_repeated_splits_report_each_splits_accuracy():
+    rng = np.random.default_rng(8)
+    W, vocab, word_tags = _clustered(rng, V=120, spread=1.2)
+    ids = rng.integers(0, 120, size=2000)
+    data = text_examples(W, vocab, [(vocab[i], word_tags[vocab[i]][0]) for i in ids])
+    result = repeated_probe(data, 3, seed=5, Cs=(1.0,))
+    singles = [train_probe(data, seed=s, Cs=(1.0,)) for s in (5, 6, 7)]
+    assert result.split_accuracies == pytest.approx([r.accuracy for r in singles])
+    assert result.split_majorities == pytest.approx([r.majority_accuracy for r in singles])
+    assert result.accuracy == pytest.approx(singles[0].accuracy)
+    assert "over 3 random word splits: accuracy mean" in result.format()
+    with pytest.raises(ProbeError, match="splits must be at least 1"):
+        repeated_probe(data, 0)
 
 
 def test_rare_tags_are_left_out_and_too_little_data_is_an_error():
@@ -145,9 +166,9 @@ def test_cli_probe_on_a_model(tmp_path):
     out = CliRunner().invoke(main, ["probe", "--model", str(tmp_path / "m.pt"), "--pos-map",
                                     str(pos), "--C", "1", "--class-means",
                                     str(tmp_path / "means.npz"), "--confusion",
-                                    str(tmp_path / "cm.csv")])
+                                    str(tmp_path / "cm.csv"), "--splits", "2"])
     assert out.exit_code == 0, out.output
-    assert "held-out accuracy" in out.output
+    assert "held-out accuracy" in out.output and "over 2 random word splits" in out.output
     with np.load(tmp_path / "means.npz") as means:
         assert sorted(means.files) == sorted(TAGS)
         nn = [i for i, w in enumerate(words) if "NN" in word_tags[w]]

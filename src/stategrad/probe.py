@@ -159,6 +159,11 @@ class ProbeResult:
     classifier: Any = field(repr=False, default=None)
     n_train_tokens: float | None = None  # running text: tokens behind the training examples
     n_test_tokens: float | None = None
+    pair_accuracy: float | None = None  # running text: unweighted, over held-out (word, tag) pairs
+    #: With several random word splits: the held-out accuracy and majority floor of each
+    #: (this result's other fields are those of the first split).
+    split_accuracies: list[float] = field(default_factory=list)
+    split_majorities: list[float] = field(default_factory=list)
 
     def format(self) -> str:
         if self.mode == "text" and self.n_test_tokens is not None:
@@ -172,7 +177,7 @@ class ProbeResult:
                 f"best C {self.best_C:g} (cross-validated accuracy over training pairs "
                 f"{self.cv_accuracy:.4f})",
                 f"held-out accuracy per token {self.accuracy:.4f}  (majority tag: "
-                f"{self.majority_accuracy:.4f})",
+                f"{self.majority_accuracy:.4f}); per (word, tag) pair {self.pair_accuracy:.4f}",
             ]
         else:
             lines = [
@@ -183,6 +188,13 @@ class ProbeResult:
                 f"held-out accuracy {self.accuracy:.4f}  (majority tag: "
                 f"{self.majority_accuracy:.4f})",
             ]
+        if len(self.split_accuracies) > 1:
+            acc = np.asarray(self.split_accuracies)
+            maj = np.asarray(self.split_majorities)
+            lines.append(
+                f"over {len(acc)} random word splits: accuracy mean {acc.mean():.4f}, sd "
+                f"{acc.std(ddof=1):.4f}, range {acc.min():.4f}-{acc.max():.4f} (majority tag "
+                f"mean {maj.mean():.4f})")
         for what, n in self.skipped.items():
             if n:
                 lines.append(f"skipped: {n} {what}")
@@ -317,7 +329,23 @@ def train_probe(
         class_means=means, class_weights=weights, dropped_tags=dropped, mode=data.mode,
         skipped=dict(data.skipped), classifier=best,
         n_train_tokens=float(w[train].sum()), n_test_tokens=float(wt.sum()),
+        pair_accuracy=float((pred == y[test]).mean()),
     )
+
+
+def repeated_probe(data: ProbeData, splits: int, *, seed: int = 0, **kwargs: Any) -> ProbeResult:
+    """:func:`train_probe` on ``splits`` random word splits (seeds ``seed``, ``seed + 1``,
+    ...).  On running text a few frequent held-out words carry much of the token-weighted
+    accuracy (one number token can be a fifth of the held-out tokens), so one split can
+    be far from the typical; the spread over splits shows it.  Returns the first split's
+    result with ``split_accuracies`` and ``split_majorities`` of all of them."""
+    if splits < 1:
+        raise ProbeError(f"splits must be at least 1, got {splits}")
+    results = [train_probe(data, seed=seed + i, **kwargs) for i in range(splits)]
+    first = results[0]
+    first.split_accuracies = [r.accuracy for r in results]
+    first.split_majorities = [r.majority_accuracy for r in results]
+    return first
 
 
 def pos_probe(
@@ -327,10 +355,12 @@ def pos_probe(
     tagged_tokens: Iterable[tuple[str, str]] | None = None,
     tags: Iterable[str] | None = None,
     tag_map: Mapping[str, str] | None = None,
+    splits: int = 1,
     **train_kwargs: Any,
 ) -> ProbeResult:
     """Probe a :class:`~stategrad.models.LanguageModel`'s input embeddings: from word
-    types (``pos_map``) or from running text (``tagged_tokens``)."""
+    types (``pos_map``) or from running text (``tagged_tokens``), on ``splits`` random
+    word splits (see :func:`repeated_probe`)."""
     if (pos_map is None) == (tagged_tokens is None):
         raise ProbeError("give either a POS map (word types) or a tagged text (running text)")
     W = embedding_matrix(model)
@@ -338,7 +368,7 @@ def pos_probe(
         data = type_examples(W, model.vocab, pos_map, tags=tags, tag_map=tag_map)
     else:
         data = text_examples(W, model.vocab, tagged_tokens, tags=tags, tag_map=tag_map)
-    return train_probe(data, **train_kwargs)
+    return repeated_probe(data, splits, **train_kwargs)
 
 
 def read_tag_map(path: str | os.PathLike) -> dict[str, str]:
@@ -360,4 +390,4 @@ def read_tag_map(path: str | os.PathLike) -> dict[str, str]:
 
 
 __all__ = ["ProbeData", "ProbeError", "ProbeResult", "class_means", "pos_probe", "read_tag_map",
-           "text_examples", "train_probe", "type_examples"]
+           "repeated_probe", "text_examples", "train_probe", "type_examples"]

@@ -328,13 +328,18 @@ def register(group: click.Group) -> None:
                   help="Fraction of the words held out for the accuracy.")
     @click.option("--min-examples", type=int, default=5, show_default=True,
                   help="Leave out tags with fewer examples.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True,
+                  help="Seed of the (first) split of the words into training and held out.")
+    @click.option("--splits", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Repeat on this many random word splits and report the spread of the "
+                       "accuracy (a few frequent held-out words can move it a lot).")
     @click.option("--class-means", type=click.Path(dir_okay=False),
                   help="Write the per-tag mean embeddings (.npz, key = tag).")
     @click.option("--confusion", type=click.Path(dir_okay=False),
                   help="Write the held-out confusion matrix as CSV.")
     def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_text, tags,
-              tag_map_path, c_grid, cv, test_fraction, min_examples, seed, class_means, confusion):
+              tag_map_path, c_grid, cv, test_fraction, min_examples, seed, splits, class_means,
+              confusion):
         """POS probe: logistic regression from input embeddings to POS tags, accuracy on
         held-out words, confusion matrix and per-tag mean embeddings."""
         from .. import probe as probe_mod
@@ -347,7 +352,7 @@ def register(group: click.Group) -> None:
             tag_map = probe_mod.read_tag_map(tag_map_path) if tag_map_path else None
             kwargs = dict(tags=_split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
                           cv=cv, test_fraction=test_fraction, min_examples=min_examples,
-                          seed=seed)
+                          seed=seed, splits=splits)
             if pos_map_path:
                 result = probe_mod.pos_probe(model, pos_map=read_pos_map(pos_map_path), **kwargs)
             else:
