@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from figures import delay_axis, save  # noqa: E402  (beside this script)
 
 from stategrad.plots import OKABE_ITO  # noqa: E402
 
@@ -55,14 +56,10 @@ def plot_memory(runs: dict[str, dict], path: Path) -> None:
     axes[1].set_ylim(1e-4, 1.5)
     for ax in axes:
         ax.set_yscale("log")
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlim(0, len(x) - 1)
-        ax.set_xlabel("delay d")
+        delay_axis(ax, len(x) - 1)
     axes[0].legend(fontsize=6.5, frameon=False)
     axes[1].legend(fontsize=5.5, frameon=False, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_relative(runs: dict[str, dict], path: Path) -> None:
@@ -76,16 +73,12 @@ def plot_relative(runs: dict[str, dict], path: Path) -> None:
             ax.plot(x, e["estimate"], color=OKABE_ITO[k], linewidth=1.1, label=name)
             ax.fill_between(x, np.asarray(e["lower"], float), np.asarray(e["upper"], float),
                             color=OKABE_ITO[k], alpha=0.18, linewidth=0)
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlim(0, len(x) - 1)
+        delay_axis(ax, len(x) - 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("delay d")
         ax.set_title(prop, fontsize=9)
     axes[0][0].set_ylabel("relative memory $|\\bar G_d L n| / s_1$")
     axes[0][-1].legend(fontsize=6.5, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _span_text(c: dict) -> str:

@@ -84,6 +84,19 @@ def direction_curves(result, L: np.ndarray, Z: np.ndarray, vectors: dict[str, np
     return out
 
 
+def delay_axis(ax, max_delay: int = 199) -> None:
+    """Delays on a linear scale up to 10 and logarithmic beyond, as in every study figure."""
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(0, max_delay)
+    ax.set_xlabel("delay d")
+
+
+def save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def _band(ax, x, entry, lower="lower", upper="upper", **kw):
     lo, hi = np.asarray(entry[lower], float), np.asarray(entry[upper], float)
     ax.fill_between(x, lo, hi, alpha=0.18, linewidth=0, color=kw.get("color"))
@@ -109,15 +122,11 @@ def plot_classes(curves: dict[str, dict], path: Path) -> None:
         ax.set_yscale("log")
         # below 1e-4 of the delay-0 value the curves carry no visible information
         ax.set_ylim(1e-4, 1.5)
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlim(0, 199)
-        ax.set_xlabel("delay d")
+        delay_axis(ax)
         ax.set_title(f"{state} state", fontsize=9)
     axes[0].set_ylabel("sum of s.v. of $\\bar G_d L$ / value at d=0")
     axes[-1].legend(fontsize=6, loc="lower left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_cell_vs_hidden(curves: dict[str, dict], path: Path) -> None:
@@ -130,14 +139,10 @@ def plot_cell_vs_hidden(curves: dict[str, dict], path: Path) -> None:
             ax.plot(x, c["sum"], color=color, linestyle=ls, linewidth=1.1, label=f"{name}, {state}")
             _band(ax, x, c, color=color)
     ax.set_yscale("log")
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlim(0, 199)
-    ax.set_xlabel("delay d")
+    delay_axis(ax)
     ax.set_ylabel("sum of singular values of $\\bar G_d L$")
     ax.legend(fontsize=6, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_relative(directions: dict[str, dict], path: Path) -> None:
@@ -153,16 +158,12 @@ def plot_relative(directions: dict[str, dict], path: Path) -> None:
                 ax.plot(x, e["estimate"], color=color, linestyle=ls, linewidth=1.1,
                         label=f"{name}, {state}")
                 _band(ax, x, e, color=color)
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlim(0, 199)
+        delay_axis(ax)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("delay d")
     axes[0].set_ylabel("relative memory $|\\bar G_d L n| / s_1$")
     axes[1].set_ylabel("cosine with top-5 right s.v. subspace")
     axes[1].legend(fontsize=6, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_frequency(curves: dict[str, dict], path: Path) -> None:
@@ -184,17 +185,13 @@ def plot_frequency(curves: dict[str, dict], path: Path) -> None:
                          linestyle=ls, linewidth=1.1)
     for ax in axes:
         ax.set_yscale("log")
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlim(0, 199)
-        ax.set_xlabel("delay d")
+        delay_axis(ax)
     axes[1].set_ylim(1e-4, 1.5)
     axes[1].axhline(FRACTION, color="grey", linewidth=0.6, linestyle=":")
     axes[0].set_ylabel("sum of s.v. of $\\bar G_d L$")
     axes[1].set_ylabel("relative to d = 0")
     axes[0].legend(fontsize=5.5, frameon=False, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_training(metrics: Path, path: Path, analysed_epoch: int | None = None) -> list[dict]:
@@ -214,9 +211,7 @@ def plot_training(metrics: Path, path: Path, analysed_epoch: int | None = None) 
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path)
     return rows
 
 

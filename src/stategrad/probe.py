@@ -177,7 +177,9 @@ class ProbeResult:
                 f"best C {self.best_C:g} (cross-validated accuracy over training pairs "
                 f"{self.cv_accuracy:.4f})",
                 f"held-out accuracy per token {self.accuracy:.4f}  (majority tag: "
-                f"{self.majority_accuracy:.4f}); per (word, tag) pair {self.pair_accuracy:.4f}",
+                f"{self.majority_accuracy:.4f})"
+                + (f"; per (word, tag) pair {self.pair_accuracy:.4f}"
+                   if self.pair_accuracy is not None else ""),
             ]
         else:
             lines = [
