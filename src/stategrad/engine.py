@@ -63,8 +63,12 @@ class _Layer:
     cell: str
     w_ih_t: torch.Tensor  # (in, G*H)
     w_hh_t: torch.Tensor  # (H, G*H)
-    bias: torch.Tensor  # (G*H,)
+    bias: torch.Tensor  # (G*H,): b_ih + b_hh (GRU n block: b_in only)
     b_hn: torch.Tensor | None = None  # GRU: the hidden bias of the n gate
+
+
+def _param(rnn: torch.nn.Module, name: str, layer: int, device, dtype) -> torch.Tensor:
+    return getattr(rnn, f"{name}_l{layer}").detach().to(device, dtype)
 
 
 def _layers(module: RNNLM | torch.nn.Module, upto: int, device, dtype) -> list[_Layer]:
@@ -81,22 +85,22 @@ def _layers(module: RNNLM | torch.nn.Module, upto: int, device, dtype) -> list[_
         raise EngineError(f"unsupported recurrent module {type(rnn).__name__}")
     layers = []
     for l in range(upto + 1):
-        w_ih = getattr(rnn, f"weight_ih_l{l}").detach()
-        w_hh = getattr(rnn, f"weight_hh_l{l}").detach()
+        # Every parameter is cast to the engine's dtype before any arithmetic, so that a
+        # float64 run of a float32 model is exact for the float32 values it stores.
+        w_ih, w_hh = (_param(rnn, name, l, device, dtype) for name in ("weight_ih", "weight_hh"))
+        H = w_hh.shape[1]
         if rnn.bias:
-            bias = getattr(rnn, f"bias_ih_l{l}").detach() + getattr(rnn, f"bias_hh_l{l}").detach()
+            b_ih, b_hh = (_param(rnn, name, l, device, dtype) for name in ("bias_ih", "bias_hh"))
         else:
-            bias = torch.zeros(w_ih.shape[0])
-        b_hh = getattr(rnn, f"bias_hh_l{l}").detach() if rnn.bias else torch.zeros(w_ih.shape[0])
-        layer = _Layer(
-            cell,
-            w_ih.t().to(device, dtype).contiguous(),
-            w_hh.t().to(device, dtype).contiguous(),
-            bias.to(device, dtype),
-        )
-        # GRU keeps b_hn inside the reset gate's product; remember it separately.
-        layer.b_hn = b_hh[2 * w_hh.shape[1]:].to(device, dtype) if cell == "gru" else None
-        layers.append(layer)
+            b_ih = b_hh = torch.zeros(w_ih.shape[0], device=device, dtype=dtype)
+        bias = b_ih + b_hh
+        b_hn = None
+        if cell == "gru":
+            # b_hn sits inside the reset gate's product: the n block takes b_in alone
+            # (no sum taken back out by subtraction), and b_hn is kept apart.
+            bias[2 * H :] = b_ih[2 * H :]
+            b_hn = b_hh[2 * H :].clone()
+        layers.append(_Layer(cell, w_ih.t().contiguous(), w_hh.t().contiguous(), bias, b_hn))
     return layers
 
 
@@ -153,8 +157,8 @@ def _gru_forward(layer: _Layer, x_proj: torch.Tensor, h: torch.Tensor, c=None):
     r = torch.sigmoid(x_proj[:H] + hh[:H])
     z = torch.sigmoid(x_proj[H : 2 * H] + hh[H : 2 * H])
     hn = hh[2 * H :] + b_hn
-    # x_proj holds b_in + b_hn for the n block (biases were summed); take b_hn back out.
-    n = torch.tanh(x_proj[2 * H :] - b_hn + r * hn)
+    # x_proj's n block holds b_in only (see _layers), so no bias is taken back out.
+    n = torch.tanh(x_proj[2 * H :] + r * hn)
     h_new = (1 - z) * n + z * h
     q = (1 - z) * (1 - n * n)
     coefs = torch.stack([q * hn * r * (1 - r), z * (1 - z) * (h - n), q, z, r])
