@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,26 +226,102 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's payload, checked: format, version, spec, vocabulary, and every
+    weight's name and shape against the spec.  Problems raise one-line ModelErrors."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for bad files
-        raise ModelError(f"{path} is not a readable checkpoint: {exc}") from exc
+    payload = _load_file(path, trusted=False)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path} is not a stategrad checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise ModelError(
-            f"{path} has checkpoint version {payload.get('version')}; this stategrad reads "
-            f"version {CHECKPOINT_VERSION}"
-        )
+    check_checkpoint(payload, path)
     return payload
 
 
+def check_checkpoint(payload: dict[str, Any], source: str | os.PathLike) -> ModelSpec:
+    """Validate a checkpoint payload's structure; returns its spec."""
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(
+            f"{source} has checkpoint version {payload.get('version')!r}; this stategrad reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    for key, kind, required in (("spec", dict, True), ("state_dict", dict, True),
+                                ("vocab", list, True), ("config", dict, False),
+                                ("training", dict, False)):
+        if key not in payload and required:
+            raise ModelError(f"{source} is damaged: the checkpoint has no {key!r}")
+        value = payload.get(key)
+        if not isinstance(value, kind) and (required or value is not None):
+            raise ModelError(f"{source} is damaged: the checkpoint's {key!r} is a "
+                             f"{type(value).__name__}, not a {kind.__name__}")
+    spec = _spec_from_checkpoint(payload["spec"], source)
+    vocab = payload["vocab"]
+    if not all(isinstance(w, str) for w in vocab):
+        raise ModelError(f"{source} is damaged: its vocabulary holds entries that are not words")
+    if len(vocab) != spec.vocab_size:
+        raise ModelError(f"{source} is damaged: its vocabulary has {len(vocab)} words but "
+                         f"the spec says vocab_size={spec.vocab_size}")
+    _check_state_dict(payload["state_dict"], spec, source)
+    return spec
+
+
+# ModelSpec fields and the Python types a checkpoint may hold for them.
+_SPEC_TYPES: dict[str, tuple[type, ...]] = {
+    "vocab_size": (int,), "embedding_size": (int,), "hidden_size": (int,), "num_layers": (int,),
+    "cell": (str,), "dropout": (int, float), "embedding_dropout": (bool,),
+    "init_scale": (int, float), "forget_bias": (int, float), "tie_weights": (bool,),
+}
+
+
+def _spec_from_checkpoint(data: dict[str, Any], source: str | os.PathLike) -> ModelSpec:
+    required = [f.name for f in dataclasses.fields(ModelSpec)
+                if f.default is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ModelError(f"{source} is damaged: its spec lacks {', '.join(missing)}")
+    for name, value in data.items():
+        kinds = _SPEC_TYPES.get(name)
+        # bool is an int to Python, but never a valid size
+        if kinds is not None and (not isinstance(value, kinds)
+                                  or (isinstance(value, bool) and bool not in kinds)):
+            raise ModelError(f"{source} is damaged: its spec's {name} is {value!r}")
+    try:
+        return ModelSpec.from_dict(data)
+    except ModelError as exc:
+        raise ModelError(f"{source} is damaged: {exc}") from None
+
+
+def _check_state_dict(state: dict[str, Any], spec: ModelSpec, source: str | os.PathLike) -> None:
+    """Every weight the spec's model has, with its shape, and nothing else."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = {k: tuple(v.shape) for k, v in RNNLM(spec).state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = [f"missing {missing[:4]}"] if missing else []
+        what += [f"unexpected {unexpected[:4]}"] if unexpected else []
+        raise ModelError(f"{source} is damaged: its weights do not fit its spec "
+                         f"({'; '.join(what)})")
+    for name, shape in expected.items():
+        value = state[name]
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise ModelError(f"{source} is damaged: weight {name} is not a float tensor")
+        if tuple(value.shape) != shape:
+            raise ModelError(f"{source} is damaged: weight {name} has shape "
+                             f"{tuple(value.shape)}, the spec gives {shape}")
+
+
+def _state_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+    """float64 when any weight is float64 (kept exactly), float32 otherwise (half and
+    bfloat16 weights are widened exactly)."""
+    floats = [v.dtype for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    return torch.float64 if torch.float64 in floats else torch.float32
+
+
 def module_from_checkpoint(payload: dict[str, Any]) -> tuple[RNNLM, Vocabulary]:
+    """The model of a payload from :func:`read_checkpoint`, in its stored precision."""
     spec = ModelSpec.from_dict(payload["spec"])
-    module = RNNLM(spec)
+    module = RNNLM(spec).to(_state_dtype(payload["state_dict"]))
     module.load_state_dict(payload["state_dict"])
     vocab = Vocabulary(tuple(payload["vocab"]))
     if len(vocab) != spec.vocab_size:
@@ -253,6 +329,54 @@ def module_from_checkpoint(payload: dict[str, Any]) -> tuple[RNNLM, Vocabulary]:
             f"checkpoint vocabulary has {len(vocab)} words but the model {spec.vocab_size}"
         )
     return module, vocab
+
+
+def _load_file(path: Path, trusted: bool) -> Any:
+    """``torch.load`` with the safe loader, or, when the file holds pickled objects and
+    ``trusted``, the full one.  Any failure is one line naming the file."""
+    try:
+        with warnings.catch_warnings():  # its protocol warning asks users to file issues
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # torch raises several unrelated types for bad files
+        if not _holds_pickled_objects(path, exc):
+            raise ModelError(f"{path} is truncated or corrupt: not a readable PyTorch file "
+                             f"({_load_detail(exc)})") from None
+        if not trusted:
+            raise ModelError(
+                f"{path} holds pickled Python objects (a whole pickled module?): loading it "
+                "runs code from the file; pass trusted=True / --trusted if you trust it"
+            ) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - unpickling can raise anything
+        raise ModelError(f"{path} could not be unpickled ({_load_detail(exc)})") from None
+
+
+def _holds_pickled_objects(path: Path, exc: Exception) -> bool:
+    """Whether the safe loader refused well-formed pickled objects (as opposed to a
+    truncated or corrupt file): a refused global in a PyTorch file, or a plain pickle
+    stream (protocol 2..5 header) that the safe loader does not read."""
+    for err in (exc, exc.__context__, exc.__cause__):
+        if err is not None and "Unsupported global" in str(err):
+            return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and "operand" in str(exc.__context__)
+
+
+def _load_detail(exc: BaseException) -> str:
+    """A short cause for a load failure: torch's messages run over many lines and ask
+    for bug reports, so keep the first sentence of the innermost useful error."""
+    inner = exc.__context__ if "Weights only load failed" in str(exc) and exc.__context__ else exc
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    if isinstance(inner, EOFError):
+        return "the file ends too early"
+    if isinstance(inner, (KeyError, IndexError)) or not text:
+        return f"unrecognised content, {type(inner).__name__}"
+    return text.split(". ")[0].rstrip(".")[:160]
 
 
 # --- models from elsewhere ----------------------------------------------------------------
@@ -291,7 +415,8 @@ def _spec_from_foreign_state(state: dict[str, torch.Tensor], cell: str | None) -
 def _module_from_foreign_state(state: dict[str, torch.Tensor], cell: str | None) -> RNNLM:
     spec = _spec_from_foreign_state(state, cell)
     spec = dataclasses.replace(spec, tie_weights=False)
-    module = RNNLM(spec)
+    dtype = _state_dtype(state)
+    module = RNNLM(spec).to(dtype)  # a float64 model stays float64
     mapped = {}
     for key, value in state.items():
         if key.startswith("encoder."):
@@ -299,8 +424,11 @@ def _module_from_foreign_state(state: dict[str, torch.Tensor], cell: str | None)
         elif key.startswith(("rnn.", "decoder.")):
             mapped[key] = value
     if "decoder.bias" not in mapped:
-        mapped["decoder.bias"] = torch.zeros(spec.vocab_size)
-    missing, unexpected = module.load_state_dict(mapped, strict=False)
+        mapped["decoder.bias"] = torch.zeros(spec.vocab_size, dtype=dtype)
+    try:
+        missing, unexpected = module.load_state_dict(mapped, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit; torch's message is many lines
+        raise ModelError(f"state dict does not fit: {_load_detail(exc)}") from None
     if missing or unexpected:
         raise ModelError(f"state dict does not fit: missing {missing}, unexpected {unexpected}")
     return module
@@ -325,22 +453,13 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    raw = path.read_bytes()
-    try:
-        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if not trusted:
-            raise ModelError(
-                f"{path} is not a plain checkpoint or state dict (it may be a pickled module: "
-                "loading one runs code from the file; pass trusted=True / --trusted if you "
-                f"trust it). Detail: {str(exc).splitlines()[0]}"
-            ) from exc
-        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+    payload = _load_file(path, trusted)
 
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
-        module, ckpt_vocab = module_from_checkpoint(read_checkpoint(path))
+        check_checkpoint(payload, path)
+        module, ckpt_vocab = module_from_checkpoint(payload)
         module.eval()
-        return LanguageModel(module, ckpt_vocab, str(path), payload.get("config", {}))
+        return LanguageModel(module, ckpt_vocab, str(path), payload.get("config") or {})
 
     if isinstance(payload, nn.Module):
         rnn = getattr(payload, "rnn", None)
