@@ -335,13 +335,16 @@ def _load_file(path: Path, trusted: bool) -> Any:
     """``torch.load`` with the safe loader, or, when the file holds pickled objects and
     ``trusted``, the full one.  Any failure is one line naming the file."""
     try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
         with warnings.catch_warnings():  # its protocol warning asks users to file issues
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except Exception as exc:  # torch raises several unrelated types for bad files
-        if not _holds_pickled_objects(path, exc):
+    except Exception as exc:  # torch raises several unrelated types (OSError too) for bad files
+        if not _holds_pickled_objects(head, exc):
             raise ModelError(f"{path} is truncated or corrupt: not a readable PyTorch file "
                              f"({_load_detail(exc)})") from None
         if not trusted:
@@ -355,15 +358,13 @@ def _load_file(path: Path, trusted: bool) -> Any:
         raise ModelError(f"{path} could not be unpickled ({_load_detail(exc)})") from None
 
 
-def _holds_pickled_objects(path: Path, exc: Exception) -> bool:
+def _holds_pickled_objects(head: bytes, exc: Exception) -> bool:
     """Whether the safe loader refused well-formed pickled objects (as opposed to a
     truncated or corrupt file): a refused global in a PyTorch file, or a plain pickle
-    stream (protocol 2..5 header) that the safe loader does not read."""
+    stream (``head``: a protocol 2..5 header) that the safe loader does not read."""
     for err in (exc, exc.__context__, exc.__cause__):
         if err is not None and "Unsupported global" in str(err):
             return True
-    with open(path, "rb") as f:
-        head = f.read(2)
     return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and "operand" in str(exc.__context__)
 
 
