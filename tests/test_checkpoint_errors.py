@@ -88,6 +88,7 @@ DAMAGES = {
         "decoder.bias", p["state_dict"]["decoder.bias"].long())), "not a float tensor"),
     "vocab_short": (_edit(lambda p: p["vocab"].pop()), "vocabulary has"),
     "vocab_not_words": (_edit(lambda p: p["vocab"].__setitem__(0, 3)), "not words"),
+    "vocab_repeats": (_edit(lambda p: p["vocab"].__setitem__(0, p["vocab"][1])), "repeats words"),
     "version": (_edit(lambda p: p.__setitem__("version", 2)), "checkpoint version 2"),
 }
 

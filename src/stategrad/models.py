@@ -258,6 +258,8 @@ def check_checkpoint(payload: dict[str, Any], source: str | os.PathLike) -> Mode
     vocab = payload["vocab"]
     if not all(isinstance(w, str) for w in vocab):
         raise ModelError(f"{source} is damaged: its vocabulary holds entries that are not words")
+    if len(set(vocab)) != len(vocab):
+        raise ModelError(f"{source} is damaged: its vocabulary repeats words")
     if len(vocab) != spec.vocab_size:
         raise ModelError(f"{source} is damaged: its vocabulary has {len(vocab)} words but "
                          f"the spec says vocab_size={spec.vocab_size}")
