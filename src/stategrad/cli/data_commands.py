@@ -6,11 +6,19 @@ take word classes (``stategrad gradients``), so every command spells them alike.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
 
-from ..classes import BUILTIN_CLASS_SETS, ClassError, ClassSet, load_classes, missing_from_map
+from ..classes import (
+    BUILTIN_CLASS_SETS,
+    ClassError,
+    ClassSet,
+    ClassWarning,
+    load_classes,
+    missing_from_map,
+)
 from ..corpus import CorpusError, Vocabulary, read_tokens
 from ..embeddings import MISSING_INITS, align_embeddings
 from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
@@ -77,19 +85,28 @@ def classes_from_options(
     encoding: str = "utf-8",
     tag_map: str | None = None,
 ) -> ClassSet:
-    """The ClassSet the class options ask for (only 'all' when none is given)."""
+    """The ClassSet the class options ask for (only 'all' when none is given); warnings
+    about unknown tags and empty classes go to stderr."""
     try:
-        return load_classes(
-            vocab,
-            list(classes or []),
-            pos_map,
-            class_words=list(class_words or []),
-            class_map=class_map,
-            tag_map=tag_map,
-            encoding=encoding,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ClassWarning)
+            class_set = load_classes(
+                vocab,
+                list(classes or []),
+                pos_map,
+                class_words=list(class_words or []),
+                class_map=class_map,
+                tag_map=tag_map,
+                encoding=encoding,
+            )
     except (ClassError, CorpusError) as exc:
         raise click.UsageError(str(exc)) from exc
+    for w in caught:
+        if issubclass(w.category, ClassWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return class_set
 
 
 def _vocab_from_options(
