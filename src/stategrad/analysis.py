@@ -634,7 +634,7 @@ def checked_normalizer(
             if not force:
                 raise AnalysisError(f"{what}: the normalised numbers would be wrong; use that "
                                     "model's statistics (embedding-stats), or --force")
-            notes.append(f"--force: {what}; the normalised numbers do NOT describe {name}'s model")
+            notes.append(f"--force: {what}; the normalised numbers do NOT describe the model of {name}")
     return stats, L, notes
 
 

@@ -651,6 +651,8 @@ def _reduce(comm: Communicator, engine: StateGradientEngine, local: GradientResu
     sums = comm.reduce_sum(np.ascontiguousarray(sums, dtype=np.float64))
     counts = comm.reduce_sum(np.ascontiguousarray(counts, dtype=np.int64))
     all_blocks = _gather_blocks(comm, blocks)
+    if local is not None and metadata is not None:  # what this rank's slices covered together
+        metadata = metadata | {"coverage": local.metadata.get("coverage")}
     metas = comm.all_gather(metadata)
     if not comm.is_main:
         return None
