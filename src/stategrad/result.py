@@ -11,11 +11,13 @@ File format (HDF5, ``format = "stategrad-result"``, ``version = 1``)::
     /blocks/counts  int64   (B, D, C)
     /blocks/starts  int64   (B,)            first start position of each block
     attrs: format, version, metadata (JSON: semantics, state, layer, model identity,
-           text identity, class definitions, sampling, how it was run)
+           text identity, class definitions, sampling, coverage (the start positions of
+           each text it holds, see :func:`coverage_record`), how it was run)
 
 The file's size depends on D, C, H, E (and the number of blocks), never on the
 length of the text.  Sums and counts of disjoint parts of a text add up to the
-result of the whole, which is what :meth:`GradientResult.merge` does.
+result of the whole, which is what :meth:`GradientResult.merge` does; it refuses parts
+whose coverage overlaps.
 """
 
 from __future__ import annotations
