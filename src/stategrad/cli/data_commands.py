@@ -11,14 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..classes import (
-    BUILTIN_CLASS_SETS,
-    ClassError,
-    ClassSet,
-    ClassWarning,
-    load_classes,
-    missing_from_map,
-)
+from ..classes import BUILTIN_CLASS_SETS, ClassError, ClassSet, load_classes, missing_from_map
 from ..corpus import CorpusError, Vocabulary, read_tokens
 from ..embeddings import MISSING_INITS, align_embeddings
 from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
@@ -87,6 +80,8 @@ def classes_from_options(
 ) -> ClassSet:
     """The ClassSet the class options ask for (only 'all' when none is given); warnings
     about unknown tags and empty classes go to stderr."""
+    from ..classes import ClassWarning
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ClassWarning)
