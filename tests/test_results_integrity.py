@@ -96,6 +96,7 @@ def test_a_result_records_the_start_positions_it_covers(env):
     assert s2.metadata["coverage"][0]["ranges"] == [[50, 90]]
     # every start position of the text is counted once at delay 0
     assert whole.counts[0, 0] == n
+    assert "start positions [50, 90) of text" in run(["inspect", env["s2"]]).output
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(["s1", "s2", "s3"])))

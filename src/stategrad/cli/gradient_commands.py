@@ -299,6 +299,12 @@ def inspect_command(result_path, as_json):
     text = m.get("text", {})
     click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens)")
     click.echo(f"  model identity: {str(m.get('model_identity'))[:16]}...")
+    for entry in m.get("coverage") or []:
+        ranges = ", ".join(f"[{a}, {b})" for a, b in entry["ranges"]) or "none"
+        click.echo(f"  start positions {ranges} of text {entry['text'][:12]}... "
+                   f"(sampling: {entry['sampling'].get('rule')})")
+    if m.get("coverage") is None:
+        click.echo("  start positions covered: unknown (no coverage record)")
     if m.get("block_size"):
         click.echo(f"  blocks of {m['block_size']} start positions")
     click.echo("  class           count(d=0)  count(d=D-1)")
