@@ -159,6 +159,7 @@ def test_two_ranks_equal_one_process(launched):
     assert all(a % 20 == 0 for a, _ in reports[0]["slices"])
     meta = merged.metadata
     assert meta["distributed"]["world_size"] == WORLD and meta["slice"] == {"start": 0, "stop": 240}
+    assert meta["coverage"][0]["ranges"] == [[0, 240]]  # the slices of both ranks, joined
     assert not (tmp_path / "result.h5.parts").exists()  # parts removed once the result exists
 
 

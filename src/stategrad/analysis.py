@@ -557,15 +557,85 @@ def normalizer_matrix(normalize: Normalizer) -> np.ndarray | None:
         L = np.asarray(normalize, dtype=np.float64)
     else:
         path = Path(normalize)
-        if path.suffix == ".npy" and path.is_file() and not str(path).endswith(
-            tuple(s for k, s in LEGACY_SUFFIXES.items() if k != "cholesky")
-        ):
-            L = np.asarray(np.load(path), dtype=np.float64)
-        else:
-            return load_embedding_stats(path).cholesky
+        if _is_bare_matrix(path):
+            return _read_bare_matrix(path)
+        return load_embedding_stats(path).cholesky
     if L.ndim != 2 or L.shape[0] != L.shape[1]:
         raise AnalysisError(f"normalisation matrix must be square E x E, got shape {L.shape}")
     return L
+
+
+def _is_bare_matrix(path: Path) -> bool:
+    """A ``.npy`` holding L alone (also the original's ``_D_norm_grad.npy``), not one of
+    the original's other normalisation files."""
+    return path.suffix == ".npy" and path.is_file() and not str(path).endswith(
+        tuple(s for k, s in LEGACY_SUFFIXES.items() if k != "cholesky"))
+
+
+def _read_bare_matrix(path: Path) -> np.ndarray:
+    try:
+        L = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (OSError, ValueError, TypeError) as exc:
+        raise AnalysisError(f"{path} is not a readable .npy normalisation matrix: {exc}") from exc
+    return validate_normalizer(L, path)
+
+
+def validate_normalizer(L: np.ndarray, source: str | os.PathLike, E: int | None = None) -> np.ndarray:
+    """L itself, or an error naming ``source`` when L cannot normalise: not a square
+    (E x E) matrix, not finite, or singular (G L would silently lose directions, and an
+    all-zero L gives a table of zeros)."""
+    if L.ndim != 2 or L.shape[0] != L.shape[1]:
+        raise AnalysisError(f"{source}: normalisation matrix must be square E x E, got shape {L.shape}")
+    if E is not None and L.shape != (E, E):
+        raise AnalysisError(f"{source}: normalisation matrix is {L.shape[0]} x {L.shape[1]} but the "
+                            f"gradients have embedding size {E}: made with another model?")
+    if not np.isfinite(L).all():
+        raise AnalysisError(f"{source}: normalisation matrix holds NaN or infinite values")
+    s = np.linalg.svd(L, compute_uv=False)
+    if s[0] == 0 or s[-1] <= 1e-12 * s[0]:
+        raise AnalysisError(
+            f"{source}: normalisation matrix is " + ("all zero" if s[0] == 0 else
+                                                     f"singular (singular values {s[0]:.3e} .. {s[-1]:.3e})")
+            + ": it is not the Cholesky factor of an embedding covariance")
+    return L
+
+
+def checked_normalizer(
+    path: str | os.PathLike,
+    identities: Mapping[str, str | None],
+    embedding_size: int,
+    *,
+    force: bool = False,
+    need_stats: bool = False,
+) -> tuple[EmbeddingStats | None, np.ndarray, list[str]]:
+    """Statistics of a ``--normalize`` file checked against the model(s) they are used with.
+
+    ``identities`` maps what is normalised (a result file, a model) to its model identity.
+    Statistics of another model are an error (unless ``force``: then a warning), since the
+    normalised numbers would be wrong without any sign of it.  Returns (the statistics, or
+    None for a bare ``.npy`` L; L; warnings to show).  A bare L and the original's files
+    carry no identity: accepted with a warning that they cannot be checked."""
+    path = Path(path)
+    stats = None if _is_bare_matrix(path) and not need_stats else load_embedding_stats(path)
+    L = validate_normalizer(_read_bare_matrix(path) if stats is None else stats.cholesky,
+                            path, embedding_size)
+    model = (stats.metadata.get("model") or {}) if stats is not None else {}
+    mine = model.get("identity") if isinstance(model, dict) else None
+    notes: list[str] = []
+    if mine is None:
+        notes.append(f"{path} records no model identity: cannot check that it belongs to the "
+                     "model of " + ", ".join(identities) + "; make sure it does")
+    for name, theirs in identities.items():
+        if theirs is None:
+            notes.append(f"{name} records no model identity: cannot check that {path} belongs to it")
+        elif mine is not None and theirs != mine:
+            what = (f"{path} was made from another model (identity {mine[:12]}...) than {name} "
+                    f"({theirs[:12]}...)")
+            if not force:
+                raise AnalysisError(f"{what}: the normalised numbers would be wrong; use that "
+                                    "model's statistics (embedding-stats), or --force")
+            notes.append(f"--force: {what}; the normalised numbers do NOT describe the model of {name}")
+    return stats, L, notes
 
 
 def _check_normalizer(L: np.ndarray | None, E: int) -> None:
@@ -633,9 +703,38 @@ def spectrum(
     """Full SVD of ``Gbar_d`` (or ``Gbar_d L``) for one delay and class."""
     L = normalizer_matrix(normalize)
     G = average_gradient(result, d, c, normalize=L)
+    if not np.isfinite(G).all():  # the SVD would fail with an unhelpful LinAlgError
+        raise AnalysisError(f"the average gradient at delay {d}, class "
+                            f"{result.classes[result.class_index(c)]!r} holds NaN or infinite values")
     u, s, vh = np.linalg.svd(G, full_matrices=False)
     return Spectrum(int(d), result.classes[result.class_index(c)], result.count(d, c),
                     L is not None, s, vh, u)
+
+
+def check_finite(result: GradientResult, source: str | os.PathLike = "the result") -> None:
+    """An error naming ``source`` and the first (delay, class) whose sums are NaN or
+    infinite or whose count is negative, in the totals or in a block: such a result
+    comes from a diverged model or a damaged file, and no analysis of it means anything."""
+    def first_bad(sums: np.ndarray, counts: np.ndarray) -> str | None:
+        bad = ~np.isfinite(sums).all(axis=(-2, -1)) | (counts < 0)
+        if not bad.any():
+            return None
+        d, c = (int(i) for i in np.argwhere(bad)[0])
+        what = "a negative count" if counts[d, c] < 0 else "NaN or infinite sums"
+        more = int(bad.sum()) - 1
+        return (f"{what} at delay {d}, class {result.classes[c]!r}"
+                + (f" (and {more} more delay/class cells)" if more else ""))
+
+    where = first_bad(result.sums, result.counts)
+    if where is None and isinstance(result.block_sums, np.ndarray):
+        for b in range(len(result.block_sums)):
+            found = first_bad(result.block_sums[b], result.block_counts[b])
+            if found:
+                where = f"{found} in block {b} (start {int(result.block_starts[b])})"
+                break
+    if where is not None:
+        raise AnalysisError(f"{source}: {where}: the run that wrote it went wrong (a diverged "
+                            "model or a damaged file); recompute it")
 
 
 @single_threaded_blas
@@ -1297,6 +1396,7 @@ __all__ = [
     "AnalysisError", "ConditioningWarning", "DifferenceVector", "EmbeddingStats",
     "MemoryCurve", "MemoryReport", "MemorySpan", "RelativeMemoryTable", "SanityChecks",
     "SingularCovarianceError", "SingularValueTable", "Spectrum", "average_gradient",
+    "check_finite", "checked_normalizer",
     "class_difference_vector", "difference_vector", "embedding_matrix",
     "embedding_stats_for_model", "embedding_stats_from_array", "embedding_stats_from_counts",
     "embedding_stats_from_tokens", "export_token_embeddings", "export_word_embeddings",

@@ -7,6 +7,7 @@ rule), so membership is a (V, C) boolean matrix.  Class 0 is always ``all``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ ALL = "all"
 
 class ClassError(ValueError):
     """Class definitions that cannot be used as asked."""
+
+
+class ClassWarning(UserWarning):
+    """Class definitions that leave tags or whole classes out, most likely by mistake."""
 
 
 @dataclass
@@ -473,6 +478,7 @@ def load_classes(
             "--classes universal (or universal-ptb / universal-brown)"
         )
     parts: list[ClassSet] = []
+    unknown: list[str] = []  # tags the class definitions and the POS map do not share
     word_tags: Mapping[str, Iterable[str]] | None = None
     if items:
         if pos_map is None:
@@ -488,6 +494,7 @@ def load_classes(
             base = item.partition(":")[0].lower()
             if base in BUILTIN_CLASS_SETS and not Path(item).exists():
                 parts.append(from_builtin(vocab, item, word_tags, tag_map))
+                unknown.extend(_unknown_map_tags(item, word_tags, tag_map, pos_map))
             elif Path(item).is_file():
                 files.append(item)
             else:
@@ -497,6 +504,7 @@ def load_classes(
                 )
         if files:
             parts.append(from_class_files(vocab, files, word_tags, encoding))
+            unknown.extend(_unknown_file_tags(parts[-1], word_tags, pos_map))
     if class_words:
         parts.append(from_word_list_files(vocab, class_words, encoding))
     if class_map is not None:
@@ -506,7 +514,67 @@ def load_classes(
     result = combine(parts)
     if pos_map is not None and not isinstance(pos_map, Mapping):
         result.definitions[ALL] = {"description": "every word", "pos_map": str(pos_map)}
+    _check_empty_classes(result, unknown)
     return result
+
+
+def _tag_list(tags: Iterable[str], limit: int = 15) -> str:
+    shown = sorted(tags)
+    more = f" ... ({len(shown)} in all)" if len(shown) > limit else ""
+    return " ".join(shown[:limit]) + more
+
+
+def _map_name(pos_map: Any) -> str:
+    return "the POS map" if isinstance(pos_map, Mapping) else f"POS map {pos_map}"
+
+
+def _unknown_map_tags(item: str, word_tags: Mapping[str, Iterable[str]],
+                      tag_map: TagMap | None, pos_map: Any) -> list[str]:
+    """Warn about tags of the POS map that the built-in set ``item`` does not know at
+    all (not tags it merely leaves out, like punctuation in ``ptb``): their words fall
+    in none of its classes, which usually means the wrong tag set or map."""
+    table, fold = builtin_class_tags(item.partition(":")[0], word_tags, tag_map)
+    known = {t for tags in table.values() for t in tags}
+    if item.partition(":")[0].strip().lower() == "ptb":
+        known |= set(PTB_UNIVERSAL)
+    norm = str.upper if fold else str
+    known = {norm(t) for t in known}
+    unknown = {t for tags in word_tags.values() for t in tags if norm(t) not in known}
+    if not unknown:
+        return []
+    message = (f"{_map_name(pos_map)} has tags the class set {item!r} does not know (their "
+               f"words are in none of its classes): {_tag_list(unknown)}")
+    warnings.warn(message, ClassWarning, stacklevel=3)
+    return [message]
+
+
+def _unknown_file_tags(class_set: ClassSet, word_tags: Mapping[str, Iterable[str]],
+                       pos_map: Any) -> list[str]:
+    """Warn about tags of class files that no word of the POS map has (a typo, or
+    another tag set)."""
+    map_tags = {t for tags in word_tags.values() for t in tags}
+    messages = []
+    for name in class_set.names[1:]:
+        definition = class_set.definitions.get(name) or {}
+        unknown = set(definition.get("tags", ())) - map_tags
+        if unknown:
+            messages.append(f"class file {definition.get('source', name)} has tags no word of "
+                            f"{_map_name(pos_map)} has: {_tag_list(unknown)}")
+            warnings.warn(messages[-1], ClassWarning, stacklevel=3)
+    return messages
+
+
+def _check_empty_classes(result: ClassSet, unknown: list[str]) -> None:
+    """Warn about classes without a word of the vocabulary; refuse when every class is
+    empty (the per-class averages would all be missing, silently)."""
+    empty = [n for j, n in enumerate(result.names) if j and not result.membership[:, j].any()]
+    if not empty:
+        return
+    if len(empty) == len(result.names) - 1:
+        raise ClassError(f"every class is empty ({', '.join(empty)}): no word of the vocabulary "
+                         "belongs to any" + ("; " + "; ".join(unknown) if unknown else ""))
+    warnings.warn(f"classes with no word of the vocabulary (they will have no occurrences): "
+                  f"{', '.join(empty)}", ClassWarning, stacklevel=3)
 
 
 def missing_from_map(

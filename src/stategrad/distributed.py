@@ -48,7 +48,7 @@ import torch.distributed as dist
 from .classes import ClassSet
 from .engine import EngineError, EngineOptions, StateGradientEngine
 from .models import RNNLM, LanguageModel
-from .result import GradientResult, ResultError, load_result
+from .result import GradientResult, ResultError, load_result, merged_coverage
 
 PLAN_FORMAT = "stategrad-slice-plan"
 PLAN_VERSION = 1
@@ -617,6 +617,8 @@ def _add(total: GradientResult | None, part: GradientResult,
         raise ResultError("slices of one run disagree: " + "; ".join(problems))
     total.sums += part.sums
     total.counts += part.counts
+    # The start positions actually summed, slice by slice (an overlap is an error here too).
+    total.metadata["coverage"] = merged_coverage(total.metadata, part.metadata, True)
     return total
 
 
@@ -649,11 +651,14 @@ def _reduce(comm: Communicator, engine: StateGradientEngine, local: GradientResu
     sums = comm.reduce_sum(np.ascontiguousarray(sums, dtype=np.float64))
     counts = comm.reduce_sum(np.ascontiguousarray(counts, dtype=np.int64))
     all_blocks = _gather_blocks(comm, blocks)
+    if local is not None and metadata is not None:  # what this rank's slices covered together
+        metadata = metadata | {"coverage": local.metadata.get("coverage")}
     metas = comm.all_gather(metadata)
     if not comm.is_main:
         return None
     meta = dict(next(m for m in metas if m is not None))
     meta["slice"] = {"start": int(start), "stop": int(stop)}
+    meta["coverage"] = _union_of_coverage([m for m in metas if m is not None])
     sampling = dict(meta.get("sampling") or {})
     sampling["starts_used"] = int(counts[0, 0])
     meta["sampling"] = sampling
@@ -667,6 +672,14 @@ def _reduce(comm: Communicator, engine: StateGradientEngine, local: GradientResu
                       block_sums=np.concatenate([b[2] for b in all_blocks])[order])
     vocab = local.vocab if local is not None else (engine.vocab or [])
     return GradientResult(sums, counts, list(engine.classes.names), list(vocab), meta, **kwargs)
+
+
+def _union_of_coverage(metas: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The start positions all ranks summed (None when a slice had no record)."""
+    coverage = metas[0].get("coverage")
+    for m in metas[1:]:
+        coverage = merged_coverage({"coverage": coverage}, m, True)
+    return coverage
 
 
 def _gather_blocks(comm: Communicator, blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]

@@ -42,7 +42,7 @@ import torch
 from . import __version__
 from .classes import ClassSet
 from .models import RNNLM, LanguageModel, model_hash, torch_save_atomic
-from .result import GradientResult
+from .result import GradientResult, coverage_record, sampling_rule
 
 SEMANTICS = ("carry", "segment")
 STATES = ("cell", "hidden")
@@ -612,6 +612,7 @@ class StateGradientEngine:
                     block_counts=np.stack([closed_blocks[b][1] for b in order]),
                     block_starts=np.array([b * o.block_size for b in order], dtype=np.int64),
                 )
+        text_identity = _text_identity(self.tokens, text_info)
         metadata = {
             "semantics": o.semantics,
             "segment_length": o.segment_length,
@@ -620,8 +621,11 @@ class StateGradientEngine:
             "cell": self.cell,
             "max_delay": D,
             "model_identity": self.model_identity,
-            "text": _text_identity(self.tokens, text_info),
+            "text": text_identity,
             "slice": {"start": int(start), "stop": int(stop)},
+            "coverage": coverage_record(
+                text_identity["sha256"], text_identity["tokens"], start, stop,
+                sampling_rule(o.sample_every, o.sample_fraction, o.seed)),
             "class_definitions": self.classes.definitions,
             "sampling": {
                 "every": o.sample_every,

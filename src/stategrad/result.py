@@ -11,11 +11,13 @@ File format (HDF5, ``format = "stategrad-result"``, ``version = 1``)::
     /blocks/counts  int64   (B, D, C)
     /blocks/starts  int64   (B,)            first start position of each block
     attrs: format, version, metadata (JSON: semantics, state, layer, model identity,
-           text identity, class definitions, sampling, how it was run)
+           text identity, class definitions, sampling, coverage (the start positions of
+           each text it holds, see :func:`coverage_record`), how it was run)
 
 The file's size depends on D, C, H, E (and the number of blocks), never on the
 length of the text.  Sums and counts of disjoint parts of a text add up to the
-result of the whole, which is what :meth:`GradientResult.merge` does.
+result of the whole, which is what :meth:`GradientResult.merge` does; it refuses parts
+whose coverage overlaps.
 """
 
 from __future__ import annotations
@@ -150,12 +152,27 @@ class GradientResult:
             problems.append("one result has blocks, the other not")
         return problems
 
-    def merge(self, other: GradientResult) -> GradientResult:
-        """The result of both texts (or both disjoint parts of one text)."""
+    def merge(self, other: GradientResult, *, allow_unknown_coverage: bool = False) -> GradientResult:
+        """The result of both texts (or both disjoint parts of one text).
+
+        Refuses results that cover a start position of the same text twice (it would be
+        counted twice), and results without a coverage record (written by an older
+        stategrad) unless ``allow_unknown_coverage``: the merged result then records
+        that its coverage is unknown."""
         problems = self.compatible(other)
         if problems:
             raise ResultError("cannot merge results: " + "; ".join(problems))
+        coverage = merged_coverage(self.metadata, other.metadata, allow_unknown_coverage)
         meta = copy.deepcopy(self.metadata)
+        meta.pop("slice", None)  # one slice no longer describes it; the coverage does
+        meta.pop("coverage_unknown", None)
+        if coverage is None:
+            meta.pop("coverage", None)
+            meta["coverage_unknown"] = True
+        else:
+            meta["coverage"] = coverage
+        if isinstance(meta.get("sampling"), dict):
+            meta["sampling"]["starts_used"] = int(self.counts[0, 0] + other.counts[0, 0])
         parts = list(meta.get("parts", [meta.get("text", {})])) + list(
             other.metadata.get("parts", [other.metadata.get("text", {})])
         )
@@ -210,6 +227,86 @@ class GradientResult:
             tmp.unlink(missing_ok=True)
             raise ResultError(f"could not write result {path}: {exc}") from exc
         return path
+
+
+# --- coverage: which start positions of which text a result holds ----------------------------
+#
+# metadata["coverage"] is a list of {"text": SHA-256 of the token ids, "tokens": N,
+# "sampling": the rule, "ranges": [[start, stop], ...]} (half-open ranges of start positions,
+# sorted and disjoint).  Two results overlap when they have ranges of the same text that
+# intersect, whatever their sampling: a sampled and an unsampled run of one range share
+# positions, and telling exactly which would need the masks.
+
+
+def sampling_rule(every: int | None, fraction: float | None, seed: int | None) -> dict[str, Any]:
+    """The engine's sampling options as a rule: every start, every K-th, or a seeded fraction."""
+    if every is not None and every > 1:
+        return {"rule": "every", "every": int(every)}
+    if fraction is not None and fraction < 1:
+        return {"rule": "fraction", "fraction": float(fraction), "seed": seed}
+    return {"rule": "all"}
+
+
+def coverage_record(text_sha256: str, tokens: int, start: int, stop: int,
+                    sampling: dict[str, Any]) -> list[dict[str, Any]]:
+    """The coverage of one run over start positions ``[start, stop)`` of one text."""
+    ranges = [[int(start), int(stop)]] if stop > start else []
+    return [{"text": text_sha256, "tokens": int(tokens), "sampling": dict(sampling),
+             "ranges": ranges}]
+
+
+def coverage_overlaps(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[str]:
+    """The ranges of start positions that ``a`` and ``b`` both cover, described."""
+    found = []
+    for ea in a:
+        for eb in b:
+            if ea["text"] != eb["text"]:
+                continue
+            for ra in ea["ranges"]:
+                for rb in eb["ranges"]:
+                    lo, hi = max(ra[0], rb[0]), min(ra[1], rb[1])
+                    if lo < hi:
+                        found.append(f"[{ra[0]}, {ra[1]}) and [{rb[0]}, {rb[1]}) share start "
+                                     f"positions [{lo}, {hi}) of text {ea['text'][:12]}...")
+    return found
+
+
+def union_coverage(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Both coverages in one record: ranges of one text and sampling rule joined."""
+    out: list[dict[str, Any]] = copy.deepcopy(a)
+    for eb in b:
+        same = next((e for e in out if e["text"] == eb["text"] and e["sampling"] == eb["sampling"]),
+                    None)
+        if same is None:
+            out.append(copy.deepcopy(eb))
+            continue
+        joined: list[list[int]] = []
+        for lo, hi in sorted(same["ranges"] + eb["ranges"]):
+            if joined and lo <= joined[-1][1]:
+                joined[-1][1] = max(joined[-1][1], hi)
+            else:
+                joined.append([lo, hi])
+        same["ranges"] = joined
+    return out
+
+
+def merged_coverage(a: dict[str, Any], b: dict[str, Any],
+                    allow_unknown: bool = False) -> list[dict[str, Any]] | None:
+    """The coverage of the merge of results with metadata ``a`` and ``b`` (None: unknown).
+    Raises :class:`ResultError` on an overlap, or on a missing record unless allowed."""
+    ca, cb = a.get("coverage"), b.get("coverage")
+    if ca is None or cb is None:
+        if not allow_unknown:
+            raise ResultError(
+                "cannot merge: a result has no coverage record (written before stategrad "
+                "recorded which start positions a result covers), so an overlap cannot be "
+                "ruled out; --allow-unknown-coverage merges it anyway")
+        return None
+    overlaps = coverage_overlaps(ca, cb)
+    if overlaps:
+        raise ResultError("cannot merge overlapping results (their sums would count these "
+                          "start positions twice): " + "; ".join(overlaps))
+    return union_coverage(ca, cb)
 
 
 def json_default(obj: Any) -> Any:

@@ -40,9 +40,12 @@ def _load_model(path: str, vocab: str | None, trusted: bool):
 
 
 def _load_result(path: str, blocks: bool = False):
+    from ..analysis import check_finite
     from ..result import load_result
 
-    return load_result(path, blocks=blocks)
+    result = load_result(path, blocks=blocks)
+    check_finite(result, path)
+    return result
 
 
 def _interval_options(f):
@@ -93,6 +96,34 @@ def _check_result_model(result, model) -> None:
     if expected and expected != model.identity():
         _note("warning: the model is not the one the result was computed with "
               f"(result: {str(expected)[:12]}..., model: {model.identity()[:12]}...)")
+
+
+def force_option(f):
+    """--force for every command that takes --normalize."""
+    return click.option("--force", is_flag=True,
+                        help="Use --normalize statistics made from another model than the one "
+                             "analysed (wrong numbers; warns).")(f)
+
+
+def checked_normalizer(path: str | None, identities: dict[str, str | None], embedding_size: int,
+                       force: bool, need_stats: bool = False):
+    """The --normalize file (statistics, or None for a bare L; and L), refused when it was
+    made from another model than the one(s) in ``identities`` unless ``force``.  Warnings
+    go to stderr.  (None, None) without --normalize."""
+    if path is None:
+        return None, None
+    from ..analysis import checked_normalizer as check
+
+    stats, L, notes = check(path, identities, embedding_size, force=force, need_stats=need_stats)
+    for note in notes:
+        _note(("WARNING: " if note.startswith("--force") else "warning: ") + note)
+    return stats, L
+
+
+def _normalizer_for(result, result_path: str, normalize: str | None, force: bool,
+                    need_stats: bool = False):
+    return checked_normalizer(normalize, {result_path: result.metadata.get("model_identity")},
+                              result.embedding_size, force, need_stats)
 
 
 def register(group: click.Group) -> None:
@@ -189,18 +220,20 @@ def register(group: click.Group) -> None:
     @group.command("svd")
     @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
     @normalize_option
+    @force_option
     @classes_option
     @click.option("--top", type=int, default=5, show_default=True, help="Singular values to list.")
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write it as JSON.")
-    def svd(result_path, normalize, classes, top, csv_path, json_path):
+    def svd(result_path, normalize, force, classes, top, csv_path, json_path):
         """Top singular values and their sum per delay and class (the original's
         calculate_svs), of the average gradients G or, with --normalize, of G L."""
         from .. import analysis
 
         try:
             result = _load_result(result_path)
-            table = analysis.singular_value_table(result, normalize=normalize,
+            _, L = _normalizer_for(result, result_path, normalize, force)
+            table = analysis.singular_value_table(result, normalize=L,
                                                   classes=_split_list(classes), top=top)
         except errors as exc:
             raise _fail(exc) from exc
@@ -210,6 +243,7 @@ def register(group: click.Group) -> None:
     @group.command("memory")
     @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
     @normalize_option
+    @force_option
     @classes_option
     @click.option("--fraction", type=float, default=0.1, show_default=True,
                   help="Memory span: first delay whose sum falls below FRACTION x the sum at 0.")
@@ -218,7 +252,7 @@ def register(group: click.Group) -> None:
     @click.option("--json", "json_path", type=click.Path(dir_okay=False),
                   help="Write curves and spans as JSON.")
     @_interval_options
-    def memory(result_path, normalize, classes, fraction, csv_path, json_path, ci, level, n_boot,
+    def memory(result_path, normalize, force, classes, fraction, csv_path, json_path, ci, level, n_boot,
                ci_seed):
         """Memory curves (sum of singular values against delay) and memory spans per class;
         with --ci also their confidence bands and the range of each span over the
@@ -227,7 +261,8 @@ def register(group: click.Group) -> None:
 
         try:
             result = _load_result(result_path, blocks=ci is not None)
-            report = analysis.memory_curves(result, normalize=normalize,
+            _, L = _normalizer_for(result, result_path, normalize, force)
+            report = analysis.memory_curves(result, normalize=L,
                                             classes=_split_list(classes), fraction=fraction,
                                             interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
         except errors as exc:
@@ -241,6 +276,7 @@ def register(group: click.Group) -> None:
     @click.option("--normalize", "normalize", required=True, type=click.Path(exists=True),
                   help="Embedding statistics (.npz from embedding-stats, or the original's "
                        "PREFIX_D_norm_grad.npy with its sibling files).")
+    @force_option
     @click.option("--model", "model_path", type=click.Path(dir_okay=False),
                   help="The model, for the embeddings the difference vector is taken from.")
     @_model_options
@@ -267,7 +303,7 @@ def register(group: click.Group) -> None:
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
     @click.option("--json", "json_path", type=click.Path(dir_okay=False))
     @_interval_options
-    def relative_memory(result_path, normalize, model_path, vocab_path, trusted, diff, vector_path,
+    def relative_memory(result_path, normalize, force, model_path, vocab_path, trusted, diff, vector_path,
                         pos_map_path, weight_text, keep_shared, class_name, top_k, save_vector,
                         csv_path, json_path, ci, level, n_boot, ci_seed):
         """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
@@ -279,7 +315,7 @@ def register(group: click.Group) -> None:
             raise click.UsageError("give --diff A B (with --model) or --vector FILE")
         try:
             result = _load_result(result_path, blocks=ci is not None)
-            stats = analysis.load_embedding_stats(normalize)
+            stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
             if vector_path:
                 v: Any = analysis.DifferenceVector(
                     np.asarray(np.load(vector_path), dtype=np.float64).ravel(),

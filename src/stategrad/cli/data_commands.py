@@ -6,6 +6,7 @@ take word classes (``stategrad gradients``), so every command spells them alike.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -77,19 +78,30 @@ def classes_from_options(
     encoding: str = "utf-8",
     tag_map: str | None = None,
 ) -> ClassSet:
-    """The ClassSet the class options ask for (only 'all' when none is given)."""
+    """The ClassSet the class options ask for (only 'all' when none is given); warnings
+    about unknown tags and empty classes go to stderr."""
+    from ..classes import ClassWarning
+
     try:
-        return load_classes(
-            vocab,
-            list(classes or []),
-            pos_map,
-            class_words=list(class_words or []),
-            class_map=class_map,
-            tag_map=tag_map,
-            encoding=encoding,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ClassWarning)
+            class_set = load_classes(
+                vocab,
+                list(classes or []),
+                pos_map,
+                class_words=list(class_words or []),
+                class_map=class_map,
+                tag_map=tag_map,
+                encoding=encoding,
+            )
     except (ClassError, CorpusError) as exc:
         raise click.UsageError(str(exc)) from exc
+    for w in caught:
+        if issubclass(w.category, ClassWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return class_set
 
 
 def _vocab_from_options(

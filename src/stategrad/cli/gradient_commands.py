@@ -18,7 +18,7 @@ from ..corpus import CorpusError, read_tokens
 from ..engine import EngineError, EngineOptions, StateGradientEngine
 from ..models import ModelError, load_model
 from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
-from ..result import ResultError, load_result
+from ..result import ResultError, coverage_overlaps, load_result
 from .data_commands import class_options, classes_from_options
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -228,16 +228,55 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
 @click.command("merge")
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
-def merge_command(results, out_path):
-    """Add up results of disjoint parts of a text (or of several texts) into one."""
+@click.option("--allow-unknown-coverage", is_flag=True,
+              help="Merge results written before stategrad recorded which start positions a "
+                   "result covers (an overlap, counted twice, then cannot be detected).")
+def merge_command(results, out_path, allow_unknown_coverage):
+    """Add up results of disjoint parts of a text (or of several texts) into one.
+    Results that cover a start position of the same text twice are refused."""
+    seen: dict[Path, str] = {}
+    for path in results:
+        key = Path(path).resolve()
+        if key in seen:
+            raise click.ClickException(f"{seen[key]} and {path} are the same file: its start "
+                                       "positions would be counted twice")
+        seen[key] = path
+    earlier: list[tuple[str, list | None]] = []  # (file, coverage) of the inputs so far
+    merged = None
     try:
-        merged = load_result(results[0])
-        for path in results[1:]:
-            merged = merged.merge(load_result(path))
+        for path in results:
+            res = load_result(path)
+            _check_coverage(path, res.metadata.get("coverage"), earlier, allow_unknown_coverage)
+            earlier.append((path, res.metadata.get("coverage")))
+            try:
+                merged = res if merged is None else merged.merge(
+                    res, allow_unknown_coverage=allow_unknown_coverage)
+            except ResultError as exc:
+                raise ResultError(f"{path}: {exc}") from exc
         merged.save(out_path)
     except ResultError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"merged {len(results)} results ({int(merged.counts[0, 0]):,} positions) -> {out_path}")
+
+
+def _check_coverage(path: str, coverage: list | None, earlier: list[tuple[str, list | None]],
+                    allow_unknown: bool) -> None:
+    """Refuse a result that overlaps an earlier input, naming both files, and one without a
+    coverage record unless allowed (then warn: the merge may count positions twice)."""
+    if coverage is None:
+        if not allow_unknown:
+            raise click.ClickException(
+                f"{path}: no coverage record (written before stategrad recorded which start "
+                "positions a result covers), so an overlap cannot be ruled out; "
+                "--allow-unknown-coverage merges it anyway")
+        click.echo(f"WARNING: {path} records no coverage: if it overlaps another input, those "
+                   "start positions are counted twice and the merged result is wrong; the output "
+                   "is marked as of unknown coverage", err=True)
+        return
+    for other, cov in earlier:
+        overlaps = coverage_overlaps(cov or [], coverage)
+        if overlaps:
+            raise click.ClickException(f"{other} and {path} overlap: " + "; ".join(overlaps))
 
 
 @click.command("inspect")
@@ -260,6 +299,12 @@ def inspect_command(result_path, as_json):
     text = m.get("text", {})
     click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens)")
     click.echo(f"  model identity: {str(m.get('model_identity'))[:16]}...")
+    for entry in m.get("coverage") or []:
+        ranges = ", ".join(f"[{a}, {b})" for a, b in entry["ranges"]) or "none"
+        click.echo(f"  start positions {ranges} of text {entry['text'][:12]}... "
+                   f"(sampling: {entry['sampling'].get('rule')})")
+    if m.get("coverage") is None:
+        click.echo("  start positions covered: unknown (no coverage record)")
     if m.get("block_size"):
         click.echo(f"  blocks of {m['block_size']} start positions")
     click.echo("  class           count(d=0)  count(d=D-1)")

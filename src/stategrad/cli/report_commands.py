@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .analysis_commands import checked_normalizer, force_option
+
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
     if text is None:
@@ -16,14 +18,6 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
         return [int(x) for x in text.replace(",", " ").split()]
     except ValueError:
         raise click.BadParameter(f"{what} must be integers separated by commas, got {text!r}") from None
-
-
-def _load_L(path: str | None) -> np.ndarray | None:
-    if path is None:
-        return None
-    from ..analysis import normalizer_matrix
-
-    return normalizer_matrix(path)
 
 
 def _load_vector(spec: str) -> tuple[str, np.ndarray]:
@@ -86,6 +80,7 @@ def register(group: click.Group) -> None:
     @click.option("--normalize", "normalize", type=click.Path(dir_okay=False), default=None,
                   help="Embedding statistics (stategrad stats file, or the original's "
                        "_D_norm_grad.npy): adds figures of the normalised Gbar_d L.")
+    @force_option
     @click.option("--classes", default=None,
                   help="Comma-separated classes to show (default: every class all results share).")
     @click.option("--label", "labels", multiple=True,
@@ -124,7 +119,7 @@ def register(group: click.Group) -> None:
                        "with its title and caption; a CSV of the same name beside the image "
                        "is shown as its numbers.  Repeatable.")
     @click.option("--title", default="State gradient report", show_default=True)
-    def report(results, out_dir, normalize, classes, labels, log_scale, top_k, spectrum_delays,
+    def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
                ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab,
                trusted, state, measure, extra_figures, title):
         """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
@@ -132,6 +127,7 @@ def register(group: click.Group) -> None:
         Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
         state); bands show confidence intervals from the results' blocks.
         """
+        from ..analysis import check_finite
         from ..report import build_report, sentence_map
         from ..result import load_result
 
@@ -139,11 +135,16 @@ def register(group: click.Group) -> None:
             raise click.UsageError("--sentence needs --model CHECKPOINT")
         try:
             loaded = [load_result(p) for p in results]
-            L = _load_L(normalize)
+            for p, r in zip(results, loaded, strict=True):
+                check_finite(r, p)
+            model = _model(model_path, vocab, trusted) if sentences else None
+            identities = {p: r.metadata.get("model_identity") for p, r in zip(results, loaded, strict=True)}
+            if model is not None:
+                identities[model_path] = model.identity()
+            _, L = checked_normalizer(normalize, identities, loaded[0].embedding_size, force)
             vectors = dict(_load_vector(s) for s in differences)
             maps = []
             if sentences:
-                model = _model(model_path, vocab, trusted)
                 st = state or str(loaded[0].metadata.get("state") or "cell")
                 meta_layer = loaded[0].metadata.get("layer")
                 layer = -1 if meta_layer is None else int(meta_layer)
@@ -179,6 +180,7 @@ def register(group: click.Group) -> None:
     @click.option("--layer", default=-1, show_default=True, help="Layer (0-based; -1: the top one).")
     @click.option("--normalize", "normalize", type=click.Path(dir_okay=False), default=None,
                   help="Embedding statistics: show G L instead of G.")
+    @force_option
     @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
                   help="Size of each G(t, d): Frobenius norm or top singular value.")
     @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
@@ -186,7 +188,7 @@ def register(group: click.Group) -> None:
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
                   help="Also write the matrix of numbers as CSV.")
     def sentence(sentence, model_path, vocab, trusted, text, start, length, state, layer,
-                 normalize, measure, out, csv_path):
+                 normalize, force, measure, out, csv_path):
         """Heat map of how strongly each earlier word of SENTENCE still moves the state at
         each later word: the size of every G(t, k - t), computed exactly on the spot.
 
@@ -198,7 +200,9 @@ def register(group: click.Group) -> None:
         words = _sentence_words(sentence, text, start, length)
         try:
             model = _model(model_path, vocab, trusted)
-            smap = sentence_map(model, words, state=state, layer=layer, L=_load_L(normalize),
+            _, L = checked_normalizer(normalize, {model_path: model.identity()},
+                                      model.spec.embedding_size, force)
+            smap = sentence_map(model, words, state=state, layer=layer, L=L,
                                 measure=measure)
             path = write_figure(plot_sentence_map(smap), out)
             if csv_path:
