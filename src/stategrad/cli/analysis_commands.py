@@ -157,8 +157,12 @@ def register(group: click.Group) -> None:
                 _note(f"warning: {w.message}")
         except errors as exc:
             raise _fail(exc) from exc
-        click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
-                   f"embedding size {stats.embedding_size}")
+        if stats.weighting == "type":
+            click.echo(f"{stats.n_types} rows of the embedding table, embedding size "
+                       f"{stats.embedding_size}")
+        else:
+            click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
+                       f"embedding size {stats.embedding_size}")
         click.echo(analysis.weighting_text(stats))
         click.echo(stats.checks.format())
         if out:
