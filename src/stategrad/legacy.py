@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import AnalysisError, SingularValueTable, normalizer_matrix
+from .analysis import AnalysisError, SingularValueTable, normalization_info, normalizer_matrix
 from .result import GradientResult
 
 _DELAY_DIR = re.compile(r"^delay_(\d+)$")
@@ -280,7 +280,7 @@ def legacy_svs(
         row.update({f"sv_{i + 1}": float(s[i]) for i in range(top)})
         row["sum"] = float(s.sum())
         rows.append(row)
-    return SingularValueTable(top, L is not None, rows)
+    return SingularValueTable(top, L is not None, rows, normalization_info(normalize))
 
 
 # =========================================================================================
