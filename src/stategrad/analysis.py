@@ -8,9 +8,9 @@ the project's ``method.md``:
 
 - ``mu``, ``Sigma`` (unbiased) of a set of embeddings: the tokens of a reference
   text (token weighted) or the rows of the embedding table (type weighted, what the
-  original's ``save_embedding`` file gave), ``L = cholesky(Sigma)`` (lower), ``Z = L^-1``.  Whitened inputs ``z = Z (x - mu)``
-  have identity covariance and ``ds/dz = G L``, so the *normalised* average
-  gradient of delay d is ``Gbar_d L``.
+  original's ``save_embedding`` file gave), ``L = cholesky(Sigma)`` (lower),
+  ``Z = L^-1``.  Whitened inputs ``z = Z (x - mu)`` have identity covariance and
+  ``ds/dz = G L``, so the *normalised* average gradient of delay d is ``Gbar_d L``.
 - The singular values of ``Gbar_d L`` per delay; their sum against d is the
   memory curve.
 - A difference vector ``v`` between two mean embeddings gives the direction
