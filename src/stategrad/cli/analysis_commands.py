@@ -106,8 +106,8 @@ def register(group: click.Group) -> None:
     @click.option("--text", type=click.Path(exists=True, dir_okay=False),
                   help="Reference text (usually the training text), for --weighting token.")
     @click.option("--weighting", type=click.Choice(["token", "type"]),
-                  help="token (default with --text): each word as often as it occurs in "
-                       "--text.  type: every row of the model's embedding table once, no "
+                  help="token (default with --text; recommended): each word as often as it "
+                       "occurs in --text.  type: every row of the model's embedding table once, no "
                        "text; what the original's save_embedding file held, so it reproduces "
                        "the papers' normalisation.  With --embeddings: what its rows are.")
     @click.option("--embeddings", "embeddings_path", type=click.Path(exists=True),
