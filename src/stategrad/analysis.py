@@ -785,12 +785,13 @@ class SingularValueTable:
         cols = self.columns
         header = f"{'class':<12}{'delay':>6}{'count':>10}" + "".join(f"{c:>11}" for c in cols[3:])
         lines = [("normalised (G L)" if self.normalized else "raw (G)") + " singular values",
-                 *_normalization_line(self.normalization), header]
+                 header]
         for r in self.rows:
             count = "-" if r["count"] is None else r["count"]  # unknown for averaged files
             lines.append(f"{r['class']:<12}{r['delay']:>6}{count:>10}"
                          + "".join(_fmt(r[c]) for c in cols[3:]))
         lines.extend(_empty_notes(self.empty))
+        lines.extend(_normalization_line(self.normalization))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -1012,8 +1013,7 @@ class MemoryReport:
     def format(self) -> str:
         kind = "normalised (G L)" if self.normalized else "raw (G)"
         names = [c.class_name for c in self.curves]
-        lines = [f"memory curves: sum of {kind} singular values per delay",
-                 *_normalization_line(self.normalization)]
+        lines = [f"memory curves: sum of {kind} singular values per delay"]
         # A line of intervals under every delay is readable for a few classes only.
         show_bands = bool(self.interval) and len(self.curves) <= MAX_BAND_COLUMNS
         if show_bands:
@@ -1035,6 +1035,7 @@ class MemoryReport:
         for c in self.curves:
             lines.append(f"  {c.class_name:<14}{c.span_text():>8}")
         lines.extend(_empty_notes([(c.class_name, d) for c in self.curves for d in c.empty_delays]))
+        lines.extend(_normalization_line(self.normalization))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -1304,8 +1305,7 @@ class RelativeMemoryTable:
 
     def format(self) -> str:
         lines = [f"relative memory of {self.label} (class {self.class_name}, "
-                 f"subspace of the top {self.top_k} right singular vectors)",
-                 *_normalization_line(self.normalization)]
+                 f"subspace of the top {self.top_k} right singular vectors)"]
         header = f"{'delay':>6}{'count':>10}{'relative':>11}{'cosine':>11}{'share':>11}"
         if self.interval:
             lines.append(f"(with {100 * self.level:g}% {self.interval} intervals)")
@@ -1321,6 +1321,7 @@ class RelativeMemoryTable:
                     line += f"{cell:>22}"
             lines.append(line)
         lines.extend(_empty_notes(self.empty))
+        lines.extend(_normalization_line(self.normalization))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
