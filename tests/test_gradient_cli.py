@@ -101,7 +101,7 @@ def test_raw_output_and_original_layout(setup):
     expected = np.mean([G[t, t + 2] for t in range(6)], axis=0)
     assert avg.count == 6
     np.testing.assert_allclose(avg.mean, expected, rtol=1e-5, atol=1e-7)
-    assert (legacy_dir / "delay_2" / "all.npz").is_file()
+    assert (legacy_dir / "timestep_all" / "delay_2" / "all.npz").is_file()
 
 
 class RNNModel(nn.Module):  # the shape of PyTorch's word_language_model example

@@ -418,22 +418,20 @@ def test_run_command_train_test_and_embeddings(corpus, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Test Perplexity:" in result.output
     assert (tmp_path / "m" / "logs" / "m.log").is_file()
-    # the original's embedding dump: --notrain --novalid with other_test + save_embedding
+    # the original's embedding dump: --notrain --novalid with save_embedding writes the
+    # V x E table (row i = word id i) and its words, and stops before the test
     emb = tmp_path / "base_emb.config"
     emb.write_text(legacy_config(corpus, tmp_path / "m",
                                  f"other_test {corpus}/valid.txt\nsave_embedding {tmp_path}/emb\n"))
     result = runner.invoke(cli, ["run", "--config", str(emb), "--notrain", "--novalid",
                                  "--no-progress"])
     assert result.exit_code == 0, result.output
-    array = np.load(tmp_path / "emb" / "all.npy")
-    words = (corpus / "valid.txt").read_text().split("\n")
-    n_tokens = sum(len(line.split()) + 1 for line in words if line) - 1
-    assert array.shape == (n_tokens, 12)
-    lines = (tmp_path / "emb.dict").read_text().splitlines()
-    assert len(lines) == n_tokens and lines[0] == f"0\t{words[0].split()[0]}"
+    assert "Test Perplexity:" not in result.output
+    array = np.load(tmp_path / "emb.npy")
     model = load_trained(tmp_path / "m" / "last.pt")
-    row = model.vocab[words[0].split()[1]]
-    assert np.array_equal(array[1], model.module.embedding.weight[row].detach().numpy())
+    assert np.array_equal(array, model.module.embedding.weight.detach().numpy())
+    lines = (tmp_path / "emb.dict").read_text().splitlines()
+    assert lines == [f"{w}\t{i}" for i, w in enumerate(model.vocab.words)]
 
 
 def test_run_requires_validation_and_routes_gradient_keys(corpus, tmp_path):

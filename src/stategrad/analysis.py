@@ -6,10 +6,11 @@ sums and counts per delay and class) plus, for normalisation, the statistics of
 the embeddings of a reference text (:class:`EmbeddingStats`).  The mathematics is
 the project's ``method.md``:
 
-- ``mu``, ``Sigma`` (unbiased) of the token embeddings of a reference text,
-  ``L = cholesky(Sigma)`` (lower), ``Z = L^-1``.  Whitened inputs ``z = Z (x - mu)``
-  have identity covariance and ``ds/dz = G L``, so the *normalised* average
-  gradient of delay d is ``Gbar_d L``.
+- ``mu``, ``Sigma`` (unbiased) of a set of embeddings: the tokens of a reference
+  text (token weighted) or the rows of the embedding table (type weighted, what the
+  original's ``save_embedding`` file gave), ``L = cholesky(Sigma)`` (lower),
+  ``Z = L^-1``.  Whitened inputs ``z = Z (x - mu)`` have identity covariance and
+  ``ds/dz = G L``, so the *normalised* average gradient of delay d is ``Gbar_d L``.
 - The singular values of ``Gbar_d L`` per delay; their sum against d is the
   memory curve.
 - A difference vector ``v`` between two mean embeddings gives the direction
@@ -44,6 +45,13 @@ from .result import EmptyClassError, GradientResult, json_default
 
 STATS_FORMAT = "stategrad-embedding-stats"
 STATS_VERSION = 1
+
+# How the embeddings behind the statistics are weighted (recorded as metadata "weighting"):
+# "token": each word as often as it occurs in a text; "type": every row of the model's
+# embedding table once (the original's save_embedding saved that table, so its statistics
+# were type weighted).  Files written before the option existed are token weighted when
+# they name a text.
+WEIGHTINGS = ("token", "type")
 
 # The original's normalize_equal_variance.py warns about a condition number of Z above this.
 CONDITION_WARNING = 100.0
@@ -120,7 +128,9 @@ class SanityChecks:
 
 @dataclass
 class EmbeddingStats:
-    """Token-weighted statistics of the embeddings of a reference text.
+    """Statistics of a set of embeddings: the tokens of a reference text (token
+    weighted) or the rows of a model's embedding table (type weighted); ``weighting``
+    says which.
 
     ``cholesky`` is L (lower, L L^T = covariance): it normalises gradients
     (``G L``).  ``whitening`` is Z = L^-1: it normalises embeddings (``Z (x - mu)``).
@@ -138,6 +148,18 @@ class EmbeddingStats:
     @property
     def embedding_size(self) -> int:
         return self.mean.shape[0]
+
+    @property
+    def weighting(self) -> str:
+        """``"token"``, ``"type"``, ``"rows"`` (each row of a given array once) or
+        ``"unknown"`` (the original's four files do not say)."""
+        return stats_weighting(self.metadata)
+
+    def describe(self) -> dict[str, Any]:
+        """What the statistics were computed from, for the outputs that use them."""
+        return {"weighting": self.weighting, "text": weighting_text(self),
+                "model_identity": (self.metadata.get("model") or {}).get("identity"),
+                "n_tokens": self.n_tokens, "n_types": self.n_types}
 
     def whiten(self, x: np.ndarray) -> np.ndarray:
         """``Z (x - mu)`` for one embedding (E,) or a stack (N, E)."""
@@ -233,6 +255,63 @@ def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
     return EmbeddingStats(n_tokens=0, n_types=0, checks=checks,
                           metadata={"source": "original normalize_equal_variance files",
                                     "prefix": prefix}, **arrays)
+
+
+def stats_weighting(meta: Mapping[str, Any]) -> str:
+    """The weighting recorded in statistics metadata (see :data:`WEIGHTINGS`)."""
+    if meta.get("weighting"):
+        return str(meta["weighting"])
+    if isinstance(meta.get("text"), dict):
+        return "token"  # written before the option existed: always a text's tokens
+    if meta.get("embeddings"):
+        return "rows"
+    return "unknown"
+
+
+def weighting_text(stats: EmbeddingStats) -> str:
+    """One line saying how the statistics are weighted, shown wherever they are used."""
+    w = stats.weighting
+    if w == "type":
+        return (f"type weighted: every row of the embedding table once ({stats.n_types} words;"
+                " as the original's save_embedding file, so as the papers)")
+    if w == "token":
+        text = stats.metadata.get("text") or {}
+        where = f" of {text['path']}" if isinstance(text, dict) and text.get("path") else ""
+        return f"token weighted: {stats.n_tokens} tokens{where} ({stats.n_types} distinct words)"
+    if w == "rows":
+        return (f"each of the {stats.n_tokens} rows of {stats.metadata.get('embeddings')} once "
+                "(type weighted if it is the embedding table, token weighted if one row per token)")
+    return "weighting unknown (the original's normalisation files do not record it)"
+
+
+def normalization_info(normalize: Any) -> dict[str, Any] | None:
+    """:meth:`EmbeddingStats.describe` of a normaliser (statistics or their file), for
+    the tables that use it; ``None`` without normalisation."""
+    if normalize is None:
+        return None
+    if isinstance(normalize, np.ndarray):
+        return {"weighting": "unknown", "text": "weighting unknown (a bare matrix L)"}
+    stats = normalize
+    source = None
+    if not isinstance(normalize, EmbeddingStats):
+        source = str(normalize)
+        path = Path(normalize)
+        if path.suffix == ".npy":  # the original's _D_norm_grad.npy or a bare L
+            return {"weighting": "unknown", "source": source,
+                    "text": "weighting unknown (the original's normalisation files do not "
+                            "record it)"}
+        stats = load_embedding_stats(path)
+    info = stats.describe()
+    if source:
+        info["source"] = source
+    return info
+
+
+def _normalization_line(info: dict[str, Any] | None) -> list[str]:
+    if not info:
+        return []
+    src = f" ({info['source']})" if info.get("source") else ""
+    return [f"normalisation{src}: {info['text']}"]
 
 
 def _legacy_prefix(path: Path) -> str | None:
@@ -437,19 +516,38 @@ def embedding_matrix(model: Any) -> np.ndarray:
 
 def embedding_stats_for_model(
     model: Any,
-    text: str | os.PathLike | np.ndarray,
+    text: str | os.PathLike | np.ndarray | None = None,
     *,
+    weighting: str = "token",
     ridge: float = 0.0,
     **read_kwargs: Any,
 ) -> EmbeddingStats:
-    """Statistics of a trained model's embeddings over the tokens of ``text``.
+    """Statistics of a trained model's embeddings.
 
-    ``text`` is a file (read with the original's rules: ``<eos>`` per line, unknown
-    words as ``<unk>``) or an array of token ids.  The model's and the text's
-    identities go into the metadata.
+    ``weighting="token"``: over the tokens of ``text``, a file (read with the
+    original's rules: ``<eos>`` per line, unknown words as ``<unk>``) or an array of
+    token ids.  ``weighting="type"``: over the rows of the embedding table, each word
+    of the vocabulary once (``<unk>``, ``<eos>`` and ``<bos>`` included), no text;
+    that is what the original's ``save_embedding`` file held, so it reproduces the
+    papers' normalisation.  The weighting and the model's (and text's) identity go
+    into the metadata.
     """
     from .corpus import read_tokens
 
+    if weighting not in WEIGHTINGS:
+        raise AnalysisError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    model_meta = {"source": str(getattr(model, "source", "")),
+                  "identity": model.identity() if hasattr(model, "identity") else None}
+    if weighting == "type":
+        if text is not None:
+            raise AnalysisError("type weighting uses the embedding table, not a text: "
+                                "give no text (or use token weighting)")
+        W = embedding_matrix(model)
+        return embedding_stats_from_counts(
+            W, np.ones(W.shape[0], dtype=np.int64), ridge=ridge,
+            metadata={"model": model_meta, "weighting": "type"})
+    if text is None:
+        raise AnalysisError("token weighting needs a text (usually the training text)")
     if isinstance(text, np.ndarray):
         tokens = text
         text_meta: dict[str, Any] = {"source": "token array"}
@@ -457,11 +555,7 @@ def embedding_stats_for_model(
         tokens = read_tokens(text, model.vocab, **read_kwargs)
         text_meta = file_identity(text)
     text_meta["tokens"] = int(len(tokens))
-    meta = {
-        "model": {"source": str(getattr(model, "source", "")),
-                  "identity": model.identity() if hasattr(model, "identity") else None},
-        "text": text_meta,
-    }
+    meta = {"model": model_meta, "text": text_meta, "weighting": "token"}
     if len(tokens) == 0:
         raise AnalysisError(f"{text_meta.get('path', 'the text')} holds no tokens")
     return embedding_stats_from_tokens(embedding_matrix(model), tokens, ridge=ridge,
@@ -775,6 +869,8 @@ class SingularValueTable:
     top: int
     normalized: bool
     rows: list[dict[str, Any]]
+    #: What the normalisation statistics were computed from (their weighting), if any.
+    normalization: dict[str, Any] | None = None
 
     @property
     def empty(self) -> list[tuple[str, int]]:
@@ -794,6 +890,7 @@ class SingularValueTable:
             lines.append(f"{r['class']:<12}{r['delay']:>6}{count:>10}"
                          + "".join(_fmt(r[c]) for c in cols[3:]))
         lines.extend(_empty_notes(self.empty))
+        lines.extend(_normalization_line(self.normalization))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -801,6 +898,7 @@ class SingularValueTable:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         return _write_json(path, {"normalized": self.normalized, "top": self.top,
+                                  "normalization": self.normalization,
                                   "rows": self.rows, "empty": self.empty})
 
 
@@ -868,7 +966,7 @@ def singular_value_table(
                 row[f"sv_{i + 1}"] = None if sp is None else float(sp.singular_values[i])
             row["sum"] = None if sp is None else sp.total
             rows.append(row)
-    return SingularValueTable(top, L is not None, rows)
+    return SingularValueTable(top, L is not None, rows, normalization_info(normalize))
 
 
 # =========================================================================================
@@ -972,6 +1070,8 @@ class MemoryReport:
     #: How the bands were computed ("jackknife", "bootstrap") and their level; None: no bands.
     interval: str | None = None
     level: float | None = None
+    #: What the normalisation statistics were computed from (their weighting), if any.
+    normalization: dict[str, Any] | None = None
 
     def curve(self, name: str) -> MemoryCurve:
         for c in self.curves:
@@ -1034,6 +1134,7 @@ class MemoryReport:
         for c in self.curves:
             lines.append(f"  {c.class_name:<14}{c.span_text():>8}")
         lines.extend(_empty_notes([(c.class_name, d) for c in self.curves for d in c.empty_delays]))
+        lines.extend(_normalization_line(self.normalization))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -1041,6 +1142,7 @@ class MemoryReport:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         return _write_json(path, {"normalized": self.normalized, "fraction": self.fraction,
+                                  "normalization": self.normalization,
                                   "interval": self.interval, "level": self.level,
                                   "curves": self.rows(), "spans": self.span_rows()})
 
@@ -1097,7 +1199,7 @@ def memory_curves(
                 bands[name]
     return MemoryReport(L is not None, fraction, curves,
                         interval if bands is not None else None,
-                        level if bands is not None else None)
+                        level if bands is not None else None, normalization_info(normalize))
 
 
 def _memory_bands(result: GradientResult, L: np.ndarray | None, names: list[str],
@@ -1287,6 +1389,8 @@ class RelativeMemoryTable:
     #: With bands, rows also carry relative_lower/upper and cosine_lower/upper.
     interval: str | None = None
     level: float | None = None
+    #: What the normalisation statistics were computed from (their weighting).
+    normalization: dict[str, Any] | None = None
 
     @property
     def empty(self) -> list[tuple[str, int]]:
@@ -1316,6 +1420,7 @@ class RelativeMemoryTable:
                     line += f"{cell:>22}"
             lines.append(line)
         lines.extend(_empty_notes(self.empty))
+        lines.extend(_normalization_line(self.normalization))
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -1323,7 +1428,8 @@ class RelativeMemoryTable:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         return _write_json(path, {"class": self.class_name, "label": self.label,
-                                  "top_k": self.top_k, "interval": self.interval,
+                                  "top_k": self.top_k, "normalization": self.normalization,
+                                  "interval": self.interval,
                                   "level": self.level, "rows": self.rows, "empty": self.empty})
 
 
@@ -1377,8 +1483,9 @@ def relative_memory(
             row["cosine"] = float(np.linalg.norm(sp.right_vectors[:top_k] @ n))
             row["share"] = float(s[:top_k].sum() / s.sum()) if s.sum() > 0 else None
         rows.append(row)
+    info = normalization_info(stats)
     if interval in (None, "none"):
-        return RelativeMemoryTable(name, label, top_k, rows)
+        return RelativeMemoryTable(name, label, top_k, rows, normalization=info)
     from . import uncertainty  # uncertainty builds on this module
 
     band = uncertainty.band(result, uncertainty.direction_statistic(n[None], stats.cholesky,
@@ -1389,7 +1496,7 @@ def relative_memory(
         for col, what in ((0, "relative"), (1, "cosine")):
             row[f"{what}_lower"] = _none_if_nan(band.lower[d, 0, col:col + 1])[0]
             row[f"{what}_upper"] = _none_if_nan(band.upper[d, 0, col:col + 1])[0]
-    return RelativeMemoryTable(name, label, top_k, rows, interval, level)
+    return RelativeMemoryTable(name, label, top_k, rows, interval, level, info)
 
 
 __all__ = [
@@ -1401,6 +1508,6 @@ __all__ = [
     "embedding_stats_for_model", "embedding_stats_from_array", "embedding_stats_from_counts",
     "embedding_stats_from_tokens", "export_token_embeddings", "export_word_embeddings",
     "file_identity", "load_embedding_stats", "mean_embedding", "memory_curves", "memory_span",
-    "normalizer_matrix", "read_token_embeddings", "relative_memory", "singular_value_table",
-    "spectra", "spectrum", "whitened_direction", "word_ids",
+    "normalization_info", "normalizer_matrix", "read_token_embeddings", "relative_memory", "singular_value_table",
+    "spectra", "spectrum", "stats_weighting", "weighting_text", "whitened_direction", "word_ids",
 ]

@@ -481,7 +481,8 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", settings: DemoSettings 
         order = [*spans, "filler", "target"]
         build_report([result], out / "report", labels=["demo LSTM"],
                      sources=[str(out / "gradients.h5")], L=stats.cholesky,
-                     normalisation_source=str(out / "stats.npz"), classes=order, log_scale=True,
+                     normalisation_source=f"{out / 'stats.npz'} ({stats.describe()['text']})",
+                     classes=order, log_scale=True,
                      extra_figures=[identity],
                      title="stategrad demo: a synthetic language with memory spans "
                            + " and ".join(str(k) for k in spans.values()))

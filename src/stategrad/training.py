@@ -864,30 +864,29 @@ def evaluate_file(model: LanguageModel, path: str | os.PathLike, *, batch_size: 
                     progress=progress)
 
 
-def token_embeddings(model: LanguageModel, tokens: np.ndarray) -> np.ndarray:
-    """(N, E) float32: the input embedding of every token (no dropout)."""
-    weight = model.module.embedding.weight.detach().cpu()
-    return weight[torch.as_tensor(np.asarray(tokens, dtype=np.int64))].numpy().astype(np.float32)
+def save_embedding_table(model: LanguageModel, target: str | os.PathLike) -> tuple[Path, Path]:
+    """The original's ``save_embedding``: the whole (V, E) embedding table, row i the
+    word with id i, saved once without reading any text (its ``run_epoch.py`` evaluates
+    ``Model/get_output/embedding:0``, ``np.save``s it and stops).  Statistics of this
+    file weight every vocabulary word once (type weighting, as the papers).
 
-
-def save_token_embeddings(model: LanguageModel, tokens: np.ndarray, target: str | os.PathLike
-                          ) -> tuple[Path, Path]:
-    """The original's ``save_embedding``, as ONE (N, E) ``.npy`` plus ``TARGET.dict``.
-
-    ``target`` ending in ``.npy`` names the array; otherwise it is a folder (the
-    original's meaning) and the array is ``target/all.npy``.  ``TARGET.dict`` has
-    ``row<TAB>word`` per token, in row order.
+    ``target`` is named as ``np.save`` names it (``.npy`` added when missing); an
+    existing folder, or a name ending in ``/`` (the original README's wording), gets
+    ``all.npy``.  ``TARGET.dict`` lists ``word<TAB>id``, the words of the rows.
     """
+    raw = str(target)
     target = Path(target)
-    array_path = target if target.suffix == ".npy" else target / "all.npy"
-    dict_path = Path(str(target).rstrip("/\\") + ".dict")
+    if target.is_dir() or raw.endswith(("/", "\\")):
+        array_path = target / "all.npy"
+    else:
+        array_path = target if target.suffix == ".npy" else target.with_name(target.name + ".npy")
+    dict_path = Path(raw.rstrip("/\\") + ".dict")
     array_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(array_path, token_embeddings(model, tokens))
-    with open(dict_path, "w", encoding="utf-8") as handle:
-        for i, word in enumerate(model.vocab.decode(tokens)):
-            handle.write(f"{i}\t{word}\n")
+    tmp = array_path.with_name(array_path.name + ".tmp.npy")
+    np.save(tmp, model.module.embedding.weight.detach().cpu().numpy())
+    os.replace(tmp, array_path)  # never a half-written table under the final name
+    model.vocab.save(dict_path)
     return array_path, dict_path
-
 
 
 # --- the original's command line ----------------------------------------------------------
@@ -934,7 +933,8 @@ def run_legacy(
     - validation on its own uses the training batch size and ``num_steps``; test mode
       uses batch size 1 and 1 step, on ``other_test`` or (``valid_as_test``) the
       validation text;
-    - ``save_embedding`` writes the embedding of every input token of the test text;
+    - ``save_embedding`` writes the embedding table (V x E) and stops before the test,
+      as the original's ``run_epoch.py`` did;
     - ``grad_interm``/``max_delay``/``grad_dir`` (with ``--notrain``) compute the state
       gradients on the validation text with the original's segment semantics, for
       every time step at once, into ``grad_dir/state_gradients.h5``.
@@ -988,6 +988,11 @@ def run_legacy(
         result.valid_ppl = evaluate(model, valid, batch_size=t.batch_size, num_steps=t.num_steps,
                                     device=dev, progress=progress is True)
         say(f"Valid Perplexity: {result.valid_ppl:.3f}")
+    if do_test and run.save_embedding is not None:
+        result.embeddings = save_embedding_table(model, run.save_embedding)
+        say(f"embedding table ({len(model.vocab)} words) written to {result.embeddings[0]}, "
+            f"its words to {result.embeddings[1]}; no test, as in the original")
+        return result
     if do_test:
         if run.other_test is not None:
             test_file = Path(run.other_test)
@@ -1000,11 +1005,6 @@ def run_legacy(
         result.test_ppl = evaluate(model, tokens, batch_size=1, num_steps=1, device=dev,
                                    progress=progress is True)
         say(f"Test Perplexity: {result.test_ppl:.3f} ({test_file})")
-        if run.save_embedding is not None:
-            # test mode feeds every token but the last as input
-            result.embeddings = save_token_embeddings(model, tokens[:-1], run.save_embedding)
-            say(f"embeddings of {len(tokens) - 1} tokens written to {result.embeddings[0]} "
-                f"and {result.embeddings[1]}")
     return result
 
 __all__ = [
@@ -1026,7 +1026,7 @@ __all__ = [
     "load_trained",
     "make_optimizer",
     "sampled_softmax_cost",
-    "save_token_embeddings",
+    "save_embedding_table",
     "train",
     "train_epoch",
     "ModelError",

@@ -135,45 +135,66 @@ def register(group: click.Group) -> None:
                   help="Trained model (checkpoint) whose input embeddings to use.")
     @_model_options
     @click.option("--text", type=click.Path(exists=True, dir_okay=False),
-                  help="Reference text (usually the training text); statistics are token weighted.")
+                  help="Reference text (usually the training text), for --weighting token.")
+    @click.option("--weighting", type=click.Choice(["token", "type"]),
+                  help="token (default with --text; recommended): each word as often as it "
+                       "occurs in --text.  type: every row of the model's embedding table once, no "
+                       "text; what the original's save_embedding file held, so it reproduces "
+                       "the papers' normalisation.  With --embeddings: what its rows are.")
     @click.option("--embeddings", "embeddings_path", type=click.Path(exists=True),
-                  help="Instead of --model/--text: an N x E token-embedding array (.npy/.npz) or "
-                       "the original's save_embedding folder.")
+                  help="Instead of --model/--text: an array of embeddings (.npy/.npz), each row "
+                       "counted once: the original's save_embedding file (the V x E table: "
+                       "--weighting type) or one row per token (--weighting token).")
     @click.option("--out", type=click.Path(dir_okay=False),
-                  help="Statistics file to write (.npz: mean, covariance, L, Z, checks, metadata).")
+                  help="Statistics file to write (.npz: mean, covariance, L, Z, checks, metadata "
+                       "with the weighting and the model's identity).")
     @click.option("--legacy-prefix", help="Also write the original's PREFIX_mean.npy, "
                   "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
     @click.option("--ridge", type=float, default=0.0, show_default=True,
                   help="Add RIDGE * I to a singular or nearly singular covariance.")
-    def embedding_stats(model_path, vocab_path, trusted, text, embeddings_path, out,
+    def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings_path, out,
                         legacy_prefix, ridge):
         """Normalisation to equal variance: mean, covariance, Cholesky factor L and
-        whitening matrix Z = L^-1 of a model's embeddings over the tokens of a text,
-        with the original's sanity checks."""
+        whitening matrix Z = L^-1 of a model's embeddings, token weighted over a text or
+        type weighted over the embedding table, with the original's sanity checks."""
         from .. import analysis
 
         if not out and not legacy_prefix:
             raise click.UsageError("give --out (and/or --legacy-prefix): where to write")
         if embeddings_path and (model_path or text):
             raise click.UsageError("--embeddings replaces --model/--text; give one or the other")
-        if not embeddings_path and not (model_path and text):
-            raise click.UsageError("give --model and --text (or --embeddings)")
+        if not embeddings_path and not model_path:
+            raise click.UsageError("give --model (with --text, or --weighting type) or --embeddings")
+        if model_path and weighting == "type" and text:
+            raise click.UsageError("--weighting type uses the embedding table, not a text: "
+                                   "drop --text (or use --weighting token)")
+        if model_path and weighting != "type" and not text:
+            raise click.UsageError("give --text (token weighting) or --weighting type "
+                                   "(the embedding table, as the original)")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", analysis.ConditioningWarning)
                 if embeddings_path:
                     X = analysis.read_token_embeddings(embeddings_path)
+                    weighting = _array_weighting(X, embeddings_path, weighting)
                     stats = analysis.embedding_stats_from_array(
-                        X, ridge=ridge, metadata={"embeddings": str(embeddings_path)})
+                        X, ridge=ridge, metadata={"embeddings": str(embeddings_path),
+                                                  "weighting": weighting})
                 else:
                     model = _load_model(model_path, vocab_path, trusted)
-                    stats = analysis.embedding_stats_for_model(model, text, ridge=ridge)
+                    stats = analysis.embedding_stats_for_model(
+                        model, text, weighting=weighting or "token", ridge=ridge)
             for w in caught:
                 _note(f"warning: {w.message}")
         except errors as exc:
             raise _fail(exc) from exc
-        click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
-                   f"embedding size {stats.embedding_size}")
+        if stats.weighting == "type":
+            click.echo(f"{stats.n_types} rows of the embedding table, embedding size "
+                       f"{stats.embedding_size}")
+        else:
+            click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
+                       f"embedding size {stats.embedding_size}")
+        click.echo(analysis.weighting_text(stats))
         click.echo(stats.checks.format())
         if out:
             _note(f"wrote {stats.save(out)}")
@@ -297,7 +318,9 @@ def register(group: click.Group) -> None:
     @click.option("--class", "class_name", default="all", show_default=True,
                   help="Class of the result whose average gradients to use.")
     @click.option("--top-k", type=int, default=5, show_default=True,
-                  help="Right singular vectors spanning the subspace of the cosine.")
+                  help="Right singular vectors spanning the subspace of the cosine.  The "
+                       "original's cos_subspace_diff_vector.py takes vh[:thr+1]: --top-k K "
+                       "equals its thr = K-1.")
     @click.option("--save-vector", type=click.Path(dir_okay=False),
                   help="Write the difference vector as .npy.")
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
@@ -413,11 +436,20 @@ def register(group: click.Group) -> None:
     @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
                   help="Word -> possible tags map (needed with --classes).")
     @click.option("--npz/--npy", "npz", default=None,
-                  help="Read all.npz (np2npz output) or the .npy files (default: .npy if present).")
+                  help="Read all.npz (np2npz output) or the .npy files (default: .npy if "
+                       "present).  Not the original's switch: avg_gradient_matrix_pos.py reads "
+                       "all.npz by default and the .npy files when given 'npz' (inverted).")
     def legacy_average(grad_dir, delay, class_files, pos_map_path, npz):
         """The original's avg_gradient_matrix.py: the mean of every matrix in
         GRAD_DIR/timestep_*/delay_DELAY/ (or GRAD_DIR/delay_DELAY/), saved as
-        GRAD_DIR/delay_DELAY_avg.npy, and per class as delay_DELAY_avg_<class>.npy."""
+        GRAD_DIR/delay_DELAY_avg.npy; with --classes its avg_gradient_matrix_pos.py, per
+        class as delay_DELAY_avg_<class>.npy.
+
+        \b
+        On purpose unlike the original: sums in float64 (it summed float32), and with
+        .npy files each matrix counts once (avg_gradient_matrix_pos.py added each file
+        once per matching word of the whole mapping.txt, which makes its per-class
+        .npy result the all-words average); with all.npz both agree."""
         from .. import legacy
         from ..tagged import TaggedError, read_class_file, read_pos_map
 
@@ -467,17 +499,31 @@ def register(group: click.Group) -> None:
     @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
     @click.argument("out_dir", type=click.Path(file_okay=False))
     @classes_option
-    def legacy_export(result_path, out_dir, classes):
+    @click.option("--normalize", "normalize", type=click.Path(exists=True),
+                  help="Embedding statistics (.npz from embedding-stats, or the original's "
+                       "_D_norm_grad.npy): also write the pre-normalised averages "
+                       "delay_<d>_avg[_<class>]_norm.npy (G L), the only files the original's "
+                       "relative_memory.py reads, and (from a stats file) its four "
+                       "emb_*.npy files, emb_Z_norm_emb.npy among them.")
+    def legacy_export(result_path, out_dir, classes, normalize):
         """Write a result's average gradients as the original's delay_<d>_avg[_<class>].npy
-        files, for its calculate_svs.py, relative_memory.py and cos_subspace_diff_vector.py."""
-        from .. import legacy
+        files, for its calculate_svs.py and cos_subspace_diff_vector.py; with --normalize
+        also delay_<d>_avg[_<class>]_norm.npy for its relative_memory.py."""
+        from .. import analysis, legacy
 
         try:
             result = _load_result(result_path)
-            written = legacy.export_result_averages(result, out_dir, classes=_split_list(classes))
+            written = legacy.export_result_averages(result, out_dir, classes=_split_list(classes),
+                                                    normalize=normalize)
+            info = analysis.normalization_info(normalize)
         except errors as exc:
             raise _fail(exc) from exc
-        click.echo(f"wrote {len(written)} averaged matrices to {out_dir}")
+        click.echo(f"wrote {len(written)} files to {out_dir}")
+        if info:
+            click.echo(f"normalisation: {info['text']}")
+        else:
+            _note("no --normalize: relative_memory.py reads only delay_<d>_avg[_<class>]_norm.npy "
+                  "(G L) files, so it finds nothing here")
         for name in _split_list(classes) or result.classes:
             empty = result.empty_delays(name)
             if empty:
@@ -496,7 +542,28 @@ def register(group: click.Group) -> None:
             raise _fail(exc) from exc
 
 
-# --- helpers for relative-memory and probe ------------------------------------------------------
+# --- helpers for embedding-stats, relative-memory and probe ---------------------------------------
+
+
+def _array_weighting(X: np.ndarray, path: str, weighting: str | None) -> str:
+    """What the rows of an embeddings array stand for.  Repeated rows can only be tokens
+    of a text; an array without repeats is an embedding table or a text of distinct
+    words, which only the user can tell."""
+    from ..analysis import AnalysisError
+
+    repeats = X.ndim == 2 and len(X) > 1 and len(np.unique(X, axis=0)) < len(X)
+    if weighting == "type" and repeats:
+        raise AnalysisError(f"{path} has repeated rows, so its rows are tokens of a text, not "
+                            "an embedding table: use --weighting token")
+    if weighting:
+        return weighting
+    if repeats:
+        return "token"
+    raise click.UsageError(
+        f"cannot tell whether the rows of {path} are an embedding table or tokens of a text: "
+        "give --weighting type (the table, as the original's save_embedding wrote it) or "
+        "--weighting token")
+
 
 
 def _tagged_tokens(path: str, normalize: bool):

@@ -83,7 +83,11 @@ def _file_sha256(path: Path) -> str:
 @click.option("--raw-delays", default="all", show_default=True,
               help="Delays for --raw / --export-original, same syntax.")
 @click.option("--export-original", "export_dir", type=click.Path(file_okay=False),
-              help="Write the chosen matrices in the original's layout (delay_<d>/<n>.npy, mapping.txt, all.npz).")
+              help="Write the chosen matrices in the original's layout, "
+                   "DIR/timestep_all/delay_<d>/<n>.npy with mapping.txt and all.npz: give DIR "
+                   "to the original's avg_gradient_matrix.py / avg_gradient_matrix_pos.py, "
+                   "DIR/timestep_all/delay_<d> to np2npz.py.  DIR must hold no timestep_* "
+                   "folder yet.")
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True,
@@ -169,6 +173,13 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     tmpdir = None
     if raw_path or export_dir:
         try:
+            if export_dir:
+                from ..legacy import LegacyError, check_export_target
+
+                try:
+                    check_export_target(export_dir)
+                except LegacyError as exc:
+                    raise click.ClickException(str(exc)) from None
             positions = parse_index_spec(raw_positions, len(tokens))
             delays = parse_index_spec(raw_delays, max_delay)
         except RawError as exc:
@@ -215,12 +226,14 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
         writer.close()
         click.echo(f"{writer.count:,} individual matrices" + (f" -> {raw_path}" if raw_path else ""))
         if export_dir:
-            from ..legacy import export_original_layout, np2npz
+            from ..legacy import EXPORT_TIME_STEP, export_original_layout, np2npz
 
-            summary = export_original_layout(export_dir, iter_raw_pairs(writer.path), tokens, lm.vocab)
-            for folder in sorted(Path(export_dir).glob("delay_*")):
+            summary = export_original_layout(export_dir, iter_raw_pairs(writer.path), tokens,
+                                             lm.vocab, time_step=EXPORT_TIME_STEP)
+            for folder in sorted(summary.out_dir.glob("delay_*")):
                 np2npz(folder)
-            click.echo(f"original layout -> {export_dir} ({summary})")
+            click.echo(f"original layout -> {summary.out_dir}/delay_<d>/ ({summary.matrices:,} "
+                       f"matrices): give {export_dir} to the original's avg_gradient_matrix.py")
         if tmpdir is not None:
             tmpdir.cleanup()
 

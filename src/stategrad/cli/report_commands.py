@@ -20,6 +20,15 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
         raise click.BadParameter(f"{what} must be integers separated by commas, got {text!r}") from None
 
 
+def _normalisation_text(path: str | None) -> str | None:
+    """The statistics file and its weighting, for the report's metadata."""
+    if path is None:
+        return None
+    from ..analysis import normalization_info
+
+    return f"{path} ({normalization_info(path)['text']})"
+
+
 def _load_vector(spec: str) -> tuple[str, np.ndarray]:
     name, sep, path = spec.partition("=")
     if not sep or not name or not path:
@@ -102,7 +111,8 @@ def register(group: click.Group) -> None:
                   help="A difference vector in embedding space (.npy or text), e.g. "
                        "plural=nns_minus_nn.npy: adds relative memory and subspace cosine.")
     @click.option("--subspace-k", default=5, show_default=True, type=click.IntRange(1),
-                  help="Size of the singular subspace for the subspace cosine.")
+                  help="Size of the singular subspace for the subspace cosine (K equals "
+                       "thr = K-1 of the original's cos_subspace_diff_vector.py).")
     @click.option("--sentence", "sentences", multiple=True,
                   help="A sentence to show in the sentence view (needs --model); repeatable.")
     @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
@@ -152,7 +162,7 @@ def register(group: click.Group) -> None:
                     maps.append(sentence_map(model, s, state=st, layer=layer, L=L, measure=measure))
             path = build_report(
                 loaded, out_dir, labels=list(labels) or None, sources=list(results), L=L,
-                normalisation_source=normalize,
+                normalisation_source=_normalisation_text(normalize),
                 classes=[c.strip() for c in classes.split(",")] if classes else None,
                 top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
                 log_scale=log_scale, ci=ci, level=level, n_boot=n_boot, seed=seed,
