@@ -446,3 +446,26 @@ def test_kill_9_at_random_moments_then_rerun_ends_bit_for_bit(setup):
         assert '"resumed": true' in f.attrs["metadata"]
     assert not partial.exists() and not (tmp / "out.h5.partial.blocks").exists()
     assert no_temp_files(tmp)
+
+
+def test_distributed_slice_state_outlives_the_slice_result_write(setup, monkeypatch):
+    from stategrad.distributed import compute_state_gradients_distributed
+    from stategrad.result import GradientResult
+
+    tmp, model, text = setup
+    lm = load_model(model)
+    tokens = read_tokens(text, lm.vocab)
+    parts = tmp / "out.h5.parts"
+    seen = []
+    real_save = GradientResult.save
+
+    def watching_save(self, path):
+        path = Path(path)
+        if path.parent == parts:  # a slice's result: its running state must still be there
+            seen.append((parts / ("-".join(path.stem.split("-")[:2]) + ".ckpt")).is_file())
+        return real_save(self, path)
+
+    monkeypatch.setattr(GradientResult, "save", watching_save)
+    compute_state_gradients_distributed(lm, tokens, EngineOptions(max_delay=MAX_DELAY),
+                                        out_path=tmp / "out.h5", n_slices=2, checkpoint_every=0)
+    assert seen == [True, True] and not parts.exists()
