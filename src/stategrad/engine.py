@@ -65,6 +65,19 @@ class _DamagedState(Exception):
     """A running-state file (or one of its block files) that cannot be used."""
 
 
+def _unreadable(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a running-state file, in our words
+    (torch's own advice is to load it unsafely)."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("holds objects other than plain tensors (not loaded: unpickling could run "
+                "code), so it is damaged or from an older stategrad")
+    if isinstance(exc, EOFError):
+        return "is empty or truncated"
+    return f"is damaged or truncated ({type(exc).__name__})"
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:200]
@@ -843,8 +856,7 @@ class StateGradientEngine:
             # weights_only: a pickle that would run code is refused like any damaged file.
             ck = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, random bytes, pickled objects, older formats
-            self._set_aside(path, "is damaged or not in this stategrad's format "
-                                  f"({_first_line(exc)})")
+            self._set_aside(path, _unreadable(exc))
             return None
         if not isinstance(ck, dict) or ck.get("format") != RUNNING_STATE_FORMAT:
             raise EngineError(f"{path} is a readable file but not a stategrad running state; "

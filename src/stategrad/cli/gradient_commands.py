@@ -45,8 +45,8 @@ def _check_writable(path: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder, prefix=".stategrad-probe-"):
             pass
     except OSError as exc:
-        raise click.ClickException(f"cannot write {what} {path}: {folder} is not writable "
-                                   f"({exc.strerror or exc})") from exc
+        raise click.ClickException(f"cannot write {what} {path}: no file can be created in "
+                                   f"{folder} ({exc.strerror or exc})") from exc
 
 
 def _file_sha256(path: Path) -> str:
