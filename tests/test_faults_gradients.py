@@ -180,10 +180,14 @@ def test_damaged_running_state_is_set_aside_and_the_run_starts_afresh(setup, ref
 def test_a_good_running_state_resumes_bit_for_bit(setup, reference):
     tmp, model, text = setup
     interrupted_state(model, text, tmp / "out.h5.partial", steps=100)
+    # What a kill in the middle of the next checkpoint's write leaves behind.
+    (tmp / "out.h5.partial.tmp").write_bytes(b"half a file")
+    (tmp / "out.h5.partial.blocks" / "block-9.tmp.npz").write_bytes(b"half a file")
     r = run(args(model, text, tmp / "out.h5"))
     assert r.exit_code == 0 and "resuming from" in r.output and "set aside" not in r.output
     assert_same_result(tmp / "out.h5", reference)
     assert not (tmp / "out.h5.partial").exists() and not (tmp / "out.h5.partial.blocks").exists()
+    assert no_temp_files(tmp)
 
 
 def test_running_state_of_another_run_is_refused_and_kept(setup):

@@ -824,6 +824,8 @@ class StateGradientEngine:
         state lists (and the next run clears them)."""
         Path(path).unlink(missing_ok=True)
         shutil.rmtree(cls._blocks_dir(path), ignore_errors=True)
+        # A write killed half-way leaves its temp file (see torch_save_atomic).
+        Path(str(path) + ".tmp").unlink(missing_ok=True)
 
     def _set_aside(self, path: Path, reason: str) -> None:
         """Rename a damaged running state (and its block files) to ``*.damaged``, kept for
