@@ -543,8 +543,11 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
                 t0 = time.perf_counter()
                 part = engine.run(a, b, initial_state=states[a], progress=progress and comm.is_main,
                                   checkpoint_path=parts / f"slice-{i:05d}.ckpt",
-                                  checkpoint_every=checkpoint_every, text_info=text_info)
+                                  checkpoint_every=checkpoint_every, text_info=text_info,
+                                  keep_checkpoint=True)
                 part.save(parts / _part_name(i, a, b))
+                # Only once the slice's result is in place (a kill in between resumes).
+                engine.remove_running_state(parts / f"slice-{i:05d}.ckpt")
                 report.seconds += time.perf_counter() - t0
                 report.positions += b - a
                 report.computed.append(i)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -45,6 +46,10 @@ from .models import RNNLM, LanguageModel, model_hash, torch_save_atomic
 from .result import GradientResult, coverage_record, sampling_rule
 
 SEMANTICS = ("carry", "segment")
+# The running-state file (``--checkpoint``): plain tensors and a JSON string, read with
+# ``torch.load(weights_only=True)`` so that no file at that path can run code.
+RUNNING_STATE_FORMAT = "stategrad-engine-state"
+RUNNING_STATE_VERSION = 2
 STATES = ("cell", "hidden")
 
 # A pair callback receives (step k, start positions of the rows, tangents (A, E, H)
@@ -54,6 +59,28 @@ PairCallback = Callable[[int, np.ndarray, torch.Tensor], None]
 
 class EngineError(ValueError):
     """Arguments the engine cannot work with."""
+
+
+class _DamagedState(Exception):
+    """A running-state file (or one of its block files) that cannot be used."""
+
+
+def _unreadable(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a running-state file, in our words
+    (torch's own advice is to load it unsafely)."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("holds objects other than plain tensors (not loaded: unpickling could run "
+                "code), so it is damaged or from an older stategrad")
+    if isinstance(exc, EOFError):
+        return "is empty or truncated"
+    return f"is damaged or truncated ({type(exc).__name__})"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 # --- the model's parameters, per layer ------------------------------------------------------
@@ -307,9 +334,15 @@ class StateGradientEngine:
             raise EngineError("segment semantics needs segment_length (the model's num_steps)")
         if o.block_size is not None and o.block_size < 1:
             raise EngineError(f"block_size must be positive, got {o.block_size}")
-        self.device = torch.device(o.device)
+        try:
+            self.device = torch.device(o.device)
+        except (RuntimeError, TypeError) as exc:
+            raise EngineError(f"unknown device {o.device!r}: use cpu, cuda or cuda:N") from exc
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise EngineError("device 'cuda' asked for, but PyTorch sees no CUDA device")
+        if self.device.type == "cuda" and (self.device.index or 0) >= torch.cuda.device_count():
+            raise EngineError(f"device {o.device!r} does not exist: PyTorch sees "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
         self.layer = _resolve_layer(self.module, o.layer)
         self.layers = _layers(self.module, self.layer, self.device, o.dtype)
         self.cell = self.layers[0].cell
@@ -385,6 +418,7 @@ class StateGradientEngine:
         checkpoint_every: float = 300.0,
         text_info: dict[str, Any] | None = None,
         stop_after_steps: int | None = None,
+        keep_checkpoint: bool = False,
     ) -> GradientResult:
         """Accumulate G(t, d) for start positions ``start <= t < stop`` and every d < D
         (pairs run past ``stop`` up to D - 1 steps, so slices add up to the whole).
@@ -392,8 +426,11 @@ class StateGradientEngine:
         ``progress``: True draws a progress bar, ``"log"`` prints a line to standard error
         every minute instead (runs without a terminal), False is silent.
         ``checkpoint_path``: the running state is saved there every ``checkpoint_every``
-        seconds and, if the file exists, the run resumes from it.  ``stop_after_steps``
-        ends early (after a checkpoint) -- used to test interruption.
+        seconds and, if the file exists, the run resumes from it; a damaged one is renamed
+        to ``<checkpoint>.damaged`` and the run starts afresh, one of another run is refused.
+        ``keep_checkpoint`` leaves the running state in place at the end, for a caller that
+        stores the result first and then calls :meth:`remove_running_state`.
+        ``stop_after_steps`` ends early (after a checkpoint) -- used to test interruption.
         """
         o = self.opts
         last_input = self._last_input()
@@ -439,9 +476,9 @@ class StateGradientEngine:
         slot = 0  # current slot of the analysed buffer (0 = last step of previous window)
 
         resumed = False
-        if checkpoint_path is not None and Path(checkpoint_path).is_file():
-            ck = torch.load(checkpoint_path, map_location=dev, weights_only=False)
-            self._check_checkpoint(ck, start, stop)
+        self._blocks_on_disk: set[int] = set()  # block files known to hold this run's sums
+        ck = self._resume_point(checkpoint_path, start, stop, end, A_max) if checkpoint_path else None
+        if ck is not None:
             k = ck["k"]
             hs = [h.to(dev, dt) for h in ck["hs"]]
             cs = [c.to(dev, dt) if c is not None else None for c in ck["cs"]]
@@ -455,7 +492,8 @@ class StateGradientEngine:
                 acc.sums.copy_(s)
                 acc.counts = n
                 accs[b] = acc
-            closed_blocks = self._load_blocks(checkpoint_path, ck["closed_blocks"])
+            closed_blocks = ck["closed_blocks"]
+            self._blocks_on_disk = set(closed_blocks)
             resumed = True
 
         x_proj_cache: dict[int, torch.Tensor] = {}
@@ -597,9 +635,8 @@ class StateGradientEngine:
         if bar is not None:
             bar.close()
         flush(final=True)
-        if checkpoint_path is not None:
-            Path(checkpoint_path).unlink(missing_ok=True)
-            shutil.rmtree(self._blocks_dir(checkpoint_path), ignore_errors=True)
+        if checkpoint_path is not None and not keep_checkpoint:
+            self.remove_running_state(checkpoint_path)
 
         sums = total.view(D, C, E, H).transpose(2, 3).cpu().numpy()
         block_kwargs: dict[str, Any] = {}
@@ -771,13 +808,16 @@ class StateGradientEngine:
             "slice": (int(start), int(stop)),
         }
 
-    def _check_checkpoint(self, ck: dict[str, Any], start: int, stop: int) -> None:
-        mine = self._fingerprint(start, stop)
+    def _check_checkpoint(self, ck: dict[str, Any], start: int, stop: int, path=None) -> None:
+        # Compared as stored: through JSON (tuples become lists).
+        mine = json.loads(json.dumps(self._fingerprint(start, stop)))
         theirs = ck.get("fingerprint", {})
+        theirs = theirs if isinstance(theirs, dict) else {}
         diff = [k for k in mine if mine[k] != theirs.get(k)]
         if diff:
+            where = f" {path}" if path is not None else ""
             raise EngineError(
-                "the checkpoint belongs to a different run (differs in: " + ", ".join(diff) +
+                f"the checkpoint{where} belongs to a different run (differs in: " + ", ".join(diff) +
                 "); delete it or point --checkpoint elsewhere"
             )
 
@@ -785,15 +825,119 @@ class StateGradientEngine:
     def _blocks_dir(path) -> Path:
         return Path(str(path) + ".blocks")
 
+    @classmethod
+    def remove_running_state(cls, path) -> None:
+        """Delete a running-state file and its block files: only once the result is stored.
+        The file goes first, so that a kill in between leaves block files that no running
+        state lists (and the next run clears them)."""
+        Path(path).unlink(missing_ok=True)
+        shutil.rmtree(cls._blocks_dir(path), ignore_errors=True)
+        # A write killed half-way leaves its temp file (see torch_save_atomic).
+        Path(str(path) + ".tmp").unlink(missing_ok=True)
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Rename a damaged running state (and its block files) to ``*.damaged``, kept for
+        inspection, so that the run can start afresh instead of failing on every rerun."""
+        aside = Path(str(path) + ".damaged")
+        blocks = self._blocks_dir(path)
+        blocks_aside = Path(str(blocks) + ".damaged")
+        try:
+            os.replace(path, aside)
+            if blocks.exists():
+                shutil.rmtree(blocks_aside, ignore_errors=True)
+                os.replace(blocks, blocks_aside)
+        except OSError as exc:
+            raise EngineError(f"running-state file {path} {reason}, and could not be set aside "
+                              f"({exc}); move it away to start afresh") from exc
+        print(f"warning: running-state file {path} {reason}; set aside as {aside.name}, "
+              "starting afresh", file=sys.stderr, flush=True)
+
+    def _resume_point(self, path, start: int, stop: int, end: int, A_max: int) -> dict | None:
+        """The running state to resume from, or None to start afresh.  Another run's state
+        is refused (it may be the user's work, pointed at by mistake); a damaged one is
+        set aside."""
+        path = Path(path)
+        if not path.is_file():
+            # Block files that no running state lists (a run killed before its first
+            # checkpoint, perhaps with other options) must never be taken for this run's.
+            shutil.rmtree(self._blocks_dir(path), ignore_errors=True)
+            return None
+        try:
+            # weights_only: a pickle that would run code is refused like any damaged file.
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, random bytes, pickled objects, older formats
+            self._set_aside(path, _unreadable(exc))
+            return None
+        if not isinstance(ck, dict) or ck.get("format") != RUNNING_STATE_FORMAT:
+            raise EngineError(f"{path} is a readable file but not a stategrad running state; "
+                              "move it away or point --checkpoint elsewhere")
+        try:
+            if ck.get("version") != RUNNING_STATE_VERSION:
+                raise _DamagedState(f"has version {ck.get('version')!r}, this stategrad "
+                                    f"writes {RUNNING_STATE_VERSION}")
+            try:
+                meta = json.loads(ck["meta"])
+                if not isinstance(meta, dict):
+                    raise TypeError("metadata is not a mapping")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise _DamagedState(f"has unreadable metadata ({_first_line(exc)})") from exc
+            self._check_checkpoint(meta, start, stop, path)
+            return self._unpack(path, ck, meta, start, end, A_max)
+        except _DamagedState as exc:
+            self._set_aside(path, str(exc))
+            return None
+
+    def _unpack(self, path, ck: dict, meta: dict, start: int, end: int, A_max: int) -> dict:
+        """The saved arrays, checked against this run's shapes; _DamagedState if they are not."""
+        D, C, E, H, L = self.D, self.C, self.E, self.H, self.layer + 1
+        comps = ("h", "c") if self.cell == "lstm" else ("h",)
+        keys = [(l, comp) for l in range(L) for comp in comps]
+        try:
+            k = int(meta["k"])
+            starts = ck["starts"].numpy()
+            bufs = dict(zip([tuple(key) for key in meta["bufs"]], ck["bufs"], strict=True))
+            accs = {int(b): (s, n.numpy()) for b, s, n in
+                    zip(meta["accs"], ck["acc_sums"], ck["acc_counts"], strict=True)}
+            state = {
+                "k": k, "hs": list(ck["hs"]), "cs": list(ck["cs"]), "starts": starts,
+                "bufs": bufs, "total": ck["total"], "total_counts": ck["total_counts"].numpy(),
+                "accs": accs,
+            }
+            closed = [int(b) for b in meta["closed_blocks"]]
+            fits = (
+                start <= k < end
+                and len(state["hs"]) == L and all(h.shape == (H,) for h in state["hs"])
+                and len(state["cs"]) == L
+                and all((c is None) if len(comps) == 1 else c.shape == (H,) for c in state["cs"])
+                and starts.ndim == 1 and starts.dtype == np.int64 and len(starts) <= A_max
+                and sorted(bufs) == sorted(keys)
+                and all(v.shape == (len(starts), E, H) for v in bufs.values())
+                and state["total"].shape == (D, C, E * H) and state["total"].dtype == torch.float64
+                and state["total_counts"].shape == (D, C)
+                and all(s.shape == (D, C, E * H) and n.shape == (D, C) for s, n in accs.values())
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            raise _DamagedState(f"lacks part of a running state ({_first_line(exc)})") from exc
+        if not fits:
+            raise _DamagedState("holds arrays that do not fit this run")
+        state["closed_blocks"] = self._load_blocks(path, closed)
+        return state
+
     def _save_blocks(self, path, closed_blocks) -> list[int]:
         folder = self._blocks_dir(path)
         folder.mkdir(parents=True, exist_ok=True)
         for b, (sums, counts) in closed_blocks.items():
+            if b in self._blocks_on_disk:
+                continue
             target = folder / f"block-{b}.npz"
-            if not target.exists():
-                tmp = folder / f"block-{b}.tmp.npz"
+            tmp = folder / f"block-{b}.tmp.npz"
+            try:
                 np.savez(tmp, sums=sums, counts=counts)
                 os.replace(tmp, target)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise OSError(f"block file {target.name}: {exc.strerror or exc}") from exc
+            self._blocks_on_disk.add(b)
         return sorted(closed_blocks)
 
     def _load_blocks(self, path, ids) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -801,38 +945,52 @@ class StateGradientEngine:
         blocks = {}
         for b in ids:
             try:
-                with np.load(folder / f"block-{b}.npz") as data:
-                    blocks[b] = (data["sums"], data["counts"])
-            except OSError as exc:
-                raise EngineError(f"the checkpoint's block {b} is missing from {folder} ({exc}); "
-                                  "delete the checkpoint to start again") from exc
+                with np.load(folder / f"block-{b}.npz", allow_pickle=False) as data:
+                    sums, counts = data["sums"], data["counts"]
+            except Exception as exc:  # missing, truncated, not an npz: many exception types
+                raise _DamagedState(f"lists block {b}, which is missing or unreadable in "
+                                    f"{folder.name} ({_first_line(exc)})") from exc
+            if sums.shape != (self.D, self.C, self.E * self.H) or counts.shape != (self.D, self.C):
+                raise _DamagedState(f"lists block {b}, whose arrays do not fit this run")
+            blocks[b] = (sums, counts)
         return blocks
 
     def _save_checkpoint(self, path, k, hs, cs, starts, bufs, cur, chosen, total, total_counts,
                          accs, closed_blocks, start, stop) -> None:
         n = len(starts)
-        saved_bufs = {}
-        for key, buf in bufs.items():
+        keys = sorted(bufs)
+        saved_bufs = []
+        for key in keys:
             idx = 0 if key == chosen else cur[key]
-            saved_bufs[key] = buf[idx, :n].cpu().clone()
-        ck = {
-            "fingerprint": self._fingerprint(start, stop),
-            "k": k,
-            "hs": [h.cpu() for h in hs],
-            "cs": [c.cpu() if c is not None else None for c in cs],
-            "starts": starts,
-            "bufs": saved_bufs,
-            "total": total.cpu(),
-            "total_counts": total_counts,
-            "accs": {b: (a.sums.cpu(), a.counts) for b, a in accs.items()},
+            saved_bufs.append(bufs[key][idx, :n].cpu().clone())
+        acc_ids = sorted(accs)
+        try:
             # Closed blocks never change: each is written once beside the checkpoint,
             # which only lists them, so the checkpoint does not grow with the text.
-            "closed_blocks": self._save_blocks(path, closed_blocks),
-        }
-        try:
+            meta = {
+                "fingerprint": self._fingerprint(start, stop),
+                "k": int(k),
+                "bufs": [list(key) for key in keys],
+                "accs": acc_ids,
+                "closed_blocks": self._save_blocks(path, closed_blocks),
+            }
+            ck = {
+                "format": RUNNING_STATE_FORMAT,
+                "version": RUNNING_STATE_VERSION,
+                "meta": json.dumps(meta),
+                "hs": [h.cpu() for h in hs],
+                "cs": [c.cpu() if c is not None else None for c in cs],
+                "starts": torch.from_numpy(np.array(starts, dtype=np.int64)),
+                "bufs": saved_bufs,
+                "total": total.cpu(),
+                "total_counts": torch.from_numpy(np.array(total_counts, dtype=np.int64)),
+                "acc_sums": [accs[b].sums.cpu() for b in acc_ids],
+                "acc_counts": [torch.from_numpy(np.array(accs[b].counts, dtype=np.int64))
+                               for b in acc_ids],
+            }
             torch_save_atomic(ck, path)
         except OSError as exc:
-            raise EngineError(f"could not write engine checkpoint {path}: {exc}") from exc
+            raise EngineError(f"could not write the running state {path}: {exc}") from exc
         # Ping-pong buffers were saved from their current slot; restore puts them in slot 0.
         for key in cur:
             if key != chosen and cur[key] != 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,11 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (a full disk) as RuntimeError.
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(f"write failed, {free:,} bytes free on that disk ({exc})") from exc
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

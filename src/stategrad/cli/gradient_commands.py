@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -22,6 +23,30 @@ from ..result import ResultError, coverage_overlaps, load_result
 from .data_commands import class_options, classes_from_options
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _device(ctx, param, value: str) -> str:
+    # torch.device accepts many names the engine cannot run on, and rejects others with a traceback.
+    if re.fullmatch(r"cpu|cuda(:\d+)?", value) is None:
+        raise click.BadParameter(f"{value!r} is not one of cpu, cuda, cuda:N")
+    return value
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Fail before computing rather than after: create and remove a probe file in the
+    folder that ``path`` will be written to (or the nearest one that exists: it would
+    be created there)."""
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise click.ClickException(f"cannot write {what} {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".stategrad-probe-"):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {what} {path}: no file can be created in "
+                                   f"{folder} ({exc.strerror or exc})") from exc
 
 
 def _file_sha256(path: Path) -> str:
@@ -66,7 +91,8 @@ def _file_sha256(path: Path) -> str:
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
               help="First start position (slices of a text merge into the whole).")
 @click.option("--stop", type=click.IntRange(min=0), help="One past the last start position.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True, callback=_device,
+              help="cpu, cuda or cuda:N.")
 @click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch.")
 @click.option("--tf32", is_flag=True,
@@ -106,11 +132,15 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
       stategrad gradients --model run/model.pt --text valid.txt --state cell \\
           --max-delay 200 --classes ptb --pos-map words+pos.txt --out grads.h5
 
-    A killed run resumes from OUT.partial when started again with the same arguments.
+    A killed run resumes from OUT.partial when started again with the same arguments
+    (a damaged one is renamed to OUT.partial.damaged and the run starts afresh).
     Under torchrun the text is split across the workers (see docs/distributed.md).
     """
     if threads:
         torch.set_num_threads(threads)
+    checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
+    _check_writable(Path(out_path), "the result")
+    _check_writable(checkpoint, "the running state")
     try:
         lm = load_model(model_path, vocab_path, trusted=trusted)
         tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
@@ -192,7 +222,6 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
                                metadata={"model": str(model_path), "text": text_info,
                                          "state": state, "layer": engine.layer,
                                          "semantics": semantics})
-    checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
     if checkpoint.is_file():
         click.echo(f"resuming from {checkpoint}", err=True)
     began = time.perf_counter()
@@ -200,7 +229,7 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
         with torch.no_grad():
             result = engine.run(start, stop, progress=progress or "log", on_pairs=writer,
                                 checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
-                                text_info=text_info)
+                                text_info=text_info, keep_checkpoint=True)
     except EngineError as exc:
         if writer is not None:
             writer.abort()
@@ -219,6 +248,8 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
         saved = result.save(out_path)
     except ResultError as exc:
         raise click.ClickException(str(exc)) from exc
+    # Only now: a kill before the result is in place must leave the running state to resume.
+    engine.remove_running_state(checkpoint)
     pairs = int(result.counts[:, 0].sum())
     click.echo(f"{pairs:,} matrices ({result.counts[0, 0]:,} positions x delays < {max_delay}) "
                f"in {elapsed:.1f} s ({pairs / max(elapsed, 1e-9):,.0f}/s) -> {saved}")
