@@ -126,6 +126,12 @@ def _normalizer_for(result, result_path: str, normalize: str | None, force: bool
                               result.embedding_size, force, need_stats)
 
 
+def _checked(stats, L):
+    """What the analysis functions get: the statistics where there are some (so the tables
+    can name their weighting), else the checked bare L."""
+    return stats if stats is not None else L
+
+
 def register(group: click.Group) -> None:
     errors = _errors()
 
@@ -253,8 +259,8 @@ def register(group: click.Group) -> None:
 
         try:
             result = _load_result(result_path)
-            _, L = _normalizer_for(result, result_path, normalize, force)
-            table = analysis.singular_value_table(result, normalize=L,
+            stats, L = _normalizer_for(result, result_path, normalize, force)
+            table = analysis.singular_value_table(result, normalize=_checked(stats, L),
                                                   classes=_split_list(classes), top=top)
         except errors as exc:
             raise _fail(exc) from exc
@@ -282,8 +288,8 @@ def register(group: click.Group) -> None:
 
         try:
             result = _load_result(result_path, blocks=ci is not None)
-            _, L = _normalizer_for(result, result_path, normalize, force)
-            report = analysis.memory_curves(result, normalize=L,
+            stats, L = _normalizer_for(result, result_path, normalize, force)
+            report = analysis.memory_curves(result, normalize=_checked(stats, L),
                                             classes=_split_list(classes), fraction=fraction,
                                             interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
         except errors as exc:
