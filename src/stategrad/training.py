@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import filecmp
+import io
 import json
 import logging
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -45,7 +48,16 @@ from .config import (
     learning_rate_for_epoch,
     require_file,
 )
-from .corpus import CorpusError, Vocabulary, batchify, iter_sentences, num_batches, read_tokens
+from .corpus import (
+    BOS,
+    EOS,
+    CorpusError,
+    Vocabulary,
+    batchify,
+    iter_sentences,
+    num_batches,
+    read_tokens,
+)
 from .models import (
     RNNLM,
     LanguageModel,
@@ -189,7 +201,15 @@ class EpochProgress:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.cost / self.steps) if self.steps else float("nan")
+        return perplexity(self.cost / self.steps) if self.steps else float("nan")
+
+
+def perplexity(mean_cross_entropy: float) -> float:
+    """exp of a mean cross entropy; inf where that overflows (a huge but finite loss)."""
+    try:
+        return math.exp(mean_cross_entropy)
+    except OverflowError:
+        return math.inf
 
 
 def _rows_tensor(tokens: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -364,7 +384,7 @@ def evaluate(
     if not math.isfinite(mean):
         raise TrainingError(f"evaluation produced a non-finite cross entropy ({mean}); "
                             "the model's parameters are not finite")
-    return math.exp(mean)
+    return perplexity(mean)
 
 
 # --- vocabulary and data ------------------------------------------------------------------
@@ -394,6 +414,28 @@ def build_vocabulary(config: TrainConfig) -> Vocabulary:
 
 def read_split(config: TrainConfig, path: Path, vocab: Vocabulary) -> np.ndarray:
     return read_tokens(path, vocab, no_eos=config.data.no_eos, encoding=config.data.encoding)
+
+
+def _require_words(tokens: np.ndarray, vocab: Vocabulary, path: Path) -> None:
+    """Empty lines give only <eos>: a 3-word vocabulary that cannot learn anything."""
+    markers = [i for i in (vocab.get(EOS), vocab.get(BOS)) if i is not None]
+    if not np.isin(tokens, markers, invert=True).any():
+        raise CorpusError(f"train file {path} has no words (only empty lines): a language "
+                          "model needs text to learn from")
+
+
+def _save_vocab(vocab: Vocabulary, path: Path) -> None:
+    try:
+        vocab.save(path)
+    except OSError:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # a full disk: no leftover
+        raise
+
+
+def _make_folder(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option}: {path} is a file, not a folder; choose another path")
+    path.mkdir(parents=True, exist_ok=True)
 
 
 def vocabulary_mismatch(expected: Vocabulary, found: Vocabulary) -> str | None:
@@ -538,17 +580,97 @@ def _log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file renamed into place; on failure (full disk) nothing is left behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` (temp file + rename); a no-op when it already is one."""
+    if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+        return
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_metrics(save_path: Path, history: list[EpochMetrics]) -> None:
     rows = [asdict(m) for m in history]
-    tmp = save_path / "metrics.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    os.replace(tmp, save_path / "metrics.json")
-    tmp = save_path / "metrics.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f for f in EpochMetrics.__dataclass_fields__])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, save_path / "metrics.csv")
+    _write_atomic(save_path / "metrics.json", json.dumps(rows, indent=1))
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=[f for f in EpochMetrics.__dataclass_fields__])
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(save_path / "metrics.csv", table.getvalue())
+
+
+# --- the commit point ---------------------------------------------------------------------
+#
+# ``last.pt`` is the one commit point of a run: it carries the metrics history, the best
+# epoch and the length of the log when it was written.  best.pt, epoch_<n>.pt, metrics.*
+# and the end of the log are derived from it, right after it is written and again on
+# every --resume, so whatever a kill leaves between two writes is repaired the same way.
+
+_DERIVED = (BEST, "metrics.json", "metrics.csv")
+
+
+def _settle(save_path: Path, tr: dict[str, Any], keep_epochs: bool) -> None:
+    """Bring best.pt, epoch_<n>.pt and metrics.* in line with last.pt's record ``tr``."""
+    last = save_path / LAST
+    epoch, at_end = int(tr["epoch"]), int(tr.get("batch", 0)) == 0
+    if at_end and epoch > 0 and tr.get("best_epoch") == epoch:
+        _copy_atomic(last, save_path / BEST)  # the epoch just committed is the best one
+    if keep_epochs and at_end and epoch > 0:
+        _copy_atomic(last, save_path / f"epoch_{epoch}.pt")
+    _write_metrics(save_path, [EpochMetrics(**m) for m in tr.get("history", [])])
+
+
+def _check_best(save_path: Path, tr: dict[str, Any]) -> None:
+    """Refuse to resume when best.pt is not the best epoch that last.pt names: it cannot be
+    rebuilt from last.pt, and going on would leave a wrong best.pt behind."""
+    best_epoch = tr.get("best_epoch")
+    at_end = int(tr.get("batch", 0)) == 0
+    if best_epoch is None or (at_end and best_epoch == int(tr["epoch"])):
+        return  # nothing yet, or best.pt is a copy of last.pt (made by _settle)
+    path = save_path / BEST
+    found = None
+    if path.is_file():
+        saved = read_checkpoint(path).get("training") or {}
+        found = saved.get("epoch") if int(saved.get("batch", 0)) == 0 else None
+    if found != best_epoch:
+        what = f"holds epoch {found}" if path.is_file() else "is missing"
+        raise TrainingError(f"cannot resume: {path} {what}, but {save_path / LAST} says the best "
+                            f"epoch is {best_epoch}; restore that best.pt, or start again with "
+                            "--overwrite")
+
+
+def _log_size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
+
+
+def _rewind_log(path: Path, size: int | None) -> None:
+    """Drop what the log gained after the commit point (lines of work a kill undid)."""
+    if size is not None and path.is_file() and path.stat().st_size > size:
+        os.truncate(path, size)
+
+
+def _remove_stale_temps(save_path: Path) -> None:
+    """Temp files a kill left halfway; each is written again from scratch when needed."""
+    for name in (LAST, "vocab.txt", *_DERIVED):
+        (save_path / (name + ".tmp")).unlink(missing_ok=True)
+    for tmp in save_path.glob("epoch_*.pt.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _state_tensors(state) -> list[torch.Tensor]:
@@ -612,8 +734,13 @@ def train(
     files = data_files(config)
     train_file = require_file(files.train, "train")
     valid_file = require_file(files.valid, "valid")
-    save_path.mkdir(parents=True, exist_ok=True)
     log_file = Path(config.output.log_file) if config.output.log_file else save_path / "train.log"
+    _make_folder(save_path, "output.save_path")
+    _make_folder(log_file.parent, "output.log_file")
+    payload = read_checkpoint(last_path) if resume else None
+    if payload is not None and main:
+        _remove_stale_temps(save_path)
+        _rewind_log(log_file, (payload.get("training") or {}).get("log_size"))
 
     def say(message: str) -> None:
         if not main:
@@ -629,14 +756,19 @@ def train(
     with _log_to(log_file) if main else contextlib.nullcontext():
         vocab = build_vocabulary(config)
         if main:
-            vocab.save(save_path / "vocab.txt")
+            _save_vocab(vocab, save_path / "vocab.txt")
         if config.data.save_vocab and main:
             Path(config.data.save_vocab).parent.mkdir(parents=True, exist_ok=True)
-            vocab.save(config.data.save_vocab)
+            _save_vocab(vocab, Path(config.data.save_vocab))
         train_tokens = read_split(config, train_file, vocab)
+        _require_words(train_tokens, vocab, train_file)
         valid_tokens = read_split(config, valid_file, vocab)
-        say(f"vocabulary {len(vocab)} words; train {len(train_tokens):,} tokens "
-            f"({train_file}), valid {len(valid_tokens):,} tokens ({valid_file})")
+        sizes = (f"vocabulary {len(vocab)} words; train {len(train_tokens):,} tokens "
+                 f"({train_file}), valid {len(valid_tokens):,} tokens ({valid_file})")
+        if not resume:
+            say(sizes)
+        elif main and echo is not None:
+            echo(sizes)  # not logged: a resumed log goes on as if never interrupted
 
         torch.manual_seed(t.seed)
         module = build_model(config, vocab).to(dev)
@@ -654,7 +786,11 @@ def train(
         early = EarlyStopping(t.early_stop) if t.early_stop else None
         if resume:
             start_epoch, epoch_progress, best_ppl, best_epoch, history, early = _restore(
-                last_path, config, vocab, module, optimizer, dev, early, sync)
+                last_path, payload, config, vocab, module, optimizer, dev, early, sync)
+            if main:
+                tr = payload.get("training") or {}
+                _check_best(save_path, tr)
+                _settle(save_path, tr, config.output.keep_epoch_checkpoints)
             if start_epoch >= t.max_max_epoch:
                 say(f"{last_path} has finished {start_epoch} epochs, training.max_max_epoch is "
                     f"{t.max_max_epoch}: nothing to do (raise max_max_epoch to train longer)")
@@ -704,9 +840,36 @@ def train(
                 "best_epoch": best_epoch,
                 "early_stopping": early.state() if early else None,
                 "learning_rate": optimizer.param_groups[0]["lr"],
+                "log_size": _log_size(log_file),
             })
             if sync is not None:
                 sync.barrier()
+
+        def validate() -> float:
+            try:
+                return evaluate(module, valid_tokens, batch_size=t.batch_size,
+                                num_steps=t.num_steps, device=dev)
+            except TrainingError:  # non-finite parameters: the stop below says what to do
+                return math.nan
+
+        def diverged(reason: str) -> TrainingError:
+            """The documented stop on a non-finite loss: last.pt stays the last good epoch."""
+            write_metrics()
+            kept = (f"the last good checkpoint is {last_path}" if last_path.exists()
+                    else "no checkpoint was written (it failed in the first epoch)")
+            return TrainingError(
+                f"{reason}. Training stopped; {kept}. Lower training.learning_rate, set or "
+                "lower training.max_grad_norm (gradient clipping), or check the data; "
+                "then start again, or continue from the checkpoint with --resume "
+                "(the new settings apply).")
+
+        def commit(epoch: int, prog: EpochProgress) -> None:
+            checkpoint(last_path, epoch, prog)
+            if main:
+                _settle(save_path, {"epoch": epoch, "batch": prog.next_batch,
+                                    "best_epoch": best_epoch,
+                                    "history": [asdict(m) for m in history]},
+                        config.output.keep_epoch_checkpoints)
 
         with _Interrupt() as interrupt:
             stop = (lambda: interrupt.requested or should_stop()) if should_stop else \
@@ -732,29 +895,25 @@ def train(
                         progress=epoch_progress, should_stop=stop, epoch=epoch, bar=bar,
                         sync=sync, ddp=ddp)
                 except NonFiniteLossError as exc:
-                    write_metrics()
-                    kept = (f"the last good checkpoint is {last_path}" if last_path.exists()
-                            else "no checkpoint was written (it failed in the first epoch)")
-                    raise TrainingError(
-                        f"{exc}. Training stopped; {kept}. Lower training.learning_rate, set or "
-                        "lower training.max_grad_norm (gradient clipping), or check the data; "
-                        "then start again, or continue from the checkpoint with --resume "
-                        "(the new settings apply).") from None
+                    raise diverged(str(exc)) from None
                 finally:
                     if bar is not None:
                         bar.close()
                 if epoch_progress.next_batch < n_batches:
-                    checkpoint(last_path, epoch, epoch_progress)
+                    commit(epoch, epoch_progress)
                     say(f"interrupted in epoch {epoch + 1} after batch {epoch_progress.next_batch}"
                         f"/{n_batches}; saved {last_path}; continue with --resume")
                     interrupted = True
                     break
                 train_ppl = epoch_progress.perplexity
                 tok_s = epoch_progress.tokens / max(epoch_progress.seconds, 1e-9)
-                valid_ppl = evaluate(module, valid_tokens, batch_size=t.batch_size,
-                                     num_steps=t.num_steps, device=dev) if main else None
+                valid_ppl = validate() if main else None
                 if sync is not None:  # one evaluation, so every rank decides alike
                     valid_ppl = sync.broadcast(valid_ppl)
+                if not (math.isfinite(train_ppl) and math.isfinite(valid_ppl)):
+                    # a loss too large for exp() is as useless as an infinite one
+                    raise diverged(f"the perplexity became infinite at epoch {epoch + 1} (train "
+                                   f"{train_ppl}, valid {valid_ppl}; learning rate {lr:g})")
                 is_best = best_ppl is None or valid_ppl < best_ppl
                 history.append(EpochMetrics(epoch + 1, lr, train_ppl, valid_ppl, tok_s,
                                             epoch_progress.seconds, is_best))
@@ -770,12 +929,7 @@ def train(
                     break
                 if is_best:
                     best_ppl, best_epoch = valid_ppl, epoch + 1
-                checkpoint(last_path, epoch + 1, epoch_progress)
-                if is_best:
-                    checkpoint(best_path, epoch + 1, epoch_progress)
-                if config.output.keep_epoch_checkpoints:
-                    checkpoint(save_path / f"epoch_{epoch + 1}.pt", epoch + 1, epoch_progress)
-                write_metrics()
+                commit(epoch + 1, epoch_progress)
                 if stop():
                     interrupted = epoch + 1 < t.max_max_epoch
                     if interrupted:
@@ -792,10 +946,9 @@ def train(
                            best_checkpoint=best_path if best_path.exists() else None)
 
 
-def _restore(path: Path, config: TrainConfig, vocab: Vocabulary, module: RNNLM,
-             optimizer: torch.optim.Optimizer, device: torch.device,
+def _restore(path: Path, payload: dict[str, Any], config: TrainConfig, vocab: Vocabulary,
+             module: RNNLM, optimizer: torch.optim.Optimizer, device: torch.device,
              early: EarlyStopping | None, sync: Any = None):
-    payload = read_checkpoint(path)
     ck_module, ck_vocab = module_from_checkpoint(payload)
     problem = vocabulary_mismatch(vocab, ck_vocab)
     if problem:
