@@ -51,6 +51,7 @@ from .config import (
 from .corpus import (
     BOS,
     EOS,
+    UNK,
     CorpusError,
     Vocabulary,
     batchify,
@@ -562,10 +563,18 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _StrictFileHandler(logging.FileHandler):
+    """A log line that cannot be written (a full disk) stops training with that error,
+    instead of logging's traceback on stderr and a run that goes on without its log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # called from the except block of emit(): re-raise its error
+
+
 @contextlib.contextmanager
 def _log_to(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _StrictFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("stategrad")
     old_level = root.level
@@ -1008,6 +1017,23 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return LanguageModel(module, vocab, str(path), payload.get("config", {}))
 
 
+#: Share of <unk> tokens above which a text is probably not the model's (gradients' rule).
+UNK_WARNING_SHARE = 0.05
+
+
+def unk_warning(tokens: np.ndarray, vocab: Vocabulary) -> str | None:
+    """A warning when many tokens are <unk>: a text of another vocabulary or another model
+    gives a perplexity that looks like a result but is not one."""
+    unk = vocab.get(UNK)
+    if unk is None or len(tokens) == 0:
+        return None
+    share = float(np.mean(np.asarray(tokens) == unk))
+    if share <= UNK_WARNING_SHARE:
+        return None
+    return (f"warning: {share:.1%} of the text's tokens are <unk> (the text's own <unk> and "
+            "words outside the model's vocabulary)")
+
+
 def evaluate_file(model: LanguageModel, path: str | os.PathLike, *, batch_size: int = 1,
                   num_steps: int = 1, device: str | torch.device = "cpu",
                   no_eos: bool = False, encoding: str = "utf-8", progress: bool = False) -> float:
@@ -1182,5 +1208,6 @@ __all__ = [
     "save_token_embeddings",
     "train",
     "train_epoch",
+    "unk_warning",
     "ModelError",
 ]
