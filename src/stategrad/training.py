@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -434,9 +435,15 @@ def _save_vocab(vocab: Vocabulary, path: Path) -> None:
 
 
 def _make_folder(path: Path, option: str) -> None:
+    """The folder, made and known writable before any training time is spent."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option}: {path} is a file, not a folder; choose another path")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # nameless where it can be: a kill leaves nothing
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write in {path}: {exc.strerror or exc}") from None
 
 
 def vocabulary_mismatch(expected: Vocabulary, found: Vocabulary) -> str | None:
@@ -589,16 +596,35 @@ def _log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
+_KILL_AT = "STATEGRAD_KILL_AT"
+_passes: dict[str, int] = {}
+
+
+def _kill_point(name: str) -> None:
+    """Test hook: with ``STATEGRAD_KILL_AT=NAME:N`` in the environment the process kills
+    itself (SIGKILL: no clean-up at all) the N-th time it passes the point NAME, the
+    file just written (``last.pt``, ``best.pt.tmp``, ``metrics.csv``, ``train.log``...).
+    The fault tests use it to stop a run between any two of its writes."""
+    target, _, count = os.environ.get(_KILL_AT, "").rpartition(":")
+    if target != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if str(_passes[name]) == count:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Temp file renamed into place; on failure (full disk) nothing is left behind."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             handle.write(text)
+        _kill_point(tmp.name)
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+    _kill_point(path.name)
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -608,10 +634,12 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     tmp = dst.with_name(dst.name + ".tmp")
     try:
         shutil.copyfile(src, tmp)
+        _kill_point(tmp.name)
         os.replace(tmp, dst)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+    _kill_point(dst.name)
 
 
 def _write_metrics(save_path: Path, history: list[EpochMetrics]) -> None:
@@ -662,6 +690,18 @@ def _check_best(save_path: Path, tr: dict[str, Any]) -> None:
         raise TrainingError(f"cannot resume: {path} {what}, but {save_path / LAST} says the best "
                             f"epoch is {best_epoch}; restore that best.pt, or start again with "
                             "--overwrite")
+
+
+@contextlib.contextmanager
+def _full_disk_as_error(path: Path) -> Iterator[None]:
+    """torch.save reports a full disk as a RuntimeError from its zip writer, not an OSError,
+    and leaves its temp file: remove that and say what probably happened."""
+    try:
+        yield
+    except RuntimeError as exc:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        raise TrainingError(f"could not write checkpoint {path} (is the disk full?): "
+                            f"{exc}") from None
 
 
 def _log_size(path: Path) -> int | None:
@@ -834,23 +874,24 @@ def train(
                 if not sync.is_main:
                     sync.barrier()  # the file exists once any rank goes on
                     return
-            save_checkpoint(path, module, vocab, config.to_dict(), extra | {
-                "epoch": epoch,
-                "batch": prog.next_batch,
-                "epoch_cost": prog.cost,
-                "epoch_steps": prog.steps,
-                "epoch_tokens": prog.tokens,
-                "epoch_seconds": prog.seconds,
-                "recurrent_state": state,
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(dev),
-                "history": [asdict(m) for m in history],
-                "best_valid_ppl": best_ppl,
-                "best_epoch": best_epoch,
-                "early_stopping": early.state() if early else None,
-                "learning_rate": optimizer.param_groups[0]["lr"],
-                "log_size": _log_size(log_file),
-            })
+            with _full_disk_as_error(path):
+                save_checkpoint(path, module, vocab, config.to_dict(), extra | {
+                    "epoch": epoch,
+                    "batch": prog.next_batch,
+                    "epoch_cost": prog.cost,
+                    "epoch_steps": prog.steps,
+                    "epoch_tokens": prog.tokens,
+                    "epoch_seconds": prog.seconds,
+                    "recurrent_state": state,
+                    "optimizer": optimizer.state_dict(),
+                    "rng": _rng_state(dev),
+                    "history": [asdict(m) for m in history],
+                    "best_valid_ppl": best_ppl,
+                    "best_epoch": best_epoch,
+                    "early_stopping": early.state() if early else None,
+                    "learning_rate": optimizer.param_groups[0]["lr"],
+                    "log_size": _log_size(log_file),
+                })
             if sync is not None:
                 sync.barrier()
 
@@ -873,7 +914,9 @@ def train(
                 "(the new settings apply).")
 
         def commit(epoch: int, prog: EpochProgress) -> None:
+            _kill_point(log_file.name)  # the epoch's line is logged, last.pt not yet written
             checkpoint(last_path, epoch, prog)
+            _kill_point(last_path.name)
             if main:
                 _settle(save_path, {"epoch": epoch, "batch": prog.next_batch,
                                     "best_epoch": best_epoch,
