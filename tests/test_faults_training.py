@@ -132,12 +132,12 @@ def metrics_view(folder: Path) -> tuple[list, list]:
 
 
 def log_view(folder: Path) -> list[str]:
-    """The log's messages without timestamps and speeds, and without the lines that a
-    resumed run adds on purpose (where it resumed, that nothing was left to do)."""
+    """The log's messages without timestamps and speeds, and without the lines that say
+    on purpose where a run was interrupted, where it resumed, that nothing was left."""
     out = []
     for line in (folder / "train.log").read_text().splitlines():
         message = line.split(" ", 3)[3]  # date, time, level, message
-        if message.startswith("resuming from") or "nothing to do" in message:
+        if message.startswith(("resuming from", "interrupt")) or "nothing to do" in message:
             continue
         out.append(re.sub(r"[\d,]+ tokens/s", "N tokens/s", message))
     return out
@@ -327,7 +327,7 @@ def test_save_path_that_is_a_file_is_refused(corpus, tmp_path):
 def test_training_text_of_empty_lines_is_refused(corpus, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "train.txt").write_text("\n\n  \n\n")
+    (data / "train.txt").write_text("\n" * 400 + "  \n" * 100)  # enough lines to "train" on
     for split in ("valid", "test"):
         (data / f"{split}.txt").write_text((corpus / f"{split}.txt").read_text())
     config = write_config(data, tmp_path, tmp_path / "run")
@@ -401,3 +401,14 @@ def test_full_disk_fails_cleanly_and_keeps_the_checkpoints(corpus, tmp_path, dis
     assert "is the disk full" in result.output or "No space left" in result.output
     after = {p.name: p.read_bytes() for p in save.iterdir() if p.name != "train.log"}
     assert after == before  # no .tmp, every earlier file as it was
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device that is always full)")
+def test_a_log_line_that_cannot_be_written_stops_with_the_file_named():
+    import logging
+
+    from stategrad.training import _log_to
+
+    with _log_to(Path("/dev/full")), pytest.raises(OSError) as info:
+        logging.getLogger("stategrad.training").info("a line for a full disk")
+    assert info.value.filename == "/dev/full" and "No space left" in str(info.value)

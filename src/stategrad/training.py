@@ -14,6 +14,8 @@ Checkpoints (``save_path/last.pt`` after every epoch and on interruption,
 ``save_path/best.pt`` for the best validation perplexity) hold everything needed
 to resume bit-for-bit on CPU: optimizer state, RNG state, the position inside the
 epoch with its recurrent state and partial sums, early-stopping state and history.
+``last.pt`` is the run's one commit point: ``best.pt``, ``epoch_<n>.pt``, the metrics
+files and the end of the log are derived from it, and rebuilt from it on ``--resume``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -575,7 +578,10 @@ class _StrictFileHandler(logging.FileHandler):
     instead of logging's traceback on stderr and a run that goes on without its log."""
 
     def handleError(self, record: logging.LogRecord) -> None:
-        raise  # called from the except block of emit(): re-raise its error
+        exc = sys.exc_info()[1]  # called from the except block of emit()
+        if isinstance(exc, OSError):
+            raise _naming(exc, Path(self.baseFilename)) from None
+        raise  # anything else: emit's own error, unchanged
 
 
 @contextlib.contextmanager
@@ -593,7 +599,10 @@ def _log_to(path: Path) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
-        handler.close()
+        # every line is flushed as written: a failing close only repeats the error that
+        # the failed line already raised
+        with contextlib.suppress(OSError):
+            handler.close()
 
 
 _KILL_AT = "STATEGRAD_KILL_AT"
@@ -613,6 +622,11 @@ def _kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The error with the file it was about (a failed write() names none)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Temp file renamed into place; on failure (full disk) nothing is left behind."""
     tmp = path.with_name(path.name + ".tmp")
@@ -621,9 +635,9 @@ def _write_atomic(path: Path, text: str) -> None:
             handle.write(text)
         _kill_point(tmp.name)
         os.replace(tmp, path)
-    except OSError:
+    except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        raise _naming(exc, path) from None
     _kill_point(path.name)
 
 
@@ -636,9 +650,9 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
         _kill_point(tmp.name)
         os.replace(tmp, dst)
-    except OSError:
+    except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        raise _naming(exc, dst) from None
     _kill_point(dst.name)
 
 
@@ -836,9 +850,9 @@ def train(
         if resume:
             start_epoch, epoch_progress, best_ppl, best_epoch, history, early = _restore(
                 last_path, payload, config, vocab, module, optimizer, dev, early, sync)
+            tr = payload.get("training") or {}
+            _check_best(save_path, tr)  # on every rank, so that all of them refuse alike
             if main:
-                tr = payload.get("training") or {}
-                _check_best(save_path, tr)
                 _settle(save_path, tr, config.output.keep_epoch_checkpoints)
             if start_epoch >= t.max_max_epoch:
                 say(f"{last_path} has finished {start_epoch} epochs, training.max_max_epoch is "
@@ -1219,6 +1233,9 @@ def run_legacy(
             test_file = files.test
         test_file = require_file(test_file, "test")
         tokens = read_tokens(test_file, model.vocab, **opts)
+        warning = unk_warning(tokens, model.vocab)
+        if warning:
+            say(warning)
         result.test_ppl = evaluate(model, tokens, batch_size=1, num_steps=1, device=dev,
                                    progress=progress is True)
         say(f"Test Perplexity: {result.test_ppl:.3f} ({test_file})")
