@@ -254,6 +254,9 @@ def load_toml_config(path: str | os.PathLike) -> TrainConfig:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # a binary file, or another encoding
+        raise ConfigError(f"{path}: not UTF-8 text, so not a TOML file ({exc.reason} at byte "
+                          f"{exc.start})") from None
     return validate_config(data, str(path))
 
 

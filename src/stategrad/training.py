@@ -14,17 +14,24 @@ Checkpoints (``save_path/last.pt`` after every epoch and on interruption,
 ``save_path/best.pt`` for the best validation perplexity) hold everything needed
 to resume bit-for-bit on CPU: optimizer state, RNG state, the position inside the
 epoch with its recurrent state and partial sums, early-stopping state and history.
+``last.pt`` is the run's one commit point: ``best.pt``, ``epoch_<n>.pt``, the metrics
+files and the end of the log are derived from it, and rebuilt from it on ``--resume``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import filecmp
+import io
 import json
 import logging
 import math
 import os
+import shutil
 import signal
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +52,17 @@ from .config import (
     learning_rate_for_epoch,
     require_file,
 )
-from .corpus import CorpusError, Vocabulary, batchify, iter_sentences, num_batches, read_tokens
+from .corpus import (
+    BOS,
+    EOS,
+    UNK,
+    CorpusError,
+    Vocabulary,
+    batchify,
+    iter_sentences,
+    num_batches,
+    read_tokens,
+)
 from .models import (
     RNNLM,
     LanguageModel,
@@ -189,7 +206,15 @@ class EpochProgress:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.cost / self.steps) if self.steps else float("nan")
+        return perplexity(self.cost / self.steps) if self.steps else float("nan")
+
+
+def perplexity(mean_cross_entropy: float) -> float:
+    """exp of a mean cross entropy; inf where that overflows (a huge but finite loss)."""
+    try:
+        return math.exp(mean_cross_entropy)
+    except OverflowError:
+        return math.inf
 
 
 def _rows_tensor(tokens: np.ndarray, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -364,7 +389,7 @@ def evaluate(
     if not math.isfinite(mean):
         raise TrainingError(f"evaluation produced a non-finite cross entropy ({mean}); "
                             "the model's parameters are not finite")
-    return math.exp(mean)
+    return perplexity(mean)
 
 
 # --- vocabulary and data ------------------------------------------------------------------
@@ -394,6 +419,34 @@ def build_vocabulary(config: TrainConfig) -> Vocabulary:
 
 def read_split(config: TrainConfig, path: Path, vocab: Vocabulary) -> np.ndarray:
     return read_tokens(path, vocab, no_eos=config.data.no_eos, encoding=config.data.encoding)
+
+
+def _require_words(tokens: np.ndarray, vocab: Vocabulary, path: Path) -> None:
+    """Empty lines give only <eos>: a 3-word vocabulary that cannot learn anything."""
+    markers = [i for i in (vocab.get(EOS), vocab.get(BOS)) if i is not None]
+    if not np.isin(tokens, markers, invert=True).any():
+        raise CorpusError(f"train file {path} has no words (only empty lines): a language "
+                          "model needs text to learn from")
+
+
+def _save_vocab(vocab: Vocabulary, path: Path) -> None:
+    try:
+        vocab.save(path)
+    except OSError:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # a full disk: no leftover
+        raise
+
+
+def _make_folder(path: Path, option: str) -> None:
+    """The folder, made and known writable before any training time is spent."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option}: {path} is a file, not a folder; choose another path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # nameless where it can be: a kill leaves nothing
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write in {path}: {exc.strerror or exc}") from None
 
 
 def vocabulary_mismatch(expected: Vocabulary, found: Vocabulary) -> str | None:
@@ -520,10 +573,21 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _StrictFileHandler(logging.FileHandler):
+    """A log line that cannot be written (a full disk) stops training with that error,
+    instead of logging's traceback on stderr and a run that goes on without its log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]  # called from the except block of emit()
+        if isinstance(exc, OSError):
+            raise _naming(exc, Path(self.baseFilename)) from None
+        raise  # anything else: emit's own error, unchanged
+
+
 @contextlib.contextmanager
 def _log_to(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _StrictFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("stategrad")
     old_level = root.level
@@ -535,20 +599,141 @@ def _log_to(path: Path) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
-        handler.close()
+        # every line is flushed as written: a failing close only repeats the error that
+        # the failed line already raised
+        with contextlib.suppress(OSError):
+            handler.close()
+
+
+_KILL_AT = "STATEGRAD_KILL_AT"
+_passes: dict[str, int] = {}
+
+
+def _kill_point(name: str) -> None:
+    """Test hook: with ``STATEGRAD_KILL_AT=NAME:N`` in the environment the process kills
+    itself (SIGKILL: no clean-up at all) the N-th time it passes the point NAME, the
+    file just written (``last.pt``, ``best.pt.tmp``, ``metrics.csv``, ``train.log``...).
+    The fault tests use it to stop a run between any two of its writes."""
+    target, _, count = os.environ.get(_KILL_AT, "").rpartition(":")
+    if target != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if str(_passes[name]) == count:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The error with the file it was about (a failed write() names none)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file renamed into place; on failure (full disk) nothing is left behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            handle.write(text)
+        _kill_point(tmp.name)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _naming(exc, path) from None
+    _kill_point(path.name)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` (temp file + rename); a no-op when it already is one."""
+    if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+        return
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        _kill_point(tmp.name)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _naming(exc, dst) from None
+    _kill_point(dst.name)
 
 
 def _write_metrics(save_path: Path, history: list[EpochMetrics]) -> None:
     rows = [asdict(m) for m in history]
-    tmp = save_path / "metrics.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    os.replace(tmp, save_path / "metrics.json")
-    tmp = save_path / "metrics.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f for f in EpochMetrics.__dataclass_fields__])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, save_path / "metrics.csv")
+    _write_atomic(save_path / "metrics.json", json.dumps(rows, indent=1))
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=[f for f in EpochMetrics.__dataclass_fields__])
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(save_path / "metrics.csv", table.getvalue())
+
+
+# --- the commit point ---------------------------------------------------------------------
+#
+# ``last.pt`` is the one commit point of a run: it carries the metrics history, the best
+# epoch and the length of the log when it was written.  best.pt, epoch_<n>.pt, metrics.*
+# and the end of the log are derived from it, right after it is written and again on
+# every --resume, so whatever a kill leaves between two writes is repaired the same way.
+
+_DERIVED = (BEST, "metrics.json", "metrics.csv")
+
+
+def _settle(save_path: Path, tr: dict[str, Any], keep_epochs: bool) -> None:
+    """Bring best.pt, epoch_<n>.pt and metrics.* in line with last.pt's record ``tr``."""
+    last = save_path / LAST
+    epoch, at_end = int(tr["epoch"]), int(tr.get("batch", 0)) == 0
+    if at_end and epoch > 0 and tr.get("best_epoch") == epoch:
+        _copy_atomic(last, save_path / BEST)  # the epoch just committed is the best one
+    if keep_epochs and at_end and epoch > 0:
+        _copy_atomic(last, save_path / f"epoch_{epoch}.pt")
+    _write_metrics(save_path, [EpochMetrics(**m) for m in tr.get("history", [])])
+
+
+def _check_best(save_path: Path, tr: dict[str, Any]) -> None:
+    """Refuse to resume when best.pt is not the best epoch that last.pt names: it cannot be
+    rebuilt from last.pt, and going on would leave a wrong best.pt behind."""
+    best_epoch = tr.get("best_epoch")
+    at_end = int(tr.get("batch", 0)) == 0
+    if best_epoch is None or (at_end and best_epoch == int(tr["epoch"])):
+        return  # nothing yet, or best.pt is a copy of last.pt (made by _settle)
+    path = save_path / BEST
+    found = None
+    if path.is_file():
+        saved = read_checkpoint(path).get("training") or {}
+        found = saved.get("epoch") if int(saved.get("batch", 0)) == 0 else None
+    if found != best_epoch:
+        what = f"holds epoch {found}" if path.is_file() else "is missing"
+        raise TrainingError(f"cannot resume: {path} {what}, but {save_path / LAST} says the best "
+                            f"epoch is {best_epoch}; restore that best.pt, or start again with "
+                            "--overwrite")
+
+
+@contextlib.contextmanager
+def _full_disk_as_error(path: Path) -> Iterator[None]:
+    """torch.save reports a full disk as a RuntimeError from its zip writer, not an OSError,
+    and leaves its temp file: remove that and say what probably happened."""
+    try:
+        yield
+    except RuntimeError as exc:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        raise TrainingError(f"could not write checkpoint {path} (is the disk full?): "
+                            f"{exc}") from None
+
+
+def _log_size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
+
+
+def _rewind_log(path: Path, size: int | None) -> None:
+    """Drop what the log gained after the commit point (lines of work a kill undid)."""
+    if size is not None and path.is_file() and path.stat().st_size > size:
+        os.truncate(path, size)
+
+
+def _remove_stale_temps(save_path: Path) -> None:
+    """Temp files a kill left halfway; each is written again from scratch when needed."""
+    for name in (LAST, "vocab.txt", *_DERIVED):
+        (save_path / (name + ".tmp")).unlink(missing_ok=True)
+    for tmp in save_path.glob("epoch_*.pt.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _state_tensors(state) -> list[torch.Tensor]:
@@ -612,8 +797,13 @@ def train(
     files = data_files(config)
     train_file = require_file(files.train, "train")
     valid_file = require_file(files.valid, "valid")
-    save_path.mkdir(parents=True, exist_ok=True)
     log_file = Path(config.output.log_file) if config.output.log_file else save_path / "train.log"
+    _make_folder(save_path, "output.save_path")
+    _make_folder(log_file.parent, "output.log_file")
+    payload = read_checkpoint(last_path) if resume else None
+    if payload is not None and main:
+        _remove_stale_temps(save_path)
+        _rewind_log(log_file, (payload.get("training") or {}).get("log_size"))
 
     def say(message: str) -> None:
         if not main:
@@ -629,14 +819,19 @@ def train(
     with _log_to(log_file) if main else contextlib.nullcontext():
         vocab = build_vocabulary(config)
         if main:
-            vocab.save(save_path / "vocab.txt")
+            _save_vocab(vocab, save_path / "vocab.txt")
         if config.data.save_vocab and main:
             Path(config.data.save_vocab).parent.mkdir(parents=True, exist_ok=True)
-            vocab.save(config.data.save_vocab)
+            _save_vocab(vocab, Path(config.data.save_vocab))
         train_tokens = read_split(config, train_file, vocab)
+        _require_words(train_tokens, vocab, train_file)
         valid_tokens = read_split(config, valid_file, vocab)
-        say(f"vocabulary {len(vocab)} words; train {len(train_tokens):,} tokens "
-            f"({train_file}), valid {len(valid_tokens):,} tokens ({valid_file})")
+        sizes = (f"vocabulary {len(vocab)} words; train {len(train_tokens):,} tokens "
+                 f"({train_file}), valid {len(valid_tokens):,} tokens ({valid_file})")
+        if not resume:
+            say(sizes)
+        elif main and echo is not None:
+            echo(sizes)  # not logged: a resumed log goes on as if never interrupted
 
         torch.manual_seed(t.seed)
         module = build_model(config, vocab).to(dev)
@@ -654,7 +849,11 @@ def train(
         early = EarlyStopping(t.early_stop) if t.early_stop else None
         if resume:
             start_epoch, epoch_progress, best_ppl, best_epoch, history, early = _restore(
-                last_path, config, vocab, module, optimizer, dev, early, sync)
+                last_path, payload, config, vocab, module, optimizer, dev, early, sync)
+            tr = payload.get("training") or {}
+            _check_best(save_path, tr)  # on every rank, so that all of them refuse alike
+            if main:
+                _settle(save_path, tr, config.output.keep_epoch_checkpoints)
             if start_epoch >= t.max_max_epoch:
                 say(f"{last_path} has finished {start_epoch} epochs, training.max_max_epoch is "
                     f"{t.max_max_epoch}: nothing to do (raise max_max_epoch to train longer)")
@@ -689,24 +888,54 @@ def train(
                 if not sync.is_main:
                     sync.barrier()  # the file exists once any rank goes on
                     return
-            save_checkpoint(path, module, vocab, config.to_dict(), extra | {
-                "epoch": epoch,
-                "batch": prog.next_batch,
-                "epoch_cost": prog.cost,
-                "epoch_steps": prog.steps,
-                "epoch_tokens": prog.tokens,
-                "epoch_seconds": prog.seconds,
-                "recurrent_state": state,
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(dev),
-                "history": [asdict(m) for m in history],
-                "best_valid_ppl": best_ppl,
-                "best_epoch": best_epoch,
-                "early_stopping": early.state() if early else None,
-                "learning_rate": optimizer.param_groups[0]["lr"],
-            })
+            with _full_disk_as_error(path):
+                save_checkpoint(path, module, vocab, config.to_dict(), extra | {
+                    "epoch": epoch,
+                    "batch": prog.next_batch,
+                    "epoch_cost": prog.cost,
+                    "epoch_steps": prog.steps,
+                    "epoch_tokens": prog.tokens,
+                    "epoch_seconds": prog.seconds,
+                    "recurrent_state": state,
+                    "optimizer": optimizer.state_dict(),
+                    "rng": _rng_state(dev),
+                    "history": [asdict(m) for m in history],
+                    "best_valid_ppl": best_ppl,
+                    "best_epoch": best_epoch,
+                    "early_stopping": early.state() if early else None,
+                    "learning_rate": optimizer.param_groups[0]["lr"],
+                    "log_size": _log_size(log_file),
+                })
             if sync is not None:
                 sync.barrier()
+
+        def validate() -> float:
+            try:
+                return evaluate(module, valid_tokens, batch_size=t.batch_size,
+                                num_steps=t.num_steps, device=dev)
+            except TrainingError:  # non-finite parameters: the stop below says what to do
+                return math.nan
+
+        def diverged(reason: str) -> TrainingError:
+            """The documented stop on a non-finite loss: last.pt stays the last good epoch."""
+            write_metrics()
+            kept = (f"the last good checkpoint is {last_path}" if last_path.exists()
+                    else "no checkpoint was written (it failed in the first epoch)")
+            return TrainingError(
+                f"{reason}. Training stopped; {kept}. Lower training.learning_rate, set or "
+                "lower training.max_grad_norm (gradient clipping), or check the data; "
+                "then start again, or continue from the checkpoint with --resume "
+                "(the new settings apply).")
+
+        def commit(epoch: int, prog: EpochProgress) -> None:
+            _kill_point(log_file.name)  # the epoch's line is logged, last.pt not yet written
+            checkpoint(last_path, epoch, prog)
+            _kill_point(last_path.name)
+            if main:
+                _settle(save_path, {"epoch": epoch, "batch": prog.next_batch,
+                                    "best_epoch": best_epoch,
+                                    "history": [asdict(m) for m in history]},
+                        config.output.keep_epoch_checkpoints)
 
         with _Interrupt() as interrupt:
             stop = (lambda: interrupt.requested or should_stop()) if should_stop else \
@@ -732,29 +961,25 @@ def train(
                         progress=epoch_progress, should_stop=stop, epoch=epoch, bar=bar,
                         sync=sync, ddp=ddp)
                 except NonFiniteLossError as exc:
-                    write_metrics()
-                    kept = (f"the last good checkpoint is {last_path}" if last_path.exists()
-                            else "no checkpoint was written (it failed in the first epoch)")
-                    raise TrainingError(
-                        f"{exc}. Training stopped; {kept}. Lower training.learning_rate, set or "
-                        "lower training.max_grad_norm (gradient clipping), or check the data; "
-                        "then start again, or continue from the checkpoint with --resume "
-                        "(the new settings apply).") from None
+                    raise diverged(str(exc)) from None
                 finally:
                     if bar is not None:
                         bar.close()
                 if epoch_progress.next_batch < n_batches:
-                    checkpoint(last_path, epoch, epoch_progress)
+                    commit(epoch, epoch_progress)
                     say(f"interrupted in epoch {epoch + 1} after batch {epoch_progress.next_batch}"
                         f"/{n_batches}; saved {last_path}; continue with --resume")
                     interrupted = True
                     break
                 train_ppl = epoch_progress.perplexity
                 tok_s = epoch_progress.tokens / max(epoch_progress.seconds, 1e-9)
-                valid_ppl = evaluate(module, valid_tokens, batch_size=t.batch_size,
-                                     num_steps=t.num_steps, device=dev) if main else None
+                valid_ppl = validate() if main else None
                 if sync is not None:  # one evaluation, so every rank decides alike
                     valid_ppl = sync.broadcast(valid_ppl)
+                if not (math.isfinite(train_ppl) and math.isfinite(valid_ppl)):
+                    # a loss too large for exp() is as useless as an infinite one
+                    raise diverged(f"the perplexity became infinite at epoch {epoch + 1} (train "
+                                   f"{train_ppl}, valid {valid_ppl}; learning rate {lr:g})")
                 is_best = best_ppl is None or valid_ppl < best_ppl
                 history.append(EpochMetrics(epoch + 1, lr, train_ppl, valid_ppl, tok_s,
                                             epoch_progress.seconds, is_best))
@@ -770,12 +995,7 @@ def train(
                     break
                 if is_best:
                     best_ppl, best_epoch = valid_ppl, epoch + 1
-                checkpoint(last_path, epoch + 1, epoch_progress)
-                if is_best:
-                    checkpoint(best_path, epoch + 1, epoch_progress)
-                if config.output.keep_epoch_checkpoints:
-                    checkpoint(save_path / f"epoch_{epoch + 1}.pt", epoch + 1, epoch_progress)
-                write_metrics()
+                commit(epoch + 1, epoch_progress)
                 if stop():
                     interrupted = epoch + 1 < t.max_max_epoch
                     if interrupted:
@@ -792,10 +1012,9 @@ def train(
                            best_checkpoint=best_path if best_path.exists() else None)
 
 
-def _restore(path: Path, config: TrainConfig, vocab: Vocabulary, module: RNNLM,
-             optimizer: torch.optim.Optimizer, device: torch.device,
+def _restore(path: Path, payload: dict[str, Any], config: TrainConfig, vocab: Vocabulary,
+             module: RNNLM, optimizer: torch.optim.Optimizer, device: torch.device,
              early: EarlyStopping | None, sync: Any = None):
-    payload = read_checkpoint(path)
     ck_module, ck_vocab = module_from_checkpoint(payload)
     problem = vocabulary_mismatch(vocab, ck_vocab)
     if problem:
@@ -853,6 +1072,23 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     module, vocab = module_from_checkpoint(payload)
     module.to(device).eval()
     return LanguageModel(module, vocab, str(path), payload.get("config", {}))
+
+
+#: Share of <unk> tokens above which a text is probably not the model's (gradients' rule).
+UNK_WARNING_SHARE = 0.05
+
+
+def unk_warning(tokens: np.ndarray, vocab: Vocabulary) -> str | None:
+    """A warning when many tokens are <unk>: a text of another vocabulary or another model
+    gives a perplexity that looks like a result but is not one."""
+    unk = vocab.get(UNK)
+    if unk is None or len(tokens) == 0:
+        return None
+    share = float(np.mean(np.asarray(tokens) == unk))
+    if share <= UNK_WARNING_SHARE:
+        return None
+    return (f"warning: {share:.1%} of the text's tokens are <unk> (the text's own <unk> and "
+            "words outside the model's vocabulary)")
 
 
 def evaluate_file(model: LanguageModel, path: str | os.PathLike, *, batch_size: int = 1,
@@ -1002,6 +1238,9 @@ def run_legacy(
             test_file = files.test
         test_file = require_file(test_file, "test")
         tokens = read_tokens(test_file, model.vocab, **opts)
+        warning = unk_warning(tokens, model.vocab)
+        if warning:
+            say(warning)
         result.test_ppl = evaluate(model, tokens, batch_size=1, num_steps=1, device=dev,
                                    progress=progress is True)
         say(f"Test Perplexity: {result.test_ppl:.3f} ({test_file})")
@@ -1029,5 +1268,6 @@ __all__ = [
     "save_embedding_table",
     "train",
     "train_epoch",
+    "unk_warning",
     "ModelError",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import click
@@ -14,7 +16,16 @@ _ERRORS = (ConfigError, CorpusError, ModelError)
 
 
 def _fail(exc: Exception) -> click.ClickException:
+    if isinstance(exc, OSError) and exc.filename:  # a read-only folder, a full disk
+        return click.ClickException(f"{exc.filename}: {exc.strerror or exc}")
     return click.ClickException(str(exc))
+
+
+def _ignore_interrupts() -> None:
+    """Everything is saved and the process is about to exit: a further Ctrl-C would only
+    break the interpreter's shutdown (a traceback from an atexit callback), so ignore it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _echo(message: str) -> None:
@@ -62,8 +73,9 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
             config.output.keep_epoch_checkpoints = True
         summary = train(config, resume=resume, overwrite=overwrite, device=device,
                         threads=threads, progress=progress or "log", echo=_echo)
-    except (*_ERRORS, TrainingError) as exc:
+    except (*_ERRORS, TrainingError, OSError) as exc:
         raise _fail(exc) from None
+    _ignore_interrupts()
     if summary.interrupted:
         click.echo(f"interrupted; continue with: stategrad train {config_file} --resume")
         return
@@ -110,12 +122,14 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
     import torch
 
     from ..config import data_files, require_file
+    from ..corpus import read_tokens
     from ..training import (
         TrainingError,
         checkpoint_for,
-        evaluate_file,
+        evaluate,
         load_trained,
         resolve_device,
+        unk_warning,
     )
 
     if config_file is None and model_path is None:
@@ -141,9 +155,12 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
         ns = num_steps or (config.training.num_steps if is_valid else 1)
         model = load_trained(path, dev)
         opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding} if config else {}
-        ppl = evaluate_file(model, text, batch_size=bs, num_steps=ns, device=dev,
-                            progress=progress, **opts)
-    except (*_ERRORS, TrainingError) as exc:
+        tokens = read_tokens(text, model.vocab, **opts)
+        warning = unk_warning(tokens, model.vocab)
+        if warning:
+            click.echo(warning, err=True)
+        ppl = evaluate(model, tokens, batch_size=bs, num_steps=ns, device=dev, progress=progress)
+    except (*_ERRORS, TrainingError, OSError) as exc:
         raise _fail(exc) from None
     click.echo(f"{split if split in ('valid', 'test') else text} perplexity: {ppl:.3f} "
                f"(model {path}, batch size {bs}, {ns} step{'s' if ns > 1 else ''})")
@@ -174,8 +191,9 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
         result = run_legacy(run, do_train=not notrain, do_valid=not novalid, do_test=not notest,
                             device=device, threads=threads, progress=progress or "log",
                             echo=_echo)
-    except (*_ERRORS, TrainingError) as exc:
+    except (*_ERRORS, TrainingError, OSError) as exc:
         raise _fail(exc) from None
+    _ignore_interrupts()
     if result.summary is not None and result.summary.history:
         last = result.summary.history[-1]
         click.echo(f"Epoch: {last.epoch} Valid Perplexity: {last.valid_ppl:.3f}")
