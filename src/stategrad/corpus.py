@@ -254,3 +254,20 @@ def iter_batches(
     for i in range(start, n):
         lo = i * num_steps
         yield i, data[:, lo : lo + num_steps], data[:, lo + 1 : lo + num_steps + 1]
+
+
+#: Share of <unk> tokens above which a text is probably not the model's (eval, gradients, run).
+UNK_WARNING_SHARE = 0.05
+
+
+def unk_warning(tokens: np.ndarray, vocab: Vocabulary) -> str | None:
+    """A warning when many tokens are <unk>: a text of another vocabulary or another model
+    gives a perplexity that looks like a result but is not one."""
+    unk = vocab.get(UNK)
+    if unk is None or len(tokens) == 0:
+        return None
+    share = float(np.mean(np.asarray(tokens) == unk))
+    if share <= UNK_WARNING_SHARE:
+        return None
+    return (f"warning: {share:.1%} of the text's tokens are <unk> (the text's own <unk> and "
+            "words outside the model's vocabulary)")

@@ -55,13 +55,13 @@ from .config import (
 from .corpus import (
     BOS,
     EOS,
-    UNK,
     CorpusError,
     Vocabulary,
     batchify,
     iter_sentences,
     num_batches,
     read_tokens,
+    unk_warning,
 )
 from .models import (
     RNNLM,
@@ -1072,23 +1072,6 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     module, vocab = module_from_checkpoint(payload)
     module.to(device).eval()
     return LanguageModel(module, vocab, str(path), payload.get("config", {}))
-
-
-#: Share of <unk> tokens above which a text is probably not the model's (gradients' rule).
-UNK_WARNING_SHARE = 0.05
-
-
-def unk_warning(tokens: np.ndarray, vocab: Vocabulary) -> str | None:
-    """A warning when many tokens are <unk>: a text of another vocabulary or another model
-    gives a perplexity that looks like a result but is not one."""
-    unk = vocab.get(UNK)
-    if unk is None or len(tokens) == 0:
-        return None
-    share = float(np.mean(np.asarray(tokens) == unk))
-    if share <= UNK_WARNING_SHARE:
-        return None
-    return (f"warning: {share:.1%} of the text's tokens are <unk> (the text's own <unk> and "
-            "words outside the model's vocabulary)")
 
 
 def evaluate_file(model: LanguageModel, path: str | os.PathLike, *, batch_size: int = 1,

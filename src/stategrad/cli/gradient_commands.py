@@ -15,7 +15,7 @@ import click
 import numpy as np
 import torch
 
-from ..corpus import CorpusError, read_tokens
+from ..corpus import CorpusError, read_tokens, unk_warning
 from ..engine import EngineError, EngineOptions, StateGradientEngine
 from ..models import ModelError, load_model
 from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
@@ -148,12 +148,9 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
         raise click.ClickException(str(exc)) from exc
     if len(tokens) == 0:
         raise click.ClickException(f"{text_path} holds no tokens")
-    unk = lm.vocab.get("<unk>")
-    if unk is not None:
-        share = float(np.mean(tokens == unk))
-        if share > 0.05:
-            click.echo(f"warning: {share:.1%} of the text's tokens are <unk> (the text's own "
-                       "<unk> and words outside the model's vocabulary)", err=True)
+    warning = unk_warning(tokens, lm.vocab)
+    if warning:
+        click.echo(warning, err=True)
     class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
                                      tag_map=tag_map)
     if semantics == "segment" and segment_length is None:
