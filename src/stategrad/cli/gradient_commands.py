@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 
 from ..corpus import CorpusError, read_tokens, unk_warning
