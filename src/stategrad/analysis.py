@@ -31,6 +31,7 @@ import json
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,19 @@ class EmbeddingStats:
         return written
 
 
+def load_npy(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """One array from a .npy file (or ``key`` of a .npz), never unpickling; a damaged
+    or foreign file is an AnalysisError that names it."""
+    try:
+        if key is None:
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as data:
+            return data[key]
+    # numpy raises these for a truncated, foreign or pickled file
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise AnalysisError(f"{path} is not a readable array file: {exc}") from exc
+
+
 def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
     """Read statistics written by :meth:`EmbeddingStats.save`, or the original's files.
 
@@ -201,7 +215,7 @@ def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
                 meta = json.loads(str(data["metadata"]))
                 arrays = {k: np.asarray(data[k], dtype=np.float64)
                           for k in ("mean", "covariance", "cholesky", "whitening")}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             if isinstance(exc, AnalysisError):
                 raise
             raise AnalysisError(f"{path} is not a readable embedding-stats file: {exc}") from exc
@@ -222,7 +236,7 @@ def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
         if not f.is_file():
             raise AnalysisError(f"{f} not found: the original's normalisation writes four files "
                                 f"next to each other ({', '.join(LEGACY_SUFFIXES.values())})")
-        arrays[attr] = np.asarray(np.load(f), dtype=np.float64)
+        arrays[attr] = np.asarray(load_npy(f), dtype=np.float64)
     L, Z, sigma = arrays["cholesky"], arrays["whitening"], arrays["covariance"]
     checks = SanityChecks(
         centered_mean_max=float("nan"),  # the embeddings themselves are not in these files
@@ -476,17 +490,14 @@ def read_token_embeddings(path: str | os.PathLike) -> np.ndarray:
         files = sorted((f for f in path.glob("*.npy") if f.stem.isdigit()), key=lambda f: int(f.stem))
         if not files:
             raise AnalysisError(f"{path} holds no numbered .npy embedding files")
-        return np.stack([np.load(f) for f in files])
+        return np.stack([load_npy(f) for f in files])
     if not path.is_file():
         raise AnalysisError(f"embedding file not found: {path}")
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             key = "arr_0" if "arr_0" in data else next(iter(data.keys()))
-            return np.asarray(data[key])
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise AnalysisError(f"{path} is not a .npy array file: {exc}") from exc
+        return np.asarray(load_npy(path, key))
+    return load_npy(path)
 
 
 # =========================================================================================
@@ -560,7 +571,7 @@ def normalizer_matrix(normalize: Normalizer) -> np.ndarray | None:
         if path.suffix == ".npy" and path.is_file() and not str(path).endswith(
             tuple(s for k, s in LEGACY_SUFFIXES.items() if k != "cholesky")
         ):
-            L = np.asarray(np.load(path), dtype=np.float64)
+            L = np.asarray(load_npy(path), dtype=np.float64)
         else:
             return load_embedding_stats(path).cholesky
     if L.ndim != 2 or L.shape[0] != L.shape[1]:

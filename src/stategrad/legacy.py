@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import AnalysisError, SingularValueTable, normalizer_matrix
+from .analysis import AnalysisError, SingularValueTable, load_npy, normalizer_matrix
 from .result import GradientResult
 
 _DELAY_DIR = re.compile(r"^delay_(\d+)$")
@@ -129,8 +129,7 @@ def iter_delay_matrices(
             if not archive.is_file():
                 raise LegacyError(f"{archive} not found (run np2npz on {folder}, or read the "
                                   ".npy files)")
-            with np.load(archive, allow_pickle=False) as data:
-                stack = data["arr_0"]
+            stack = load_npy(archive, key="arr_0")
             if len(stack) != len(mapping):
                 raise LegacyError(f"{archive} holds {len(stack)} matrices but {folder}/mapping.txt "
                                   f"has {len(mapping)} lines")
@@ -145,7 +144,7 @@ def iter_delay_matrices(
                 if line is None:
                     raise LegacyError(f"{f} has no line with counter {counter} in "
                                       f"{folder}/mapping.txt")
-                yield line, np.load(f)
+                yield line, load_npy(f)
 
 
 @dataclass
@@ -269,7 +268,7 @@ def legacy_svs(
     L = normalizer_matrix(normalize)
     rows = []
     for d, f in find_averages(grad_dir, class_name).items():
-        G = np.asarray(np.load(f), dtype=np.float64)
+        G = np.asarray(load_npy(f), dtype=np.float64)
         if L is not None and G.shape[1] != L.shape[0]:
             raise LegacyError(f"{f} is {G.shape[0]} x {G.shape[1]} but the normalisation matrix "
                               f"is {L.shape[0]} x {L.shape[1]}")
@@ -354,7 +353,7 @@ def np2npz(folder: str | os.PathLike, *, remove: bool = False) -> Path:
     files = _numbered_npy(folder)
     if not files:
         raise LegacyError(f"{folder} holds no numbered .npy files to compress")
-    stack = np.stack([np.load(f) for _, f in files])
+    stack = np.stack([load_npy(f) for _, f in files])
     target = folder / "all.npz"
     tmp = folder / "all.tmp.npz"
     np.savez_compressed(tmp, arr_0=stack)
@@ -377,13 +376,15 @@ def export_result_averages(
     ``cos_subspace_diff_vector.py`` read.  (Delay, class) cells without occurrences
     get no file."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = result.classes if classes is None else [
         result.classes[result.class_index(c)] for c in classes]
-    written = []
+    # every name is checked before the folder is made: a bad one leaves nothing behind
     for name in names:
         if name != "all" and not re.fullmatch(r"[\w.+-]+", name):
             raise LegacyError(f"class name {name!r} cannot be part of a file name")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
         suffix = "" if name == "all" else f"_{name}"
         for d in result.delays:
             if result.count(int(d), name) == 0:

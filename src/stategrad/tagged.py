@@ -575,8 +575,8 @@ def read_class_file(path: os.PathLike | str, encoding: str = "utf-8") -> list[st
     path = Path(path)
     if not path.is_file():
         raise TaggedError(f"class file not found: {path}")
-    with open(path, encoding=encoding) as handle:
-        items = [t for line in handle if not line.lstrip().startswith("#") for t in line.split()]
+    items = [t for _, line in _lines(path, encoding) if not line.lstrip().startswith("#")
+             for t in line.split()]
     if not items:
         raise TaggedError(f"class file {path} is empty")
     return list(dict.fromkeys(items))

@@ -78,6 +78,9 @@ def classes_from_options(
     tag_map: str | None = None,
 ) -> ClassSet:
     """The ClassSet the class options ask for (only 'all' when none is given)."""
+    for spec in classes or []:
+        if not any(part.strip() for part in spec.split(",")):
+            raise click.BadParameter(f"{spec!r} names no class", param_hint="--classes")
     try:
         return load_classes(
             vocab,

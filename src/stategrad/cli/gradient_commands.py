@@ -19,6 +19,7 @@ from ..engine import EngineError, EngineOptions, StateGradientEngine
 from ..models import ModelError, load_model
 from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
 from ..result import ResultError, load_result
+from ._inputs import reading
 from .data_commands import class_options, classes_from_options
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -105,15 +106,24 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     A killed run resumes from OUT.partial when started again with the same arguments.
     Under torchrun the text is split across the workers (see docs/distributed.md).
     """
+    if sample_every and sample_fraction:
+        raise click.UsageError("give --sample-every or --sample-fraction, not both")
+    if stop is not None and stop <= start:
+        raise click.BadParameter(f"{stop} is not after --start {start}", param_hint="--stop")
     if threads:
         torch.set_num_threads(threads)
     try:
-        lm = load_model(model_path, vocab_path, trusted=trusted)
-        tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
+        with reading(model_path, "--model"):
+            lm = load_model(model_path, vocab_path, trusted=trusted)
+        with reading(text_path, "--text"):
+            tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
     except (ModelError, CorpusError) as exc:
         raise click.ClickException(str(exc)) from exc
     if len(tokens) == 0:
         raise click.ClickException(f"{text_path} holds no tokens")
+    if start >= len(tokens):
+        raise click.BadParameter(f"{start} is past the end of {text_path} ({len(tokens)} tokens)",
+                                 param_hint="--start")
     unk = lm.vocab.get("<unk>")
     if unk is not None:
         share = float(np.mean(tokens == unk))
@@ -168,11 +178,8 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     writer = None
     tmpdir = None
     if raw_path or export_dir:
-        try:
-            positions = parse_index_spec(raw_positions, len(tokens))
-            delays = parse_index_spec(raw_delays, max_delay)
-        except RawError as exc:
-            raise click.BadParameter(str(exc)) from exc
+        positions = _index_spec(raw_positions, len(tokens), "--raw-positions")
+        delays = _index_spec(raw_delays, max_delay, "--raw-delays")
         target = raw_path
         if target is None:
             tmpdir = tempfile.TemporaryDirectory()
@@ -225,15 +232,28 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
             tmpdir.cleanup()
 
 
+def _index_spec(spec: str, n: int, option: str) -> np.ndarray:
+    try:
+        chosen = parse_index_spec(spec, n)
+    except RawError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+    if len(chosen) == 0:
+        # an empty selection would silently write no matrix at all
+        raise click.BadParameter(f"{spec!r} selects nothing (0..{n - 1})", param_hint=option)
+    return chosen
+
+
 @click.command("merge")
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
 def merge_command(results, out_path):
     """Add up results of disjoint parts of a text (or of several texts) into one."""
     try:
-        merged = load_result(results[0])
+        with reading(results[0]):
+            merged = load_result(results[0])
         for path in results[1:]:
-            merged = merged.merge(load_result(path))
+            with reading(path):
+                merged = merged.merge(load_result(path))
         merged.save(out_path)
     except ResultError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -246,7 +266,8 @@ def merge_command(results, out_path):
 def inspect_command(result_path, as_json):
     """Show what a result file holds: shapes, counts per class, and how it was made."""
     try:
-        res = load_result(result_path, blocks=False)
+        with reading(result_path):
+            res = load_result(result_path, blocks=False)
     except ResultError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ._inputs import reading
+
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
     if text is None:
@@ -23,7 +25,8 @@ def _load_L(path: str | None) -> np.ndarray | None:
         return None
     from ..analysis import normalizer_matrix
 
-    return normalizer_matrix(path)
+    with reading(path, "--normalize"):
+        return normalizer_matrix(path)
 
 
 def _load_vector(spec: str) -> tuple[str, np.ndarray]:
@@ -46,7 +49,8 @@ def _load_vector(spec: str) -> tuple[str, np.ndarray]:
 def _model(path: str, vocab: str | None, trusted: bool):
     from ..models import load_model
 
-    return load_model(path, vocab, trusted=trusted)
+    with reading(path, "--model"):
+        return load_model(path, vocab, trusted=trusted)
 
 
 def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, length: int) -> list[str]:
@@ -135,10 +139,16 @@ def register(group: click.Group) -> None:
         from ..report import build_report, sentence_map
         from ..result import load_result
 
+        if labels and len(labels) != len(results):
+            raise click.BadParameter(f"{len(labels)} labels for {len(results)} results",
+                                     param_hint="--label")
         if sentences and model_path is None:
             raise click.UsageError("--sentence needs --model CHECKPOINT")
         try:
-            loaded = [load_result(p) for p in results]
+            loaded = []
+            for p in results:
+                with reading(p):
+                    loaded.append(load_result(p))
             L = _load_L(normalize)
             vectors = dict(_load_vector(s) for s in differences)
             maps = []

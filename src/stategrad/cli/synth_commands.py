@@ -56,6 +56,13 @@ def parse_trigger(spec: str) -> TriggerClass:
     return trigger
 
 
+def _trigger_option(spec: str) -> TriggerClass:
+    try:
+        return parse_trigger(spec)
+    except SynthError as exc:
+        raise SynthError(f"--trigger: {exc}") from None
+
+
 def _parse_scale(text: str) -> tuple[str, float]:
     group, sep, value = text.partition("=")
     try:
@@ -71,13 +78,17 @@ def _base_config(preset_name: str, config_path: Path | None) -> SynthConfig:
         return PRESETS[preset_name]
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SynthError(f"cannot read configuration {config_path}: {exc}") from None
     if isinstance(data, dict) and "config" in data and "format" in data:
         data = data["config"]  # a synth.json written by an earlier run
     if not isinstance(data, dict):
         raise SynthError(f"{config_path} must hold a JSON object")
-    return SynthConfig.from_dict(data)
+    try:
+        return SynthConfig.from_dict(data)
+    except (SynthError, KeyError, TypeError, ValueError) as exc:
+        # from_dict names the missing or unexpected key, not the file it came from
+        raise SynthError(f"{config_path}: {exc}") from None
 
 
 @click.command("synth")
@@ -127,7 +138,7 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
         }
         changes = {k: v for k, v in changes.items() if v is not None}
         if triggers:
-            changes["triggers"] = tuple(parse_trigger(t) for t in triggers)
+            changes["triggers"] = tuple(_trigger_option(t) for t in triggers)
         if scales:
             changes["scales"] = {**config.scales, **dict(_parse_scale(s) for s in scales)}
         config = replace(config, **changes)

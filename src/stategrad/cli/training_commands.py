@@ -9,6 +9,7 @@ import click
 from ..config import ConfigError, TrainConfig, load_config, load_run
 from ..corpus import CorpusError
 from ..models import ModelError, read_checkpoint
+from ._inputs import reading
 
 _ERRORS = (ConfigError, CorpusError, ModelError)
 
@@ -141,8 +142,9 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
         ns = num_steps or (config.training.num_steps if is_valid else 1)
         model = load_trained(path, dev)
         opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding} if config else {}
-        ppl = evaluate_file(model, text, batch_size=bs, num_steps=ns, device=dev,
-                            progress=progress, **opts)
+        with reading(text, "--split"):
+            ppl = evaluate_file(model, text, batch_size=bs, num_steps=ns, device=dev,
+                                progress=progress, **opts)
     except (*_ERRORS, TrainingError) as exc:
         raise _fail(exc) from None
     click.echo(f"{split if split in ('valid', 'test') else text} perplexity: {ppl:.3f} "

@@ -1,0 +1,35 @@
+"""Reading the files a command is given: every failure names the file."""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import zipfile
+from collections.abc import Iterator
+
+import click
+
+# What loaders raise on a file that is not what they expect: h5py raises KeyError for a
+# missing dataset, numpy ValueError or zipfile.BadZipFile for a damaged array file, torch
+# RuntimeError or pickle.UnpicklingError for a damaged checkpoint, and a short or empty
+# file can surface as EOFError or IndexError. Only calls that read one given file are
+# wrapped, so these mean "this file is wrong", not a bug elsewhere.
+_LOADING_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, RuntimeError,
+                   UnicodeError, zipfile.BadZipFile, pickle.UnpicklingError)
+
+
+@contextlib.contextmanager
+def reading(path, what: str = "") -> Iterator[None]:
+    """Turn a failure while reading ``path`` into one ``Error:`` line that names it."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except _LOADING_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, UnicodeDecodeError):
+            message = f"not valid {exc.encoding} text ({exc.reason} at byte {exc.start})"
+        if str(path) not in message:
+            label = f"{what} {path}" if what else str(path)
+            message = f"{label}: {message}"
+        raise click.ClickException(message) from exc
