@@ -41,6 +41,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from threadpoolctl import threadpool_limits
 
+from .atomic import write_atomic, write_text_atomic
 from .result import EmptyClassError, GradientResult, json_default
 
 STATS_FORMAT = "stategrad-embedding-stats"
@@ -161,10 +162,7 @@ class EmbeddingStats:
             whitening=self.whitening,
             metadata=np.array(json.dumps(meta, sort_keys=True, default=json_default)),
         )
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
     def save_legacy(self, prefix: str | os.PathLike) -> list[Path]:
         """The original's four files: ``<prefix>_mean.npy``, ``_covar.npy``,
@@ -740,19 +738,18 @@ def _ranges(values: Sequence[int]) -> str:
 def _write_csv(path, columns, rows) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return write_text_atomic(path, buffer.getvalue(), newline="")
 
 
 def _write_json(path, payload) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=json_default) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=1, default=json_default) + "\n")
 
 
 @single_threaded_blas

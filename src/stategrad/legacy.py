@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import AnalysisError, SingularValueTable, load_npy, normalizer_matrix
+from .atomic import write_atomic
 from .result import GradientResult
 
 _DELAY_DIR = re.compile(r"^delay_(\d+)$")
@@ -354,10 +355,8 @@ def np2npz(folder: str | os.PathLike, *, remove: bool = False) -> Path:
     if not files:
         raise LegacyError(f"{folder} holds no numbered .npy files to compress")
     stack = np.stack([load_npy(f) for _, f in files])
-    target = folder / "all.npz"
-    tmp = folder / "all.tmp.npz"
-    np.savez_compressed(tmp, arr_0=stack)
-    os.replace(tmp, target)
+    target = write_atomic(folder / "all.npz", lambda tmp: np.savez_compressed(tmp, arr_0=stack),
+                          suffix=".tmp.npz")
     if remove:
         for _, f in files:
             f.unlink()

@@ -20,7 +20,10 @@ _LOADING_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, RuntimeE
 
 @contextlib.contextmanager
 def reading(path, what: str = "") -> Iterator[None]:
-    """Turn a failure while reading ``path`` into one ``Error:`` line that names it."""
+    """Turn a failure while reading ``path`` into one ``Error:`` line that names it.
+
+    Also for writing: an OSError from write() or close() (a full disk) carries no file
+    name, so the line would not say which output failed."""
     try:
         yield
     except click.ClickException:
@@ -33,3 +36,6 @@ def reading(path, what: str = "") -> Iterator[None]:
             label = f"{what} {path}" if what else str(path)
             message = f"{label}: {message}"
         raise click.ClickException(message) from exc
+
+
+writing = reading

@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from ..uncertainty import UncertaintyError
-from ._inputs import reading
+from ._inputs import reading, writing
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -95,9 +95,11 @@ def _read_vector(path: str, result) -> np.ndarray:
 
 def _write_tables(table: Any, csv_path: str | None, json_path: str | None) -> None:
     if csv_path:
-        _note(f"wrote {table.to_csv(csv_path)}")
+        with writing(csv_path, "--csv"):
+            _note(f"wrote {table.to_csv(csv_path)}")
     if json_path:
-        _note(f"wrote {table.to_json(json_path)}")
+        with writing(json_path, "--json"):
+            _note(f"wrote {table.to_json(json_path)}")
 
 
 def _model_options(f):
@@ -167,10 +169,12 @@ def register(group: click.Group) -> None:
                    f"embedding size {stats.embedding_size}")
         click.echo(stats.checks.format())
         if out:
-            _note(f"wrote {stats.save(out)}")
+            with writing(out, "--out"):
+                _note(f"wrote {stats.save(out)}")
         if legacy_prefix:
-            for p in stats.save_legacy(legacy_prefix):
-                _note(f"wrote {p}")
+            with writing(legacy_prefix, "--legacy-prefix"):
+                for p in stats.save_legacy(legacy_prefix):
+                    _note(f"wrote {p}")
 
     # --- embedding export --------------------------------------------------------------------
     @group.command("export-embeddings")
