@@ -587,7 +587,8 @@ CASES: list[Case] = [
          files={"bad.npz": _other_model_stats}, pending="results-integrity"),
     Case("gradients-partial-other-run", f"{GRAD} --max-delay 2 --out {{W}}/out.h5", ("out.h5.partial",),
          target=GOUT, allowed=("out.h5.partial*",),
-         files={"out.h5.partial": lambda g, w: shutil.copy(g / "result.h5", w / "out.h5.partial")}),
+         files={"out.h5.partial": lambda g, w: shutil.copy(g / "result.h5", w / "out.h5.partial")},
+         pending="engine-state"),
 ]
 
 
