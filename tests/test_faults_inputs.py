@@ -288,8 +288,8 @@ CASES: list[Case] = [
     Case("eval-split-latin1", "eval --model {G}/model.pt --split {W}/bad.txt", ("bad.txt",), files={"bad.txt": LATIN1}),
     Case("eval-split-empty", "eval --model {G}/model.pt --split {W}/bad.txt", ("bad.txt",), files={"bad.txt": ""}),
     Case("eval-zero-batch", "eval --model {G}/model.pt --split {G}/text.txt --batch-size 0", ("--batch-size",)),
-    Case("eval-valid-without-config", "eval --model {W}/bare.pt --split valid", ("bare.pt",),
-         files={"bare.pt": _checkpoint(lambda p: p.update(config={}))}),
+    Case("eval-valid-without-config", "eval --model {W}/bad.pt --split valid", ("bad.pt", "--split"),
+         files={"bad.pt": _checkpoint(lambda p: p.update(config={}))}),
     # --- gradients: inputs --------------------------------------------------------------------
     Case("gradients-missing-model", "gradients --model {W}/nope.pt --text {G}/text.txt -D 3 --out {W}/out.h5",
          ("nope.pt",), target=GOUT),
@@ -435,7 +435,7 @@ CASES: list[Case] = [
          target=("s.npz", "stats.npz")),
     Case("stats-no-inputs", "embedding-stats --out {W}/s.npz", ("--model",), target=("s.npz", "stats.npz")),
     Case("stats-negative-ridge", "embedding-stats --model {G}/model.pt --text {G}/text.txt --ridge -1 --out {W}/s.npz",
-         ("ridge",), target=("s.npz", "stats.npz")),
+         ("--ridge",), target=("s.npz", "stats.npz")),
     Case("stats-full-disk", "embedding-stats --model {G}/model.pt --text {G}/text.txt --out {W}/disk/s.npz",
          ("s.npz",), mount="full", target=("disk/s.npz", "stats.npz"), subprocess=True),
     Case("stats-read-only", "embedding-stats --model {G}/model.pt --text {G}/text.txt --out {W}/disk/s.npz",
@@ -687,8 +687,11 @@ def _check(case: Case, good: Path, w: Path, disk: Path) -> None:
     assert "Traceback" not in output, output
     # the handler's line for a bug: an unexpected exception is not a clear message
     assert "STATEGRAD_DEBUG" not in output, output
+    # one line says what is wrong, and it names the file or option
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output
     for name in case.names:
-        assert name in output, f"{name!r} not named in:\n{output}"
+        assert name in errors[0], f"{name!r} not named in:\n{output}"
     after = _snapshot(w)
     new = [p for p in after if p not in before
            and not any(Path(p).match(a) or p.startswith(a.rstrip("*")) for a in case.allowed)]

@@ -62,7 +62,11 @@ class _Main(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+        except click.exceptions.ClickException as exc:
+            # messages built from library errors may span lines (torch's do): keep one
+            exc.message = " ".join(exc.message.split())
+            raise
+        except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
             if os.environ.get("STATEGRAD_DEBUG", "") not in ("", "0"):

@@ -134,7 +134,7 @@ def register(group: click.Group) -> None:
                   help="Statistics file to write (.npz: mean, covariance, L, Z, checks, metadata).")
     @click.option("--legacy-prefix", help="Also write the original's PREFIX_mean.npy, "
                   "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
-    @click.option("--ridge", type=float, default=0.0, show_default=True,
+    @click.option("--ridge", type=click.FloatRange(min=0), default=0.0, show_default=True,
                   help="Add RIDGE * I to a singular or nearly singular covariance.")
     def embedding_stats(model_path, vocab_path, trusted, text, embeddings_path, out,
                         legacy_prefix, ridge):
@@ -159,8 +159,7 @@ def register(group: click.Group) -> None:
                             X, ridge=ridge, metadata={"embeddings": str(embeddings_path)})
                 else:
                     model = _load_model(model_path, vocab_path, trusted)
-                    with reading(text, "--text"):
-                        stats = analysis.embedding_stats_for_model(model, text, ridge=ridge)
+                    stats = analysis.embedding_stats_for_model(model, text, ridge=ridge)
             for w in caught:
                 _note(f"warning: {w.message}")
         except errors as exc:
