@@ -183,6 +183,13 @@ def _checkpoint(change: Callable[[dict], None]) -> Callable[[Path, Path], None]:
     return write
 
 
+def _gru_checkpoint(g: Path, w: Path) -> None:
+    vocab = Vocabulary.load(g / "vocab.txt")
+    torch.manual_seed(0)
+    module = RNNLM(ModelSpec(vocab_size=len(vocab), embedding_size=5, hidden_size=6, cell="gru"))
+    save_checkpoint(w / "gru.pt", module, vocab, config={})
+
+
 def _pickled_module(g: Path, w: Path) -> None:
     torch.manual_seed(0)
     torch.save(torch.nn.Linear(2, 2), w / "bad.pt")
@@ -337,7 +344,7 @@ CASES: list[Case] = [
     Case("gradients-latin1-text", "gradients --model {G}/model.pt --text {W}/t.txt -D 3 --out {W}/out.h5",
          ("t.txt",), files={"t.txt": LATIN1}, target=GOUT),
     Case("gradients-unknown-encoding", "gradients --model {G}/model.pt --text {G}/text.txt -D 3 --out {W}/out.h5 --encoding klingon",
-         ("klingon",), target=GOUT),
+         ("klingon", "--encoding"), target=GOUT),
     # --- gradients: options ------------------------------------------------------------------
     Case("gradients-zero-delay", "gradients --model {G}/model.pt --text {G}/text.txt -D 0 --out {W}/out.h5",
         ("--max-delay",), target=GOUT),
@@ -578,6 +585,17 @@ CASES: list[Case] = [
     Case("relmem-csv-full-disk", "relative-memory {G}/result.h5 --normalize {G}/stats.npz --vector "
          "{G}/vector.npy --csv {W}/disk/r.csv", ("r.csv",), mount="full", target=("disk/r.csv", "text.txt"),
          subprocess=True),
+    Case("report-read-only", "report {G}/result.h5 --out {W}/disk/rep", ("rep",), mount="ro"),
+    Case("convert-read-only", "convert-embeddings {G}/vectors.txt --vocab {G}/vocab.txt -o {W}/disk/e.npz",
+         ("e.npz",), mount="ro", target=("disk/e.npz", "stats.npz")),
+    # --- more option values ----------------------------------------------------------------------
+    Case("gradients-gru-has-no-cell", "gradients --model {W}/gru.pt --text {G}/text.txt -D 3 --state cell "
+         "--out {W}/out.h5", ("cell",), files={"gru.pt": _gru_checkpoint}, target=GOUT),
+    _gradients("--classes ptb: --pos-map {G}/pos.txt", "empty-class-subset", names=("ptb:",)),
+    Case("prepare-unknown-encoding", "prepare-tagged {G}/tagged.conll -o {W}/out.txt --encoding no-such-codec",
+         ("--encoding",), target=("out.txt", "text.txt")),
+    Case("show-classes-unknown-encoding", "show-classes --vocab {G}/vocab.txt --encoding no-such-codec",
+         ("--encoding",)),
     # --- other branches' areas --------------------------------------------------------------------
     Case("gradients-nan-model", "gradients --model {W}/bad.pt --text {G}/text.txt -D 3 --no-progress "
          "--out {W}/out.h5", ("bad.pt",), target=GOUT,

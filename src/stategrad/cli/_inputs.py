@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import pickle
 import zipfile
@@ -39,3 +40,13 @@ def reading(path, what: str = "") -> Iterator[None]:
 
 
 writing = reading
+
+
+def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Callback of --encoding: an unknown codec is a usage error naming the option,
+    found before any file is opened."""
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise click.BadParameter(f"unknown text encoding {value!r}") from None
+    return value

@@ -14,6 +14,7 @@ from ..classes import BUILTIN_CLASS_SETS, ClassError, ClassSet, load_classes, mi
 from ..corpus import CorpusError, Vocabulary, read_tokens
 from ..embeddings import MISSING_INITS, align_embeddings
 from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
+from ._inputs import check_encoding
 
 # --- shared word-class options --------------------------------------------------------------
 
@@ -79,7 +80,9 @@ def classes_from_options(
 ) -> ClassSet:
     """The ClassSet the class options ask for (only 'all' when none is given)."""
     for spec in classes or []:
-        if not any(part.strip() for part in spec.split(",")):
+        parts = [part.strip() for part in spec.split(",")]
+        # 'ptb:' (a set with an empty selection) or ',' would quietly mean something else
+        if not any(parts) or any(part.endswith(":") for part in parts):
             raise click.BadParameter(f"{spec!r} names no class", param_hint="--classes")
     try:
         return load_classes(
@@ -192,7 +195,8 @@ def _vocab_from_options(
     help="Report the out-of-vocabulary rate of this LM text (e.g. ptb.valid.txt). Repeatable.",
 )
 @click.option(
-    "--encoding", default="utf-8", show_default=True, help="Encoding of inputs and output."
+    "--encoding", default="utf-8", show_default=True, help="Encoding of inputs and output.",
+    callback=check_encoding,
 )
 def prepare_tagged_command(
     inputs,
@@ -293,7 +297,7 @@ def prepare_tagged_command(
 @click.option(
     "--missing-list", type=click.Path(dir_okay=False), help="Write the words without a vector here."
 )
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
 def convert_embeddings_command(
     word2vec_file,
     output,
@@ -367,7 +371,7 @@ def convert_embeddings_command(
     help="Count class tokens in this text (e.g. the validation text) and list its words missing from the POS map.",
 )
 @class_options
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
 def show_classes_command(
     vocab_file,
     train_text,

@@ -19,7 +19,7 @@ from ..engine import EngineError, EngineOptions, StateGradientEngine
 from ..models import ModelError, load_model
 from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
 from ..result import ResultError, load_result
-from ._inputs import reading
+from ._inputs import check_encoding, reading
 from .data_commands import class_options, classes_from_options
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -86,7 +86,7 @@ def _file_sha256(path: Path) -> str:
 @click.option("--export-original", "export_dir", type=click.Path(file_okay=False),
               help="Write the chosen matrices in the original's layout (delay_<d>/<n>.npy, mapping.txt, all.npz).")
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="A progress bar; without it, a line on standard error every 60 s.")
 def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
