@@ -742,6 +742,15 @@ def test_debug_variable_shows_the_traceback(monkeypatch, good: Path, tmp_path: P
     assert isinstance(result.exception, KeyError), result.output
 
 
+def test_debug_variable_adds_the_traceback_of_an_input_error(monkeypatch, tmp_path: Path):
+    (tmp_path / "bad.h5").write_bytes(RANDOM)
+    monkeypatch.setenv("STATEGRAD_DEBUG", "1")
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "bad.h5")], prog_name="stategrad")
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "ResultError" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error:")
+
+
 def test_a_bug_gets_one_line_and_the_hint(monkeypatch, good: Path, tmp_path: Path):
     monkeypatch.delenv("STATEGRAD_DEBUG", raising=False)
     result = _broken_engine(monkeypatch, good, tmp_path)

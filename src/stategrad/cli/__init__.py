@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 import click
 
@@ -24,10 +25,14 @@ _COMMAND_MODULES = (
 )
 
 
-# Failures of the input or the environment, not of the code: a corrupt file the loader did
-# not anticipate (numpy, zipfile, h5py and pickle raise these), a full disk, a read-only
-# folder, a text in the wrong encoding or an unknown --encoding (LookupError).
+# Failures of the input or the environment, not of the code: a missing or unreadable
+# file, a full disk, a read-only folder (OSError), a text in the wrong encoding, a file
+# that ends too early. A bare LookupError (an unknown codec) is expected too, see below.
 _EXPECTED = (OSError, UnicodeError, EOFError)
+
+
+def _debug() -> bool:
+    return os.environ.get("STATEGRAD_DEBUG", "") not in ("", "0")
 
 
 def _is_project_error(exc: BaseException) -> bool:
@@ -63,13 +68,15 @@ class _Main(click.Group):
         try:
             return super().invoke(ctx)
         except click.exceptions.ClickException as exc:
+            if _debug() and exc.__cause__ is not None:
+                traceback.print_exception(exc.__cause__)
             # messages built from library errors may span lines (torch's do): keep one
             exc.message = " ".join(exc.message.split())
             raise
         except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            if os.environ.get("STATEGRAD_DEBUG", "") not in ("", "0"):
+            if _debug():
                 raise
             # LookupError itself (not KeyError/IndexError, which are bugs) is an unknown codec
             if _is_project_error(exc) or isinstance(exc, _EXPECTED) or type(exc) is LookupError:
