@@ -588,6 +588,10 @@ CASES: list[Case] = [
     Case("report-read-only", "report {G}/result.h5 --out {W}/disk/rep", ("rep",), mount="ro"),
     Case("convert-read-only", "convert-embeddings {G}/vectors.txt --vocab {G}/vocab.txt -o {W}/disk/e.npz",
          ("e.npz",), mount="ro", target=("disk/e.npz", "stats.npz")),
+    Case("prepare-full-disk", "prepare-tagged {G}/tagged.conll -o {W}/disk/out.txt", ("out.txt",),
+         mount="full", target=("disk/out.txt", "text.txt"), subprocess=True),
+    Case("convert-full-disk", "convert-embeddings {G}/vectors.txt --vocab {G}/vocab.txt -o {W}/disk/e.npz",
+         ("e.npz",), mount="full", target=("disk/e.npz", "stats.npz"), subprocess=True),
     # --- more option values ----------------------------------------------------------------------
     Case("gradients-gru-has-no-cell", "gradients --model {W}/gru.pt --text {G}/text.txt -D 3 --state cell "
          "--out {W}/out.h5", ("cell",), files={"gru.pt": _gru_checkpoint}, target=GOUT),

@@ -1,4 +1,4 @@
-"""Reading the files a command is given: every failure names the file."""
+"""Reading and writing the files a command is given: every failure names the file."""
 
 from __future__ import annotations
 
@@ -21,10 +21,7 @@ _LOADING_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, RuntimeE
 
 @contextlib.contextmanager
 def reading(path, what: str = "") -> Iterator[None]:
-    """Turn a failure while reading ``path`` into one ``Error:`` line that names it.
-
-    Also for writing: an OSError from write() or close() (a full disk) carries no file
-    name, so the line would not say which output failed."""
+    """Turn a failure while reading ``path`` into one ``Error:`` line that names it."""
     try:
         yield
     except click.ClickException:
@@ -33,13 +30,27 @@ def reading(path, what: str = "") -> Iterator[None]:
         message = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, UnicodeDecodeError):
             message = f"not valid {exc.encoding} text ({exc.reason} at byte {exc.start})"
-        if str(path) not in message:
-            label = f"{what} {path}" if what else str(path)
-            message = f"{label}: {message}"
-        raise click.ClickException(message) from exc
+        raise click.ClickException(_labelled(message, path, what)) from exc
 
 
-writing = reading
+@contextlib.contextmanager
+def writing(path, what: str = "") -> Iterator[None]:
+    """Name ``path`` in an OSError while writing it: one from write() or close() (a full
+    disk) carries no file name. Other errors pass unchanged, since a writer that also
+    reads inputs raises those about its inputs."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise click.ClickException(f"{exc.filename}: {exc.strerror or exc}") from exc
+        raise click.ClickException(_labelled(exc.strerror or str(exc), path, what)) from exc
+
+
+def _labelled(message: str, path, what: str) -> str:
+    if str(path) in message:
+        return message
+    label = f"{what} {path}" if what else str(path)
+    return f"{label}: {message}"
 
 
 def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -14,7 +14,7 @@ from ..classes import BUILTIN_CLASS_SETS, ClassError, ClassSet, load_classes, mi
 from ..corpus import CorpusError, Vocabulary, read_tokens
 from ..embeddings import MISSING_INITS, align_embeddings
 from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
-from ._inputs import check_encoding
+from ._inputs import check_encoding, writing
 
 # --- shared word-class options --------------------------------------------------------------
 
@@ -225,20 +225,21 @@ def prepare_tagged_command(
           -o wsj/train.txt --normalize --vocab-size 10000 --check ptb.valid.txt
     """
     try:
-        prepared = prepare_tagged(
-            list(inputs),
-            output,
-            fmt=None if fmt == "auto" else fmt,
-            tagset=None if tagset == "auto" else tagset,
-            normalize=normalize,
-            vocab_size=vocab_size,
-            pos_map=pos_map or True,
-            tag_counts=tag_counts or True,
-            unk_tags=unk_tags,
-            min_tag_count=min_tag_count,
-            min_tag_fraction=min_tag_fraction,
-            encoding=encoding,
-        )
+        with writing(output, "-o"):
+            prepared = prepare_tagged(
+                list(inputs),
+                output,
+                fmt=None if fmt == "auto" else fmt,
+                tagset=None if tagset == "auto" else tagset,
+                normalize=normalize,
+                vocab_size=vocab_size,
+                pos_map=pos_map or True,
+                tag_counts=tag_counts or True,
+                unk_tags=unk_tags,
+                min_tag_count=min_tag_count,
+                min_tag_fraction=min_tag_fraction,
+                encoding=encoding,
+            )
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from exc
     for path, detected in prepared.formats.items():
@@ -332,9 +333,11 @@ def convert_embeddings_command(
             seed=seed,
             encoding=encoding,
         )
-        path = aligned.save(output)
+        with writing(output, "-o"):
+            path = aligned.save(output)
         if original_dir:
-            aligned.save_original_layout(original_dir)
+            with writing(original_dir, "--original-dir"):
+                aligned.save_original_layout(original_dir)
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from exc
     absent = aligned.missing
