@@ -210,8 +210,8 @@ CASES: list[Case] = [
     Case("train-missing-config", "train {W}/nope.toml", ("nope.toml",)),
     Case("train-config-is-dir", "train {W}/sub", ("sub",), files={"sub/x": "x"}),
     Case("train-toml-syntax", "train {W}/bad.toml", ("bad.toml",), files={"bad.toml": "[data\npath = 1\n"}),
-    Case("train-toml-binary", "train {W}/bad.toml", ("bad.toml",), pending="training-resume", files={"bad.toml": BINARY}),
-    Case("train-toml-latin1", "train {W}/bad.toml", ("bad.toml",), pending="training-resume", files={"bad.toml": b'[data]\npath = "caf\xe9"\n'}),
+    Case("train-toml-binary", "train {W}/bad.toml", ("bad.toml",), files={"bad.toml": BINARY}),
+    Case("train-toml-latin1", "train {W}/bad.toml", ("bad.toml",), files={"bad.toml": b'[data]\npath = "caf\xe9"\n'}),
     Case("train-toml-empty", "train {W}/bad.toml", ("bad.toml",), pending="training-resume", files={"bad.toml": ""}),
     Case("train-toml-unknown-key", "train {W}/bad.toml", ("hiden_size", "hidden_size"),
          files={"bad.toml": _toml_with(model="hiden_size = 3")}),
@@ -596,6 +596,9 @@ CASES: list[Case] = [
     Case("gradients-gru-has-no-cell", "gradients --model {W}/gru.pt --text {G}/text.txt -D 3 --state cell "
          "--out {W}/out.h5", ("cell",), files={"gru.pt": _gru_checkpoint}, target=GOUT),
     _gradients("--classes ptb: --pos-map {G}/pos.txt", "empty-class-subset", names=("ptb:",)),
+    Case("gradients-vocab-missing-unk", "gradients --model {G}/state_dict.pt --vocab {W}/v.txt --text {W}/t.txt "
+         "-D 2 --out {W}/out.h5", ("t.txt", "<unk>"), target=GOUT,
+         files={"v.txt": "".join(f"w{i}\t{i}\n" for i in range(13)), "t.txt": "w1 zebra w2\n"}),
     Case("prepare-unknown-encoding", "prepare-tagged {G}/tagged.conll -o {W}/out.txt --encoding no-such-codec",
          ("--encoding",), target=("out.txt", "text.txt")),
     Case("show-classes-unknown-encoding", "show-classes --vocab {G}/vocab.txt --encoding no-such-codec",
