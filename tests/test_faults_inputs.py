@@ -595,6 +595,12 @@ CASES: list[Case] = [
          mount="full", target=("disk/out.txt", "text.txt"), subprocess=True),
     Case("convert-full-disk", "convert-embeddings {G}/vectors.txt --vocab {G}/vocab.txt -o {W}/disk/e.npz",
          ("e.npz",), mount="full", target=("disk/e.npz", "stats.npz"), subprocess=True),
+    Case("legacy-average-read-only", "legacy-average {W}/disk/g 0", ("delay_0",), mount="ro",
+         files={"disk/g": lambda g, w: shutil.copytree(g / "orig/delay_0", w / "disk/g/delay_0")}),
+    Case("stats-legacy-prefix-read-only", "embedding-stats --model {G}/model.pt --text {G}/text.txt "
+         "--legacy-prefix {W}/disk/emb", ("emb",), mount="ro"),
+    Case("merge-truncated-hdf5", "merge {G}/result.h5 {W}/cut_result.h5 --out {W}/out.h5", ("cut_result.h5",),
+         files={"cut": _truncated("result.h5", 0.7)}, target=GOUT, subprocess=True),
     # --- more option values ----------------------------------------------------------------------
     Case("gradients-gru-has-no-cell", "gradients --model {W}/gru.pt --text {G}/text.txt -D 3 --state cell "
          "--out {W}/out.h5", ("cell",), files={"gru.pt": _gru_checkpoint}, target=GOUT),
