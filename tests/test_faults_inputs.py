@@ -601,6 +601,8 @@ CASES: list[Case] = [
          "--legacy-prefix {W}/disk/emb", ("emb",), mount="ro"),
     Case("merge-truncated-hdf5", "merge {G}/result.h5 {W}/cut_result.h5 --out {W}/out.h5", ("cut_result.h5",),
          files={"cut": _truncated("result.h5", 0.7)}, target=GOUT, subprocess=True),
+    Case("synth-full-disk", "synth {W}/disk/corpus --train-tokens 20000 --valid-tokens 100 --test-tokens 100",
+         ("disk/corpus",), mount="full", subprocess=True),
     # --- more option values ----------------------------------------------------------------------
     Case("gradients-gru-has-no-cell", "gradients --model {W}/gru.pt --text {G}/text.txt -D 3 --state cell "
          "--out {W}/out.h5", ("cell",), files={"gru.pt": _gru_checkpoint}, target=GOUT),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from ..synth import (
     TriggerClass,
     generate_corpus,
 )
+from ._inputs import writing
 
 _TRIGGER_KEYS = {"k": "delay", "delay": "delay", "n": "n_triggers", "rate": "rate",
                  "remember": "remembered", "remembered": "remembered", "values": "n_values",
@@ -61,6 +65,24 @@ def _trigger_option(spec: str) -> TriggerClass:
         return parse_trigger(spec)
     except SynthError as exc:
         raise SynthError(f"--trigger: {exc}") from None
+
+
+@contextlib.contextmanager
+def _no_partial_corpus(outdir: Path) -> Iterator[None]:
+    """On failure, remove what this run added to OUTDIR (and OUTDIR, if it made it), so
+    that no half corpus is mistaken for a whole one; files already there stay."""
+    existed = outdir.exists()
+    before = set(outdir.iterdir()) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(outdir, ignore_errors=True)
+        elif outdir.is_dir():
+            for path in set(outdir.iterdir()) - before:
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+        raise
 
 
 def _parse_scale(text: str) -> tuple[str, float]:
@@ -143,7 +165,8 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
             changes["scales"] = {**config.scales, **dict(_parse_scale(s) for s in scales)}
         config = replace(config, **changes)
         config.check()
-        corpus = generate_corpus(config, outdir, overwrite=force)
+        with writing(outdir, "OUTDIR"), _no_partial_corpus(Path(outdir)):
+            corpus = generate_corpus(config, outdir, overwrite=force)
     except SynthError as exc:
         raise click.ClickException(str(exc)) from None
 
