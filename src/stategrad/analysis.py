@@ -32,6 +32,7 @@ import json
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from threadpoolctl import threadpool_limits
 
+from .atomic import write_atomic, write_text_atomic
 from .result import EmptyClassError, GradientResult, json_default
 
 STATS_FORMAT = "stategrad-embedding-stats"
@@ -182,10 +184,7 @@ class EmbeddingStats:
             whitening=self.whitening,
             metadata=np.array(json.dumps(meta, sort_keys=True, default=json_default)),
         )
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
     def save_legacy(self, prefix: str | os.PathLike) -> list[Path]:
         """The original's four files: ``<prefix>_mean.npy``, ``_covar.npy``,
@@ -200,6 +199,19 @@ class EmbeddingStats:
             np.save(target, getattr(self, attr))
             written.append(target)
         return written
+
+
+def load_npy(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """One array from a .npy file (or ``key`` of a .npz), never unpickling; a damaged
+    or foreign file is an AnalysisError that names it."""
+    try:
+        if key is None:
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as data:
+            return data[key]
+    # numpy raises these for a truncated, foreign or pickled file
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise AnalysisError(f"{path} is not a readable array file: {exc}") from exc
 
 
 def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
@@ -223,7 +235,7 @@ def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
                 meta = json.loads(str(data["metadata"]))
                 arrays = {k: np.asarray(data[k], dtype=np.float64)
                           for k in ("mean", "covariance", "cholesky", "whitening")}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             if isinstance(exc, AnalysisError):
                 raise
             raise AnalysisError(f"{path} is not a readable embedding-stats file: {exc}") from exc
@@ -244,7 +256,7 @@ def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
         if not f.is_file():
             raise AnalysisError(f"{f} not found: the original's normalisation writes four files "
                                 f"next to each other ({', '.join(LEGACY_SUFFIXES.values())})")
-        arrays[attr] = np.asarray(np.load(f), dtype=np.float64)
+        arrays[attr] = np.asarray(load_npy(f), dtype=np.float64)
     L, Z, sigma = arrays["cholesky"], arrays["whitening"], arrays["covariance"]
     checks = SanityChecks(
         centered_mean_max=float("nan"),  # the embeddings themselves are not in these files
@@ -570,17 +582,14 @@ def read_token_embeddings(path: str | os.PathLike) -> np.ndarray:
         files = sorted((f for f in path.glob("*.npy") if f.stem.isdigit()), key=lambda f: int(f.stem))
         if not files:
             raise AnalysisError(f"{path} holds no numbered .npy embedding files")
-        return np.stack([np.load(f) for f in files])
+        return np.stack([load_npy(f) for f in files])
     if not path.is_file():
         raise AnalysisError(f"embedding file not found: {path}")
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             key = "arr_0" if "arr_0" in data else next(iter(data.keys()))
-            return np.asarray(data[key])
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise AnalysisError(f"{path} is not a .npy array file: {exc}") from exc
+        return np.asarray(load_npy(path, key))
+    return load_npy(path)
 
 
 # =========================================================================================
@@ -926,19 +935,18 @@ def _ranges(values: Sequence[int]) -> str:
 def _write_csv(path, columns, rows) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return write_text_atomic(path, buffer.getvalue(), newline="")
 
 
 def _write_json(path, payload) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=json_default) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=1, default=json_default) + "\n")
 
 
 @single_threaded_blas

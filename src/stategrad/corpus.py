@@ -166,6 +166,19 @@ class Vocabulary:
         path = Path(path)
         if not path.is_file():
             raise CorpusError(f"vocabulary file not found: {path}")
+        try:
+            return cls._load(path, encoding)
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{path} is not valid {encoding} text ({exc.reason} at byte "
+                              f"{exc.start}); give the file's encoding") from exc
+        except CorpusError as exc:
+            # the checks of the constructor (duplicates, missing <unk>) know no file name
+            if str(path) in str(exc):
+                raise
+            raise CorpusError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def _load(cls, path: Path, encoding: str) -> Vocabulary:
         pairs: list[tuple[str, int]] = []
         plain: list[str] = []
         with open(path, encoding=encoding) as handle:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
 from .corpus import CorpusError, Vocabulary
 
 MISSING_INITS = ("uniform", "normal", "zeros")
@@ -46,17 +47,10 @@ class AlignedEmbeddings:
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            vectors=self.vectors.astype(np.float32),
-            words=np.asarray(self.words, dtype=str),
-            found=self.found.astype(bool),
-            init=np.asarray(self.init),
-            source=np.asarray(self.source),
-        )
-        os.replace(tmp, path)
-        return path
+        arrays = {"vectors": self.vectors.astype(np.float32),
+                  "words": np.asarray(self.words, dtype=str), "found": self.found.astype(bool),
+                  "init": np.asarray(self.init), "source": np.asarray(self.source)}
+        return write_atomic(path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
 
     def save_original_layout(self, directory: str | os.PathLike) -> tuple[Path, Path]:
         """``DIR/all.npy`` (V, E) and ``DIR/all.dict`` (``word<TAB>id``): what the

@@ -40,7 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import AnalysisError, SingularValueTable, normalization_info, normalizer_matrix
+from .analysis import (
+    AnalysisError,
+    SingularValueTable,
+    load_npy,
+    normalization_info,
+    normalizer_matrix,
+)
+from .atomic import write_atomic
 from .result import GradientResult
 
 _DELAY_DIR = re.compile(r"^delay_(\d+)$")
@@ -129,8 +136,7 @@ def iter_delay_matrices(
             if not archive.is_file():
                 raise LegacyError(f"{archive} not found (run np2npz on {folder}, or read the "
                                   ".npy files)")
-            with np.load(archive, allow_pickle=False) as data:
-                stack = data["arr_0"]
+            stack = load_npy(archive, key="arr_0")
             if len(stack) != len(mapping):
                 raise LegacyError(f"{archive} holds {len(stack)} matrices but {folder}/mapping.txt "
                                   f"has {len(mapping)} lines")
@@ -145,7 +151,7 @@ def iter_delay_matrices(
                 if line is None:
                     raise LegacyError(f"{f} has no line with counter {counter} in "
                                       f"{folder}/mapping.txt")
-                yield line, np.load(f)
+                yield line, load_npy(f)
 
 
 @dataclass
@@ -269,7 +275,7 @@ def legacy_svs(
     L = normalizer_matrix(normalize)
     rows = []
     for d, f in find_averages(grad_dir, class_name).items():
-        G = np.asarray(np.load(f), dtype=np.float64)
+        G = np.asarray(load_npy(f), dtype=np.float64)
         if L is not None and G.shape[1] != L.shape[0]:
             raise LegacyError(f"{f} is {G.shape[0]} x {G.shape[1]} but the normalisation matrix "
                               f"is {L.shape[0]} x {L.shape[1]}")
@@ -377,11 +383,9 @@ def np2npz(folder: str | os.PathLike, *, remove: bool = False) -> Path:
     files = _numbered_npy(folder)
     if not files:
         raise LegacyError(f"{folder} holds no numbered .npy files to compress")
-    stack = np.stack([np.load(f) for _, f in files])
-    target = folder / "all.npz"
-    tmp = folder / "all.tmp.npz"
-    np.savez_compressed(tmp, arr_0=stack)
-    os.replace(tmp, target)
+    stack = np.stack([load_npy(f) for _, f in files])
+    target = write_atomic(folder / "all.npz", lambda tmp: np.savez_compressed(tmp, arr_0=stack),
+                          suffix=".tmp.npz")
     if remove:
         for _, f in files:
             f.unlink()

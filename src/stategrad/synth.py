@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_atomic, write_text_atomic
 from .classes import ClassSet
 from .corpus import BOS, EOS, UNK, Vocabulary
 
@@ -338,13 +339,14 @@ class Sentences:
 
     def write(self, path: str | os.PathLike) -> None:
         """One sentence per line, words separated by spaces, no ``<eos>`` (the reader adds it)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for line in self.lines():
-                handle.write(line)
-                handle.write("\n")
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for line in self.lines():
+                    handle.write(line)
+                    handle.write("\n")
+
+        write_atomic(path, write)
 
 
 class SynthLanguage:
@@ -935,10 +937,8 @@ def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 def save_embeddings(path: str | os.PathLike, vectors: np.ndarray, words: Sequence[str]) -> None:
     """The embedding file format: ``.npz`` with ``vectors`` (V, E) float32 and ``words``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, vectors=np.asarray(vectors, dtype=np.float32), words=np.asarray(words, dtype=str))
-    os.replace(tmp, path)
+    arrays = {"vectors": np.asarray(vectors, dtype=np.float32), "words": np.asarray(words, dtype=str)}
+    write_atomic(path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
 
 
 # --- corpus on disk ---------------------------------------------------------------------------
@@ -1047,9 +1047,7 @@ def generate_corpus(
             "never cross sentence boundaries."
         ),
     }
-    tmp = directory / (METADATA_FILE + ".tmp")
-    tmp.write_text(json.dumps(metadata, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / METADATA_FILE)
+    write_text_atomic(directory / METADATA_FILE, json.dumps(metadata, indent=1) + "\n")
     return SynthCorpus(directory, metadata)
 
 

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import ast
 import collections
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_atomic
 from .corpus import BOS, EOS, UNK, CorpusError, Vocabulary
 
 FORMATS = ("conll", "bracketed", "brown")
@@ -416,7 +418,7 @@ def prepare_tagged(
     word_counts: collections.Counter = collections.Counter()
     n_sent = n_tok = n_drop = n_unk = 0
     tmp = out_text.with_name(out_text.name + ".tmp")
-    with open(tmp, "w", encoding=encoding) as handle:
+    with _removed_on_error(tmp), open(tmp, "w", encoding=encoding) as handle:
         for sentence, dropped in sentences():
             n_drop += dropped
             if not sentence:
@@ -494,6 +496,16 @@ def oov_rate(
 # --- POS map, tag counts and class files --------------------------------------------------
 
 
+@contextlib.contextmanager
+def _removed_on_error(tmp: Path) -> Iterator[None]:
+    """Delete a half-written temporary file when writing it fails (a full disk, bad input)."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_pos_map(path: os.PathLike | str, word_tags: Mapping[str, Sequence[str]]) -> None:
     """``word TAG TAG ...`` per line, the original's POS map format.
 
@@ -502,15 +514,17 @@ def write_pos_map(path: os.PathLike | str, word_tags: Mapping[str, Sequence[str]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for word, tags in word_tags.items():
-            if any(c.isspace() for c in word):
-                raise TaggedError(
-                    f"word {word!r} holds white space and cannot be written to a POS map"
-                )
-            handle.write(f"{word} {' '.join(tags) if tags else NOT_IN_LIST}\n")
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for word, tags in word_tags.items():
+                if any(c.isspace() for c in word):
+                    raise TaggedError(
+                        f"word {word!r} holds white space and cannot be written to a POS map"
+                    )
+                handle.write(f"{word} {' '.join(tags) if tags else NOT_IN_LIST}\n")
+
+    write_atomic(path, write)
 
 
 def _parse_map_tags(rest: str) -> list[str]:
@@ -575,8 +589,8 @@ def read_class_file(path: os.PathLike | str, encoding: str = "utf-8") -> list[st
     path = Path(path)
     if not path.is_file():
         raise TaggedError(f"class file not found: {path}")
-    with open(path, encoding=encoding) as handle:
-        items = [t for line in handle if not line.lstrip().startswith("#") for t in line.split()]
+    items = [t for _, line in _lines(path, encoding) if not line.lstrip().startswith("#")
+             for t in line.split()]
     if not items:
         raise TaggedError(f"class file {path} is empty")
     return list(dict.fromkeys(items))
@@ -590,12 +604,14 @@ def write_tag_counts(path: os.PathLike | str, counts: Mapping[tuple[str, str], i
     for (word, _), n in counts.items():
         totals[word] += n
     rows = sorted(counts.items(), key=lambda kv: (-totals[kv[0][0]], kv[0][0], -kv[1], kv[0][1]))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("word\ttag\tcount\n")
-        for (word, tag), n in rows:
-            handle.write(f"{word}\t{tag}\t{n}\n")
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("word\ttag\tcount\n")
+            for (word, tag), n in rows:
+                handle.write(f"{word}\t{tag}\t{n}\n")
+
+    write_atomic(path, write)
 
 
 def read_tag_counts(path: os.PathLike | str) -> collections.Counter:

@@ -15,9 +15,17 @@ from typing import Any
 import click
 import numpy as np
 
+from ..uncertainty import UncertaintyError
+from ._inputs import reading, writing
+
 
 def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
+
+
+def _fail_with(path: str, exc: Exception) -> click.ClickException:
+    # e.g. a result without blocks given to --ci: the message says what, not which file
+    return click.ClickException(f"{path}: {exc}")
 
 
 def _errors() -> tuple[type[Exception], ...]:
@@ -36,14 +44,16 @@ def _note(message: str) -> None:
 def _load_model(path: str, vocab: str | None, trusted: bool):
     from ..models import load_model
 
-    return load_model(path, vocab, trusted=trusted)
+    with reading(path, "--model"):
+        return load_model(path, vocab, trusted=trusted)
 
 
 def _load_result(path: str, blocks: bool = False):
     from ..analysis import check_finite
     from ..result import load_result
 
-    result = load_result(path, blocks=blocks)
+    with reading(path):
+        result = load_result(path, blocks=blocks)
     check_finite(result, path)
     return result
 
@@ -52,7 +62,7 @@ def _interval_options(f):
     """--ci and its settings, shared by the commands that can draw confidence bands."""
     f = click.option("--seed", "ci_seed", type=int, default=0, show_default=True,
                      help="Seed of the bootstrap's resamples.")(f)
-    f = click.option("--n-boot", type=int, default=200, show_default=True,
+    f = click.option("--n-boot", type=click.IntRange(min=1), default=200, show_default=True,
                      help="Bootstrap resamples.")(f)
     f = click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      default=0.95, show_default=True, help="Confidence level of the intervals.")(f)
@@ -76,11 +86,23 @@ def _float_list(text: str, what: str) -> list[float]:
         raise click.BadParameter(f"{what} must be numbers separated by commas, got {text!r}") from None
 
 
+def _read_vector(path: str, result) -> np.ndarray:
+    """A difference vector from a .npy file, checked against the result's embedding size."""
+    with reading(path, "--vector"):
+        v = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64).ravel()
+    if v.shape != (result.embedding_size,):
+        raise click.BadParameter(f"{path} holds {v.size} numbers; the result's embeddings have "
+                                 f"{result.embedding_size}", param_hint="--vector")
+    return v
+
+
 def _write_tables(table: Any, csv_path: str | None, json_path: str | None) -> None:
     if csv_path:
-        _note(f"wrote {table.to_csv(csv_path)}")
+        with writing(csv_path, "--csv"):
+            _note(f"wrote {table.to_csv(csv_path)}")
     if json_path:
-        _note(f"wrote {table.to_json(json_path)}")
+        with writing(json_path, "--json"):
+            _note(f"wrote {table.to_json(json_path)}")
 
 
 def _model_options(f):
@@ -156,7 +178,7 @@ def register(group: click.Group) -> None:
                        "with the weighting and the model's identity).")
     @click.option("--legacy-prefix", help="Also write the original's PREFIX_mean.npy, "
                   "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
-    @click.option("--ridge", type=float, default=0.0, show_default=True,
+    @click.option("--ridge", type=click.FloatRange(min=0), default=0.0, show_default=True,
                   help="Add RIDGE * I to a singular or nearly singular covariance.")
     def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings_path, out,
                         legacy_prefix, ridge):
@@ -181,7 +203,8 @@ def register(group: click.Group) -> None:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", analysis.ConditioningWarning)
                 if embeddings_path:
-                    X = analysis.read_token_embeddings(embeddings_path)
+                    with reading(embeddings_path, "--embeddings"):
+                        X = analysis.read_token_embeddings(embeddings_path)
                     weighting = _array_weighting(X, embeddings_path, weighting)
                     stats = analysis.embedding_stats_from_array(
                         X, ridge=ridge, metadata={"embeddings": str(embeddings_path),
@@ -203,10 +226,12 @@ def register(group: click.Group) -> None:
         click.echo(analysis.weighting_text(stats))
         click.echo(stats.checks.format())
         if out:
-            _note(f"wrote {stats.save(out)}")
+            with writing(out, "--out"):
+                _note(f"wrote {stats.save(out)}")
         if legacy_prefix:
-            for p in stats.save_legacy(legacy_prefix):
-                _note(f"wrote {p}")
+            with writing(legacy_prefix, "--legacy-prefix"):
+                for p in stats.save_legacy(legacy_prefix):
+                    _note(f"wrote {p}")
 
     # --- embedding export --------------------------------------------------------------------
     @group.command("export-embeddings")
@@ -230,7 +255,8 @@ def register(group: click.Group) -> None:
             for p in analysis.export_word_embeddings(model, out / "words.npy"):
                 _note(f"wrote {p}")
             if text:
-                tokens = read_tokens(text, model.vocab)
+                with reading(text, "--text"):
+                    tokens = read_tokens(text, model.vocab)
                 for p in analysis.export_token_embeddings(model, tokens, out / "tokens.npy"):
                     _note(f"wrote {p}")
         except errors as exc:
@@ -249,7 +275,8 @@ def register(group: click.Group) -> None:
     @normalize_option
     @force_option
     @classes_option
-    @click.option("--top", type=int, default=5, show_default=True, help="Singular values to list.")
+    @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+                  help="Singular values to list.")
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write it as JSON.")
     def svd(result_path, normalize, force, classes, top, csv_path, json_path):
@@ -272,7 +299,8 @@ def register(group: click.Group) -> None:
     @normalize_option
     @force_option
     @classes_option
-    @click.option("--fraction", type=float, default=0.1, show_default=True,
+    @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                  default=0.1, show_default=True,
                   help="Memory span: first delay whose sum falls below FRACTION x the sum at 0.")
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
                   help="Write the curves (class, delay, count, sum, sv_1) as CSV.")
@@ -292,6 +320,8 @@ def register(group: click.Group) -> None:
             report = analysis.memory_curves(result, normalize=_checked(stats, L),
                                             classes=_split_list(classes), fraction=fraction,
                                             interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
+        except UncertaintyError as exc:
+            raise _fail_with(result_path, exc) from exc
         except errors as exc:
             raise _fail(exc) from exc
         click.echo(report.format())
@@ -323,7 +353,7 @@ def register(group: click.Group) -> None:
                        "original's way); by default they are left out of both.")
     @click.option("--class", "class_name", default="all", show_default=True,
                   help="Class of the result whose average gradients to use.")
-    @click.option("--top-k", type=int, default=5, show_default=True,
+    @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
                   help="Right singular vectors spanning the subspace of the cosine.  The "
                        "original's cos_subspace_diff_vector.py takes vh[:thr+1]: --top-k K "
                        "equals its thr = K-1.")
@@ -344,11 +374,11 @@ def register(group: click.Group) -> None:
             raise click.UsageError("give --diff A B (with --model) or --vector FILE")
         try:
             result = _load_result(result_path, blocks=ci is not None)
-            stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
+            with reading(normalize, "--normalize"):
+                stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
             if vector_path:
-                v: Any = analysis.DifferenceVector(
-                    np.asarray(np.load(vector_path), dtype=np.float64).ravel(),
-                    Path(vector_path).stem, "given", (0, 0))
+                v: Any = analysis.DifferenceVector(_read_vector(vector_path, result),
+                                                   Path(vector_path).stem, "given", (0, 0))
             else:
                 if not model_path:
                     raise click.UsageError("--diff needs --model (the embeddings to average)")
@@ -367,6 +397,8 @@ def register(group: click.Group) -> None:
             table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
                                              interval=ci, level=level, n_boot=n_boot,
                                              seed=ci_seed)
+        except UncertaintyError as exc:
+            raise _fail_with(result_path, exc) from exc
         except errors as exc:
             raise _fail(exc) from exc
         click.echo(table.format())
@@ -388,8 +420,9 @@ def register(group: click.Group) -> None:
                   help="Fine -> coarse tag map (e.g. ../shared/data/tagsets/en-ptb.map).")
     @click.option("--C", "c_grid", default="0.1,1,10", show_default=True,
                   help="Grid of inverse regularisation strengths for cross-validation.")
-    @click.option("--cv", type=int, default=3, show_default=True, help="Cross-validation folds.")
-    @click.option("--test-fraction", type=float, default=0.2, show_default=True,
+    @click.option("--cv", type=click.IntRange(min=2), default=3, show_default=True, help="Cross-validation folds.")
+    @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                  default=0.2, show_default=True,
                   help="Fraction of the words held out for the accuracy.")
     @click.option("--min-examples", type=int, default=5, show_default=True,
                   help="Leave out tags with fewer examples.")
@@ -485,7 +518,7 @@ def register(group: click.Group) -> None:
     @click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
     @click.argument("d_norm", type=click.Path(exists=True, dir_okay=False))
     @click.argument("class_name", required=False)
-    @click.option("--top", type=int, default=5, show_default=True)
+    @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
     @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
     @click.option("--json", "json_path", type=click.Path(dir_okay=False))
     def legacy_svs(grad_dir, d_norm, class_name, top, csv_path, json_path):

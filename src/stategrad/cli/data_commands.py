@@ -15,6 +15,7 @@ from ..classes import BUILTIN_CLASS_SETS, ClassError, ClassSet, load_classes, mi
 from ..corpus import CorpusError, Vocabulary, read_tokens
 from ..embeddings import MISSING_INITS, align_embeddings
 from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
+from ._inputs import check_encoding, writing
 
 # --- shared word-class options --------------------------------------------------------------
 
@@ -82,6 +83,11 @@ def classes_from_options(
     about unknown tags and empty classes go to stderr."""
     from ..classes import ClassWarning
 
+    for spec in classes or []:
+        parts = [part.strip() for part in spec.split(",")]
+        # 'ptb:' (a set with an empty selection) or ',' would quietly mean something else
+        if not any(parts) or any(part.endswith(":") for part in parts):
+            raise click.BadParameter(f"{spec!r} names no class", param_hint="--classes")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ClassWarning)
@@ -201,7 +207,8 @@ def _vocab_from_options(
     help="Report the out-of-vocabulary rate of this LM text (e.g. ptb.valid.txt). Repeatable.",
 )
 @click.option(
-    "--encoding", default="utf-8", show_default=True, help="Encoding of inputs and output."
+    "--encoding", default="utf-8", show_default=True, help="Encoding of inputs and output.",
+    callback=check_encoding,
 )
 def prepare_tagged_command(
     inputs,
@@ -230,20 +237,21 @@ def prepare_tagged_command(
           -o wsj/train.txt --normalize --vocab-size 10000 --check ptb.valid.txt
     """
     try:
-        prepared = prepare_tagged(
-            list(inputs),
-            output,
-            fmt=None if fmt == "auto" else fmt,
-            tagset=None if tagset == "auto" else tagset,
-            normalize=normalize,
-            vocab_size=vocab_size,
-            pos_map=pos_map or True,
-            tag_counts=tag_counts or True,
-            unk_tags=unk_tags,
-            min_tag_count=min_tag_count,
-            min_tag_fraction=min_tag_fraction,
-            encoding=encoding,
-        )
+        with writing(output, "-o"):
+            prepared = prepare_tagged(
+                list(inputs),
+                output,
+                fmt=None if fmt == "auto" else fmt,
+                tagset=None if tagset == "auto" else tagset,
+                normalize=normalize,
+                vocab_size=vocab_size,
+                pos_map=pos_map or True,
+                tag_counts=tag_counts or True,
+                unk_tags=unk_tags,
+                min_tag_count=min_tag_count,
+                min_tag_fraction=min_tag_fraction,
+                encoding=encoding,
+            )
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from exc
     for path, detected in prepared.formats.items():
@@ -302,7 +310,7 @@ def prepare_tagged_command(
 @click.option(
     "--missing-list", type=click.Path(dir_okay=False), help="Write the words without a vector here."
 )
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
 def convert_embeddings_command(
     word2vec_file,
     output,
@@ -337,9 +345,11 @@ def convert_embeddings_command(
             seed=seed,
             encoding=encoding,
         )
-        path = aligned.save(output)
+        with writing(output, "-o"):
+            path = aligned.save(output)
         if original_dir:
-            aligned.save_original_layout(original_dir)
+            with writing(original_dir, "--original-dir"):
+                aligned.save_original_layout(original_dir)
     except CorpusError as exc:
         raise click.ClickException(str(exc)) from exc
     absent = aligned.missing
@@ -376,7 +386,7 @@ def convert_embeddings_command(
     help="Count class tokens in this text (e.g. the validation text) and list its words missing from the POS map.",
 )
 @class_options
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
 def show_classes_command(
     vocab_file,
     train_text,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 
 from ..corpus import CorpusError, read_tokens, unk_warning
@@ -19,6 +20,7 @@ from ..engine import EngineError, EngineOptions, StateGradientEngine
 from ..models import ModelError, load_model
 from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
 from ..result import ResultError, coverage_overlaps, load_result
+from ._inputs import check_encoding, reading
 from .data_commands import class_options, classes_from_options
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -114,7 +116,7 @@ def _file_sha256(path: Path) -> str:
                    "DIR/timestep_all/delay_<d> to np2npz.py.  DIR must hold no timestep_* "
                    "folder yet.")
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="A progress bar; without it, a line on standard error every 60 s.")
 def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
@@ -135,18 +137,27 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     (a damaged one is renamed to OUT.partial.damaged and the run starts afresh).
     Under torchrun the text is split across the workers (see docs/distributed.md).
     """
+    if sample_every and sample_fraction:
+        raise click.UsageError("give --sample-every or --sample-fraction, not both")
+    if stop is not None and stop <= start:
+        raise click.BadParameter(f"{stop} is not after --start {start}", param_hint="--stop")
     if threads:
         torch.set_num_threads(threads)
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
     _check_writable(Path(out_path), "the result")
     _check_writable(checkpoint, "the running state")
     try:
-        lm = load_model(model_path, vocab_path, trusted=trusted)
-        tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
+        with reading(model_path, "--model"):
+            lm = load_model(model_path, vocab_path, trusted=trusted)
+        with reading(text_path, "--text"):
+            tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
     except (ModelError, CorpusError) as exc:
         raise click.ClickException(str(exc)) from exc
     if len(tokens) == 0:
         raise click.ClickException(f"{text_path} holds no tokens")
+    if start >= len(tokens):
+        raise click.BadParameter(f"{start} is past the end of {text_path} ({len(tokens)} tokens)",
+                                 param_hint="--start")
     warning = unk_warning(tokens, lm.vocab)
     if warning:
         click.echo(warning, err=True)
@@ -198,18 +209,15 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     writer = None
     tmpdir = None
     if raw_path or export_dir:
-        try:
-            if export_dir:
-                from ..legacy import LegacyError, check_export_target
+        if export_dir:
+            from ..legacy import LegacyError, check_export_target
 
-                try:
-                    check_export_target(export_dir)
-                except LegacyError as exc:
-                    raise click.ClickException(str(exc)) from None
-            positions = parse_index_spec(raw_positions, len(tokens))
-            delays = parse_index_spec(raw_delays, max_delay)
-        except RawError as exc:
-            raise click.BadParameter(str(exc)) from exc
+            try:
+                check_export_target(export_dir)
+            except LegacyError as exc:
+                raise click.ClickException(str(exc)) from None
+        positions = _index_spec(raw_positions, len(tokens), "--raw-positions")
+        delays = _index_spec(raw_delays, max_delay, "--raw-delays")
         target = raw_path
         if target is None:
             tmpdir = tempfile.TemporaryDirectory()
@@ -265,6 +273,17 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
             tmpdir.cleanup()
 
 
+def _index_spec(spec: str, n: int, option: str) -> np.ndarray:
+    try:
+        chosen = parse_index_spec(spec, n)
+    except RawError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+    if len(chosen) == 0:
+        # an empty selection would silently write no matrix at all
+        raise click.BadParameter(f"{spec!r} selects nothing (0..{n - 1})", param_hint=option)
+    return chosen
+
+
 @click.command("merge")
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
@@ -285,7 +304,8 @@ def merge_command(results, out_path, allow_unknown_coverage):
     merged = None
     try:
         for path in results:
-            res = load_result(path)
+            with reading(path):
+                res = load_result(path)
             _check_coverage(path, res.metadata.get("coverage"), earlier, allow_unknown_coverage)
             earlier.append((path, res.metadata.get("coverage")))
             try:
@@ -325,7 +345,8 @@ def _check_coverage(path: str, coverage: list | None, earlier: list[tuple[str, l
 def inspect_command(result_path, as_json):
     """Show what a result file holds: shapes, counts per class, and how it was made."""
     try:
-        res = load_result(result_path, blocks=False)
+        with reading(result_path):
+            res = load_result(result_path, blocks=False)
     except ResultError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ._inputs import reading
 from .analysis_commands import checked_normalizer, force_option
 
 
@@ -49,7 +50,8 @@ def _load_vector(spec: str) -> tuple[str, np.ndarray]:
 def _model(path: str, vocab: str | None, trusted: bool):
     from ..models import load_model
 
-    return load_model(path, vocab, trusted=trusted)
+    with reading(path, "--model"):
+        return load_model(path, vocab, trusted=trusted)
 
 
 def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, length: int) -> list[str]:
@@ -141,10 +143,16 @@ def register(group: click.Group) -> None:
         from ..report import build_report, sentence_map
         from ..result import load_result
 
+        if labels and len(labels) != len(results):
+            raise click.BadParameter(f"{len(labels)} labels for {len(results)} results",
+                                     param_hint="--label")
         if sentences and model_path is None:
             raise click.UsageError("--sentence needs --model CHECKPOINT")
         try:
-            loaded = [load_result(p) for p in results]
+            loaded = []
+            for p in results:
+                with reading(p):
+                    loaded.append(load_result(p))
             for p, r in zip(results, loaded, strict=True):
                 check_finite(r, p)
             model = _model(model_path, vocab, trusted) if sentences else None

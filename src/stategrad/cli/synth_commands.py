@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from ..synth import (
     TriggerClass,
     generate_corpus,
 )
+from ._inputs import writing
 
 _TRIGGER_KEYS = {"k": "delay", "delay": "delay", "n": "n_triggers", "rate": "rate",
                  "remember": "remembered", "remembered": "remembered", "values": "n_values",
@@ -56,6 +60,31 @@ def parse_trigger(spec: str) -> TriggerClass:
     return trigger
 
 
+def _trigger_option(spec: str) -> TriggerClass:
+    try:
+        return parse_trigger(spec)
+    except SynthError as exc:
+        raise SynthError(f"--trigger: {exc}") from None
+
+
+@contextlib.contextmanager
+def _no_partial_corpus(outdir: Path) -> Iterator[None]:
+    """On failure, remove what this run added to OUTDIR (and OUTDIR, if it made it), so
+    that no half corpus is mistaken for a whole one; files already there stay."""
+    existed = outdir.exists()
+    before = set(outdir.iterdir()) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(outdir, ignore_errors=True)
+        elif outdir.is_dir():
+            for path in set(outdir.iterdir()) - before:
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+        raise
+
+
 def _parse_scale(text: str) -> tuple[str, float]:
     group, sep, value = text.partition("=")
     try:
@@ -71,13 +100,17 @@ def _base_config(preset_name: str, config_path: Path | None) -> SynthConfig:
         return PRESETS[preset_name]
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SynthError(f"cannot read configuration {config_path}: {exc}") from None
     if isinstance(data, dict) and "config" in data and "format" in data:
         data = data["config"]  # a synth.json written by an earlier run
     if not isinstance(data, dict):
         raise SynthError(f"{config_path} must hold a JSON object")
-    return SynthConfig.from_dict(data)
+    try:
+        return SynthConfig.from_dict(data)
+    except (SynthError, KeyError, TypeError, ValueError) as exc:
+        # from_dict names the missing or unexpected key, not the file it came from
+        raise SynthError(f"{config_path}: {exc}") from None
 
 
 @click.command("synth")
@@ -127,12 +160,13 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
         }
         changes = {k: v for k, v in changes.items() if v is not None}
         if triggers:
-            changes["triggers"] = tuple(parse_trigger(t) for t in triggers)
+            changes["triggers"] = tuple(_trigger_option(t) for t in triggers)
         if scales:
             changes["scales"] = {**config.scales, **dict(_parse_scale(s) for s in scales)}
         config = replace(config, **changes)
         config.check()
-        corpus = generate_corpus(config, outdir, overwrite=force)
+        with writing(outdir, "OUTDIR"), _no_partial_corpus(Path(outdir)):
+            corpus = generate_corpus(config, outdir, overwrite=force)
     except SynthError as exc:
         raise click.ClickException(str(exc)) from None
 

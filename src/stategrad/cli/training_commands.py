@@ -11,6 +11,7 @@ import click
 from ..config import ConfigError, TrainConfig, load_config, load_run
 from ..corpus import CorpusError
 from ..models import ModelError, read_checkpoint
+from ._inputs import reading
 
 _ERRORS = (ConfigError, CorpusError, ModelError)
 
@@ -68,7 +69,8 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
     from ..training import TrainingError, train
 
     try:
-        config = load_config(config_file)
+        with reading(config_file):
+            config = load_config(config_file)
         if keep_epochs:
             config.output.keep_epoch_checkpoints = True
         summary = train(config, resume=resume, overwrite=overwrite, device=device,
@@ -135,7 +137,8 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
     if config_file is None and model_path is None:
         raise click.UsageError("give a CONFIG, or a checkpoint with --model")
     try:
-        config = load_config(config_file) if config_file else None
+        with reading(config_file):
+            config = load_config(config_file) if config_file else None
         path = Path(model_path) if model_path else checkpoint_for(config, which)
         if config is None:
             config = _config_from_checkpoint(path)
@@ -155,7 +158,8 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
         ns = num_steps or (config.training.num_steps if is_valid else 1)
         model = load_trained(path, dev)
         opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding} if config else {}
-        tokens = read_tokens(text, model.vocab, **opts)
+        with reading(text, "--split"):
+            tokens = read_tokens(text, model.vocab, **opts)
         warning = unk_warning(tokens, model.vocab)
         if warning:
             click.echo(warning, err=True)
@@ -187,7 +191,8 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
     from ..training import TrainingError, run_legacy
 
     try:
-        run = load_run(config_file)
+        with reading(config_file):
+            run = load_run(config_file)
         result = run_legacy(run, do_train=not notrain, do_valid=not novalid, do_test=not notest,
                             device=device, threads=threads, progress=progress or "log",
                             echo=_echo)

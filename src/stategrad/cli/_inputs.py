@@ -1,0 +1,63 @@
+"""Reading and writing the files a command is given: every failure names the file."""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import pickle
+import zipfile
+from collections.abc import Iterator
+
+import click
+
+# What loaders raise on a file that is not what they expect: h5py raises KeyError for a
+# missing dataset, numpy ValueError or zipfile.BadZipFile for a damaged array file, torch
+# RuntimeError or pickle.UnpicklingError for a damaged checkpoint, and a short or empty
+# file can surface as EOFError or IndexError. Only calls that read one given file are
+# wrapped, so these mean "this file is wrong", not a bug elsewhere.
+_LOADING_ERRORS = (OSError, ValueError, KeyError, IndexError, EOFError, RuntimeError,
+                   UnicodeError, zipfile.BadZipFile, pickle.UnpicklingError)
+
+
+@contextlib.contextmanager
+def reading(path, what: str = "") -> Iterator[None]:
+    """Turn a failure while reading ``path`` into one ``Error:`` line that names it."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except _LOADING_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, UnicodeDecodeError):
+            message = f"not valid {exc.encoding} text ({exc.reason} at byte {exc.start})"
+        raise click.ClickException(_labelled(message, path, what)) from exc
+
+
+@contextlib.contextmanager
+def writing(path, what: str = "") -> Iterator[None]:
+    """Name ``path`` in an OSError while writing it: one from write() or close() (a full
+    disk) carries no file name. Other errors pass unchanged, since a writer that also
+    reads inputs raises those about its inputs."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise click.ClickException(f"{exc.filename}: {exc.strerror or exc}") from exc
+        raise click.ClickException(_labelled(exc.strerror or str(exc), path, what)) from exc
+
+
+def _labelled(message: str, path, what: str) -> str:
+    if str(path) in message:
+        return message
+    label = f"{what} {path}" if what else str(path)
+    return f"{label}: {message}"
+
+
+def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Callback of --encoding: an unknown codec is a usage error naming the option,
+    found before any file is opened."""
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise click.BadParameter(f"unknown text encoding {value!r}") from None
+    return value
