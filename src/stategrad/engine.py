@@ -42,7 +42,7 @@ import torch
 from . import __version__
 from .classes import ClassSet
 from .models import RNNLM, LanguageModel, model_hash, torch_save_atomic
-from .result import GradientResult
+from .result import BlockSpill, GradientResult
 
 SEMANTICS = ("carry", "segment")
 STATES = ("cell", "hidden")
@@ -430,6 +430,9 @@ class StateGradientEngine:
         total_counts = np.zeros((D, C), dtype=np.int64)
         accs: dict[int, _Accumulator] = {}
         closed_blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Closed blocks go to disk as they close (memory would grow with their number);
+        # the result reads them from there when it is written.
+        spill = BlockSpill(D, C, H, E) if o.block_size else None
         chunk = o.block_size or o.chunk_size
         k = start
         slot = 0  # current slot of the analysed buffer (0 = last step of previous window)
@@ -451,7 +454,9 @@ class StateGradientEngine:
                 acc.sums.copy_(s)
                 acc.counts = n
                 accs[b] = acc
-            closed_blocks = self._load_blocks(checkpoint_path, ck["closed_blocks"])
+            for b in ck["closed_blocks"]:  # one at a time into the spill
+                sums, counts = self._load_blocks(checkpoint_path, [b])[b]
+                closed_blocks[b] = (self._spill_block(spill, b, sums), counts)
             resumed = True
 
         x_proj_cache: dict[int, torch.Tensor] = {}
@@ -479,7 +484,8 @@ class StateGradientEngine:
                     total.add_(acc.sums.to(torch.float64))
                     total_counts[...] += acc.counts
                     if o.block_size:
-                        closed_blocks[b] = (acc.sums.to(torch.float32).cpu().numpy(), acc.counts)
+                        closed_blocks[b] = (self._spill_block(spill, b, acc.sums.to(torch.float32)
+                                                              .cpu().numpy()), acc.counts)
             # The last step of this window becomes slot 0 of the next.
             if slot != 0:
                 bufs[chosen][0].copy_(bufs[chosen][slot])
@@ -602,9 +608,8 @@ class StateGradientEngine:
         if o.block_size:
             order = sorted(closed_blocks)
             if order:
-                bs = np.stack([closed_blocks[b][0] for b in order]).reshape(len(order), D, C, E, H)
                 block_kwargs = dict(
-                    block_sums=np.ascontiguousarray(bs.transpose(0, 1, 2, 4, 3)),
+                    block_sums=spill.blocks(order),  # on disk, written delay by delay
                     block_counts=np.stack([closed_blocks[b][1] for b in order]),
                     block_starts=np.array([b * o.block_size for b in order], dtype=np.int64),
                 )
@@ -772,6 +777,14 @@ class StateGradientEngine:
                 "the checkpoint belongs to a different run (differs in: " + ", ".join(diff) +
                 "); delete it or point --checkpoint elsewhere"
             )
+
+    @staticmethod
+    def _spill_block(spill: BlockSpill, b: int, sums: np.ndarray):
+        try:
+            return spill.add(b, sums)
+        except OSError as exc:
+            raise EngineError(f"could not keep block {b} on disk in {spill.folder}: "
+                              f"{exc.strerror or exc}; set TMPDIR to a folder with room") from exc
 
     @staticmethod
     def _blocks_dir(path) -> Path:

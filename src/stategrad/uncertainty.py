@@ -233,7 +233,7 @@ def replicates(
     valid = None
     rng = np.random.default_rng(seed)
     if method == "bootstrap":
-        B = result.block_sums.shape[0]
+        B = result.n_blocks
         # One set of resamples for the whole result: every curve sees the same texts.
         weights = np.stack([np.bincount(rng.integers(0, B, B), minlength=B) for _ in range(n_boot)])
         weights = weights.astype(np.float64)
@@ -245,14 +245,15 @@ def replicates(
         if est is None:
             K = theta.shape[-1]
             est = np.full((D, len(cidx), K), np.nan)
-            R = {"jackknife": result.block_sums.shape[0] if result.has_blocks else 0,
+            R = {"jackknife": result.n_blocks,
                  "bootstrap": n_boot, "none": 0}[method]
             reps = np.full((R, D, len(cidx), K), np.nan)
             valid = np.zeros((R, D, len(cidx)), dtype=bool)
         est[d] = theta
         if method == "none":
             continue
-        bs = result.block_sums[:, d, cidx].astype(np.float64)  # (B, C', H, E)
+        # One delay of the blocks at a time: they may be far larger than memory.
+        bs = result.block_delay(d)[:, cidx].astype(np.float64)  # (B, C', H, E)
         bn = result.block_counts[:, d, cidx].astype(np.float64)  # (B, C')
         if method == "jackknife":
             rest_n = n[None, :] - bn
