@@ -501,6 +501,27 @@ def write_h5_atomic(path: Path, write: Callable[[Any], None]) -> None:
         raise
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a synced temp file in the same folder renamed
+    into place; on any error the temp file is removed, an earlier file at ``path`` stays,
+    and the OSError is raised again (the caller names the file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

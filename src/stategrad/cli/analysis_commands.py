@@ -144,11 +144,14 @@ def register(group: click.Group) -> None:
         click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
                    f"embedding size {stats.embedding_size}")
         click.echo(stats.checks.format())
-        if out:
-            _note(f"wrote {stats.save(out)}")
-        if legacy_prefix:
-            for p in stats.save_legacy(legacy_prefix):
-                _note(f"wrote {p}")
+        try:
+            if out:
+                _note(f"wrote {stats.save(out)}")
+            if legacy_prefix:
+                for p in stats.save_legacy(legacy_prefix):
+                    _note(f"wrote {p}")
+        except errors as exc:
+            raise _fail(exc) from exc
 
     # --- embedding export --------------------------------------------------------------------
     @group.command("export-embeddings")
