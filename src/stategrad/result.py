@@ -77,10 +77,12 @@ class BlockSums:
         """Every block's sums at delay ``d``: (B, C, H, E) float32."""
         raise NotImplementedError
 
-    def write_into(self, dataset) -> None:
-        """Copy into an HDF5 dataset of the same shape, one delay at a time."""
+    def write_into(self, dataset, check: Callable[[], None] = lambda: None) -> None:
+        """Copy into an HDF5 dataset of the same shape, one delay at a time; ``check``
+        runs after each write (it raises to stop early)."""
         for d in range(self.shape[1]):
             dataset[:, d] = self.delay(d)
+            check()
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.empty(self.shape, dtype=np.float32)
@@ -221,11 +223,12 @@ class _SpilledBlocks(BlockSums):
             out[i] = self.spill.read(b, d).transpose(0, 2, 1)
         return out
 
-    def write_into(self, dataset) -> None:
+    def write_into(self, dataset, check: Callable[[], None] = lambda: None) -> None:
         # Block by block: each block file is read once, one delay at a time.
         for i, b in enumerate(self.ids):
             for d in range(self.shape[1]):
                 dataset[i, d] = self.spill.read(b, d).transpose(0, 2, 1)
+                check()
 
 
 @dataclass
@@ -388,7 +391,7 @@ class GradientResult:
             raise ResultError(f"could not write result {path}: {_reason(exc)}") from exc
         return path
 
-    def _write(self, f) -> None:
+    def _write(self, f, check: Callable[[], None]) -> None:
         import h5py
 
         str_dt = h5py.string_dtype()
@@ -408,10 +411,11 @@ class GradientResult:
             ds = g.create_dataset("sums", shape=shape, dtype=np.float32, compression="gzip",
                                   compression_opts=4, chunks=(1, 1) + shape[2:])
             if isinstance(self.block_sums, BlockSums):
-                self.block_sums.write_into(ds)
+                self.block_sums.write_into(ds, check)
             else:
                 for d in range(shape[1]):
                     ds[:, d] = np.asarray(self.block_sums[:, d], dtype=np.float32)
+                    check()
             g.create_dataset("counts", data=self.block_counts)
             g.create_dataset("starts", data=self.block_starts)
 
@@ -447,6 +451,10 @@ class _GuardedFile:
                 self.error = exc
         return len(view)
 
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
     def truncate(self, size: int | None = None) -> int:
         if self.error is None:
             try:
@@ -471,8 +479,11 @@ class _GuardedFile:
         return self.raw.tell()
 
 
-def write_h5_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Create an HDF5 file at ``path`` with ``write(h5py.File)``, atomically.
+def write_h5_atomic(path: Path, write: Callable[[Any, Callable[[], None]], None]) -> None:
+    """Create an HDF5 file at ``path`` with ``write(h5py.File, check)``, atomically.
+
+    ``check()`` raises the first failed write (e.g. a full disk), so that a long write
+    can stop early; it is also checked once ``write`` returns.
 
     The file is written as a temp file in the same folder, closed, synced and renamed
     over ``path``; on any error the temp file is removed, an earlier file at ``path`` is
@@ -488,11 +499,9 @@ def write_h5_atomic(path: Path, write: Callable[[Any], None]) -> None:
             guarded = _GuardedFile(raw)
             # The with closes every HDF5 object before the file is judged or removed.
             with h5py.File(guarded, "w") as f:
-                write(f)
-                if guarded.error is not None:
-                    raise guarded.error
-            if guarded.error is not None:
-                raise guarded.error
+                write(f, guarded.check)
+                guarded.check()
+            guarded.check()  # closing writes too
             os.fsync(raw.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
