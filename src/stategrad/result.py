@@ -135,7 +135,7 @@ class _FileBlocks(BlockSums):
             with h5py.File(self.path, "r") as f:
                 return f["blocks/sums"][:, d]
         except OSError as exc:
-            raise ResultError(f"could not read the blocks of {self.path}: {exc}") from exc
+            raise ResultError(f"could not read the blocks of {self.path}: {_reason(exc)}") from exc
 
 
 def _file_stamp(path: Path) -> tuple[int, int, int] | None:
