@@ -127,6 +127,27 @@ def test_jackknife_reads_one_delay_at_a_time_and_matches_numpy(blocked, monkeypa
             np.testing.assert_allclose(band.se[d, c, 0], se, rtol=1e-6)
 
 
+def test_bootstrap_replicates_from_lazy_blocks_match_numpy(blocked):
+    _, path = blocked
+    with h5py.File(path, "r") as f:
+        bs, bn = f["blocks/sums"][...].astype(np.float64), f["blocks/counts"][...]
+    res = load_result(path)
+    reps = replicates(res, singular_values(), method="bootstrap", n_boot=20, seed=7)
+    B = bs.shape[0]
+    rng = np.random.default_rng(7)  # the documented resampling: B blocks with replacement
+    weights = np.stack([np.bincount(rng.integers(0, B, B), minlength=B) for _ in range(20)])
+    for d in (1, D - 1):
+        for c in range(bs.shape[2]):
+            for r in (0, 13):
+                total = weights[r] @ bn[:, d, c]
+                assert reps.valid[r, d, c] == (total > 0)
+                if total > 0:
+                    m = np.tensordot(weights[r], bs[:, d, c], axes=1) / total
+                    np.testing.assert_allclose(reps.replicates[r, d, c],
+                                               np.linalg.svd(m, compute_uv=False), rtol=1e-8,
+                                               atol=1e-12)
+
+
 def test_files_in_the_old_layout_still_load(blocked, tmp_path):
     res, path = blocked
     old = tmp_path / "old.h5"

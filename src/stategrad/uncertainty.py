@@ -263,8 +263,14 @@ def replicates(
         else:
             rest_n = weights @ bn  # (R, C')
             ok = rest_n > 0
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m = np.einsum("rb,bche->rche", weights, bs) / rest_n[..., None, None]
+            # Class by class: all R resampled means of every class at once would be as
+            # large as the whole result for a few hundred resamples.
+            for j in range(len(cidx)):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    m = np.einsum("rb,bhe->rhe", weights, bs[:, j]) / rest_n[:, j, None, None]
+                reps[:, d, j] = _apply(statistic, m, ok[:, j])
+            valid[:, d] = ok
+            continue
         flat = m.reshape((-1,) + m.shape[2:])
         out = _apply(statistic, flat, ok.reshape(-1))
         reps[:, d] = out.reshape(m.shape[:2] + (out.shape[-1],))
