@@ -252,28 +252,25 @@ def replicates(
         est[d] = theta
         if method == "none":
             continue
-        # One delay of the blocks at a time: they may be far larger than memory.
-        bs = result.block_delay(d)[:, cidx].astype(np.float64)  # (B, C', H, E)
+        # One delay of the blocks at a time (they may be far larger than memory), and
+        # class by class in float64, so that the working set stays a small part of the
+        # result's size whatever the number of blocks or resamples.
+        bs = result.block_delay(d)[:, cidx]  # (B, C', H, E), float32 from a file
         bn = result.block_counts[:, d, cidx].astype(np.float64)  # (B, C')
         if method == "jackknife":
             rest_n = n[None, :] - bn
             ok = (bn > 0) & (rest_n > 0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m = (result.sums[d, cidx][None] - bs) / rest_n[..., None, None]
         else:
             rest_n = weights @ bn  # (R, C')
             ok = rest_n > 0
-            # Class by class: all R resampled means of every class at once would be as
-            # large as the whole result for a few hundred resamples.
-            for j in range(len(cidx)):
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    m = np.einsum("rb,bhe->rhe", weights, bs[:, j]) / rest_n[:, j, None, None]
-                reps[:, d, j] = _apply(statistic, m, ok[:, j])
-            valid[:, d] = ok
-            continue
-        flat = m.reshape((-1,) + m.shape[2:])
-        out = _apply(statistic, flat, ok.reshape(-1))
-        reps[:, d] = out.reshape(m.shape[:2] + (out.shape[-1],))
+        for j in range(len(cidx)):
+            sums_j = bs[:, j].astype(np.float64)  # (B, H, E)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if method == "jackknife":
+                    m = (result.sums[d, cidx[j]][None] - sums_j) / rest_n[:, j, None, None]
+                else:
+                    m = np.einsum("rb,bhe->rhe", weights, sums_j) / rest_n[:, j, None, None]
+            reps[:, d, j] = _apply(statistic, m, ok[:, j])
         valid[:, d] = ok
     if est is None:  # a result with no delays at all
         raise UncertaintyError("the result has no delays")
