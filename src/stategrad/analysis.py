@@ -42,8 +42,8 @@ import numpy as np
 from scipy.linalg import solve_triangular
 from threadpoolctl import threadpool_limits
 
-from .atomic import write_atomic, write_text_atomic
-from .result import EmptyClassError, GradientResult, json_default
+from .atomic import write_text_atomic
+from .result import EmptyClassError, GradientResult, json_default, write_bytes_atomic
 
 STATS_FORMAT = "stategrad-embedding-stats"
 STATS_VERSION = 1
@@ -168,9 +168,9 @@ class EmbeddingStats:
         return (np.asarray(x, dtype=np.float64) - self.mean) @ self.whitening.T
 
     def save(self, path: str | os.PathLike) -> Path:
-        """One ``.npz`` file: the four arrays, the checks and the metadata (JSON)."""
+        """One ``.npz`` file: the four arrays, the checks and the metadata (JSON), written
+        atomically (an earlier file stays as it was when writing fails)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.metadata)
         meta.update(n_tokens=self.n_tokens, n_types=self.n_types, checks=self.checks.to_dict())
         buffer = io.BytesIO()
@@ -184,7 +184,7 @@ class EmbeddingStats:
             whitening=self.whitening,
             metadata=np.array(json.dumps(meta, sort_keys=True, default=json_default)),
         )
-        return write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        return _write_stats_file(path, buffer.getvalue())
 
     def save_legacy(self, prefix: str | os.PathLike) -> list[Path]:
         """The original's four files: ``<prefix>_mean.npy``, ``_covar.npy``,
@@ -192,12 +192,11 @@ class EmbeddingStats:
         prefix = str(prefix)
         if prefix.endswith(".npy"):
             prefix = prefix[: -len(".npy")]
-        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
         written = []
         for attr, suffix in LEGACY_SUFFIXES.items():
-            target = Path(prefix + suffix)
-            np.save(target, getattr(self, attr))
-            written.append(target)
+            buffer = io.BytesIO()
+            np.save(buffer, getattr(self, attr))
+            written.append(_write_stats_file(Path(prefix + suffix), buffer.getvalue()))
         return written
 
 
@@ -212,6 +211,14 @@ def load_npy(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     # numpy raises these for a truncated, foreign or pickled file
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise AnalysisError(f"{path} is not a readable array file: {exc}") from exc
+
+
+def _write_stats_file(path: Path, data: bytes) -> Path:
+    try:
+        return write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise AnalysisError(f"could not write embedding statistics {path}: "
+                            f"{exc.strerror or exc}") from exc
 
 
 def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
