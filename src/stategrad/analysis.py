@@ -836,6 +836,8 @@ def check_finite(result: GradientResult, source: str | os.PathLike = "the result
                 + (f" (and {more} more delay/class cells)" if more else ""))
 
     where = first_bad(result.sums, result.counts)
+    # Blocks read lazily from a file are checked by the interval code as it reads each
+    # delay (uncertainty.replicates), so that they are not read twice.
     if where is None and isinstance(result.block_sums, np.ndarray):
         for b in range(len(result.block_sums)):
             found = first_bad(result.block_sums[b], result.block_counts[b])

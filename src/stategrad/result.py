@@ -32,6 +32,7 @@ their blocks are then read into memory, as they always were.
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import os
 import tempfile
@@ -525,6 +526,7 @@ def write_h5_atomic(path: Path, write: Callable[[Any, Callable[[], None]], None]
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_stale_temps(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -545,7 +547,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_stale_temps(path)
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of earlier writes of ``path`` that a kill -9 interrupted: once the file
+    is in place they are garbage (an interrupted write never replaced anything)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _umask() -> int:

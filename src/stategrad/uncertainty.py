@@ -257,6 +257,7 @@ def replicates(
         # result's size whatever the number of blocks or resamples.
         bs = result.block_delay(d)[:, cidx]  # (B, C', H, E), float32 from a file
         bn = result.block_counts[:, d, cidx].astype(np.float64)  # (B, C')
+        _check_blocks_finite(bs, d, result, cidx)
         if method == "jackknife":
             rest_n = n[None, :] - bn
             ok = (bn > 0) & (rest_n > 0)
@@ -275,6 +276,19 @@ def replicates(
     if est is None:  # a result with no delays at all
         raise UncertaintyError("the result has no delays")
     return Replicates(est, reps, valid, names, method)
+
+
+def _check_blocks_finite(bs: np.ndarray, d: int, result: GradientResult,
+                         cidx: list[int]) -> None:
+    """Checked here, where each delay of the blocks is read anyway (checking at load
+    would read the blocks twice): a NaN would otherwise become a NaN band, or an SVD error."""
+    bad = ~np.isfinite(bs).all(axis=(-2, -1))  # (B, C')
+    if bad.any():
+        b, j = (int(i) for i in np.argwhere(bad)[0])
+        raise UncertaintyError(
+            f"NaN or infinite sums at delay {d}, class {result.classes[cidx[j]]!r} in block {b} "
+            f"(start {int(result.block_starts[b])}): the run that wrote it went wrong (a "
+            "diverged model or a damaged file); recompute it")
 
 
 def _apply(statistic: Statistic, stack: np.ndarray, ok: np.ndarray) -> np.ndarray:
