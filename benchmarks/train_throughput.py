@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stategrad.config import validate_config
-from stategrad.corpus import Vocabulary
-from stategrad.training import _rows_tensor, build_model, make_optimizer, train_epoch
+from stategrad.data import Vocabulary
+from stategrad.lm import build_model, make_optimizer, train_epoch, validate_config
+from stategrad.lm.training import _rows_tensor
 
 VOCAB, EMB, HIDDEN, STEPS, BATCH = 10_000, 64, 256, 200, 20
 

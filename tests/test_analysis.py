@@ -22,9 +22,10 @@ from stategrad.analysis import (
     EmbeddingStats,
     SingularCovarianceError,
 )
-from stategrad.corpus import Vocabulary
-from stategrad.models import RNNLM, LanguageModel, ModelSpec, save_checkpoint
-from stategrad.result import EmptyClassError, GradientResult
+from stategrad.data import Vocabulary
+from stategrad.gradients import EmptyClassError, GradientResult
+from stategrad.legacy import save_legacy_stats
+from stategrad.lm import RNNLM, LanguageModel, ModelSpec, save_checkpoint
 
 
 def _random_result(rng, D=4, C=3, H=7, E=5, empty=()):
@@ -90,7 +91,7 @@ def test_stats_file_and_legacy_files_round_trip(tmp_path):
     assert back.metadata["text"] == {"path": "t.txt"}
     assert back.checks == stats.checks and back.n_tokens == 800
 
-    written = stats.save_legacy(tmp_path / "emb")
+    written = save_legacy_stats(stats, tmp_path / "emb")
     assert sorted(p.name for p in written) == sorted(
         ["emb_mean.npy", "emb_covar.npy", "emb_D_norm_grad.npy", "emb_Z_norm_emb.npy"])
     np.testing.assert_array_equal(np.load(tmp_path / "emb_D_norm_grad.npy"), stats.cholesky)
@@ -342,7 +343,7 @@ def test_relative_memory_is_one_along_the_best_kept_direction():
 
 
 def test_class_difference_vector_from_class_set():
-    from stategrad.classes import ClassSet
+    from stategrad.data import ClassSet
 
     vocab = Vocabulary(("cat", "cats", "dog", "dogs", "run"))
     cs = ClassSet.from_tag_map(vocab, {"cat": ["NN"], "dog": ["NN"], "cats": ["NNS"],
@@ -387,7 +388,7 @@ def _tiny_model(tmp_path, E=4):
 
 
 def test_stats_for_model_text_and_exports(tmp_path):
-    from stategrad.corpus import read_tokens
+    from stategrad.data import read_tokens
 
     model, text = _tiny_model(tmp_path)
     stats = analysis.embedding_stats_for_model(model, text)

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.colors import to_hex
 from reportdata import block_result
 
-from stategrad import plots as P
+from stategrad.report import plots as P
 
 
 def _L(E: int, seed: int = 0) -> np.ndarray:

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from reportdata import block_result
 
 from stategrad.cli import main
-from stategrad.corpus import Vocabulary
-from stategrad.models import RNNLM, LanguageModel, ModelSpec, save_checkpoint
+from stategrad.data import Vocabulary
+from stategrad.lm import RNNLM, LanguageModel, ModelSpec, save_checkpoint
 from stategrad.report import ReportError, build_report, sentence_map
 
 WORDS = ("<unk>", "the", "cat", "sat", "on", "mat", "<eos>")

@@ -3,7 +3,7 @@
 The content goes to ``<name>.tmp`` beside the target, which is renamed over the target
 only once it is complete: a full disk, a read-only folder or a crash leaves the earlier
 file untouched, and the temporary file is removed on any error.
-(:func:`stategrad.models.torch_save_atomic` does the same for checkpoints.)
+(:func:`stategrad.lm.models.torch_save_atomic` does the same for checkpoints.)
 """
 
 from __future__ import annotations

@@ -64,11 +64,9 @@ import numpy as np
 import torch
 
 from .analysis import EmbeddingStats, embedding_matrix, embedding_stats_for_model, memory_curves
-from .config import TrainConfig
-from .corpus import read_tokens
-from .engine import compute_state_gradients
-from .models import LanguageModel
-from .result import GradientResult
+from .data import read_tokens
+from .gradients import GradientResult, compute_state_gradients
+from .lm import LanguageModel, TrainConfig
 from .synth import SynthCorpus, generate_corpus, preset
 
 SUMMARY_FILE = "summary.json"
@@ -365,16 +363,16 @@ def evaluate_criteria(m: dict[str, Any], settings: DemoSettings) -> list[Criteri
 
 
 def _plot_identity_memory(m: dict[str, Any], fig_dir: Path) -> list[Path]:
-    from . import plots as P
+    from .report import Curve, plot_curves, save_figure
 
     curves = []
     for j, variant in enumerate(("normalised", "raw")):
         for i, (name, values) in enumerate(m["identity_memory"][variant].items()):
             y = np.asarray(values, dtype=np.float64)
-            curves.append(P.Curve(f"{name} ({variant})", np.arange(len(y)), y, color=i, style=j))
-    fig = P.plot_curves(curves, ylabel="identity memory", log_scale=True,
+            curves.append(Curve(f"{name} ({variant})", np.arange(len(y)), y, color=i, style=j))
+    fig = plot_curves(curves, ylabel="identity memory", log_scale=True,
                         title="Identity memory of the ground-truth classes")
-    files = P.save_figure(fig, fig_dir / "identity_memory")
+    files = save_figure(fig, fig_dir / "identity_memory")
     rows = ["delay," + ",".join(c.label for c in curves)]
     for d in range(len(curves[0].y)):
         rows.append(f"{d}," + ",".join(f"{c.y[d]:.6g}" for c in curves))
@@ -391,7 +389,7 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", settings: DemoSettings 
     Writes ``data/`` (corpus, ``synth.json``, ``embeddings.npz``), ``model/`` (training
     run), ``model.pt``, ``gradients.h5``, ``stats.npz``, ``report/`` and ``summary.json``
     into ``out_dir``.  Deterministic for given settings and thread count."""
-    from .training import train
+    from .lm import train
 
     settings = settings or DemoSettings()
     say = echo or (lambda _msg: None)
@@ -434,7 +432,7 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", settings: DemoSettings 
         raise DemoError("training wrote no checkpoint")
     model_path = out / "model.pt"
     model_path.write_bytes(Path(best).read_bytes())
-    from .training import load_trained
+    from .lm import load_trained
 
     model = load_trained(model_path)
     stage("train", started)

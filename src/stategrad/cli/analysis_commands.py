@@ -15,7 +15,7 @@ from typing import Any
 import click
 import numpy as np
 
-from ..uncertainty import UncertaintyError
+from ..analysis import UncertaintyError
 from ._inputs import reading, writing
 
 
@@ -30,9 +30,9 @@ def _fail_with(path: str, exc: Exception) -> click.ClickException:
 
 def _errors() -> tuple[type[Exception], ...]:
     from ..analysis import AnalysisError
-    from ..corpus import CorpusError
-    from ..models import ModelError
-    from ..result import ResultError
+    from ..data import CorpusError
+    from ..gradients import ResultError
+    from ..lm import ModelError
 
     return (AnalysisError, CorpusError, ModelError, ResultError)
 
@@ -42,7 +42,7 @@ def _note(message: str) -> None:
 
 
 def _load_model(path: str, vocab: str | None, trusted: bool):
-    from ..models import load_model
+    from ..lm import load_model
 
     with reading(path, "--model"):
         return load_model(path, vocab, trusted=trusted)
@@ -50,7 +50,7 @@ def _load_model(path: str, vocab: str | None, trusted: bool):
 
 def _load_result(path: str, blocks: bool = False):
     from ..analysis import check_finite
-    from ..result import load_result
+    from ..gradients import load_result
 
     with reading(path):
         result = load_result(path, blocks=blocks)
@@ -185,7 +185,7 @@ def register(group: click.Group) -> None:
         """Normalisation to equal variance: mean, covariance, Cholesky factor L and
         whitening matrix Z = L^-1 of a model's embeddings, token weighted over a text or
         type weighted over the embedding table, with the original's sanity checks."""
-        from .. import analysis
+        from .. import analysis, legacy
 
         if not out and not legacy_prefix:
             raise click.UsageError("give --out (and/or --legacy-prefix): where to write")
@@ -230,7 +230,7 @@ def register(group: click.Group) -> None:
                 _note(f"wrote {stats.save(out)}")
         if legacy_prefix:
             with writing(legacy_prefix, "--legacy-prefix"):
-                for p in stats.save_legacy(legacy_prefix):
+                for p in legacy.save_legacy_stats(stats, legacy_prefix):
                     _note(f"wrote {p}")
 
     # --- embedding export --------------------------------------------------------------------
@@ -247,7 +247,7 @@ def register(group: click.Group) -> None:
         output as one file, tokens.npy (N x E, one row per token) with tokens.dict
         (word<TAB>row of its first occurrence)."""
         from .. import analysis
-        from ..corpus import read_tokens
+        from ..data import read_tokens
 
         try:
             model = _load_model(model_path, vocab_path, trusted)
@@ -440,21 +440,21 @@ def register(group: click.Group) -> None:
               confusion):
         """POS probe: logistic regression from input embeddings to POS tags, accuracy on
         held-out words, confusion matrix and per-tag mean embeddings."""
-        from .. import probe as probe_mod
-        from ..tagged import TaggedError, read_pos_map
+        from ..analysis import pos_probe, read_tag_map
+        from ..data import TaggedError, read_pos_map
 
         if (pos_map_path is None) == (tagged_path is None):
             raise click.UsageError("give --pos-map (word types) or --tagged (running text)")
         try:
             model = _load_model(model_path, vocab_path, trusted)
-            tag_map = probe_mod.read_tag_map(tag_map_path) if tag_map_path else None
+            tag_map = read_tag_map(tag_map_path) if tag_map_path else None
             kwargs = dict(tags=_split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
                           cv=cv, test_fraction=test_fraction, min_examples=min_examples,
                           seed=seed, splits=splits)
             if pos_map_path:
-                result = probe_mod.pos_probe(model, pos_map=read_pos_map(pos_map_path), **kwargs)
+                result = pos_probe(model, pos_map=read_pos_map(pos_map_path), **kwargs)
             else:
-                result = probe_mod.pos_probe(
+                result = pos_probe(
                     model, tagged_tokens=_tagged_tokens(tagged_path, normalize_text), **kwargs)
         except (*errors, TaggedError) as exc:
             raise _fail(exc) from exc
@@ -490,7 +490,7 @@ def register(group: click.Group) -> None:
         once per matching word of the whole mapping.txt, which makes its per-class
         .npy result the all-words average); with all.npz both agree."""
         from .. import legacy
-        from ..tagged import TaggedError, read_class_file, read_pos_map
+        from ..data import TaggedError, read_class_file, read_pos_map
 
         if class_files and not pos_map_path:
             raise click.UsageError("--classes needs --pos-map")
@@ -606,7 +606,7 @@ def _array_weighting(X: np.ndarray, path: str, weighting: str | None) -> str:
 
 
 def _tagged_tokens(path: str, normalize: bool):
-    from ..tagged import iter_tagged_sentences, normalize_sentence
+    from ..data import iter_tagged_sentences, normalize_sentence
 
     for sentence in iter_tagged_sentences(path):
         if normalize:
@@ -616,8 +616,7 @@ def _tagged_tokens(path: str, normalize: bool):
 
 def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shared="drop"):
     from .. import analysis
-    from ..corpus import read_tokens
-    from ..tagged import read_class_file, read_pos_map
+    from ..data import read_class_file, read_pos_map, read_tokens
 
     pos_map = read_pos_map(pos_map_path) if pos_map_path else None
     definitions = result.metadata.get("class_definitions") or {}

@@ -11,10 +11,23 @@ from pathlib import Path
 
 import click
 
-from ..classes import BUILTIN_CLASS_SETS, ClassError, ClassSet, load_classes, missing_from_map
-from ..corpus import CorpusError, Vocabulary, read_tokens
-from ..embeddings import MISSING_INITS, align_embeddings
-from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
+from ..data import (
+    BUILTIN_CLASS_SETS,
+    FORMATS,
+    MISSING_INITS,
+    TAGSETS,
+    ClassError,
+    ClassSet,
+    CorpusError,
+    Vocabulary,
+    align_embeddings,
+    load_classes,
+    missing_from_map,
+    oov_rate,
+    prepare_tagged,
+    read_pos_map,
+    read_tokens,
+)
 from ._inputs import check_encoding, writing
 
 # --- shared word-class options --------------------------------------------------------------
@@ -81,7 +94,7 @@ def classes_from_options(
 ) -> ClassSet:
     """The ClassSet the class options ask for (only 'all' when none is given); warnings
     about unknown tags and empty classes go to stderr."""
-    from ..classes import ClassWarning
+    from ..data import ClassWarning
 
     for spec in classes or []:
         parts = [part.strip() for part in spec.split(",")]

@@ -15,11 +15,20 @@ import click
 import numpy as np
 import torch
 
-from ..corpus import CorpusError, read_tokens, unk_warning
-from ..engine import EngineError, EngineOptions, StateGradientEngine
-from ..models import ModelError, load_model
-from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
-from ..result import ResultError, coverage_overlaps, load_result
+from ..data import CorpusError, read_tokens, unk_warning
+from ..gradients import (
+    EngineError,
+    EngineOptions,
+    RawError,
+    RawPairWriter,
+    ResultError,
+    StateGradientEngine,
+    coverage_overlaps,
+    iter_raw_pairs,
+    load_result,
+    parse_index_spec,
+)
+from ..lm import ModelError, load_model
 from ._inputs import check_encoding, reading
 from .data_commands import class_options, classes_from_options
 
@@ -180,24 +189,25 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     run_info = {"command": ctx.command_path, "arguments": dict(ctx.params),
                 "threads": torch.get_num_threads()}
 
-    from .. import distributed
+    from ..comm import DistributedError, is_distributed_launch
+    from ..gradients import compute_state_gradients_distributed, precision_error
 
     model_info = {"model": {"path": str(Path(model_path).resolve()), "cell": lm.spec.cell,
                             "hidden_size": lm.spec.hidden_size,
                             "embedding_size": lm.spec.embedding_size,
                             "layers": lm.spec.num_layers}}
-    if distributed.is_distributed_launch() or tf32:
+    if is_distributed_launch() or tf32:
         if raw_path or export_dir:
             raise click.UsageError("--raw and --export-original run in a single process only")
         try:
-            distributed.compute_state_gradients_distributed(
+            compute_state_gradients_distributed(
                 lm, tokens, options, class_set, out_path=out_path, start=start, stop=stop,
                 progress=progress, text_info=text_info, run_info=run_info, tf32=tf32,
                 checkpoint_every=checkpoint_every, extra_metadata=model_info)
             if tf32 and int(os.environ.get("RANK", "0")) == 0:
-                err = distributed.precision_error(lm, tokens, options, class_set, tf32=True)
+                err = precision_error(lm, tokens, options, class_set, tf32=True)
                 click.echo(f"TF32 matmuls: error against float64 {err}", err=True)
-        except (EngineError, ResultError, distributed.DistributedError) as exc:
+        except (EngineError, ResultError, DistributedError) as exc:
             raise click.ClickException(str(exc)) from exc
         return
 

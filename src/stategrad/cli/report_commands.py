@@ -48,7 +48,7 @@ def _load_vector(spec: str) -> tuple[str, np.ndarray]:
 
 
 def _model(path: str, vocab: str | None, trusted: bool):
-    from ..models import load_model
+    from ..lm import load_model
 
     with reading(path, "--model"):
         return load_model(path, vocab, trusted=trusted)
@@ -58,7 +58,7 @@ def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, len
     if text is not None:
         if sentence:
             raise click.UsageError("give either a sentence or --text, not both")
-        from ..corpus import iter_words
+        from ..data import iter_words
 
         words = list(itertools.islice(iter_words(text), start, start + length))
         if not words:
@@ -140,8 +140,8 @@ def register(group: click.Group) -> None:
         state); bands show confidence intervals from the results' blocks.
         """
         from ..analysis import check_finite
+        from ..gradients import load_result
         from ..report import build_report, sentence_map
-        from ..result import load_result
 
         if labels and len(labels) != len(results):
             raise click.BadParameter(f"{len(labels)} labels for {len(results)} results",
@@ -212,8 +212,7 @@ def register(group: click.Group) -> None:
 
         Example: stategrad sentence --model lm.pt "the cat sat on the mat" --out cat.png
         """
-        from ..plots import write_figure
-        from ..report import plot_sentence_map, sentence_map
+        from ..report import plot_sentence_map, sentence_map, write_figure
 
         words = _sentence_words(sentence, text, start, length)
         try:

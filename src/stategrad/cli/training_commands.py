@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..config import ConfigError, TrainConfig, load_config, load_run
-from ..corpus import CorpusError
-from ..models import ModelError, read_checkpoint
+from ..data import CorpusError
+from ..legacy import load_config, load_run
+from ..lm import ConfigError, ModelError, TrainConfig, read_checkpoint
 from ._inputs import reading
 
 _ERRORS = (ConfigError, CorpusError, ModelError)
@@ -66,7 +66,7 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
     and a log file.  An interrupted run continues with --resume and gives the same
     result as an uninterrupted one.
     """
-    from ..training import TrainingError, train
+    from ..lm import TrainingError, train
 
     try:
         with reading(config_file):
@@ -123,13 +123,14 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
     """
     import torch
 
-    from ..config import data_files, require_file
-    from ..corpus import read_tokens
-    from ..training import (
+    from ..data import read_tokens
+    from ..lm import (
         TrainingError,
         checkpoint_for,
+        data_files,
         evaluate,
         load_trained,
+        require_file,
         resolve_device,
         unk_warning,
     )
@@ -188,7 +189,8 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
     grad_interm/max_delay/grad_dir compute the state gradients of the validation
     text (all time steps at once) with --notrain --notest.
     """
-    from ..training import TrainingError, run_legacy
+    from ..legacy import run_legacy
+    from ..lm import TrainingError
 
     try:
         with reading(config_file):

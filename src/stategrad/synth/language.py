@@ -64,9 +64,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_atomic, write_text_atomic
-from .classes import ClassSet
-from .corpus import BOS, EOS, UNK, Vocabulary
+from ..atomic import write_atomic, write_text_atomic
+from ..data import BOS, EOS, UNK, ClassSet, Vocabulary
 
 FORMAT = "stategrad-synth"
 FORMAT_VERSION = 1

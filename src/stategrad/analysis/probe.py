@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import AnalysisError, embedding_matrix
+from .core import AnalysisError, embedding_matrix
 
 
 class ProbeError(AnalysisError):
@@ -360,7 +360,7 @@ def pos_probe(
     splits: int = 1,
     **train_kwargs: Any,
 ) -> ProbeResult:
-    """Probe a :class:`~stategrad.models.LanguageModel`'s input embeddings: from word
+    """Probe a :class:`~stategrad.lm.LanguageModel`'s input embeddings: from word
     types (``pos_map``) or from running text (``tagged_tokens``), on ``splits`` random
     word splits (see :func:`repeated_probe`)."""
     if (pos_map is None) == (tagged_tokens is None):

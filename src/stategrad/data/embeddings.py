@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_atomic
+from ..atomic import write_atomic
 from .corpus import CorpusError, Vocabulary
 
 MISSING_INITS = ("uniform", "normal", "zeros")

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .classes import ClassSet
-from .models import RNNLM, LanguageModel, model_hash, torch_save_atomic
+from .. import __version__
+from ..data import ClassSet
+from ..lm import RNNLM, LanguageModel, model_hash, torch_save_atomic
 from .result import GradientResult, coverage_record, sampling_rule
 
 SEMANTICS = ("carry", "segment")

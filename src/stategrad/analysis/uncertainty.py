@@ -46,8 +46,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .analysis import single_threaded_blas
-from .result import GradientResult, ResultError
+from ..gradients import GradientResult, ResultError
+from ._blas import single_threaded_blas
 
 #: A statistic of a stack of mean matrices: (N, H, E) -> (N, K).
 Statistic = Callable[[np.ndarray], np.ndarray]

@@ -40,15 +40,16 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import (
+from ..analysis import (
     AnalysisError,
     SingularValueTable,
     load_npy,
     normalization_info,
     normalizer_matrix,
 )
-from .atomic import write_atomic
-from .result import GradientResult
+from ..atomic import write_atomic
+from ..gradients import GradientResult
+from .normalization_files import save_legacy_stats
 
 _DELAY_DIR = re.compile(r"^delay_(\d+)$")
 _AVG_FILE = re.compile(r"^delay_(\d+)_avg(?:_(.+))?\.npy$")
@@ -415,7 +416,7 @@ def export_result_averages(
     does not write but a glob would pick up (left from an earlier export), or class
     names one of whose globs matches another class's files, are refused.
     """
-    from .analysis import EmbeddingStats, load_embedding_stats
+    from ..analysis import EmbeddingStats, load_embedding_stats
 
     out_dir = Path(out_dir)
     names = result.classes if classes is None else [
@@ -446,7 +447,7 @@ def export_result_averages(
         if stats is None and not str(normalize).endswith(".npy"):
             stats = load_embedding_stats(normalize)
         if stats is not None:
-            written.extend(stats.save_legacy(out_dir / "emb"))
+            written.extend(save_legacy_stats(stats, out_dir / "emb"))
     return written
 
 

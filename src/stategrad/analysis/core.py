@@ -1,7 +1,7 @@
 """Memory analysis of average state gradients: normalisation, spectra, memory curves,
 relative memory of a property.
 
-Everything here works on a :class:`~stategrad.result.GradientResult` (the engine's
+Everything here works on a :class:`~stategrad.gradients.GradientResult` (the engine's
 sums and counts per delay and class) plus, for normalisation, the statistics of
 the embeddings of a reference text (:class:`EmbeddingStats`).  The mathematics is
 the project's ``method.md``:
@@ -25,7 +25,6 @@ say so (``EmptyClassError`` from single-cell functions, ``None`` entries plus an
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -40,10 +39,11 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from threadpoolctl import threadpool_limits
 
-from .atomic import write_atomic, write_text_atomic
-from .result import EmptyClassError, GradientResult, json_default
+from ..atomic import write_atomic, write_text_atomic
+from ..gradients import EmptyClassError, GradientResult, json_default
+from . import uncertainty
+from ._blas import single_threaded_blas
 
 STATS_FORMAT = "stategrad-embedding-stats"
 STATS_VERSION = 1
@@ -185,20 +185,6 @@ class EmbeddingStats:
             metadata=np.array(json.dumps(meta, sort_keys=True, default=json_default)),
         )
         return write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-
-    def save_legacy(self, prefix: str | os.PathLike) -> list[Path]:
-        """The original's four files: ``<prefix>_mean.npy``, ``_covar.npy``,
-        ``_D_norm_grad.npy`` (L) and ``_Z_norm_emb.npy`` (Z)."""
-        prefix = str(prefix)
-        if prefix.endswith(".npy"):
-            prefix = prefix[: -len(".npy")]
-        Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-        written = []
-        for attr, suffix in LEGACY_SUFFIXES.items():
-            target = Path(prefix + suffix)
-            np.save(target, getattr(self, attr))
-            written.append(target)
-        return written
 
 
 def load_npy(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
@@ -516,7 +502,7 @@ def file_identity(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def embedding_matrix(model: Any) -> np.ndarray:
-    """The (V, E) input embedding matrix of a :class:`~stategrad.models.LanguageModel`
+    """The (V, E) input embedding matrix of a :class:`~stategrad.lm.LanguageModel`
     (or of a bare RNNLM module), as float64."""
     module = getattr(model, "module", model)
     try:
@@ -544,7 +530,7 @@ def embedding_stats_for_model(
     papers' normalisation.  The weighting and the model's (and text's) identity go
     into the metadata.
     """
-    from .corpus import read_tokens
+    from ..data import read_tokens
 
     if weighting not in WEIGHTINGS:
         raise AnalysisError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
@@ -753,7 +739,7 @@ def average_gradient(
     result: GradientResult, d: int, c: int | str = "all", *, normalize: Normalizer = None
 ) -> np.ndarray:
     """``Gbar_d`` of class c, or ``Gbar_d L`` with a normaliser.  Raises
-    :class:`~stategrad.result.EmptyClassError` when the class has no occurrence at d."""
+    :class:`~stategrad.gradients.EmptyClassError` when the class has no occurrence at d."""
     G = result.mean(d, c)
     L = normalizer_matrix(normalize)
     _check_normalizer(L, result.embedding_size)
@@ -781,22 +767,6 @@ class Spectrum:
 
     def top(self, k: int) -> np.ndarray:
         return self.singular_values[:k]
-
-
-def single_threaded_blas(func):
-    """Run ``func`` with single-threaded BLAS.
-
-    The analyses decompose thousands of small (H x E) matrices one at a time; a
-    multi-threaded BLAS spends most of such a call synchronising its threads (on a busy
-    2-core machine a 256 x 64 SVD took 80 ms instead of 2 ms)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
-            return func(*args, **kwargs)
-
-    return wrapper
-
 
 
 @single_threaded_blas
@@ -1216,7 +1186,6 @@ def _memory_bands(result: GradientResult, L: np.ndarray | None, names: list[str]
     """Per class: band of the singular-value sum, and the span's range over replicates."""
     if interval in (None, "none"):
         return None
-    from . import uncertainty  # uncertainty builds on this module
 
     reps = uncertainty.replicates(result, uncertainty.singular_values(L), classes=names,
                                   method=interval, n_boot=n_boot, seed=seed)
@@ -1360,7 +1329,7 @@ def class_difference_vector(
     shared: str = "drop",
 ) -> DifferenceVector:
     """Difference of the mean embeddings of two classes of a
-    :class:`~stategrad.classes.ClassSet` (e.g. ``NNS`` minus ``NN``); words of both
+    :class:`~stategrad.data.ClassSet` (e.g. ``NNS`` minus ``NN``); words of both
     classes are handled as ``shared`` says (see :func:`difference_vector`)."""
     def column(name: str) -> np.ndarray:
         try:
@@ -1494,7 +1463,6 @@ def relative_memory(
     info = normalization_info(stats)
     if interval in (None, "none"):
         return RelativeMemoryTable(name, label, top_k, rows, normalization=info)
-    from . import uncertainty  # uncertainty builds on this module
 
     band = uncertainty.band(result, uncertainty.direction_statistic(n[None], stats.cholesky,
                                                                     k=top_k),

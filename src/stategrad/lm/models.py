@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .corpus import Vocabulary
+from ..data import Vocabulary
 
 CHECKPOINT_FORMAT = "stategrad-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -11,20 +11,15 @@ State gradients
     Sums and counts are reduced to rank 0, which alone writes the result file.
     In carry semantics the merged result equals the single-process one to rounding.
 
-Training
-    :class:`TrainingSync` is what :func:`stategrad.training.train` uses under
-    ``torchrun``: DistributedDataParallel over the rows of the batch stream, one
-    all-reduce per batch for the loss (and the stop / non-finite decision, so that
-    ranks never disagree), checkpoints written by rank 0 with the recurrent state
-    of all rows and every rank's RNG state.
+Training under ``torchrun`` (:class:`stategrad.lm.TrainingSync`) and the process group
+(:mod:`stategrad.comm`) live elsewhere.
 
-Both work without a launcher too: with no ``WORLD_SIZE`` in the environment they
-run as one process (world size 1), with the same parts directory and resume.
+It works without a launcher too: with no ``WORLD_SIZE`` in the environment it
+runs as one process (world size 1), with the same parts directory and resume.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,8 +31,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,169 +39,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .classes import ClassSet
+from ..comm import Communicator, DistributedError, matmul_precision
+from ..data import ClassSet
+from ..lm import RNNLM, LanguageModel
 from .engine import EngineError, EngineOptions, StateGradientEngine
-from .models import RNNLM, LanguageModel
 from .result import GradientResult, ResultError, load_result, merged_coverage
 
 PLAN_FORMAT = "stategrad-slice-plan"
 PLAN_VERSION = 1
-
-
-class DistributedError(RuntimeError):
-    """A distributed run that cannot go on; the message names the rank(s) and what to do."""
-
-
-# --- the launch ---------------------------------------------------------------------------
-
-def is_distributed_launch() -> bool:
-    """True when this process is one of several started by ``torchrun`` (or an equivalent
-    launcher that sets ``WORLD_SIZE``/``RANK``), or a process group is already set up."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size() > 1
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
-    except ValueError:
-        return False
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise DistributedError(f"environment variable {name}={value!r} is not an integer") from None
-
-
-def _rendezvous_store(rank: int, world: int, timeout: timedelta) -> Any:
-    """The env:// rendezvous store, made with the public ``TCPStore`` so that the slice
-    queue can use it: under torchrun with its agent's store (TORCHELASTIC_USE_AGENT_STORE)
-    every rank is a client of that store; otherwise rank 0 hosts it at MASTER_ADDR:MASTER_PORT
-    (what ``init_process_group("env://")`` does itself)."""
-    host = os.environ["MASTER_ADDR"]
-    port = _env_int("MASTER_PORT", 0)
-    if not 0 < port < 2**16:
-        raise DistributedError(f"MASTER_PORT={os.environ.get('MASTER_PORT')!r} is not a port number")
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
-    try:
-        if agent_store:
-            return dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
-        return dist.TCPStore(host, port, world, is_master=rank == 0, timeout=timeout,
-                             multi_tenant=True)
-    except (RuntimeError, OSError) as exc:
-        role = "reach" if agent_store or rank != 0 else "open"
-        raise DistributedError(f"rank {rank} could not {role} the rendezvous store at "
-                               f"{host}:{port}: {exc}") from exc
-
-
-@dataclasses.dataclass
-class Communicator:
-    """Rank, world size and the few collectives this module needs; all no-ops for one
-    process.  Use :meth:`from_environment`."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False  # we initialised the process group, so we tear it down
-    #: The key-value store of the rendezvous (a public ``TCPStore``), when we made it; it
-    #: carries the shared slice queue.  None for a group the caller initialised.
-    store: Any = None
-
-    @classmethod
-    def from_environment(cls, device: str = "cpu", timeout_s: float = 1800.0) -> Communicator:
-        """Join the process group ``torchrun`` describes (env:// rendezvous: MASTER_ADDR,
-        MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK), or use the one already initialised."""
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), False)
-        world = _env_int("WORLD_SIZE", 1)
-        if world <= 1:
-            return cls()
-        if not dist.is_available():
-            raise DistributedError("this PyTorch was built without torch.distributed")
-        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT", "RANK") if v not in os.environ]
-        if missing:
-            raise DistributedError(
-                f"WORLD_SIZE={world} but {', '.join(missing)} not set: start the workers with "
-                "torchrun (it sets them), or set them as in docs/distributed.md")
-        local_rank = _env_int("LOCAL_RANK", 0)
-        if torch.device(device).type == "cuda":
-            if not torch.cuda.is_available():
-                raise DistributedError("--device cuda asked for, but PyTorch sees no CUDA device")
-            torch.cuda.set_device(local_rank % torch.cuda.device_count())
-            # gloo for the small CPU-side messages, NCCL for tensors on the GPU
-            backend = "cpu:gloo,cuda:nccl"
-        else:
-            backend = "gloo"
-        rank = _env_int("RANK", 0)
-        store = _rendezvous_store(rank, world, timedelta(seconds=timeout_s))
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world,
-                                timeout=timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, True, store)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    def device(self, requested: str) -> str:
-        """One GPU per local rank: ``cuda`` becomes ``cuda:LOCAL_RANK`` under a launcher."""
-        dev = torch.device(requested)
-        if dev.type == "cuda" and dev.index is None and self.active and torch.cuda.is_available():
-            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
-        return requested
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        if not self.active:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        if not self.active:
-            return obj
-        box = [obj if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def reduce_sum(self, array: np.ndarray) -> np.ndarray:
-        """Element-wise sum over ranks, valid on rank 0 (gloo, on CPU)."""
-        if not self.active:
-            return array
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        dist.reduce(tensor, dst=0, op=dist.ReduceOp.SUM)
-        return tensor.numpy()
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self.owns_group = False
-
-
-# --- precision ----------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def matmul_precision(tf32: bool = False) -> Iterator[None]:
-    """Allow TF32 tensor-core matrix products (and cuDNN convolutions/RNNs) inside the
-    block, only when asked: TF32 keeps 10 mantissa bits, so results move by ~1e-3
-    relative.  Without CUDA this changes nothing.  The previous setting is restored."""
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
-    torch.backends.cudnn.allow_tf32 = bool(tf32)
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def precision_error(
@@ -717,112 +556,11 @@ def _slow_ranks(reports: list[RankReport], factor: float) -> dict[int, str]:
             for r in reports if r.positions and r.rate < factor * median}
 
 
-# --- training -----------------------------------------------------------------------------
-
-class TrainingSync:
-    """DistributedDataParallel training the way :func:`stategrad.training.train` needs it.
-
-    Rank r trains rows ``r, r + N, r + 2N, ...`` of the original's ``batch_size`` rows
-    (so the batch stream is the single-process one, split); each rank's cost is its
-    summed cross entropy over its own rows, and DDP's gradient average over ranks
-    then equals the single-process gradient of the whole batch.
-    """
-
-    def __init__(self, comm: Communicator):
-        self.comm = comm
-
-    @classmethod
-    def from_environment(cls, device: str = "cpu") -> TrainingSync | None:
-        """None when this is not a multi-process launch (train as one process)."""
-        if not is_distributed_launch():
-            return None
-        return cls(Communicator.from_environment(device))
-
-    @property
-    def rank(self) -> int:
-        return self.comm.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.comm.world_size
-
-    @property
-    def is_main(self) -> bool:
-        return self.comm.is_main
-
-    def device(self, requested: str) -> str:
-        return self.comm.device(requested)
-
-    def seed_ranks(self, seed: int) -> None:
-        """Distinct random streams per rank after the (identical) initialisation, so that
-        dropout masks of different rows are independent, as in one process."""
-        torch.manual_seed(seed * 1_000_003 + 7919 * (self.rank + 1))
-
-    def local_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """This rank's columns of a (row_len, batch) id tensor."""
-        batch = rows.shape[1]
-        if batch % self.world_size:
-            raise DistributedError(
-                f"training.batch_size={batch} does not divide among {self.world_size} ranks; "
-                f"choose a batch size that is a multiple of {self.world_size}")
-        return rows[:, self.rank::self.world_size].contiguous()
-
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        from torch.nn.parallel import DistributedDataParallel
-
-        device = next(module.parameters()).device
-        ids = [device.index] if device.type == "cuda" else None
-        # the recurrent state is carried between batches, so no buffer broadcast is needed
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
-
-    def step(self, cost: torch.Tensor, stop: bool) -> tuple[float, bool]:
-        """The batch's cost of the whole batch (mean over ranks of the per-rank costs) and
-        whether any rank wants to stop -- one all-reduce, so every rank decides alike
-        (a non-finite cost anywhere makes the sum non-finite everywhere)."""
-        t = torch.tensor([float(cost.detach()), 1.0 if stop else 0.0], dtype=torch.float64)
-        dist.all_reduce(t)
-        return float(t[0]) / self.world_size, bool(t[1] > 0)
-
-    def broadcast(self, value: Any) -> Any:
-        return self.comm.broadcast(value)
-
-    def barrier(self) -> None:
-        self.comm.barrier()
-
-    def gather(self, value: Any) -> list[Any]:
-        return self.comm.all_gather(value)
-
-    def full_state(self, state) -> list[torch.Tensor]:
-        """The recurrent state of all rows (single-process layout), as CPU tensors."""
-        mine = [s.detach().cpu() for s in (state if isinstance(state, tuple) else (state,))]
-        parts = self.comm.all_gather(mine)
-        full = []
-        for k, t in enumerate(mine):
-            shape = list(t.shape)
-            shape[1] *= self.world_size
-            whole = torch.empty(shape, dtype=t.dtype)
-            for r in range(self.world_size):
-                whole[:, r::self.world_size] = parts[r][k]
-            full.append(whole)
-        return full
-
-    def local_state(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [t[:, self.rank::self.world_size].contiguous() for t in tensors]
-
-    def close(self) -> None:
-        self.comm.close()
-
-
 __all__ = [
-    "Communicator",
-    "DistributedError",
     "DistributedRun",
     "RankReport",
-    "TrainingSync",
     "boundary_states",
     "compute_state_gradients_distributed",
-    "is_distributed_launch",
-    "matmul_precision",
     "plan_slices",
     "precision_error",
     "usable_positions",

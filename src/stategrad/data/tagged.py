@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_atomic
+from ..atomic import write_atomic
 from .corpus import BOS, EOS, UNK, CorpusError, Vocabulary
 
 FORMATS = ("conll", "bracketed", "brown")

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
+from ..analysis import describe
+from ..gradients import GradientResult
 from . import plots as P
-from .result import GradientResult
-from .uncertainty import describe
 
 MEASURES = ("fro", "sv1")
 
@@ -77,9 +77,9 @@ def sentence_map(
     measure: str = "fro",
 ) -> SentenceMap:
     """Per word pair, how much the state at the later word moves with the earlier word's
-    embedding.  ``model`` is a :class:`stategrad.models.LanguageModel`; words outside its
+    embedding.  ``model`` is a :class:`stategrad.lm.LanguageModel`; words outside its
     vocabulary become ``<unk>`` (and are listed in ``unknown``)."""
-    from .engine import sentence_gradients
+    from ..gradients import sentence_gradients
 
     if measure not in MEASURES:
         raise ReportError(f"unknown measure {measure!r}; choose one of {MEASURES}")

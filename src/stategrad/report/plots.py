@@ -28,8 +28,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .result import GradientResult
-from .uncertainty import Replicates, replicates, singular_values, sv_sum
+from ..analysis import Replicates, replicates, singular_values, sv_sum
+from ..gradients import GradientResult
 
 #: Okabe & Ito (2008), ordered so that the first colours are the most distinct on white
 #: paper; yellow last because it is faint on white.
@@ -222,8 +222,8 @@ def direction_replicates(
     seed: int = 0,
 ) -> Replicates:
     """Relative memory, subspace cosine and top-k share (see
-    :func:`stategrad.uncertainty.direction_statistic`) of whitened unit ``directions``."""
-    from .uncertainty import direction_statistic
+    :func:`stategrad.analysis.direction_statistic`) of whitened unit ``directions``."""
+    from ..analysis import direction_statistic
 
     method = ci if result.has_blocks else "none"
     return replicates(result, direction_statistic(directions, L, k), classes=[class_name],
