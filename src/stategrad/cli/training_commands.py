@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import threading
 from pathlib import Path
@@ -16,10 +17,17 @@ from ._inputs import reading
 _ERRORS = (ConfigError, CorpusError, ModelError)
 
 
-def _fail(exc: Exception) -> click.ClickException:
+def _fail(exc: Exception, config_file: str | None = None) -> click.ClickException:
     if isinstance(exc, OSError) and exc.filename:  # a read-only folder, a full disk
         return click.ClickException(f"{exc.filename}: {exc.strerror or exc}")
-    return click.ClickException(str(exc))
+    if isinstance(exc, OSError) and config_file:  # a write that failed without a file name
+        hint = " (is the disk full?)" if exc.errno == errno.ENOSPC else ""
+        return click.ClickException(f"writing the run of {config_file}: "
+                                    f"{exc.strerror or exc}{hint}")
+    message = str(exc)
+    if isinstance(exc, ConfigError) and config_file and config_file not in message:
+        message = f"{config_file}: {message}"
+    return click.ClickException(message)
 
 
 def _ignore_interrupts() -> None:
@@ -76,7 +84,7 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
         summary = train(config, resume=resume, overwrite=overwrite, device=device,
                         threads=threads, progress=progress or "log", echo=_echo)
     except (*_ERRORS, TrainingError, OSError) as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, config_file) from None
     _ignore_interrupts()
     if summary.interrupted:
         click.echo(f"interrupted; continue with: stategrad train {config_file} --resume")
@@ -161,10 +169,11 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
         opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding} if config else {}
         with reading(text, "--split"):
             tokens = read_tokens(text, model.vocab, **opts)
-        warning = unk_warning(tokens, model.vocab)
-        if warning:
-            click.echo(warning, err=True)
-        ppl = evaluate(model, tokens, batch_size=bs, num_steps=ns, device=dev, progress=progress)
+            warning = unk_warning(tokens, model.vocab)
+            if warning:
+                click.echo(warning, err=True)
+            ppl = evaluate(model, tokens, batch_size=bs, num_steps=ns, device=dev,
+                           progress=progress)
     except (*_ERRORS, TrainingError, OSError) as exc:
         raise _fail(exc) from None
     click.echo(f"{split if split in ('valid', 'test') else text} perplexity: {ppl:.3f} "
@@ -199,7 +208,7 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
                             device=device, threads=threads, progress=progress or "log",
                             echo=_echo)
     except (*_ERRORS, TrainingError, OSError) as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, config_file) from None
     _ignore_interrupts()
     if result.summary is not None and result.summary.history:
         last = result.summary.history[-1]

@@ -317,6 +317,9 @@ def _check_state_dict(state: dict[str, Any], spec: ModelSpec, source: str | os.P
         if tuple(value.shape) != shape:
             raise ModelError(f"{source} is damaged: weight {name} has shape "
                              f"{tuple(value.shape)}, the spec gives {shape}")
+        if not torch.isfinite(value).all():
+            # training never saves a diverged model; gradients of one would be all NaN
+            raise ModelError(f"{source} is damaged: weight {name} holds NaN or infinite values")
 
 
 def _state_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:

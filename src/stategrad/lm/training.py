@@ -456,7 +456,14 @@ def vocabulary_mismatch(expected: Vocabulary, found: Vocabulary) -> str | None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device / training.device: unknown device {name!r} (cpu, cuda, "
+                          "cuda:N or auto)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device / training.device: {name!r} is not supported (cpu, cuda, "
+                          "cuda:N or auto)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but this PyTorch has no usable CUDA "
                           "device; use --device cpu")
@@ -699,18 +706,6 @@ def _check_best(save_path: Path, tr: dict[str, Any]) -> None:
                             "--overwrite")
 
 
-@contextlib.contextmanager
-def _full_disk_as_error(path: Path) -> Iterator[None]:
-    """torch.save reports a full disk as a RuntimeError from its zip writer, not an OSError,
-    and leaves its temp file: remove that and say what probably happened."""
-    try:
-        yield
-    except RuntimeError as exc:
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-        raise TrainingError(f"could not write checkpoint {path} (is the disk full?): "
-                            f"{exc}") from None
-
-
 def _log_size(path: Path) -> int | None:
     return path.stat().st_size if path.is_file() else None
 
@@ -767,6 +762,41 @@ def train(
     batch stream with DistributedDataParallel; rank 0 alone writes checkpoints, logs
     and metrics (see ``docs/distributed.md``).
     """
+    save_path = Path(config.output.save_path)
+    log_file = Path(config.output.log_file) if config.output.log_file else save_path / "train.log"
+    made = [p for p in (save_path, log_file) if not p.exists()]
+    try:
+        return _train(config, resume=resume, overwrite=overwrite, device=device,
+                      threads=threads, progress=progress, should_stop=should_stop, echo=echo)
+    except BaseException:
+        # A run that fails before its first commit point (bad data, a diverging first
+        # epoch, a full disk) leaves nothing it made behind: no folder holding only a log.
+        if not (save_path / LAST).exists() and not _is_worker():
+            for path in made:
+                with contextlib.suppress(OSError):  # the original error is the one to show
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    elif path.exists():
+                        path.unlink()
+        raise
+
+
+def _is_worker() -> bool:
+    """A torchrun rank other than 0 (rank 0 alone writes, so it alone cleans up)."""
+    return int(os.environ.get("RANK", "0")) != 0
+
+
+def _train(
+    config: TrainConfig,
+    *,
+    resume: bool,
+    overwrite: bool,
+    device: str | None,
+    threads: int | None,
+    progress: bool | str,
+    should_stop: Callable[[], bool] | None,
+    echo: Callable[[str], None] | None,
+) -> TrainingSummary:
     t = config.training
     dev = resolve_device(device or t.device)
     # deferred import: torch.distributed is only touched when launched by torchrun
@@ -791,6 +821,11 @@ def train(
     train_file = require_file(files.train, "train")
     valid_file = require_file(files.valid, "valid")
     log_file = Path(config.output.log_file) if config.output.log_file else save_path / "train.log"
+    # the data first: a text or vocabulary that cannot be used leaves nothing on disk
+    vocab = build_vocabulary(config)
+    train_tokens = read_split(config, train_file, vocab)
+    _require_words(train_tokens, vocab, train_file)
+    valid_tokens = read_split(config, valid_file, vocab)
     _make_folder(save_path, "output.save_path")
     _make_folder(log_file.parent, "output.log_file")
     payload = read_checkpoint(last_path) if resume else None
@@ -810,15 +845,11 @@ def train(
             _write_metrics(save_path, history)
 
     with _log_to(log_file) if main else contextlib.nullcontext():
-        vocab = build_vocabulary(config)
         if main:
             _save_vocab(vocab, save_path / "vocab.txt")
         if config.data.save_vocab and main:
             Path(config.data.save_vocab).parent.mkdir(parents=True, exist_ok=True)
             _save_vocab(vocab, Path(config.data.save_vocab))
-        train_tokens = read_split(config, train_file, vocab)
-        _require_words(train_tokens, vocab, train_file)
-        valid_tokens = read_split(config, valid_file, vocab)
         sizes = (f"vocabulary {len(vocab)} words; train {len(train_tokens):,} tokens "
                  f"({train_file}), valid {len(valid_tokens):,} tokens ({valid_file})")
         if not resume:
@@ -881,24 +912,23 @@ def train(
                 if not sync.is_main:
                     sync.barrier()  # the file exists once any rank goes on
                     return
-            with _full_disk_as_error(path):
-                save_checkpoint(path, module, vocab, config.to_dict(), extra | {
-                    "epoch": epoch,
-                    "batch": prog.next_batch,
-                    "epoch_cost": prog.cost,
-                    "epoch_steps": prog.steps,
-                    "epoch_tokens": prog.tokens,
-                    "epoch_seconds": prog.seconds,
-                    "recurrent_state": state,
-                    "optimizer": optimizer.state_dict(),
-                    "rng": _rng_state(dev),
-                    "history": [asdict(m) for m in history],
-                    "best_valid_ppl": best_ppl,
-                    "best_epoch": best_epoch,
-                    "early_stopping": early.state() if early else None,
-                    "learning_rate": optimizer.param_groups[0]["lr"],
-                    "log_size": _log_size(log_file),
-                })
+            save_checkpoint(path, module, vocab, config.to_dict(), extra | {
+                "epoch": epoch,
+                "batch": prog.next_batch,
+                "epoch_cost": prog.cost,
+                "epoch_steps": prog.steps,
+                "epoch_tokens": prog.tokens,
+                "epoch_seconds": prog.seconds,
+                "recurrent_state": state,
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(dev),
+                "history": [asdict(m) for m in history],
+                "best_valid_ppl": best_ppl,
+                "best_epoch": best_epoch,
+                "early_stopping": early.state() if early else None,
+                "learning_rate": optimizer.param_groups[0]["lr"],
+                "log_size": _log_size(log_file),
+            })
             if sync is not None:
                 sync.barrier()
 
