@@ -405,7 +405,8 @@ def _run_and_kill(argv, partial: Path, out: Path, moment: str, rng, env) -> int:
             (moment == "replaced" and replacements >= wanted)
             or (moment == "random" and computing_since is not None
                 and time.monotonic() - computing_since >= delay)
-            or (moment == "result" and (out.exists() or Path(str(out) + ".tmp").exists()))
+            # the result is written to a temp file ".NAME.XXXX.tmp" beside it, then renamed
+            or (moment == "result" and any(out.parent.glob(f".{out.name}.*.tmp")))
         ):
             proc.send_signal(signal.SIGKILL)
             break

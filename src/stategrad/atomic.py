@@ -8,7 +8,9 @@ file untouched, and the temporary file is removed on any error.
 
 from __future__ import annotations
 
+import glob
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,3 +38,38 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
         with open(tmp, "w", encoding=encoding, newline=newline) as handle:
             handle.write(text)
     return write_atomic(path, write)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a synced temp file in the same folder renamed
+    into place; on any error the temp file is removed, an earlier file at ``path`` stays,
+    and the OSError is raised again (the caller names the file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    remove_stale_temps(path)
+    return path
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Temp files of earlier writes of ``path`` that a kill -9 interrupted: once the file
+    is in place they are garbage (an interrupted write never replaced anything)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

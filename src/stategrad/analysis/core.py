@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from ..atomic import write_atomic, write_text_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 from ..gradients import EmptyClassError, GradientResult, json_default
 from . import uncertainty
 from ._blas import single_threaded_blas
@@ -168,9 +168,9 @@ class EmbeddingStats:
         return (np.asarray(x, dtype=np.float64) - self.mean) @ self.whitening.T
 
     def save(self, path: str | os.PathLike) -> Path:
-        """One ``.npz`` file: the four arrays, the checks and the metadata (JSON)."""
+        """One ``.npz`` file: the four arrays, the checks and the metadata (JSON), written
+        atomically (an earlier file stays as it was when writing fails)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.metadata)
         meta.update(n_tokens=self.n_tokens, n_types=self.n_types, checks=self.checks.to_dict())
         buffer = io.BytesIO()
@@ -184,7 +184,7 @@ class EmbeddingStats:
             whitening=self.whitening,
             metadata=np.array(json.dumps(meta, sort_keys=True, default=json_default)),
         )
-        return write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        return _write_stats_file(path, buffer.getvalue())
 
 
 def load_npy(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
@@ -198,6 +198,14 @@ def load_npy(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     # numpy raises these for a truncated, foreign or pickled file
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise AnalysisError(f"{path} is not a readable array file: {exc}") from exc
+
+
+def _write_stats_file(path: Path, data: bytes) -> Path:
+    try:
+        return write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise AnalysisError(f"could not write embedding statistics {path}: "
+                            f"{exc.strerror or exc}") from exc
 
 
 def load_embedding_stats(path: str | os.PathLike) -> EmbeddingStats:
@@ -799,6 +807,8 @@ def check_finite(result: GradientResult, source: str | os.PathLike = "the result
                 + (f" (and {more} more delay/class cells)" if more else ""))
 
     where = first_bad(result.sums, result.counts)
+    # Blocks read lazily from a file are checked by the interval code as it reads each
+    # delay (uncertainty.replicates), so that they are not read twice.
     if where is None and isinstance(result.block_sums, np.ndarray):
         for b in range(len(result.block_sums)):
             found = first_bad(result.block_sums[b], result.block_counts[b])

@@ -233,7 +233,7 @@ def replicates(
     valid = None
     rng = np.random.default_rng(seed)
     if method == "bootstrap":
-        B = result.block_sums.shape[0]
+        B = result.n_blocks
         # One set of resamples for the whole result: every curve sees the same texts.
         weights = np.stack([np.bincount(rng.integers(0, B, B), minlength=B) for _ in range(n_boot)])
         weights = weights.astype(np.float64)
@@ -245,32 +245,50 @@ def replicates(
         if est is None:
             K = theta.shape[-1]
             est = np.full((D, len(cidx), K), np.nan)
-            R = {"jackknife": result.block_sums.shape[0] if result.has_blocks else 0,
+            R = {"jackknife": result.n_blocks,
                  "bootstrap": n_boot, "none": 0}[method]
             reps = np.full((R, D, len(cidx), K), np.nan)
             valid = np.zeros((R, D, len(cidx)), dtype=bool)
         est[d] = theta
         if method == "none":
             continue
-        bs = result.block_sums[:, d, cidx].astype(np.float64)  # (B, C', H, E)
+        # One delay of the blocks at a time (they may be far larger than memory), and
+        # class by class in float64, so that the working set stays a small part of the
+        # result's size whatever the number of blocks or resamples.
+        bs = result.block_delay(d)[:, cidx]  # (B, C', H, E), float32 from a file
         bn = result.block_counts[:, d, cidx].astype(np.float64)  # (B, C')
+        _check_blocks_finite(bs, d, result, cidx)
         if method == "jackknife":
             rest_n = n[None, :] - bn
             ok = (bn > 0) & (rest_n > 0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m = (result.sums[d, cidx][None] - bs) / rest_n[..., None, None]
         else:
             rest_n = weights @ bn  # (R, C')
             ok = rest_n > 0
+        for j in range(len(cidx)):
+            sums_j = bs[:, j].astype(np.float64)  # (B, H, E)
             with np.errstate(invalid="ignore", divide="ignore"):
-                m = np.einsum("rb,bche->rche", weights, bs) / rest_n[..., None, None]
-        flat = m.reshape((-1,) + m.shape[2:])
-        out = _apply(statistic, flat, ok.reshape(-1))
-        reps[:, d] = out.reshape(m.shape[:2] + (out.shape[-1],))
+                if method == "jackknife":
+                    m = (result.sums[d, cidx[j]][None] - sums_j) / rest_n[:, j, None, None]
+                else:
+                    m = np.einsum("rb,bhe->rhe", weights, sums_j) / rest_n[:, j, None, None]
+            reps[:, d, j] = _apply(statistic, m, ok[:, j])
         valid[:, d] = ok
     if est is None:  # a result with no delays at all
         raise UncertaintyError("the result has no delays")
     return Replicates(est, reps, valid, names, method)
+
+
+def _check_blocks_finite(bs: np.ndarray, d: int, result: GradientResult,
+                         cidx: list[int]) -> None:
+    """Checked here, where each delay of the blocks is read anyway (checking at load
+    would read the blocks twice): a NaN would otherwise become a NaN band, or an SVD error."""
+    bad = ~np.isfinite(bs).all(axis=(-2, -1))  # (B, C')
+    if bad.any():
+        b, j = (int(i) for i in np.argwhere(bad)[0])
+        raise UncertaintyError(
+            f"NaN or infinite sums at delay {d}, class {result.classes[cidx[j]]!r} in block {b} "
+            f"(start {int(result.block_starts[b])}): the run that wrote it went wrong (a "
+            "diverged model or a damaged file); recompute it")
 
 
 def _apply(statistic: Statistic, stack: np.ndarray, ok: np.ndarray) -> np.ndarray:

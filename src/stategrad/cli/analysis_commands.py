@@ -225,13 +225,16 @@ def register(group: click.Group) -> None:
                        f"embedding size {stats.embedding_size}")
         click.echo(analysis.weighting_text(stats))
         click.echo(stats.checks.format())
-        if out:
-            with writing(out, "--out"):
-                _note(f"wrote {stats.save(out)}")
-        if legacy_prefix:
-            with writing(legacy_prefix, "--legacy-prefix"):
-                for p in legacy.save_legacy_stats(stats, legacy_prefix):
-                    _note(f"wrote {p}")
+        try:
+            if out:
+                with writing(out, "--out"):
+                    _note(f"wrote {stats.save(out)}")
+            if legacy_prefix:
+                with writing(legacy_prefix, "--legacy-prefix"):
+                    for p in legacy.save_legacy_stats(stats, legacy_prefix):
+                        _note(f"wrote {p}")
+        except errors as exc:
+            raise _fail(exc) from exc
 
     # --- embedding export --------------------------------------------------------------------
     @group.command("export-embeddings")

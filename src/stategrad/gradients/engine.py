@@ -43,7 +43,7 @@ import torch
 from .. import __version__
 from ..data import ClassSet
 from ..lm import RNNLM, LanguageModel, model_hash, torch_save_atomic
-from .result import GradientResult, coverage_record, sampling_rule
+from .result import BlockSpill, GradientResult, coverage_record, sampling_rule
 
 SEMANTICS = ("carry", "segment")
 # The running-state file (``--checkpoint``): plain tensors and a JSON string, read with
@@ -471,6 +471,9 @@ class StateGradientEngine:
         total_counts = np.zeros((D, C), dtype=np.int64)
         accs: dict[int, _Accumulator] = {}
         closed_blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Closed blocks go to disk as they close (memory would grow with their number);
+        # the result reads them from there when it is written.
+        spill = BlockSpill(D, C, H, E) if o.block_size else None
         chunk = o.block_size or o.chunk_size
         k = start
         slot = 0  # current slot of the analysed buffer (0 = last step of previous window)
@@ -492,7 +495,9 @@ class StateGradientEngine:
                 acc.sums.copy_(s)
                 acc.counts = n
                 accs[b] = acc
-            closed_blocks = ck["closed_blocks"]
+            for b in ck["closed_blocks"]:  # one at a time into the spill (checked in restore)
+                sums, counts = self._load_blocks(checkpoint_path, [b])[b]
+                closed_blocks[b] = (self._spill_block(spill, b, sums), counts)
             self._blocks_on_disk = set(closed_blocks)
             resumed = True
 
@@ -521,7 +526,8 @@ class StateGradientEngine:
                     total.add_(acc.sums.to(torch.float64))
                     total_counts[...] += acc.counts
                     if o.block_size:
-                        closed_blocks[b] = (acc.sums.to(torch.float32).cpu().numpy(), acc.counts)
+                        closed_blocks[b] = (self._spill_block(spill, b, acc.sums.to(torch.float32)
+                                                              .cpu().numpy()), acc.counts)
             # The last step of this window becomes slot 0 of the next.
             if slot != 0:
                 bufs[chosen][0].copy_(bufs[chosen][slot])
@@ -643,9 +649,8 @@ class StateGradientEngine:
         if o.block_size:
             order = sorted(closed_blocks)
             if order:
-                bs = np.stack([closed_blocks[b][0] for b in order]).reshape(len(order), D, C, E, H)
                 block_kwargs = dict(
-                    block_sums=np.ascontiguousarray(bs.transpose(0, 1, 2, 4, 3)),
+                    block_sums=spill.blocks(order),  # on disk, written delay by delay
                     block_counts=np.stack([closed_blocks[b][1] for b in order]),
                     block_starts=np.array([b * o.block_size for b in order], dtype=np.int64),
                 )
@@ -822,6 +827,14 @@ class StateGradientEngine:
             )
 
     @staticmethod
+    def _spill_block(spill: BlockSpill, b: int, sums: np.ndarray):
+        try:
+            return spill.add(b, sums)
+        except OSError as exc:
+            raise EngineError(f"could not keep block {b} on disk in {spill.folder}: "
+                              f"{exc.strerror or exc}; set TMPDIR to a folder with room") from exc
+
+    @staticmethod
     def _blocks_dir(path) -> Path:
         return Path(str(path) + ".blocks")
 
@@ -920,7 +933,9 @@ class StateGradientEngine:
             raise _DamagedState(f"lacks part of a running state ({_first_line(exc)})") from exc
         if not fits:
             raise _DamagedState("holds arrays that do not fit this run")
-        state["closed_blocks"] = self._load_blocks(path, closed)
+        for b in closed:  # every block file is checked here, one at a time (memory)
+            self._load_blocks(path, [b])
+        state["closed_blocks"] = closed
         return state
 
     def _save_blocks(self, path, closed_blocks) -> list[int]:

@@ -449,7 +449,8 @@ def _add(total: GradientResult | None, part: GradientResult,
     """Running sum of this rank's slices; blocks are set aside (they are concatenated,
     not added)."""
     if part.has_blocks:
-        blocks.append((part.block_starts, part.block_counts, part.block_sums))
+        # Into memory now: a part read from a file may be deleted before the reduction.
+        blocks.append((part.block_starts, part.block_counts, np.asarray(part.block_sums)))
     if total is None:
         return GradientResult(part.sums.copy(), part.counts.copy(), list(part.classes),
                               list(part.vocab), dict(part.metadata))

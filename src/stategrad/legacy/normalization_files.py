@@ -5,12 +5,14 @@ it lives here."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..analysis import LEGACY_SUFFIXES, EmbeddingStats
+from ..atomic import write_bytes_atomic
 
 
 def save_legacy_stats(stats: EmbeddingStats, prefix: str | os.PathLike) -> list[Path]:
@@ -22,9 +24,9 @@ def save_legacy_stats(stats: EmbeddingStats, prefix: str | os.PathLike) -> list[
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     written = []
     for attr, suffix in LEGACY_SUFFIXES.items():
-        target = Path(prefix + suffix)
-        np.save(target, getattr(stats, attr))
-        written.append(target)
+        buffer = io.BytesIO()
+        np.save(buffer, getattr(stats, attr))
+        written.append(write_bytes_atomic(Path(prefix + suffix), buffer.getvalue()))
     return written
 
 
