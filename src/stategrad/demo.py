@@ -478,7 +478,7 @@ def run_demo(out_dir: str | os.PathLike = "demo-output", settings: DemoSettings 
             "never needed.", out / "figures" / "identity_memory.csv")
         order = [*spans, "filler", "target"]
         build_report([result], out / "report", labels=["demo LSTM"],
-                     sources=[str(out / "gradients.h5")], L=stats.cholesky,
+                     sources=[str(out / "gradients.h5")], normalize=stats,
                      normalisation_source=f"{out / 'stats.npz'} ({stats.describe()['text']})",
                      classes=order, log_scale=True,
                      extra_figures=[identity],

@@ -5,18 +5,22 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
-from .html import ExtraFigure, ReportError, build_report, plot_sentence_map, sentence_map
-from .plots import OKABE_ITO, Curve, plot_curves, save_figure, write_figure
+from .html import ExtraFigure, build_report
+from .plots import Curve, plot_curves
+from .sentence_view import SentenceMap, plot_sentence_map, sentence_map, sentence_view
+from .style import OKABE_ITO, ReportError, save_figure, write_figure
 
 __all__ = [
     "Curve",
     "ExtraFigure",
     "OKABE_ITO",
     "ReportError",
+    "SentenceMap",
     "build_report",
     "plot_curves",
     "plot_sentence_map",
     "save_figure",
     "sentence_map",
+    "sentence_view",
     "write_figure",
 ]
