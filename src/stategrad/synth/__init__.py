@@ -5,21 +5,21 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
-from .language import (
+from .config import (
     PRESETS,
     PROPERTIES,
     VARIANCE_PROFILES,
     SynthConfig,
-    SynthCorpus,
     SynthError,
-    SynthLanguage,
     TriggerClass,
-    generate_corpus,
-    load_corpus,
     preset,
 )
+from .corpus import SynthCorpus, generate_corpus, load_corpus
+from .entropy import EntropyReport
+from .language import SynthLanguage
 
 __all__ = [
+    "EntropyReport",
     "PRESETS",
     "PROPERTIES",
     "SynthConfig",
