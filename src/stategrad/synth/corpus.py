@@ -75,34 +75,15 @@ def generate_corpus(
 
     # Independent streams per split: changing one split's size leaves the others unchanged.
     streams = np.random.SeedSequence(config.seed).spawn(len(SPLITS) + 1)
-    splits: dict[str, Any] = {}
-    empirical: dict[str, Any] = {}
-    texts: dict[str, Sentences] = {}
-    for split, stream in zip(SPLITS, streams, strict=False):
-        text = language.sample(getattr(config, f"{split}_tokens"), np.random.default_rng(stream))
-        text.write(directory / files[split])
-        texts[split] = text
-        splits[split] = {"sentences": text.n_sentences, "tokens": text.n_tokens,
-                         "words": text.n_tokens - text.n_sentences}
-    for split in ("valid", "test"):
-        # Scored from the written file, so the number describes exactly what a model reads.
-        empirical[split] = language.score_file(directory / files[split])
-
-    embedding_info = None
+    texts, splits = _write_splits(language, config, directory, files, streams)
+    # Scored from the written files, so the numbers describe exactly what a model reads.
+    empirical = {split: language.score_file(directory / files[split]) for split in ("valid", "test")}
     vocab = Vocabulary.build(directory / files["train"])
+    embedding_info = None
     if config.embedding_dim:
-        internal = texts["train"].ids
-        counts_internal = np.bincount(internal, minlength=len(language.words))
-        counts = np.array([counts_internal[language.word_index[w]] if w in language.word_index
-                           else 0 for w in vocab.words], dtype=np.int64)
-        vectors, embedding_info = planted_embeddings(
-            language, vocab, counts, dim=config.embedding_dim,
-            scales=default_scales(config), seed=int(streams[-1].generate_state(1)[0]),
-        )
-        save_embeddings(directory / EMBEDDINGS_FILE, vectors, vocab.words)
+        seed = int(streams[-1].generate_state(1)[0])
+        embedding_info = _write_embeddings(language, config, directory, texts["train"], vocab, seed)
         files["embeddings"] = EMBEDDINGS_FILE
-        embedding_info["profile"] = config.variance
-        embedding_info["vocabulary_order"] = "Vocabulary.build on train.txt"
 
     metadata = {
         "format": FORMAT,
@@ -128,6 +109,35 @@ def generate_corpus(
     }
     write_text_atomic(directory / METADATA_FILE, json.dumps(metadata, indent=1) + "\n")
     return SynthCorpus(directory, metadata)
+
+
+def _write_splits(language: SynthLanguage, config: SynthConfig, directory: Path,
+                  files: dict[str, str], streams) -> tuple[dict[str, Sentences], dict[str, Any]]:
+    """Sample and write each split from its own stream; the texts and their sizes."""
+    splits: dict[str, Any] = {}
+    texts: dict[str, Sentences] = {}
+    for split, stream in zip(SPLITS, streams, strict=False):
+        text = language.sample(getattr(config, f"{split}_tokens"), np.random.default_rng(stream))
+        text.write(directory / files[split])
+        texts[split] = text
+        splits[split] = {"sentences": text.n_sentences, "tokens": text.n_tokens,
+                         "words": text.n_tokens - text.n_sentences}
+    return texts, splits
+
+
+def _write_embeddings(language: SynthLanguage, config: SynthConfig, directory: Path,
+                      train: Sentences, vocab: Vocabulary, seed: int) -> dict[str, Any]:
+    """Planted embeddings weighted by the train split's token counts, in the LM
+    vocabulary's order; what :func:`planted_embeddings` says about them."""
+    counts_internal = np.bincount(train.ids, minlength=len(language.words))
+    counts = np.array([counts_internal[language.word_index[w]] if w in language.word_index
+                       else 0 for w in vocab.words], dtype=np.int64)
+    vectors, info = planted_embeddings(language, vocab, counts, dim=config.embedding_dim,
+                                       scales=default_scales(config), seed=seed)
+    save_embeddings(directory / EMBEDDINGS_FILE, vectors, vocab.words)
+    info["profile"] = config.variance
+    info["vocabulary_order"] = "Vocabulary.build on train.txt"
+    return info
 
 
 def load_corpus(directory: str | os.PathLike) -> SynthCorpus:
