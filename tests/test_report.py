@@ -92,16 +92,16 @@ def test_sentence_map_second_layer_and_unknown_words():
         sentence_map(model, "the cat", normalize=np.eye(4))
 
 
-def test_sentence_view_draws_gradients_from_the_caller_and_L_is_a_deprecated_alias():
+def test_sentence_map_draws_gradients_from_the_caller_and_L_is_a_deprecated_alias():
     from stategrad.gradients import sentence_gradients
-    from stategrad.report import sentence_view
+    from stategrad.report import sentence_map_from_gradients
 
     model = _tiny_model("lstm")
     words = "the cat sat".split()
     ids = model.vocab.encode(words)
     L = _L(3)
     G = sentence_gradients(model, ids, state="cell")
-    view = sentence_view(G, words, ids, state="cell", normalize=L, measure="sv1")
+    view = sentence_map_from_gradients(G, words, ids, state="cell", normalize=L, measure="sv1")
     with pytest.warns(DeprecationWarning, match="normalize="):
         old = sentence_map(model, words, state="cell", L=L, measure="sv1")
     np.testing.assert_array_equal(view.matrix, old.matrix)

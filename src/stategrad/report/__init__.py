@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .html import ExtraFigure, build_report
 from .plots import Curve, plot_curves
-from .sentence_view import SentenceMap, plot_sentence_map, sentence_map, sentence_view
+from .sentence_view import SentenceMap, plot_sentence_map, sentence_map, sentence_map_from_gradients
 from .style import OKABE_ITO, ReportError, save_figure, write_figure
 
 __all__ = [
@@ -21,6 +21,6 @@ __all__ = [
     "plot_sentence_map",
     "save_figure",
     "sentence_map",
-    "sentence_view",
+    "sentence_map_from_gradients",
     "write_figure",
 ]

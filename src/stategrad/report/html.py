@@ -22,7 +22,7 @@ from ..analysis import describe
 from ..gradients import GradientResult
 from . import plots as P
 from .page import PageFigure, page_html
-from .sentence_view import SentenceMap, plot_sentence_map, sentence_map  # noqa: F401
+from .sentence_view import SentenceMap, plot_sentence_map
 from .style import ReportError, resolve_normalizer
 
 #: Image types an extra figure may have, by suffix.

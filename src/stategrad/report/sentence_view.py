@@ -2,8 +2,8 @@
 state at each later word (the Frobenius norm or top singular value of every
 ``G(t, k - t)``, raw or normalised ``G L``).
 
-The view draws gradients computed by the caller (:func:`sentence_view` takes the
-``(T, T, H, E)`` array of :func:`stategrad.gradients.sentence_gradients`);
+The view draws gradients computed by the caller (:func:`sentence_map_from_gradients`
+takes the ``(T, T, H, E)`` array of :func:`stategrad.gradients.sentence_gradients`);
 :func:`sentence_map` is the one convenience that computes them from a model first.
 """
 
@@ -55,7 +55,7 @@ def _check_measure(measure: str) -> None:
         raise ReportError(f"unknown measure {measure!r}; choose one of {MEASURES}")
 
 
-def sentence_view(
+def sentence_map_from_gradients(
     gradients: np.ndarray,
     words: Sequence[str],
     token_ids: np.ndarray,
@@ -96,9 +96,9 @@ def sentence_map(
     L: np.ndarray | None = None,
 ) -> SentenceMap:
     """Compute the sentence gradients of ``model`` (a :class:`stategrad.lm.LanguageModel`)
-    for ``text``, then their :func:`sentence_view`.  Words outside its vocabulary become
-    ``<unk>`` (and are listed in ``unknown``).  ``L=`` is the deprecated name of
-    ``normalize=``."""
+    for ``text``, then their map (:func:`sentence_map_from_gradients`).  Words outside
+    its vocabulary become ``<unk>`` (and are listed in ``unknown``).  ``L=`` is the
+    deprecated name of ``normalize=``."""
     _check_measure(measure)  # before the gradients: a typo should not cost a backward pass
     L = resolve_normalizer(normalize, L)
     words = tokenize(text)
@@ -106,8 +106,8 @@ def sentence_map(
     unknown = [w for w in words if w not in vocab]
     ids = vocab.encode(words)
     G = sentence_gradients(model, ids, state=state, layer=layer)  # (T, T, H, E)
-    return sentence_view(G, words, ids, state=state, layer=layer, normalize=L, measure=measure,
-                         unknown=unknown)
+    return sentence_map_from_gradients(G, words, ids, state=state, layer=layer, normalize=L,
+                                       measure=measure, unknown=unknown)
 
 
 def _matrix_size(G: np.ndarray, measure: str) -> np.ndarray:
