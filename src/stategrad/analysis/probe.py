@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import AnalysisError, embedding_matrix
+from .embeddings import embedding_matrix
+from .errors import AnalysisError
 
 
 class ProbeError(AnalysisError):
