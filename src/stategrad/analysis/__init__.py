@@ -44,7 +44,7 @@ from .embeddings import (
     read_token_embeddings,
 )
 from .errors import AnalysisError
-from .memory import memory_curves, memory_span
+from .memory import MemoryCurveArrays, memory_curve_arrays, memory_curves, memory_span
 from .normalization import checked_normalizer, normalization_info, normalizer_matrix
 from .probe import (
     ProbeData,
@@ -85,6 +85,7 @@ __all__ = [
     "DifferenceVector",
     "EmbeddingStats",
     "LEGACY_SUFFIXES",
+    "MemoryCurveArrays",
     "ProbeData",
     "ProbeError",
     "Replicates",
@@ -108,6 +109,7 @@ __all__ = [
     "load_embedding_stats",
     "load_npy",
     "mean_embedding",
+    "memory_curve_arrays",
     "memory_curves",
     "memory_span",
     "normalization_info",

@@ -104,6 +104,31 @@ class MemoryCurve:
             parts.append(f"{self.span_never} never")
         return f"{text} [{', '.join(parts) or 'n/a'}]"
 
+    def arrays(self) -> MemoryCurveArrays:
+        """The curve as NumPy arrays, NaN where it has no value (for figures)."""
+        def array(values: list[float | None] | None) -> np.ndarray | None:
+            return None if values is None else \
+                np.array([np.nan if x is None else x for x in values], dtype=np.float64)
+
+        return MemoryCurveArrays(self.class_name, np.array(self.delays, dtype=np.int64),
+                                 np.array(self.counts, dtype=np.int64), array(self.totals),
+                                 array(self.lower), array(self.upper), self.span)
+
+
+@dataclass
+class MemoryCurveArrays:
+    """One class's memory curve as arrays: ``totals[i]`` is the sum of singular values at
+    delay ``delays[i]``, NaN where ``counts[i]`` is 0 (no average there); ``lower`` and
+    ``upper`` its confidence band (NaN where undefined; ``None`` without an interval)."""
+
+    class_name: str
+    delays: np.ndarray  # (D,) int
+    counts: np.ndarray  # (D,) int
+    totals: np.ndarray  # (D,) float
+    lower: np.ndarray | None
+    upper: np.ndarray | None
+    span: MemorySpan
+
 
 #: Most classes whose interval lines the text table of a memory report shows.
 MAX_BAND_COLUMNS = 6
@@ -281,3 +306,10 @@ def _memory_bands(result: GradientResult, L: np.ndarray | None, names: list[str]
 # =========================================================================================
 # Difference vectors, relative memory, subspace cosine
 # =========================================================================================
+
+
+def memory_curve_arrays(result: GradientResult, **kwargs: Any) -> dict[str, MemoryCurveArrays]:
+    """:func:`memory_curves` (same keywords, same numbers) as arrays per class, in class
+    order: the delays, counts, the sum of singular values and, with ``interval``, its
+    band.  For figures, which draw these curves and must not compute them again."""
+    return {c.class_name: c.arrays() for c in memory_curves(result, **kwargs).curves}

@@ -6,6 +6,7 @@ singularity, the model it was made from) and is described for the tables."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,15 @@ def normalization_info(normalize: Any) -> dict[str, Any] | None:
     if source:
         info["source"] = source
     return info
+
+
+def renamed_keyword(new: Any, old: Any, old_name: str, where: str) -> Any:
+    """The value of a keyword given under its new name ``normalize=`` or under its old,
+    deprecated one (``L=``, ``stats=``): every analysis calls the normaliser ``normalize``."""
+    if old is None:
+        return new
+    if new is not None:
+        raise TypeError(f"{where}() got both normalize= and its deprecated alias {old_name}=")
+    warnings.warn(f"{where}(): {old_name}= is deprecated, use normalize=", DeprecationWarning,
+                  stacklevel=3)
+    return old

@@ -12,13 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from ..gradients import GradientResult
 from . import uncertainty
 from ._blas import single_threaded_blas
 from .embedding_stats import EmbeddingStats
 from .errors import AnalysisError
-from .normalization import check_normalizer, normalization_info
+from .normalization import (
+    Normalizer,
+    check_normalizer,
+    normalization_info,
+    normalizer_matrix,
+    renamed_keyword,
+)
 from .spectra import spectra
 from .tables import empty_notes, fmt, none_if_nan, normalization_line, write_csv, write_json
 
@@ -148,12 +155,35 @@ def class_difference_vector(
                              shared=shared)
 
 
-def whitened_direction(v: np.ndarray, whitening: np.ndarray) -> np.ndarray:
+def whitened_direction(
+    v: np.ndarray, whitening: np.ndarray | None = None, *, normalize: Normalizer = None
+) -> np.ndarray:
     """``n = Z v / |Z v|``: the unit direction in whitened space of an embedding-space
-    difference ``v``."""
-    zv = np.asarray(whitening, dtype=np.float64) @ np.asarray(v, dtype=np.float64)
-    norm = np.linalg.norm(zv)
-    if not norm > 0:
+    difference ``v`` (one vector (E,), or one per row (N, E): then one direction per row).
+
+    The whitening comes from ``normalize``, the normaliser of every analysis: statistics
+    (their ``Z``), a matrix L or a file (``Z v`` is then solved from ``L (Z v) = v``, L lower
+    triangular); or, as before ``normalize=`` existed, from ``whitening`` = Z itself.  With
+    neither, ``n = v / |v|``.  A zero ``v`` has no direction: an :class:`AnalysisError`."""
+    v = np.asarray(v, dtype=np.float64)
+    if whitening is not None and normalize is not None:
+        raise TypeError("whitened_direction() takes whitening (Z) or normalize=, not both")
+    if isinstance(normalize, EmbeddingStats):
+        whitening = normalize.whitening
+    if whitening is not None:
+        zv = (np.asarray(whitening, dtype=np.float64) @ v.T).T
+    elif normalize is not None:
+        L = normalizer_matrix(normalize)
+        if v.shape[-1] != L.shape[0]:
+            raise AnalysisError(f"difference vectors have {v.shape[-1]} components, the "
+                                f"normalisation matrix is {L.shape[0]} x {L.shape[1]}")
+        zv = solve_triangular(L, v.T, lower=True).T
+    else:
+        zv = v
+    # One vector: the plain norm, as relative_memory always computed it (the per-row norm
+    # may differ in the last bit).
+    norm = np.linalg.norm(zv) if zv.ndim == 1 else np.linalg.norm(zv, axis=-1, keepdims=True)
+    if not (norm > 0).all():
         raise AnalysisError("the difference vector is zero: the two word sets have the same "
                             "mean embedding, so there is no direction to measure")
     return zv / norm
@@ -220,7 +250,7 @@ class RelativeMemoryTable:
 def relative_memory(
     result: GradientResult,
     v: np.ndarray | DifferenceVector,
-    stats: EmbeddingStats,
+    normalize: Normalizer = None,
     *,
     c: int | str = "all",
     top_k: int = 5,
@@ -228,6 +258,7 @@ def relative_memory(
     level: float = 0.95,
     n_boot: int = 200,
     seed: int = 0,
+    stats: EmbeddingStats | None = None,
 ) -> RelativeMemoryTable:
     """Relative memory and subspace cosine of the property ``v`` at every delay.
 
@@ -242,20 +273,28 @@ def relative_memory(
 
     With ``interval`` ("jackknife" or "bootstrap", on a result with blocks) each row also
     gets the confidence interval of ``relative`` and ``cosine``.
+
+    ``normalize`` (required) is the normaliser as everywhere: statistics, L or a file;
+    ``stats=`` is its deprecated keyword name.
     """
+    normalize = renamed_keyword(normalize, stats, "stats", "relative_memory")
+    if normalize is None:
+        raise AnalysisError("relative memory needs the normaliser (normalize=): the direction "
+                            "n = Z v / |Z v| lives in whitened space")
     label = v.label if isinstance(v, DifferenceVector) else "difference vector"
     vec = v.vector if isinstance(v, DifferenceVector) else np.asarray(v, dtype=np.float64)
     E = result.embedding_size
     if vec.shape != (E,):
         raise AnalysisError(f"difference vector has shape {vec.shape}; the gradients need ({E},)")
-    check_normalizer(stats.cholesky, E)
+    L = normalizer_matrix(normalize)
+    check_normalizer(L, E)
     rank = min(result.hidden_size, E)
     if not 1 <= top_k <= rank:
         raise AnalysisError(f"top_k must be between 1 and min(H, E) = {rank}, got {top_k}")
-    n = whitened_direction(vec, stats.whitening)
+    n = whitened_direction(vec, normalize=normalize)
     name = result.classes[result.class_index(c)]
     rows = []
-    for sp, d in zip(spectra(result, name, normalize=stats), result.delays, strict=True):
+    for sp, d in zip(spectra(result, name, normalize=L), result.delays, strict=True):
         row: dict[str, Any] = {"delay": int(d), "count": result.count(int(d), name)}
         if sp is None:
             row.update(relative=None, cosine=None, share=None)
@@ -266,11 +305,11 @@ def relative_memory(
             row["cosine"] = float(np.linalg.norm(sp.right_vectors[:top_k] @ n))
             row["share"] = float(s[:top_k].sum() / s.sum()) if s.sum() > 0 else None
         rows.append(row)
-    info = normalization_info(stats)
+    info = normalization_info(normalize)
     if interval in (None, "none"):
         return RelativeMemoryTable(name, label, top_k, rows, normalization=info)
 
-    band = uncertainty.band(result, uncertainty.direction_statistic(n[None], stats.cholesky,
+    band = uncertainty.band(result, uncertainty.direction_statistic(n[None], L,
                                                                     k=top_k),
                             classes=[name], method=interval, level=level, n_boot=n_boot,
                             seed=seed)
