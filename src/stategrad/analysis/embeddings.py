@@ -79,12 +79,8 @@ def export_token_embeddings(
     memory-mapped file, so a long text needs no N x E array in memory."""
     from numpy.lib.format import open_memmap
 
-    out = Path(out)
-    if out.suffix != ".npy":
-        out = out.with_name(out.name + ".npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    module = getattr(model, "module", model)
-    weight = module.embedding.weight.detach().to("cpu").numpy()
+    out = _npy_path(out)
+    weight = _weight(model)
     tokens = np.asarray(tokens)
     array = open_memmap(out, mode="w+", dtype=weight.dtype, shape=(len(tokens), weight.shape[1]))
     for lo in range(0, len(tokens), chunk):
@@ -103,12 +99,8 @@ def export_token_embeddings(
 def export_word_embeddings(model: Any, out: str | os.PathLike) -> tuple[Path, Path]:
     """The (V, E) embedding matrix as ``out`` (.npy) and the vocabulary as
     ``out.dict`` (``word<TAB>id``; row i of the matrix is word id i)."""
-    out = Path(out)
-    if out.suffix != ".npy":
-        out = out.with_name(out.name + ".npy")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    module = getattr(model, "module", model)
-    np.save(out, module.embedding.weight.detach().to("cpu").numpy())
+    out = _npy_path(out)
+    np.save(out, _weight(model))
     dict_path = out.with_name(out.stem + ".dict")
     model.vocab.save(dict_path)
     return out, dict_path
@@ -117,3 +109,17 @@ def export_word_embeddings(model: Any, out: str | os.PathLike) -> tuple[Path, Pa
 # =========================================================================================
 # Spectra of average gradients
 # =========================================================================================
+
+
+def _npy_path(out: str | os.PathLike) -> Path:
+    """``out`` with a ``.npy`` suffix (added, never replaced), its folder created."""
+    out = Path(out)
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _weight(model: Any) -> np.ndarray:
+    """The embedding matrix in the model's own dtype (exports keep it)."""
+    return getattr(model, "module", model).embedding.weight.detach().to("cpu").numpy()

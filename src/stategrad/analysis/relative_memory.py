@@ -72,10 +72,7 @@ def mean_embedding(
     over types, or token weighted by ``token_counts`` (V,).  Returns the mean, the
     number of words and the number of tokens (= words without counts) behind it."""
     W = np.asarray(embeddings, dtype=np.float64)
-    ids = np.asarray(ids)
-    if ids.dtype == bool:
-        ids = np.flatnonzero(ids)
-    ids = np.unique(ids.astype(np.int64))
+    ids = _id_set(ids)
     if len(ids) == 0:
         raise AnalysisError("the word set is empty (none of its words is in the vocabulary)")
     if token_counts is None:
@@ -126,6 +123,7 @@ def difference_vector(
 
 
 def _id_set(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    """Sorted distinct word ids of a list of ids or a (V,) boolean mask."""
     ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
     if ids.dtype == bool:
         ids = np.flatnonzero(ids)
@@ -293,6 +291,25 @@ def relative_memory(
         raise AnalysisError(f"top_k must be between 1 and min(H, E) = {rank}, got {top_k}")
     n = whitened_direction(vec, normalize=normalize)
     name = result.classes[result.class_index(c)]
+    rows = _relative_rows(result, name, L, n, top_k)
+    info = normalization_info(normalize)
+    if interval in (None, "none"):
+        return RelativeMemoryTable(name, label, top_k, rows, normalization=info)
+
+    band = uncertainty.band(result, uncertainty.direction_statistic(n[None], L, k=top_k),
+                            classes=[name], method=interval, level=level, n_boot=n_boot,
+                            seed=seed)
+    for d, row in enumerate(rows):
+        for col, what in ((0, "relative"), (1, "cosine")):
+            row[f"{what}_lower"] = none_if_nan(band.lower[d, 0, col:col + 1])[0]
+            row[f"{what}_upper"] = none_if_nan(band.upper[d, 0, col:col + 1])[0]
+    return RelativeMemoryTable(name, label, top_k, rows, interval, level, info)
+
+
+def _relative_rows(result: GradientResult, name: str, L: np.ndarray, n: np.ndarray,
+                   top_k: int) -> list[dict[str, Any]]:
+    """Per delay: count, relative memory, subspace cosine and top-k share of class ``name``
+    (``None`` where the class has no occurrence)."""
     rows = []
     for sp, d in zip(spectra(result, name, normalize=L), result.delays, strict=True):
         row: dict[str, Any] = {"delay": int(d), "count": result.count(int(d), name)}
@@ -305,16 +322,4 @@ def relative_memory(
             row["cosine"] = float(np.linalg.norm(sp.right_vectors[:top_k] @ n))
             row["share"] = float(s[:top_k].sum() / s.sum()) if s.sum() > 0 else None
         rows.append(row)
-    info = normalization_info(normalize)
-    if interval in (None, "none"):
-        return RelativeMemoryTable(name, label, top_k, rows, normalization=info)
-
-    band = uncertainty.band(result, uncertainty.direction_statistic(n[None], L,
-                                                                    k=top_k),
-                            classes=[name], method=interval, level=level, n_boot=n_boot,
-                            seed=seed)
-    for d, row in enumerate(rows):
-        for col, what in ((0, "relative"), (1, "cosine")):
-            row[f"{what}_lower"] = none_if_nan(band.lower[d, 0, col:col + 1])[0]
-            row[f"{what}_upper"] = none_if_nan(band.upper[d, 0, col:col + 1])[0]
-    return RelativeMemoryTable(name, label, top_k, rows, interval, level, info)
+    return rows
