@@ -28,7 +28,6 @@ def load_npy(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
         raise AnalysisError(f"{path} is not a readable array file: {exc}") from exc
 
 
-
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:
     """Path, size and SHA-256 of a file: enough to tell later which text was used."""
     path = Path(path)
@@ -48,7 +47,6 @@ def embedding_matrix(model: Any) -> np.ndarray:
     except AttributeError:
         raise AnalysisError(f"{type(model).__name__} has no embedding layer") from None
     return weight.detach().to("cpu").double().numpy()
-
 
 
 def read_token_embeddings(path: str | os.PathLike) -> np.ndarray:
@@ -104,11 +102,6 @@ def export_word_embeddings(model: Any, out: str | os.PathLike) -> tuple[Path, Pa
     dict_path = out.with_name(out.stem + ".dict")
     model.vocab.save(dict_path)
     return out, dict_path
-
-
-# =========================================================================================
-# Spectra of average gradients
-# =========================================================================================
 
 
 def _npy_path(out: str | os.PathLike) -> Path:

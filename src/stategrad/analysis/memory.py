@@ -227,7 +227,6 @@ def _fmt_band(curve: MemoryCurve, i: int) -> str:
     return f"{f'[{lo:.3g}, {hi:.3g}]':>15}"
 
 
-
 @single_threaded_blas
 def memory_curves(
     result: GradientResult,
@@ -301,11 +300,6 @@ def _memory_bands(result: GradientResult, L: np.ndarray | None, names: list[str]
         out[name] = (none_if_nan(band.lower[:, j, 0]), none_if_nan(band.upper[:, j, 0]),
                      span_range, never)
     return out
-
-
-# =========================================================================================
-# Difference vectors, relative memory, subspace cosine
-# =========================================================================================
 
 
 def memory_curve_arrays(result: GradientResult, **kwargs: Any) -> dict[str, MemoryCurveArrays]:

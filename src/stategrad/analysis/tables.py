@@ -17,18 +17,18 @@ from ..gradients import json_default
 
 
 def fmt(x: float | None, width: int = 11) -> str:
+    """A number in a column of ``width`` (5 significant digits); ``-`` for no value."""
     if x is None:
         return "-".rjust(width)
     return f"{x:{width}.5g}"
 
 
-
 def normalization_line(info: dict[str, Any] | None) -> list[str]:
+    """The line under a table saying which statistics normalised it (none without)."""
     if not info:
         return []
     src = f" ({info['source']})" if info.get("source") else ""
     return [f"normalisation{src}: {info['text']}"]
-
 
 
 def empty_notes(empty: Sequence[tuple[str, int]]) -> list[str]:
@@ -67,7 +67,6 @@ def write_json(path, payload) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(path, json.dumps(payload, indent=1, default=json_default) + "\n")
-
 
 
 def none_if_nan(values: np.ndarray) -> list[float | None]:
