@@ -1,5 +1,5 @@
 """Single-threaded BLAS for the many small decompositions of the analyses; its own
-module so that core and uncertainty both use it without importing each other."""
+module so that uncertainty and the modules that use it need not import each other."""
 
 from __future__ import annotations
 

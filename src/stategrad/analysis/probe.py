@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .core import AnalysisError, embedding_matrix
+from .embeddings import embedding_matrix
+from .errors import AnalysisError
 
 
 class ProbeError(AnalysisError):
@@ -274,22 +275,9 @@ def train_probe(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if not 0 < test_fraction < 1:
-        raise ProbeError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
-    if cv < 2:
-        raise ProbeError(f"cv must be at least 2, got {cv}")
-    if not Cs or any(c <= 0 for c in Cs):
-        raise ProbeError(f"the C grid must hold positive values, got {list(Cs)}")
-    freq = collections.Counter(data.y.tolist())
-    dropped = {t: n for t, n in freq.items() if n < min_examples}
-    keep = ~np.isin(data.y, list(dropped)) if dropped else np.ones(len(data), dtype=bool)
-    X, y, g, w = data.X[keep], data.y[keep], data.groups[keep], data.weights[keep]
+    _check_options(Cs, cv, test_fraction)
+    (X, y, g, w), dropped = _frequent_tags(data, min_examples)
     labels = sorted(set(y.tolist()))
-    if len(labels) < 2:
-        raise ProbeError(
-            f"need at least two tags with {min_examples}+ examples; have {labels} "
-            f"(left out: {dropped}); lower min_examples or use more words"
-        )
     n_words = len(np.unique(g))
     if n_words < cv + 2:
         raise ProbeError(f"only {n_words} distinct words: too few to split into training, "
@@ -315,11 +303,7 @@ def train_probe(
     pred = best.predict(X[test])
     wt = w[test]
     accuracy = float(wt[pred == y[test]].sum() / wt.sum())
-    tr_freq: collections.Counter = collections.Counter()
-    for tag, weight in zip(y[train].tolist(), w[train].tolist(), strict=True):
-        tr_freq[tag] += weight
-    majority = tr_freq.most_common(1)[0][0]
-    majority_accuracy = float(wt[y[test] == majority].sum() / wt.sum())
+    majority_accuracy = _majority_accuracy(y[train], w[train], y[test], wt)
     confusion = confusion_matrix(y[test], pred, labels=labels, sample_weight=wt)
     means, weights = class_means(ProbeData(X, y, g, w, data.mode))
     return ProbeResult(
@@ -333,6 +317,42 @@ def train_probe(
         n_train_tokens=float(w[train].sum()), n_test_tokens=float(wt.sum()),
         pair_accuracy=float((pred == y[test]).mean()),
     )
+
+
+def _check_options(Cs: Sequence[float], cv: int, test_fraction: float) -> None:
+    if not 0 < test_fraction < 1:
+        raise ProbeError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    if cv < 2:
+        raise ProbeError(f"cv must be at least 2, got {cv}")
+    if not Cs or any(c <= 0 for c in Cs):
+        raise ProbeError(f"the C grid must hold positive values, got {list(Cs)}")
+
+
+def _frequent_tags(data: ProbeData, min_examples: int) -> tuple[tuple[np.ndarray, ...],
+                                                                 dict[str, int]]:
+    """(X, y, groups, weights) of the tags with at least ``min_examples`` examples, and
+    the tags left out with their counts; an error unless two tags are left."""
+    freq = collections.Counter(data.y.tolist())
+    dropped = {t: n for t, n in freq.items() if n < min_examples}
+    keep = ~np.isin(data.y, list(dropped)) if dropped else np.ones(len(data), dtype=bool)
+    arrays = data.X[keep], data.y[keep], data.groups[keep], data.weights[keep]
+    labels = sorted(set(arrays[1].tolist()))
+    if len(labels) < 2:
+        raise ProbeError(
+            f"need at least two tags with {min_examples}+ examples; have {labels} "
+            f"(left out: {dropped}); lower min_examples or use more words"
+        )
+    return arrays, dropped
+
+
+def _majority_accuracy(y_train: np.ndarray, w_train: np.ndarray, y_test: np.ndarray,
+                       w_test: np.ndarray) -> float:
+    """Held-out accuracy of always guessing the (weighted) most frequent training tag."""
+    tr_freq: collections.Counter = collections.Counter()
+    for tag, weight in zip(y_train.tolist(), w_train.tolist(), strict=True):
+        tr_freq[tag] += weight
+    majority = tr_freq.most_common(1)[0][0]
+    return float(w_test[y_test == majority].sum() / w_test.sum())
 
 
 def repeated_probe(data: ProbeData, splits: int, *, seed: int = 0, **kwargs: Any) -> ProbeResult:

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..gradients import GradientResult, ResultError
 from ._blas import single_threaded_blas
+from .normalization import Normalizer, normalizer_matrix, renamed_keyword
 
 #: A statistic of a stack of mean matrices: (N, H, E) -> (N, K).
 Statistic = Callable[[np.ndarray], np.ndarray]
@@ -133,8 +134,16 @@ class Replicates:
 
 # --- statistics of mean matrices ------------------------------------------------------------
 
-def singular_values(L: np.ndarray | None = None) -> Statistic:
-    """All singular values (descending) of ``M`` or of ``M @ L``."""
+def _matrix(normalize: Normalizer) -> np.ndarray | None:
+    # An array is used as given (as before normalize= existed); anything else becomes L.
+    return normalize if normalize is None or isinstance(normalize, np.ndarray) \
+        else normalizer_matrix(normalize)
+
+
+def singular_values(normalize: Normalizer = None, *, L: np.ndarray | None = None) -> Statistic:
+    """All singular values (descending) of ``M`` or of ``M @ L``, L from ``normalize``
+    (statistics, L itself or a file; ``L=`` is the deprecated name of the keyword)."""
+    L = _matrix(renamed_keyword(normalize, L, "L", "singular_values"))
 
     def stat(m: np.ndarray) -> np.ndarray:
         if L is not None:
@@ -170,16 +179,18 @@ def top_k(k: int) -> Callable[[np.ndarray], np.ndarray]:
     return fn
 
 
-def direction_statistic(directions: np.ndarray, L: np.ndarray | None = None,
-                        k: int = 5) -> Statistic:
+def direction_statistic(directions: np.ndarray, normalize: Normalizer = None,
+                        k: int = 5, *, L: np.ndarray | None = None) -> Statistic:
     """Relative memory and subspace cosine of unit directions ``n`` (rows of ``directions``,
     already whitened: ``n = Z v / |Z v|``), per mean matrix ``M`` (normalised as ``M L``):
 
     output (N, 2P + 1) laid out as ``[rel_0..rel_{P-1}, cos_0..cos_{P-1}, share]``:
     relative memory ``|M n_p| / s_1``, the cosine ``|V_k^T n_p|`` between ``n_p`` and the
     top-k right singular subspace, and the share of the singular value sum that the top
-    k carry (the same for every p).
+    k carry (the same for every p).  ``normalize`` gives L as everywhere in the analyses
+    (``L=`` is the deprecated name of the keyword); :func:`whitened_direction` makes ``n``.
     """
+    L = _matrix(renamed_keyword(normalize, L, "L", "direction_statistic"))
     dirs = np.atleast_2d(np.asarray(directions, dtype=np.float64))
 
     def stat(m: np.ndarray) -> np.ndarray:
