@@ -61,3 +61,26 @@ def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> st
     except LookupError:
         raise click.BadParameter(f"unknown text encoding {value!r}") from None
     return value
+
+
+def load_model(path: str, vocab: str | None, trusted: bool):
+    """The model of --model/--vocab/--trusted; a file that is not one names --model."""
+    from ..lm import load_model as load
+
+    with reading(path, "--model"):
+        return load(path, vocab, trusted=trusted)
+
+
+def checked_normalizer(path: str | None, identities: dict[str, str | None], embedding_size: int,
+                       force: bool, need_stats: bool = False):
+    """The --normalize file (statistics, or None for a bare L; and L), refused when it was
+    made from another model than the one(s) in ``identities`` unless ``force``.  Warnings
+    go to stderr.  (None, None) without --normalize."""
+    if path is None:
+        return None, None
+    from ..analysis import checked_normalizer as check
+
+    stats, L, notes = check(path, identities, embedding_size, force=force, need_stats=need_stats)
+    for note in notes:
+        click.echo(("WARNING: " if note.startswith("--force") else "warning: ") + note, err=True)
+    return stats, L
