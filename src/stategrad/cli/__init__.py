@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "training_commands",
     "gradient_commands",
     "analysis_commands",
+    "legacy_commands",
     "report_commands",
     "synth_commands",
 )

@@ -1,9 +1,8 @@
 """Analysis subcommands: embedding statistics and export, singular values, memory
-curves, relative memory, the POS probe, and the original's gradient directories.
+curves, relative memory and the POS probe.
 
-Each command parses its options, calls :mod:`stategrad.analysis`,
-:mod:`stategrad.probe` or :mod:`stategrad.legacy`, and prints or writes what
-they return.
+Each command parses its options, calls :mod:`stategrad.analysis` and prints or writes
+what it returns.
 """
 
 from __future__ import annotations
@@ -16,7 +15,18 @@ import click
 import numpy as np
 
 from ..analysis import UncertaintyError
-from ._inputs import checked_normalizer, load_model, reading, writing
+from ._inputs import (
+    checked_normalizer,
+    errors,
+    fail,
+    load_model,
+    load_result,
+    note,
+    reading,
+    split_list,
+    write_tables,
+    writing,
+)
 from .options import (
     interval_options,
     model_options,
@@ -26,43 +36,9 @@ from .options import (
 )
 
 
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
-
-
 def _fail_with(path: str, exc: Exception) -> click.ClickException:
     # e.g. a result without blocks given to --ci: the message says what, not which file
     return click.ClickException(f"{path}: {exc}")
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    from ..analysis import AnalysisError
-    from ..data import CorpusError
-    from ..gradients import ResultError
-    from ..lm import ModelError
-
-    return (AnalysisError, CorpusError, ModelError, ResultError)
-
-
-def _note(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def _load_result(path: str, blocks: bool = False):
-    from ..analysis import check_finite
-    from ..gradients import load_result
-
-    with reading(path):
-        result = load_result(path, blocks=blocks)
-    check_finite(result, path)
-    return result
-
-
-def _split_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [x for x in text.replace(",", " ").split() if x]
-    return items or None
 
 
 def _float_list(text: str, what: str) -> list[float]:
@@ -82,19 +58,10 @@ def _read_vector(path: str, result) -> np.ndarray:
     return v
 
 
-def _write_tables(table: Any, csv_path: str | None, json_path: str | None) -> None:
-    if csv_path:
-        with writing(csv_path, "--csv"):
-            _note(f"wrote {table.to_csv(csv_path)}")
-    if json_path:
-        with writing(json_path, "--json"):
-            _note(f"wrote {table.to_json(json_path)}")
-
-
 def _check_result_model(result, model) -> None:
     expected = result.metadata.get("model_identity")
     if expected and expected != model.identity():
-        _note("warning: the model is not the one the result was computed with "
+        note("warning: the model is not the one the result was computed with "
               f"(result: {str(expected)[:12]}..., model: {model.identity()[:12]}...)")
 
 
@@ -165,9 +132,9 @@ def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings
                 stats = analysis.embedding_stats_for_model(
                     model, text, weighting=weighting or "token", ridge=ridge)
         for w in caught:
-            _note(f"warning: {w.message}")
-    except _errors() as exc:
-        raise _fail(exc) from exc
+            note(f"warning: {w.message}")
+    except errors() as exc:
+        raise fail(exc) from exc
     if stats.weighting == "type":
         click.echo(f"{stats.n_types} rows of the embedding table, embedding size "
                    f"{stats.embedding_size}")
@@ -179,13 +146,13 @@ def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings
     try:
         if out:
             with writing(out, "--out"):
-                _note(f"wrote {stats.save(out)}")
+                note(f"wrote {stats.save(out)}")
         if legacy_prefix:
             with writing(legacy_prefix, "--legacy-prefix"):
                 for p in legacy.save_legacy_stats(stats, legacy_prefix):
-                    _note(f"wrote {p}")
-    except _errors() as exc:
-        raise _fail(exc) from exc
+                    note(f"wrote {p}")
+    except errors() as exc:
+        raise fail(exc) from exc
 
 # --- embedding export --------------------------------------------------------------------
 @click.command("export-embeddings")
@@ -206,14 +173,14 @@ def export_embeddings(model_path, vocab_path, trusted, text, out_dir):
         model = load_model(model_path, vocab_path, trusted)
         out = Path(out_dir)
         for p in analysis.export_word_embeddings(model, out / "words.npy"):
-            _note(f"wrote {p}")
+            note(f"wrote {p}")
         if text:
             with reading(text, "--text"):
                 tokens = read_tokens(text, model.vocab)
             for p in analysis.export_token_embeddings(model, tokens, out / "tokens.npy"):
-                _note(f"wrote {p}")
-    except _errors() as exc:
-        raise _fail(exc) from exc
+                note(f"wrote {p}")
+    except errors() as exc:
+        raise fail(exc) from exc
 
 # --- singular values -----------------------------------------------------------------
 
@@ -231,14 +198,14 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
     from .. import analysis
 
     try:
-        result = _load_result(result_path)
+        result = load_result(result_path)
         stats, L = _normalizer_for(result, result_path, normalize, force)
         table = analysis.singular_value_table(result, normalize=_checked(stats, L),
-                                              classes=_split_list(classes), top=top)
-    except _errors() as exc:
-        raise _fail(exc) from exc
+                                              classes=split_list(classes), top=top)
+    except errors() as exc:
+        raise fail(exc) from exc
     click.echo(table.format())
-    _write_tables(table, csv_path, json_path)
+    write_tables(table, csv_path, json_path)
 
 @click.command("memory")
 @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
@@ -258,17 +225,17 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
     from .. import analysis
 
     try:
-        result = _load_result(result_path, blocks=ci is not None)
+        result = load_result(result_path, blocks=ci is not None)
         stats, L = _normalizer_for(result, result_path, normalize, force)
         report = analysis.memory_curves(result, normalize=_checked(stats, L),
-                                        classes=_split_list(classes), fraction=fraction,
+                                        classes=split_list(classes), fraction=fraction,
                                         interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
     except UncertaintyError as exc:
         raise _fail_with(result_path, exc) from exc
-    except _errors() as exc:
-        raise _fail(exc) from exc
+    except errors() as exc:
+        raise fail(exc) from exc
     click.echo(report.format())
-    _write_tables(report, csv_path, json_path)
+    write_tables(report, csv_path, json_path)
 
 # --- relative memory ---------------------------------------------------------------------
 @click.command("relative-memory")
@@ -311,7 +278,7 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
     if (diff is None) == (vector_path is None):
         raise click.UsageError("give --diff A B (with --model) or --vector FILE")
     try:
-        result = _load_result(result_path, blocks=ci is not None)
+        result = load_result(result_path, blocks=ci is not None)
         with reading(normalize, "--normalize"):
             stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
         if vector_path:
@@ -327,20 +294,20 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
             click.echo(f"difference vector {v.label}: {v.n_words[0]} vs {v.n_words[1]} words"
                        + (f", {v.n_tokens[0]} vs {v.n_tokens[1]} tokens" if v.n_tokens else ""))
             if v.n_shared:
-                _note(f"{v.n_shared} words are in both sets: "
+                note(f"{v.n_shared} words are in both sets: "
                       + ("kept in both means" if keep_shared else
                          "left out of both means (--keep-shared keeps them)"))
         if save_vector:
-            _note(f"wrote {v.save(save_vector)}")
+            note(f"wrote {v.save(save_vector)}")
         table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
                                          interval=ci, level=level, n_boot=n_boot,
                                          seed=ci_seed)
     except UncertaintyError as exc:
         raise _fail_with(result_path, exc) from exc
-    except _errors() as exc:
-        raise _fail(exc) from exc
+    except errors() as exc:
+        raise fail(exc) from exc
     click.echo(table.format())
-    _write_tables(table, csv_path, json_path)
+    write_tables(table, csv_path, json_path)
 
 # --- POS probe ---------------------------------------------------------------------------
 @click.command("probe")
@@ -385,7 +352,7 @@ def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_
     try:
         model = load_model(model_path, vocab_path, trusted)
         tag_map = read_tag_map(tag_map_path) if tag_map_path else None
-        kwargs = dict(tags=_split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
+        kwargs = dict(tags=split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
                       cv=cv, test_fraction=test_fraction, min_examples=min_examples,
                       seed=seed, splits=splits)
         if pos_map_path:
@@ -393,132 +360,15 @@ def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_
         else:
             result = pos_probe(
                 model, tagged_tokens=_tagged_tokens(tagged_path, normalize_text), **kwargs)
-    except (*_errors(), TaggedError) as exc:
-        raise _fail(exc) from exc
+    except (*errors(), TaggedError) as exc:
+        raise fail(exc) from exc
     click.echo(result.format())
     if class_means:
-        _note(f"wrote {result.save_class_means(class_means)}")
+        note(f"wrote {result.save_class_means(class_means)}")
     if confusion:
-        _note(f"wrote {result.save_confusion_csv(confusion)}")
+        note(f"wrote {result.save_confusion_csv(confusion)}")
 
-# --- the original's gradient directories ---------------------------------------------------
-@click.command("legacy-average")
-@click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("delay", type=int)
-@click.option("--classes", "class_files", multiple=True,
-              type=click.Path(exists=True, dir_okay=False),
-              help="Class file (one tag per line); repeat for several classes. The class "
-                   "is named after the file, as in the original.")
-@click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
-              help="Word -> possible tags map (needed with --classes).")
-@click.option("--npz/--npy", "npz", default=None,
-              help="Read all.npz (np2npz output) or the .npy files (default: .npy if "
-                   "present).  Not the original's switch: avg_gradient_matrix_pos.py reads "
-                   "all.npz by default and the .npy files when given 'npz' (inverted).")
-def legacy_average(grad_dir, delay, class_files, pos_map_path, npz):
-    """The original's avg_gradient_matrix.py: the mean of every matrix in
-    GRAD_DIR/timestep_*/delay_DELAY/ (or GRAD_DIR/delay_DELAY/), saved as
-    GRAD_DIR/delay_DELAY_avg.npy; with --classes its avg_gradient_matrix_pos.py, per
-    class as delay_DELAY_avg_<class>.npy.
-
-    \b
-    On purpose unlike the original: sums in float64 (it summed float32), and with
-    .npy files each matrix counts once (avg_gradient_matrix_pos.py added each file
-    once per matching word of the whole mapping.txt, which makes its per-class
-    .npy result the all-words average); with all.npz both agree."""
-    from .. import legacy
-    from ..data import TaggedError, read_class_file, read_pos_map
-
-    if class_files and not pos_map_path:
-        raise click.UsageError("--classes needs --pos-map")
-    try:
-        classes = {Path(f).name: read_class_file(f) for f in class_files}
-        pos_map = read_pos_map(pos_map_path) if pos_map_path else None
-        averages = legacy.legacy_averages(grad_dir, delay, classes=classes or None,
-                                          pos_map=pos_map, npz=npz)
-    except (*_errors(), TaggedError) as exc:
-        raise _fail(exc) from exc
-    for name, avg in averages.items():
-        label = "all" if name is None else name
-        if avg.mean is None:
-            _note(f"class {label!r}: no matrix at delay {delay} belongs to it; nothing written")
-            continue
-        path = legacy.save_legacy_average(avg, grad_dir)
-        click.echo(f"{label}: mean of {avg.count} of {avg.total} matrices -> {path}")
-    missing = next((a.missing_words for a in averages.values() if a.missing_words), None)
-    if missing:
-        shown = ", ".join(f"{w} ({n})" for w, n in missing.most_common(20))
-        _note(f"{len(missing)} word(s) not in the POS map ({sum(missing.values())} matrices, "
-              f"counted for no class): {shown}{' ...' if len(missing) > 20 else ''}")
-
-@click.command("legacy-svs")
-@click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("d_norm", type=click.Path(exists=True, dir_okay=False))
-@click.argument("class_name", required=False)
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
-@table_options()
-def legacy_svs(grad_dir, d_norm, class_name, top, csv_path, json_path):
-    """The original's calculate_svs.py: singular values of G @ L for each
-    GRAD_DIR/delay_*_avg[_CLASS].npy, L read from D_NORM (_D_norm_grad.npy or a
-    stats .npz)."""
-    from .. import legacy
-
-    try:
-        table = legacy.legacy_svs(grad_dir, d_norm, class_name, top=top)
-    except _errors() as exc:
-        raise _fail(exc) from exc
-    click.echo(table.format())
-    _write_tables(table, csv_path, json_path)
-
-@click.command("legacy-export")
-@click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
-@show_classes_option()
-@click.option("--normalize", "normalize", type=click.Path(exists=True),
-              help="Embedding statistics (.npz from embedding-stats, or the original's "
-                   "_D_norm_grad.npy): also write the pre-normalised averages "
-                   "delay_<d>_avg[_<class>]_norm.npy (G L), the only files the original's "
-                   "relative_memory.py reads, and (from a stats file) its four "
-                   "emb_*.npy files, emb_Z_norm_emb.npy among them.")
-def legacy_export(result_path, out_dir, classes, normalize):
-    """Write a result's average gradients as the original's delay_<d>_avg[_<class>].npy
-    files, for its calculate_svs.py and cos_subspace_diff_vector.py; with --normalize
-    also delay_<d>_avg[_<class>]_norm.npy for its relative_memory.py."""
-    from .. import analysis, legacy
-
-    try:
-        result = _load_result(result_path)
-        written = legacy.export_result_averages(result, out_dir, classes=_split_list(classes),
-                                                normalize=normalize)
-        info = analysis.normalization_info(normalize)
-    except _errors() as exc:
-        raise _fail(exc) from exc
-    click.echo(f"wrote {len(written)} files to {out_dir}")
-    if info:
-        click.echo(f"normalisation: {info['text']}")
-    else:
-        _note("no --normalize: relative_memory.py reads only delay_<d>_avg[_<class>]_norm.npy "
-              "(G L) files, so it finds nothing here")
-    for name in _split_list(classes) or result.classes:
-        empty = result.empty_delays(name)
-        if empty:
-            _note(f"class {name!r} has no occurrences at delay(s) {empty}: no file for them")
-
-@click.command("legacy-np2npz")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--remove", is_flag=True, help="Delete the .npy files once all.npz is written.")
-def legacy_np2npz(folder, remove):
-    """The original's np2npz.py: stack FOLDER's numbered .npy files into FOLDER/all.npz."""
-    from .. import legacy
-
-    try:
-        click.echo(f"wrote {legacy.np2npz(folder, remove=remove)}")
-    except _errors() as exc:
-        raise _fail(exc) from exc
-
-
-COMMANDS = [embedding_stats, export_embeddings, svd, memory, relative_memory, probe,
-            legacy_average, legacy_svs, legacy_export, legacy_np2npz]
+COMMANDS = [embedding_stats, export_embeddings, svd, memory, relative_memory, probe]
 
 
 # --- helpers for embedding-stats, relative-memory and probe ---------------------------------------
@@ -574,7 +424,7 @@ def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shar
             if isinstance(definition, dict) and "words" in definition:
                 return [str(w) for w in definition["words"]]
             tags = (definition.get("tags") if isinstance(definition, dict) else None) or \
-                _split_list(spec) or []
+                split_list(spec) or []
         if pos_map is None:
             raise analysis.AnalysisError(
                 f"word set {spec!r} is given by tags {tags}: add --pos-map to find its words")
@@ -591,7 +441,7 @@ def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shar
         if len(found) == 0:
             raise analysis.AnalysisError(f"none of the words of {spec!r} is in the model's vocabulary")
         if missing:
-            _note(f"{spec}: {len(missing)} of its words are not in the vocabulary (ignored)")
+            note(f"{spec}: {len(missing)} of its words are not in the vocabulary (ignored)")
         ids.append(found)
     counts = None
     if weight_text:
