@@ -11,7 +11,6 @@ from ._inputs import errors, fail, load_result, note, split_list, write_tables
 from .options import show_classes_option, table_options
 
 
-# --- the original's gradient directories ---------------------------------------------------
 @click.command("legacy-average")
 @click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("delay", type=int)
