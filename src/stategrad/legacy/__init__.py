@@ -16,12 +16,14 @@ from .config import (
     load_run,
     parse_legacy_config,
 )
-from .gradient_dirs import (
+from .export import (
     EXPORT_TIME_STEP,
-    LegacyError,
     check_export_target,
     export_original_layout,
     export_result_averages,
+)
+from .gradient_dirs import (
+    LegacyError,
     iter_delay_matrices,
     legacy_average,
     legacy_averages,

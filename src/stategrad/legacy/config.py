@@ -88,7 +88,35 @@ def _legacy_fail(path: str, key: str, value: Any, why: str) -> ConfigError:
 
 
 def legacy_to_run(raw: dict[str, Any], source: str = "configuration") -> LegacyRun:
-    """Map the original's keys onto :class:`TrainConfig` (see the table in the README)."""
+    """Map the original's keys onto :class:`TrainConfig` (see the table in the README).
+
+    Each section is read in its own step, in the order of the original's file, so the
+    first wrong key found is the first one in that order."""
+    _check_keys(raw, source)
+    notes: list[str] = []
+    data = _data_section(raw, source, notes)
+    model = _model_section(raw, source)
+    training = _training_section(raw, source, notes)
+    output = _output_section(raw, source)
+    other_test = _text(raw, source, "other_test") if "other_test" in raw else None
+    valid_as_test = raw.get("valid_as_test", False)
+    if not isinstance(valid_as_test, bool):
+        raise _legacy_fail(source, "valid_as_test", valid_as_test, "expected True or False")
+    save_embedding = _text(raw, source, "save_embedding") if "save_embedding" in raw else None
+    if save_embedding is not None and other_test is None:
+        raise ConfigError(f"{source}: save_embedding needs other_test (the text whose "
+                          "token embeddings are written)")
+    gradients = {k: raw[k] for k in GRADIENT_KEYS if k in raw} or None
+
+    config = validate_config({"data": data, "model": model, "training": training,
+                              "output": output}, source)
+    return LegacyRun(config=config, source=source, raw=dict(raw), other_test=other_test,
+                     valid_as_test=valid_as_test, save_embedding=save_embedding,
+                     gradients=gradients, notes=notes)
+
+
+def _check_keys(raw: dict[str, Any], source: str) -> None:
+    """Refuse a key the original does not know (naming the closest one) or that is refused here."""
     unknown = [k for k in raw if k not in _LEGACY_KEYS]
     if unknown:
         key = unknown[0]
@@ -99,20 +127,19 @@ def legacy_to_run(raw: dict[str, Any], source: str = "configuration") -> LegacyR
         if key in raw:
             raise _legacy_fail(source, key, raw[key], why)
 
-    notes: list[str] = []
+
+def _text(raw: dict[str, Any], source: str, key: str) -> str:
+    """A path or name: True/False there is a mistake the original would have carried along."""
+    value = raw[key]
+    if isinstance(value, bool):
+        raise _legacy_fail(source, key, value, "expected a path or name, not True/False")
+    return str(value)
+
+
+def _data_section(raw: dict[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    model: dict[str, Any] = {}
-    training: dict[str, Any] = {}
-    output: dict[str, Any] = {}
-
-    def text(key: str) -> str:
-        value = raw[key]
-        if isinstance(value, bool):
-            raise _legacy_fail(source, key, value, "expected a path or name, not True/False")
-        return str(value)
-
     if "data_path" in raw:
-        data["path"] = text("data_path")
+        data["path"] = _text(raw, source, "data_path")
     vocab_k = raw.get("vocab", False)
     if vocab_k is not False:
         if isinstance(vocab_k, bool) or not isinstance(vocab_k, int):
@@ -121,23 +148,27 @@ def legacy_to_run(raw: dict[str, Any], source: str = "configuration") -> LegacyR
         if "data_path" not in raw:
             raise ConfigError(f"{source}: vocab {vocab_k} needs data_path")
         for split in ("train", "valid", "test"):
-            data[split] = os.path.join(text("data_path"), f"{split}_{vocab_k}k-unk.txt")
+            data[split] = os.path.join(_text(raw, source, "data_path"), f"{split}_{vocab_k}k-unk.txt")
     if "vocab_size" in raw:
         # The original overwrites vocab_size with the size of the vocabulary it builds
         # from the training text; capping here would change old results.
         notes.append("vocab_size is informational in a .config file (the original builds "
                      "the vocabulary from the training text); use data.vocab_size in TOML to cap it")
     if "encoding" in raw:
-        data["encoding"] = text("encoding")
+        data["encoding"] = _text(raw, source, "encoding")
     if "no_eos" in raw:
         data["no_eos"] = raw["no_eos"]
     if "read_vocab_from_file" in raw:
-        data["vocab_file"] = text("read_vocab_from_file")
+        data["vocab_file"] = _text(raw, source, "read_vocab_from_file")
     if "save_dict" in raw:
-        data["save_vocab"] = text("save_dict") + ".dict"  # the original appends '.dict'
+        data["save_vocab"] = _text(raw, source, "save_dict") + ".dict"  # the original appends '.dict'
+    return data
 
+
+def _model_section(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    model: dict[str, Any] = {}
     if "basic_cell" in raw:
-        cell = text("basic_cell").lower()
+        cell = _text(raw, source, "basic_cell").lower()
         mapping = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}
         if cell not in mapping:
             raise _legacy_fail(source, "basic_cell", raw["basic_cell"], "choose LSTM, GRU or RNN")
@@ -158,8 +189,12 @@ def legacy_to_run(raw: dict[str, Any], source: str = "configuration") -> LegacyR
             raise _legacy_fail(source, "no_emb_dropout", raw["no_emb_dropout"], "expected True or False")
         model["embedding_dropout"] = not raw["no_emb_dropout"]
     if "pretrained_embeddings" in raw:
-        model["pretrained_embeddings"] = text("pretrained_embeddings")
+        model["pretrained_embeddings"] = _text(raw, source, "pretrained_embeddings")
+    return model
 
+
+def _training_section(raw: dict[str, Any], source: str, notes: list[str]) -> dict[str, Any]:
+    training: dict[str, Any] = {}
     for key in ("learning_rate", "lr_decay", "max_epoch", "max_max_epoch", "batch_size",
                 "num_steps", "max_grad_norm", "early_stop"):
         if key in raw:
@@ -168,7 +203,7 @@ def legacy_to_run(raw: dict[str, Any], source: str = "configuration") -> LegacyR
             training[key] = float(value) if key in ("learning_rate", "lr_decay", "max_grad_norm") \
                 and isinstance(value, int) and not isinstance(value, bool) else value
     if "optimizer" in raw:
-        training["optimizer"] = text("optimizer").lower()
+        training["optimizer"] = _text(raw, source, "optimizer").lower()
     trainer = raw.get("trainer", "trainer")
     if trainer == "trainer":
         if "early_stop" in raw:
@@ -182,38 +217,27 @@ def legacy_to_run(raw: dict[str, Any], source: str = "configuration") -> LegacyR
     else:
         raise _legacy_fail(source, "trainer", trainer, "supported trainers: trainer, earlyStopping")
     if "softmax" in raw:
-        softmax = text("softmax")
+        softmax = _text(raw, source, "softmax")
         if softmax not in ("full", "sampled"):
             raise _legacy_fail(source, "softmax", softmax,
                                "only 'full' and 'sampled' (32 samples) are supported")
         training["softmax"] = softmax
+    return training
 
+
+def _output_section(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    output: dict[str, Any] = {}
     if "save_path" in raw:
-        output["save_path"] = text("save_path")
+        output["save_path"] = _text(raw, source, "save_path")
     if "log_dir" in raw or "log" in raw:
         # the original: LOG_DIR/<basename of log, or of save_path>.log
-        log_dir = text("log_dir") if "log_dir" in raw else output.get("save_path", ".")
-        base = os.path.basename(os.path.normpath(text("log") if "log" in raw
+        log_dir = _text(raw, source, "log_dir") if "log_dir" in raw else output.get("save_path", ".")
+        base = os.path.basename(os.path.normpath(_text(raw, source, "log") if "log" in raw
                                                  else output.get("save_path", "train")))
         output["log_file"] = os.path.join(log_dir, f"{base}.log")
     if output.get("save_path") is None:
         raise ConfigError(f"{source}: save_path is required (the folder for the model)")
-
-    other_test = text("other_test") if "other_test" in raw else None
-    valid_as_test = raw.get("valid_as_test", False)
-    if not isinstance(valid_as_test, bool):
-        raise _legacy_fail(source, "valid_as_test", valid_as_test, "expected True or False")
-    save_embedding = text("save_embedding") if "save_embedding" in raw else None
-    if save_embedding is not None and other_test is None:
-        raise ConfigError(f"{source}: save_embedding needs other_test (the text whose "
-                          "token embeddings are written)")
-    gradients = {k: raw[k] for k in GRADIENT_KEYS if k in raw} or None
-
-    config = validate_config({"data": data, "model": model, "training": training,
-                              "output": output}, source)
-    return LegacyRun(config=config, source=source, raw=dict(raw), other_test=other_test,
-                     valid_as_test=valid_as_test, save_embedding=save_embedding,
-                     gradients=gradients, notes=notes)
+    return output
 
 
 def load_legacy_config(path: str | os.PathLike) -> LegacyRun:

@@ -107,7 +107,6 @@ def run_legacy(
     """
     say = echo or (lambda message: None)
     config = run.config
-    t = config.training
     if do_train and not do_valid:
         raise ConfigError("training and validation are always combined (as in the original): "
                           "drop --novalid, or add --notrain")
@@ -117,14 +116,10 @@ def run_legacy(
         raise ConfigError(f"{run.source} has gradient options ({', '.join(run.gradients)}): "
                           "train with the configuration without them, then compute gradients "
                           "with --notrain --notest (or `stategrad gradients`)")
-    dev = resolve_device(device or t.device)
+    dev = resolve_device(device or config.training.device)
     result = LegacyResult()
     if do_train:
-        resume = (Path(config.output.save_path) / LAST).exists()
-        if resume:
-            say(f"continuing from {Path(config.output.save_path) / LAST}")
-        result.summary = train(config, resume=resume, device=str(dev), threads=threads,
-                               progress=progress, echo=say)
+        result.summary = _train(config, dev, threads, progress, say)
         if result.summary.interrupted:
             return result
     elif threads:
@@ -136,21 +131,13 @@ def run_legacy(
     files = data_files(config)
     opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding}
     if run.gradients and do_valid and not do_train:
-        g = _legacy_gradient_options(run)
         valid = read_tokens(require_file(files.valid, "valid"), model.vocab, **opts)
-        say(f"state gradients of the {g['grad_interm']} state on {files.valid}: delays "
-            f"0..{g['max_delay'] - 1}, segments of {t.num_steps} tokens (the original's "
-            "semantics), all time steps in one pass"
-            + (f"; time_step {g['time_step']} is not needed" if "time_step" in g else ""))
-        gradients = compute_state_gradients(
-            model, valid, max_delay=g["max_delay"], state=g["grad_interm"],
-            semantics="segment", segment_length=t.num_steps, device=str(dev), progress=progress)
-        result.gradients = gradients.save(Path(str(g["grad_dir"])) / "state_gradients.h5")
-        say(f"state gradients written to {result.gradients}")
+        result.gradients = _valid_gradients(run, model, valid, files.valid, dev, progress, say)
     elif do_valid and not do_train:
         valid = read_tokens(require_file(files.valid, "valid"), model.vocab, **opts)
-        result.valid_ppl = evaluate(model, valid, batch_size=t.batch_size, num_steps=t.num_steps,
-                                    device=dev, progress=progress is True)
+        result.valid_ppl = evaluate(model, valid, batch_size=config.training.batch_size,
+                                    num_steps=config.training.num_steps, device=dev,
+                                    progress=progress is True)
         say(f"Valid Perplexity: {result.valid_ppl:.3f}")
     if do_test and run.save_embedding is not None:
         result.embeddings = save_embedding_table(model, run.save_embedding)
@@ -158,21 +145,54 @@ def run_legacy(
             f"its words to {result.embeddings[1]}; no test, as in the original")
         return result
     if do_test:
-        if run.other_test is not None:
-            test_file = Path(run.other_test)
-        elif run.valid_as_test:
-            test_file = files.valid
-        else:
-            test_file = files.test
-        test_file = require_file(test_file, "test")
-        tokens = read_tokens(test_file, model.vocab, **opts)
-        warning = unk_warning(tokens, model.vocab)
-        if warning:
-            say(warning)
-        result.test_ppl = evaluate(model, tokens, batch_size=1, num_steps=1, device=dev,
-                                   progress=progress is True)
-        say(f"Test Perplexity: {result.test_ppl:.3f} ({test_file})")
+        result.test_ppl = _test(run, model, files, opts, dev, progress, say)
     return result
+
+
+def _train(config, dev, threads, progress, say) -> TrainingSummary:
+    # an existing last.pt is continued, as the original's Supervisor restored save_path
+    resume = (Path(config.output.save_path) / LAST).exists()
+    if resume:
+        say(f"continuing from {Path(config.output.save_path) / LAST}")
+    return train(config, resume=resume, device=str(dev), threads=threads, progress=progress,
+                 echo=say)
+
+
+def _valid_gradients(run: LegacyRun, model: LanguageModel, valid, valid_path, dev, progress,
+                     say) -> Path:
+    """grad_interm/max_delay/grad_dir: the state gradients of the validation text, with the
+    original's segment semantics, every time step at once."""
+    g = _legacy_gradient_options(run)
+    num_steps = run.config.training.num_steps
+    say(f"state gradients of the {g['grad_interm']} state on {valid_path}: delays "
+        f"0..{g['max_delay'] - 1}, segments of {num_steps} tokens (the original's "
+        "semantics), all time steps in one pass"
+        + (f"; time_step {g['time_step']} is not needed" if "time_step" in g else ""))
+    gradients = compute_state_gradients(
+        model, valid, max_delay=g["max_delay"], state=g["grad_interm"],
+        semantics="segment", segment_length=num_steps, device=str(dev), progress=progress)
+    path = gradients.save(Path(str(g["grad_dir"])) / "state_gradients.h5")
+    say(f"state gradients written to {path}")
+    return path
+
+
+def _test(run: LegacyRun, model: LanguageModel, files, opts, dev, progress, say) -> float:
+    """The original's test mode: batch size 1, 1 step, on other_test, the validation text
+    (valid_as_test) or the test text."""
+    if run.other_test is not None:
+        test_file = Path(run.other_test)
+    elif run.valid_as_test:
+        test_file = files.valid
+    else:
+        test_file = files.test
+    test_file = require_file(test_file, "test")
+    tokens = read_tokens(test_file, model.vocab, **opts)
+    warning = unk_warning(tokens, model.vocab)
+    if warning:
+        say(warning)
+    ppl = evaluate(model, tokens, batch_size=1, num_steps=1, device=dev, progress=progress is True)
+    say(f"Test Perplexity: {ppl:.3f} ({test_file})")
+    return ppl
 
 
 __all__ = ["LegacyResult", "run_legacy", "save_embedding_table"]
