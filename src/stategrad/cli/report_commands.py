@@ -147,9 +147,9 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             meta_layer = loaded[0].metadata.get("layer")
             layer = -1 if meta_layer is None else int(meta_layer)
             for s in sentences:
-                maps.append(sentence_map(model, s, state=st, layer=layer, L=L, measure=measure))
+                maps.append(sentence_map(model, s, state=st, layer=layer, normalize=L, measure=measure))
         path = build_report(
-            loaded, out_dir, labels=list(labels) or None, sources=list(results), L=L,
+            loaded, out_dir, labels=list(labels) or None, sources=list(results), normalize=L,
             normalisation_source=_normalisation_text(normalize),
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
@@ -193,7 +193,7 @@ def sentence(sentence, model_path, vocab_path, trusted, text, start, length, sta
         model = load_model(model_path, vocab_path, trusted)
         _, L = checked_normalizer(normalize, {model_path: model.identity()},
                                   model.spec.embedding_size, force)
-        smap = sentence_map(model, words, state=state, layer=layer, L=L,
+        smap = sentence_map(model, words, state=state, layer=layer, normalize=L,
                             measure=measure)
         path = write_figure(plot_sentence_map(smap), out)
         if csv_path:
