@@ -129,7 +129,7 @@ def peak_memory(tokens: int, args) -> float:
 import resource, numpy as np, torch
 import sys; sys.path.insert(0, {repr(sys.path[0])})
 from engine_throughput import make_model, make_classes
-from stategrad.engine import compute_state_gradients
+from stategrad.gradients import compute_state_gradients
 torch.set_num_threads({torch.get_num_threads()})
 m = make_model({args.vocab}, {args.embedding}, {args.hidden})
 c = make_classes({args.vocab}, {args.classes})

@@ -3,7 +3,7 @@
 The kill tests run the `train` command in forked child processes (the same entry point
 as the `stategrad` script, without paying the interpreter and torch start-up for every
 kill on a small machine) and kill them with SIGKILL: at seeded random moments, and right
-after named writes through the STATEGRAD_KILL_AT hook of stategrad.training.  Resumed
+after named writes through the STATEGRAD_KILL_AT hook of stategrad.lm.  Resumed
 runs must then leave exactly what an uninterrupted run leaves.
 """
 

@@ -8,7 +8,7 @@ sums), the embedding statistics RUN_DIR/analysis/<TAG>.embedding-stats.npz, the 
 vectors RUN_DIR/analysis/<TAG>_diff_*.npy and the training metrics; writes PNG figures
 (names starting with PREFIX) to FIG_DIR and every number the write-up quotes to
 TABLES/summary.json.
-Confidence bands are 95% delete-one-block jackknife intervals (stategrad.uncertainty).
+Confidence bands are 95% delete-one-block jackknife intervals (stategrad.analysis.uncertainty).
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def memory_curves(
 
     With ``interval`` ("jackknife" or "bootstrap"; the result must have been computed
     with blocks) every curve also gets its confidence band (see
-    :mod:`stategrad.uncertainty`) and its span the range of the spans of the
+    :mod:`stategrad.analysis.uncertainty`) and its span the range of the spans of the
     resampling replicates, which says how firmly the data fix it.
     """
     L = normalizer_matrix(normalize)
