@@ -6,6 +6,7 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
+from ..data import unk_warning
 from .config import (
     ConfigError,
     TrainConfig,
@@ -17,6 +18,8 @@ from .config import (
     validate_config,
 )
 from .ddp import TrainingSync
+from .errors import NonFiniteLossError, TrainingError
+from .loop import EpochProgress, evaluate, perplexity, train_epoch
 from .models import (
     RNNLM,
     LanguageModel,
@@ -28,27 +31,16 @@ from .models import (
     save_checkpoint,
     torch_save_atomic,
 )
-from .training import (
-    LAST,
+from .optim import (
     EarlyStopping,
-    EpochProgress,
     LogUniformSampler,
-    NonFiniteLossError,
-    TrainingError,
-    TrainingSummary,
-    build_model,
-    checkpoint_for,
-    evaluate,
     learning_rate,
-    load_trained,
     make_optimizer,
-    perplexity,
-    resolve_device,
     sampled_softmax_cost,
-    train,
-    train_epoch,
-    unk_warning,
 )
+from .prepare import build_model, resolve_device
+from .rundir import LAST
+from .training import TrainingSummary, checkpoint_for, load_trained, train
 
 __all__ = [
     "ConfigError",
