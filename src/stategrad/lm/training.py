@@ -157,253 +157,322 @@ def _is_worker() -> bool:
     return int(os.environ.get("RANK", "0")) != 0
 
 
-def _train(
-    config: TrainConfig,
-    *,
-    resume: bool,
-    overwrite: bool,
-    device: str | None,
-    threads: int | None,
-    progress: bool | str,
-    should_stop: Callable[[], bool] | None,
-    echo: Callable[[str], None] | None,
-) -> TrainingSummary:
-    t = config.training
-    dev = resolve_device(device or t.device)
-    # deferred import: torch.distributed is only touched when launched by torchrun
-    from .ddp import TrainingSync
+def _train(config: TrainConfig, **options: Any) -> TrainingSummary:
+    run = _Run(config, **options)
+    run.read_data()
+    run.open_folder()
+    with _log_to(run.log_file) if run.main else contextlib.nullcontext():
+        run.save_vocabulary()
+        run.build()
+        run.start_or_restore()
+        run.cut_rows()
+        run.train_epochs()
+    if run.sync is not None:
+        run.sync.close()
+    return run.summary()
 
-    sync = TrainingSync.from_environment(str(dev))
-    main = sync is None or sync.is_main
-    if sync is not None:
-        dev = torch.device(sync.device(str(dev)))
-    n_threads = threads if threads is not None else t.threads
-    if n_threads:
-        torch.set_num_threads(n_threads)
-    save_path = Path(config.output.save_path)
-    last_path, best_path = save_path / LAST, save_path / BEST
-    if last_path.exists() and not resume and not overwrite:
-        raise TrainingError(f"{last_path} already exists: pass --resume to continue that run, "
-                            "--overwrite to start again from scratch, or choose another "
-                            "output.save_path")
-    if resume and not last_path.exists():
-        raise TrainingError(f"cannot resume: no checkpoint {last_path}")
-    files = data_files(config)
-    train_file = require_file(files.train, "train")
-    valid_file = require_file(files.valid, "valid")
-    log_file = Path(config.output.log_file) if config.output.log_file else save_path / "train.log"
-    # the data first: a text or vocabulary that cannot be used leaves nothing on disk
-    vocab = build_vocabulary(config)
-    train_tokens = read_split(config, train_file, vocab)
-    _require_words(train_tokens, vocab, train_file)
-    valid_tokens = read_split(config, valid_file, vocab)
-    _make_folder(save_path, "output.save_path")
-    _make_folder(log_file.parent, "output.log_file")
-    payload = read_checkpoint(last_path) if resume else None
-    if payload is not None and main:
-        _remove_stale_temps(save_path)
-        _rewind_log(log_file, (payload.get("training") or {}).get("log_size"))
 
-    def say(message: str) -> None:
-        if not main:
+class _Run:
+    """One call of :func:`train`, as named steps over the state they share: what the
+    run was given, the data and model it built, and where it stands (epoch, history,
+    best epoch, early stopping).  The steps run in the order :func:`_train` calls them;
+    each one's writes and RNG draws come in the order the resume guarantee relies on."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool, overwrite: bool,
+                 device: str | None, threads: int | None, progress: bool | str,
+                 should_stop: Callable[[], bool] | None,
+                 echo: Callable[[str], None] | None) -> None:
+        self.config, self.t = config, config.training
+        self.resume, self.progress = resume, progress
+        self.should_stop, self.echo = should_stop, echo
+        self._start_process(device, threads)
+        self.save_path = Path(config.output.save_path)
+        self.last_path, self.best_path = self.save_path / LAST, self.save_path / BEST
+        if self.last_path.exists() and not resume and not overwrite:
+            raise TrainingError(f"{self.last_path} already exists: pass --resume to continue "
+                                "that run, --overwrite to start again from scratch, or choose "
+                                "another output.save_path")
+        if resume and not self.last_path.exists():
+            raise TrainingError(f"cannot resume: no checkpoint {self.last_path}")
+        files = data_files(config)
+        self.train_file = require_file(files.train, "train")
+        self.valid_file = require_file(files.valid, "valid")
+        self.log_file = (Path(config.output.log_file) if config.output.log_file
+                         else self.save_path / "train.log")
+        # where the run stands; start_or_restore() fills these in from last.pt on --resume
+        self.history: list[EpochMetrics] = []
+        self.start_epoch = 0
+        self.epoch_progress = EpochProgress()
+        self.best_ppl: float | None = None
+        self.best_epoch: int | None = None
+        self.early = EarlyStopping(self.t.early_stop) if self.t.early_stop else None
+        self.stopped_early = self.interrupted = False
+
+    def _start_process(self, device: str | None, threads: int | None) -> None:
+        """The device, and under torchrun the process group (rank 0 is the main rank)."""
+        self.dev = resolve_device(device or self.t.device)
+        # deferred import: torch.distributed is only touched when launched by torchrun
+        from .ddp import TrainingSync
+
+        self.sync = TrainingSync.from_environment(str(self.dev))
+        self.main = self.sync is None or self.sync.is_main
+        if self.sync is not None:
+            self.dev = torch.device(self.sync.device(str(self.dev)))
+        n_threads = threads if threads is not None else self.t.threads
+        if n_threads:
+            torch.set_num_threads(n_threads)
+
+    def say(self, message: str) -> None:
+        if not self.main:
             return
         log.info(message)
-        if echo is not None:
-            echo(message)
+        if self.echo is not None:
+            self.echo(message)
 
-    def write_metrics() -> None:
-        if main:
-            _write_metrics(save_path, history)
+    def write_metrics(self) -> None:
+        if self.main:
+            _write_metrics(self.save_path, self.history)
 
-    with _log_to(log_file) if main else contextlib.nullcontext():
-        if main:
-            _save_vocab(vocab, save_path / "vocab.txt")
-        if config.data.save_vocab and main:
-            Path(config.data.save_vocab).parent.mkdir(parents=True, exist_ok=True)
-            _save_vocab(vocab, Path(config.data.save_vocab))
-        sizes = (f"vocabulary {len(vocab)} words; train {len(train_tokens):,} tokens "
-                 f"({train_file}), valid {len(valid_tokens):,} tokens ({valid_file})")
-        if not resume:
-            say(sizes)
-        elif main and echo is not None:
-            echo(sizes)  # not logged: a resumed log goes on as if never interrupted
+    # --- before training: data, folder, model ---------------------------------------------
 
+    def read_data(self) -> None:
+        """The data first: a text or vocabulary that cannot be used leaves nothing on disk."""
+        self.vocab = build_vocabulary(self.config)
+        self.train_tokens = read_split(self.config, self.train_file, self.vocab)
+        _require_words(self.train_tokens, self.vocab, self.train_file)
+        self.valid_tokens = read_split(self.config, self.valid_file, self.vocab)
+
+    def open_folder(self) -> None:
+        """Make the folders; on --resume read last.pt and undo what came after it."""
+        _make_folder(self.save_path, "output.save_path")
+        _make_folder(self.log_file.parent, "output.log_file")
+        self.payload = read_checkpoint(self.last_path) if self.resume else None
+        if self.payload is not None and self.main:
+            _remove_stale_temps(self.save_path)
+            _rewind_log(self.log_file, (self.payload.get("training") or {}).get("log_size"))
+
+    def save_vocabulary(self) -> None:
+        if self.main:
+            _save_vocab(self.vocab, self.save_path / "vocab.txt")
+        if self.config.data.save_vocab and self.main:
+            Path(self.config.data.save_vocab).parent.mkdir(parents=True, exist_ok=True)
+            _save_vocab(self.vocab, Path(self.config.data.save_vocab))
+        sizes = (f"vocabulary {len(self.vocab)} words; train {len(self.train_tokens):,} tokens "
+                 f"({self.train_file}), valid {len(self.valid_tokens):,} tokens "
+                 f"({self.valid_file})")
+        if not self.resume:
+            self.say(sizes)
+        elif self.main and self.echo is not None:
+            self.echo(sizes)  # not logged: a resumed log goes on as if never interrupted
+
+    def build(self) -> None:
+        """A freshly seeded model, its optimizer and the sampled-softmax sampler."""
+        t = self.t
         torch.manual_seed(t.seed)
-        module = build_model(config, vocab).to(dev)
-        if sync is not None:
-            sync.seed_ranks(t.seed)
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = make_optimizer(config, params)
-        sampler = LogUniformSampler(len(vocab), t.num_sampled) if t.softmax == "sampled" else None
+        self.module = build_model(self.config, self.vocab).to(self.dev)
+        if self.sync is not None:
+            self.sync.seed_ranks(t.seed)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.config, params)
+        self.sampler = (LogUniformSampler(len(self.vocab), t.num_sampled)
+                        if t.softmax == "sampled" else None)
 
-        history: list[EpochMetrics] = []
-        start_epoch = 0
-        epoch_progress = EpochProgress()
-        best_ppl: float | None = None
-        best_epoch: int | None = None
-        early = EarlyStopping(t.early_stop) if t.early_stop else None
-        if resume:
-            start_epoch, epoch_progress, best_ppl, best_epoch, history, early = _restore(
-                last_path, payload, config, vocab, module, optimizer, dev, early, sync)
-            tr = payload.get("training") or {}
-            _check_best(save_path, tr)  # on every rank, so that all of them refuse alike
-            if main:
-                _settle(save_path, tr, config.output.keep_epoch_checkpoints)
-            if start_epoch >= t.max_max_epoch:
-                say(f"{last_path} has finished {start_epoch} epochs, training.max_max_epoch is "
-                    f"{t.max_max_epoch}: nothing to do (raise max_max_epoch to train longer)")
-            else:
-                say(f"resuming from {last_path}: epoch {start_epoch + 1}, batch "
-                    f"{epoch_progress.next_batch + 1}")
+    def start_or_restore(self) -> None:
+        if not self.resume:
+            self.say(f"model: {self.module.spec}")
+            return
+        (self.start_epoch, self.epoch_progress, self.best_ppl, self.best_epoch, self.history,
+         self.early) = _restore(self.last_path, self.payload, self.config, self.vocab,
+                                self.module, self.optimizer, self.dev, self.early, self.sync)
+        tr = self.payload.get("training") or {}
+        _check_best(self.save_path, tr)  # on every rank, so that all of them refuse alike
+        if self.main:
+            _settle(self.save_path, tr, self.config.output.keep_epoch_checkpoints)
+        if self.start_epoch >= self.t.max_max_epoch:
+            self.say(f"{self.last_path} has finished {self.start_epoch} epochs, "
+                     f"training.max_max_epoch is {self.t.max_max_epoch}: nothing to do (raise "
+                     "max_max_epoch to train longer)")
         else:
-            say(f"model: {module.spec}")
+            self.say(f"resuming from {self.last_path}: epoch {self.start_epoch + 1}, batch "
+                     f"{self.epoch_progress.next_batch + 1}")
 
-        train_rows = _rows_tensor(train_tokens, t.batch_size, dev)
-        ddp = None
-        if sync is not None:
-            train_rows = sync.local_rows(train_rows)
-            ddp = sync.wrap(module)
-        n_batches = num_batches(train_rows.shape[0], t.num_steps)
-        if n_batches == 0:
-            raise ConfigError(f"train file {train_file} has {len(train_tokens)} tokens: too few "
-                              f"for batch_size={t.batch_size} and num_steps={t.num_steps}")
-        valid_row = len(valid_tokens) // t.batch_size
+    def cut_rows(self) -> None:
+        """The training text as (row_len, batch) ids, this rank's rows under torchrun."""
+        t = self.t
+        self.train_rows = _rows_tensor(self.train_tokens, t.batch_size, self.dev)
+        self.ddp = None
+        if self.sync is not None:
+            self.train_rows = self.sync.local_rows(self.train_rows)
+            self.ddp = self.sync.wrap(self.module)
+        self.n_batches = num_batches(self.train_rows.shape[0], t.num_steps)
+        if self.n_batches == 0:
+            raise ConfigError(f"train file {self.train_file} has {len(self.train_tokens)} "
+                              f"tokens: too few for batch_size={t.batch_size} and "
+                              f"num_steps={t.num_steps}")
+        valid_row = len(self.valid_tokens) // t.batch_size
         if num_batches(valid_row, t.num_steps) == 0:
-            raise ConfigError(f"valid file {valid_file} has {len(valid_tokens)} tokens: too few "
-                              f"for batch_size={t.batch_size} and num_steps={t.num_steps} (need "
-                              f"at least {2 * t.num_steps * t.batch_size})")
-        stopped_early = interrupted = False
+            raise ConfigError(f"valid file {self.valid_file} has {len(self.valid_tokens)} "
+                              f"tokens: too few for batch_size={t.batch_size} and "
+                              f"num_steps={t.num_steps} (need at least "
+                              f"{2 * t.num_steps * t.batch_size})")
 
-        def checkpoint(path: Path, epoch: int, prog: EpochProgress) -> None:
-            state = _state_tensors(prog.state) if prog.next_batch else []
-            extra: dict[str, Any] = {}
-            if sync is not None:  # collective: every rank comes here at the same point
-                state = sync.full_state(prog.state) if prog.next_batch else []
-                extra["rng_ranks"] = sync.gather(_rng_state(dev))
-                if not sync.is_main:
-                    sync.barrier()  # the file exists once any rank goes on
-                    return
-            save_checkpoint(path, module, vocab, config.to_dict(), extra | {
-                "epoch": epoch,
-                "batch": prog.next_batch,
-                "epoch_cost": prog.cost,
-                "epoch_steps": prog.steps,
-                "epoch_tokens": prog.tokens,
-                "epoch_seconds": prog.seconds,
-                "recurrent_state": state,
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(dev),
-                "history": [asdict(m) for m in history],
-                "best_valid_ppl": best_ppl,
-                "best_epoch": best_epoch,
-                "early_stopping": early.state() if early else None,
-                "learning_rate": optimizer.param_groups[0]["lr"],
-                "log_size": _log_size(log_file),
-            })
-            if sync is not None:
-                sync.barrier()
+    # --- the epochs -------------------------------------------------------------------------
 
-        def validate() -> float:
-            try:
-                return evaluate(module, valid_tokens, batch_size=t.batch_size,
-                                num_steps=t.num_steps, device=dev)
-            except TrainingError:  # non-finite parameters: the stop below says what to do
-                return math.nan
-
-        def diverged(reason: str) -> TrainingError:
-            """The documented stop on a non-finite loss: last.pt stays the last good epoch."""
-            write_metrics()
-            kept = (f"the last good checkpoint is {last_path}" if last_path.exists()
-                    else "no checkpoint was written (it failed in the first epoch)")
-            return TrainingError(
-                f"{reason}. Training stopped; {kept}. Lower training.learning_rate, set or "
-                "lower training.max_grad_norm (gradient clipping), or check the data; "
-                "then start again, or continue from the checkpoint with --resume "
-                "(the new settings apply).")
-
-        def commit(epoch: int, prog: EpochProgress) -> None:
-            _kill_point(log_file.name)  # the epoch's line is logged, last.pt not yet written
-            checkpoint(last_path, epoch, prog)
-            _kill_point(last_path.name)
-            if main:
-                _settle(save_path, {"epoch": epoch, "batch": prog.next_batch,
-                                    "best_epoch": best_epoch,
-                                    "history": [asdict(m) for m in history]},
-                        config.output.keep_epoch_checkpoints)
-
+    def train_epochs(self) -> None:
         with _Interrupt() as interrupt:
+            should_stop = self.should_stop
             stop = (lambda: interrupt.requested or should_stop()) if should_stop else \
                 (lambda: interrupt.requested)
-            for epoch in range(start_epoch, t.max_max_epoch):
-                lr = learning_rate(config, epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                bar = None
-                if progress == "log" and main:
-                    bar = _LineProgress(n_batches, epoch_progress.next_batch,
-                                        f"epoch {epoch + 1}/{t.max_max_epoch}", say)
-                elif progress and main:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=n_batches, initial=epoch_progress.next_batch,
-                               desc=f"epoch {epoch + 1}/{t.max_max_epoch}", unit="batch",
-                               dynamic_ncols=True, leave=False)
-                try:
-                    epoch_progress = train_epoch(
-                        module, train_rows, optimizer, num_steps=t.num_steps,
-                        max_grad_norm=t.max_grad_norm, sampler=sampler,
-                        progress=epoch_progress, should_stop=stop, epoch=epoch, bar=bar,
-                        sync=sync, ddp=ddp)
-                except NonFiniteLossError as exc:
-                    raise diverged(str(exc)) from None
-                finally:
-                    if bar is not None:
-                        bar.close()
-                if epoch_progress.next_batch < n_batches:
-                    commit(epoch, epoch_progress)
-                    say(f"interrupted in epoch {epoch + 1} after batch {epoch_progress.next_batch}"
-                        f"/{n_batches}; saved {last_path}; continue with --resume")
-                    interrupted = True
-                    break
-                train_ppl = epoch_progress.perplexity
-                tok_s = epoch_progress.tokens / max(epoch_progress.seconds, 1e-9)
-                valid_ppl = validate() if main else None
-                if sync is not None:  # one evaluation, so every rank decides alike
-                    valid_ppl = sync.broadcast(valid_ppl)
-                if not (math.isfinite(train_ppl) and math.isfinite(valid_ppl)):
-                    # a loss too large for exp() is as useless as an infinite one
-                    raise diverged(f"the perplexity became infinite at epoch {epoch + 1} (train "
-                                   f"{train_ppl}, valid {valid_ppl}; learning rate {lr:g})")
-                is_best = best_ppl is None or valid_ppl < best_ppl
-                history.append(EpochMetrics(epoch + 1, lr, train_ppl, valid_ppl, tok_s,
-                                            epoch_progress.seconds, is_best))
-                say(f"epoch {epoch + 1}: learning rate {lr:.6g}, train perplexity {train_ppl:.3f}, "
-                    f"valid perplexity {valid_ppl:.3f}, {tok_s:,.0f} tokens/s")
-                epoch_progress = EpochProgress()
-                if early is not None and early.update(epoch, valid_ppl):
-                    # as the original: the epoch that triggers the stop is not saved
-                    stopped_early = True
-                    say(f"early stopping: validation perplexity failed to improve "
-                        f"{early.failures} times (early_stop {early.patience})")
-                    write_metrics()
-                    break
-                if is_best:
-                    best_ppl, best_epoch = valid_ppl, epoch + 1
-                commit(epoch + 1, epoch_progress)
-                if stop():
-                    interrupted = epoch + 1 < t.max_max_epoch
-                    if interrupted:
-                        say(f"interrupted after epoch {epoch + 1}; continue with --resume")
+            for epoch in range(self.start_epoch, self.t.max_max_epoch):
+                if self.one_epoch(epoch, stop):
                     break
 
-    if sync is not None:
-        sync.close()
-    completed = history[-1].epoch if history else start_epoch
-    return TrainingSummary(save_path=save_path, history=history, epochs_completed=completed,
-                           best_valid_ppl=best_ppl, best_epoch=best_epoch,
-                           stopped_early=stopped_early, interrupted=interrupted,
-                           last_checkpoint=last_path if last_path.exists() else None,
-                           best_checkpoint=best_path if best_path.exists() else None)
+    def one_epoch(self, epoch: int, stop: Callable[[], bool]) -> bool:
+        """Train, validate and commit ``epoch``; True when the run stops after it."""
+        lr = learning_rate(self.config, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.epoch_progress = self.train_batches(epoch, stop)
+        if self.epoch_progress.next_batch < self.n_batches:
+            self.commit(epoch, self.epoch_progress)
+            self.say(f"interrupted in epoch {epoch + 1} after batch "
+                     f"{self.epoch_progress.next_batch}/{self.n_batches}; saved "
+                     f"{self.last_path}; continue with --resume")
+            self.interrupted = True
+            return True
+        valid_ppl, is_best = self.record_epoch(epoch, lr)
+        self.epoch_progress = EpochProgress()
+        if self.early is not None and self.early.update(epoch, valid_ppl):
+            # as the original: the epoch that triggers the stop is not saved
+            self.stopped_early = True
+            self.say(f"early stopping: validation perplexity failed to improve "
+                     f"{self.early.failures} times (early_stop {self.early.patience})")
+            self.write_metrics()
+            return True
+        if is_best:
+            self.best_ppl, self.best_epoch = valid_ppl, epoch + 1
+        self.commit(epoch + 1, self.epoch_progress)
+        if stop():
+            self.interrupted = epoch + 1 < self.t.max_max_epoch
+            if self.interrupted:
+                self.say(f"interrupted after epoch {epoch + 1}; continue with --resume")
+            return True
+        return False
+
+    def train_batches(self, epoch: int, stop: Callable[[], bool]) -> EpochProgress:
+        """The epoch's batches from where it stands, under a progress bar or line."""
+        bar = self.progress_bar(epoch)
+        try:
+            return train_epoch(
+                self.module, self.train_rows, self.optimizer, num_steps=self.t.num_steps,
+                max_grad_norm=self.t.max_grad_norm, sampler=self.sampler,
+                progress=self.epoch_progress, should_stop=stop, epoch=epoch, bar=bar,
+                sync=self.sync, ddp=self.ddp)
+        except NonFiniteLossError as exc:
+            raise self.diverged(str(exc)) from None
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def progress_bar(self, epoch: int) -> Any:
+        desc = f"epoch {epoch + 1}/{self.t.max_max_epoch}"
+        if self.progress == "log" and self.main:
+            return _LineProgress(self.n_batches, self.epoch_progress.next_batch, desc, self.say)
+        if self.progress and self.main:
+            from tqdm import tqdm
+
+            return tqdm(total=self.n_batches, initial=self.epoch_progress.next_batch,
+                        desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+        return None
+
+    def record_epoch(self, epoch: int, lr: float) -> tuple[float, bool]:
+        """Validate the finished epoch and add it to the history: (valid ppl, is best)."""
+        prog = self.epoch_progress
+        train_ppl = prog.perplexity
+        tok_s = prog.tokens / max(prog.seconds, 1e-9)
+        valid_ppl = self.validate() if self.main else None
+        if self.sync is not None:  # one evaluation, so every rank decides alike
+            valid_ppl = self.sync.broadcast(valid_ppl)
+        if not (math.isfinite(train_ppl) and math.isfinite(valid_ppl)):
+            # a loss too large for exp() is as useless as an infinite one
+            raise self.diverged(f"the perplexity became infinite at epoch {epoch + 1} (train "
+                                f"{train_ppl}, valid {valid_ppl}; learning rate {lr:g})")
+        is_best = self.best_ppl is None or valid_ppl < self.best_ppl
+        self.history.append(EpochMetrics(epoch + 1, lr, train_ppl, valid_ppl, tok_s,
+                                         prog.seconds, is_best))
+        self.say(f"epoch {epoch + 1}: learning rate {lr:.6g}, train perplexity "
+                 f"{train_ppl:.3f}, valid perplexity {valid_ppl:.3f}, {tok_s:,.0f} tokens/s")
+        return valid_ppl, is_best
+
+    def validate(self) -> float:
+        try:
+            return evaluate(self.module, self.valid_tokens, batch_size=self.t.batch_size,
+                            num_steps=self.t.num_steps, device=self.dev)
+        except TrainingError:  # non-finite parameters: the stop that follows says what to do
+            return math.nan
+
+    def diverged(self, reason: str) -> TrainingError:
+        """The documented stop on a non-finite loss: last.pt stays the last good epoch."""
+        self.write_metrics()
+        kept = (f"the last good checkpoint is {self.last_path}" if self.last_path.exists()
+                else "no checkpoint was written (it failed in the first epoch)")
+        return TrainingError(
+            f"{reason}. Training stopped; {kept}. Lower training.learning_rate, set or "
+            "lower training.max_grad_norm (gradient clipping), or check the data; "
+            "then start again, or continue from the checkpoint with --resume "
+            "(the new settings apply).")
+
+    # --- the commit point -------------------------------------------------------------------
+
+    def commit(self, epoch: int, prog: EpochProgress) -> None:
+        """Write last.pt, then bring what is derived from it in line (see rundir)."""
+        _kill_point(self.log_file.name)  # the epoch's line is logged, last.pt not yet written
+        self.checkpoint(self.last_path, epoch, prog)
+        _kill_point(self.last_path.name)
+        if self.main:
+            _settle(self.save_path, {"epoch": epoch, "batch": prog.next_batch,
+                                     "best_epoch": self.best_epoch,
+                                     "history": [asdict(m) for m in self.history]},
+                    self.config.output.keep_epoch_checkpoints)
+
+    def checkpoint(self, path: Path, epoch: int, prog: EpochProgress) -> None:
+        sync = self.sync
+        state = _state_tensors(prog.state) if prog.next_batch else []
+        extra: dict[str, Any] = {}
+        if sync is not None:  # collective: every rank comes here at the same point
+            state = sync.full_state(prog.state) if prog.next_batch else []
+            extra["rng_ranks"] = sync.gather(_rng_state(self.dev))
+            if not sync.is_main:
+                sync.barrier()  # the file exists once any rank goes on
+                return
+        save_checkpoint(path, self.module, self.vocab, self.config.to_dict(), extra | {
+            "epoch": epoch,
+            "batch": prog.next_batch,
+            "epoch_cost": prog.cost,
+            "epoch_steps": prog.steps,
+            "epoch_tokens": prog.tokens,
+            "epoch_seconds": prog.seconds,
+            "recurrent_state": state,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": _rng_state(self.dev),
+            "history": [asdict(m) for m in self.history],
+            "best_valid_ppl": self.best_ppl,
+            "best_epoch": self.best_epoch,
+            "early_stopping": self.early.state() if self.early else None,
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "log_size": _log_size(self.log_file),
+        })
+        if sync is not None:
+            sync.barrier()
+
+    def summary(self) -> TrainingSummary:
+        completed = self.history[-1].epoch if self.history else self.start_epoch
+        return TrainingSummary(
+            save_path=self.save_path, history=self.history, epochs_completed=completed,
+            best_valid_ppl=self.best_ppl, best_epoch=self.best_epoch,
+            stopped_early=self.stopped_early, interrupted=self.interrupted,
+            last_checkpoint=self.last_path if self.last_path.exists() else None,
+            best_checkpoint=self.best_path if self.best_path.exists() else None)
 
 
 def _restore(path: Path, payload: dict[str, Any], config: TrainConfig, vocab: Vocabulary,
