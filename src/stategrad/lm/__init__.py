@@ -6,7 +6,9 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
+from ..atomic import torch_save_atomic
 from ..data import unk_warning
+from .checkpoints import load_model, read_checkpoint, save_checkpoint
 from .config import (
     ConfigError,
     TrainConfig,
@@ -20,17 +22,7 @@ from .config import (
 from .ddp import TrainingSync
 from .errors import NonFiniteLossError, TrainingError
 from .loop import EpochProgress, evaluate, perplexity, train_epoch
-from .models import (
-    RNNLM,
-    LanguageModel,
-    ModelError,
-    ModelSpec,
-    load_model,
-    model_hash,
-    read_checkpoint,
-    save_checkpoint,
-    torch_save_atomic,
-)
+from .models import RNNLM, LanguageModel, ModelError, ModelSpec, model_hash
 from .optim import (
     EarlyStopping,
     LogUniformSampler,

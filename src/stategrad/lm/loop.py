@@ -105,15 +105,7 @@ def train_epoch(
         lo = i * num_steps
         inputs = data[lo: lo + num_steps]
         targets = data[lo + 1: lo + num_steps + 1]
-        state = detach_state(state)
-        if sampler is None:
-            logits, state = forward(inputs, state)
-            cost = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   reduction="sum") / batch_size
-        else:
-            hidden, state = forward(inputs, state, return_hidden=True)
-            cost = sampled_softmax_cost(hidden.reshape(-1, hidden.shape[-1]),
-                                        targets.reshape(-1), module.decoder, sampler) / batch_size
+        cost, state = _batch_cost(forward, module, inputs, targets, detach_state(state), sampler)
         stop_now = bool(max_batches is not None and done + 1 >= max_batches) or bool(
             should_stop and should_stop())
         if sync is not None:
@@ -144,6 +136,22 @@ def train_epoch(
     progress.state = detach_state(state)
     progress.seconds += time.perf_counter() - started
     return progress
+
+
+def _batch_cost(forward: nn.Module, module: RNNLM, inputs: torch.Tensor, targets: torch.Tensor,
+                state: Any, sampler: LogUniformSampler | None) -> tuple[torch.Tensor, Any]:
+    """Summed cross entropy of one batch / batch size (full or sampled softmax), and the
+    state it ends in.  ``forward`` is ``module`` or its DDP wrapper."""
+    batch_size = inputs.shape[1]
+    if sampler is None:
+        logits, state = forward(inputs, state)
+        cost = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               reduction="sum") / batch_size
+    else:
+        hidden, state = forward(inputs, state, return_hidden=True)
+        cost = sampled_softmax_cost(hidden.reshape(-1, hidden.shape[-1]),
+                                    targets.reshape(-1), module.decoder, sampler) / batch_size
+    return cost, state
 
 
 #: Seconds between two progress lines of ``train(progress="log")``.

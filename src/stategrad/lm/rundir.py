@@ -27,10 +27,15 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_atomic
 from ..data import Vocabulary
-from .config import ConfigError
+from .checkpoints import module_from_checkpoint, read_checkpoint
+from .config import ConfigError, TrainConfig
 from .errors import TrainingError
-from .models import read_checkpoint
+from .loop import EpochProgress
+from .models import RNNLM
+from .optim import EarlyStopping
+from .prepare import vocabulary_mismatch
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -138,31 +143,34 @@ def _naming(exc: OSError, path: Path) -> OSError:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Temp file renamed into place; on failure (full disk) nothing is left behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             handle.write(text)
         _kill_point(tmp.name)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _naming(exc, path) from None
-    _kill_point(path.name)
+
+    _write_passing_kill_points(path, write)
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
     """Make ``dst`` a copy of ``src`` (temp file + rename); a no-op when it already is one."""
     if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
         return
-    tmp = dst.with_name(dst.name + ".tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         shutil.copyfile(src, tmp)
         _kill_point(tmp.name)
-        os.replace(tmp, dst)
+
+    _write_passing_kill_points(dst, write)
+
+
+def _write_passing_kill_points(path: Path, write) -> None:
+    """:func:`stategrad.atomic.write_atomic`, with the error naming ``path`` and the kill
+    point passed once it is in place (``write`` passes the one of the temp file)."""
+    try:
+        write_atomic(path, write)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _naming(exc, dst) from None
-    _kill_point(dst.name)
+        raise _naming(exc, path) from None
+    _kill_point(path.name)
 
 
 def _write_metrics(save_path: Path, history: list[EpochMetrics]) -> None:
@@ -244,3 +252,49 @@ def _state_from_tensors(tensors: list[torch.Tensor], cell: str, device: torch.de
         return None
     tensors = [t.to(device) for t in tensors]
     return tuple(tensors) if cell == "lstm" else tensors[0]
+
+
+# --- resuming ------------------------------------------------------------------------------
+
+def _restore(path: Path, payload: dict[str, Any], config: TrainConfig, vocab: Vocabulary,
+             module: RNNLM, optimizer: torch.optim.Optimizer, device: torch.device,
+             early: EarlyStopping | None, sync: Any = None):
+    """Load last.pt's ``payload`` into ``module`` and ``optimizer`` and set the RNG; returns
+    where the run stands: (epoch, its progress, best perplexity, best epoch, history,
+    early stopping).  A checkpoint of another vocabulary or model is refused."""
+    ck_module, ck_vocab = module_from_checkpoint(payload)
+    problem = vocabulary_mismatch(vocab, ck_vocab)
+    if problem:
+        raise TrainingError(f"cannot resume from {path}: its vocabulary differs from the one "
+                            f"the configuration gives ({problem}). Did the training file, "
+                            "data.vocab_size or data.vocab_file change?")
+    if ck_module.spec != module.spec:
+        diffs = [f"{k}: {v} in the checkpoint, {getattr(module.spec, k)} now"
+                 for k, v in ck_module.spec.to_dict().items() if getattr(module.spec, k) != v]
+        raise TrainingError(f"cannot resume from {path}: the model differs from the "
+                            f"configuration ({'; '.join(diffs)})")
+    module.load_state_dict(ck_module.state_dict())
+    tr = payload.get("training") or {}
+    try:
+        optimizer.load_state_dict(tr["optimizer"])
+    except (KeyError, ValueError) as exc:
+        raise TrainingError(f"cannot resume from {path}: its optimizer state does not fit "
+                            f"training.optimizer={config.training.optimizer!r} ({exc})") from None
+    _set_rng_state(tr["rng"], device)
+    tensors = list(tr.get("recurrent_state", []))
+    if sync is not None:
+        rng_ranks = tr.get("rng_ranks") or []
+        if len(rng_ranks) == sync.world_size:
+            _set_rng_state(rng_ranks[sync.rank], device)
+        else:  # another number of ranks than the checkpoint's: fresh per-rank streams
+            sync.seed_ranks(config.training.seed + int(tr["epoch"]) + int(tr.get("batch", 0)))
+        tensors = sync.local_state(tensors) if tensors else tensors
+    prog = EpochProgress(next_batch=int(tr.get("batch", 0)), cost=float(tr.get("epoch_cost", 0.0)),
+                         steps=int(tr.get("epoch_steps", 0)), tokens=int(tr.get("epoch_tokens", 0)),
+                         seconds=float(tr.get("epoch_seconds", 0.0)),
+                         state=_state_from_tensors(tensors, module.spec.cell, device))
+    history = [EpochMetrics(**m) for m in tr.get("history", [])]
+    if tr.get("early_stopping") and early is not None:
+        early = EarlyStopping.from_state(tr["early_stopping"])
+        early.patience = config.training.early_stop or early.patience
+    return (int(tr["epoch"]), prog, tr.get("best_valid_ppl"), tr.get("best_epoch"), history, early)

@@ -30,11 +30,12 @@ from typing import Any
 
 import torch
 
-from ..data import Vocabulary, num_batches
+from ..data import num_batches
+from .checkpoints import module_from_checkpoint, read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, data_files, require_file
 from .errors import NonFiniteLossError, TrainingError
 from .loop import EpochProgress, _LineProgress, _rows_tensor, evaluate, train_epoch
-from .models import RNNLM, LanguageModel, module_from_checkpoint, read_checkpoint, save_checkpoint
+from .models import LanguageModel
 from .optim import EarlyStopping, LogUniformSampler, learning_rate, make_optimizer
 from .prepare import (
     _require_words,
@@ -42,7 +43,6 @@ from .prepare import (
     build_vocabulary,
     read_split,
     resolve_device,
-    vocabulary_mismatch,
 )
 from .rundir import (
     BEST,
@@ -54,12 +54,11 @@ from .rundir import (
     _log_to,
     _make_folder,
     _remove_stale_temps,
+    _restore,
     _rewind_log,
     _rng_state,
     _save_vocab,
-    _set_rng_state,
     _settle,
-    _state_from_tensors,
     _state_tensors,
     _write_metrics,
 )
@@ -473,47 +472,6 @@ class _Run:
             stopped_early=self.stopped_early, interrupted=self.interrupted,
             last_checkpoint=self.last_path if self.last_path.exists() else None,
             best_checkpoint=self.best_path if self.best_path.exists() else None)
-
-
-def _restore(path: Path, payload: dict[str, Any], config: TrainConfig, vocab: Vocabulary,
-             module: RNNLM, optimizer: torch.optim.Optimizer, device: torch.device,
-             early: EarlyStopping | None, sync: Any = None):
-    ck_module, ck_vocab = module_from_checkpoint(payload)
-    problem = vocabulary_mismatch(vocab, ck_vocab)
-    if problem:
-        raise TrainingError(f"cannot resume from {path}: its vocabulary differs from the one "
-                            f"the configuration gives ({problem}). Did the training file, "
-                            "data.vocab_size or data.vocab_file change?")
-    if ck_module.spec != module.spec:
-        diffs = [f"{k}: {v} in the checkpoint, {getattr(module.spec, k)} now"
-                 for k, v in ck_module.spec.to_dict().items() if getattr(module.spec, k) != v]
-        raise TrainingError(f"cannot resume from {path}: the model differs from the "
-                            f"configuration ({'; '.join(diffs)})")
-    module.load_state_dict(ck_module.state_dict())
-    tr = payload.get("training") or {}
-    try:
-        optimizer.load_state_dict(tr["optimizer"])
-    except (KeyError, ValueError) as exc:
-        raise TrainingError(f"cannot resume from {path}: its optimizer state does not fit "
-                            f"training.optimizer={config.training.optimizer!r} ({exc})") from None
-    _set_rng_state(tr["rng"], device)
-    tensors = list(tr.get("recurrent_state", []))
-    if sync is not None:
-        rng_ranks = tr.get("rng_ranks") or []
-        if len(rng_ranks) == sync.world_size:
-            _set_rng_state(rng_ranks[sync.rank], device)
-        else:  # another number of ranks than the checkpoint's: fresh per-rank streams
-            sync.seed_ranks(config.training.seed + int(tr["epoch"]) + int(tr.get("batch", 0)))
-        tensors = sync.local_state(tensors) if tensors else tensors
-    prog = EpochProgress(next_batch=int(tr.get("batch", 0)), cost=float(tr.get("epoch_cost", 0.0)),
-                         steps=int(tr.get("epoch_steps", 0)), tokens=int(tr.get("epoch_tokens", 0)),
-                         seconds=float(tr.get("epoch_seconds", 0.0)),
-                         state=_state_from_tensors(tensors, module.spec.cell, device))
-    history = [EpochMetrics(**m) for m in tr.get("history", [])]
-    if tr.get("early_stopping") and early is not None:
-        early = EarlyStopping.from_state(tr["early_stopping"])
-        early.patience = config.training.early_stop or early.patience
-    return (int(tr["epoch"]), prog, tr.get("best_valid_ppl"), tr.get("best_epoch"), history, early)
 
 
 # --- using a trained model ----------------------------------------------------------------
