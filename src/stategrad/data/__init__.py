@@ -46,6 +46,8 @@ from .embeddings import (
     load_embedding_matrix,
     load_embeddings,
 )
+from .prepare import oov_rate, prepare_tagged, word_tags_from_counts
+from .tag_files import read_class_file, read_pos_map, read_tag_counts, write_pos_map
 from .tagged import (
     FORMATS,
     TAGSETS,
@@ -53,13 +55,6 @@ from .tagged import (
     detect_format,
     iter_tagged_sentences,
     normalize_sentence,
-    oov_rate,
-    prepare_tagged,
-    read_class_file,
-    read_pos_map,
-    read_tag_counts,
-    word_tags_from_counts,
-    write_pos_map,
 )
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .corpus import BOS, EOS, Vocabulary
-from .tagged import read_class_file, read_pos_map
+from .tag_files import read_class_file, read_pos_map
 
 ALL = "all"
 
