@@ -6,23 +6,25 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
-from .classes import (
-    ALL,
+from .class_tables import (
     BUILTIN_CLASS_SETS,
     PTB_CLASSES,
     PTB_UNIVERSAL,
     UNIVERSAL_TAGS,
     ClassError,
+    builtin_class_tags,
+    read_universal_map,
+    universal_classes,
+    universal_mapping,
+)
+from .classes import (
+    ALL,
     ClassSet,
     ClassWarning,
-    builtin_class_tags,
     combine,
     from_class_files,
     load_classes,
     missing_from_map,
-    read_universal_map,
-    universal_classes,
-    universal_mapping,
 )
 from .corpus import (
     BOS,
