@@ -58,7 +58,7 @@ def vocabulary_mismatch(expected: Vocabulary, found: Vocabulary) -> str | None:
     return f"the checkpoint has {len(found)} words, the configuration gives {len(expected)}"
 
 
-# --- devices, seeds, RNG state ------------------------------------------------------------
+# --- device and model ---------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -41,13 +41,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-def _save_vocab(vocab: Vocabulary, path: Path) -> None:
-    try:
-        vocab.save(path)
-    except OSError:
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # a full disk: no leftover
-        raise
-
+# --- the folder ---------------------------------------------------------------------------
 
 def _make_folder(path: Path, option: str) -> None:
     """The folder, made and known writable before any training time is spent."""
@@ -61,63 +55,23 @@ def _make_folder(path: Path, option: str) -> None:
         raise ConfigError(f"{option}: cannot write in {path}: {exc.strerror or exc}") from None
 
 
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-# --- the run ------------------------------------------------------------------------------
-
-@dataclass
-class EpochMetrics:
-    epoch: int  # 1-based, as the original prints
-    learning_rate: float
-    train_ppl: float
-    valid_ppl: float
-    tokens_per_s: float
-    seconds: float
-    best: bool
-
-
-class _StrictFileHandler(logging.FileHandler):
-    """A log line that cannot be written (a full disk) stops training with that error,
-    instead of logging's traceback on stderr and a run that goes on without its log."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        exc = sys.exc_info()[1]  # called from the except block of emit()
-        if isinstance(exc, OSError):
-            raise _naming(exc, Path(self.baseFilename)) from None
-        raise  # anything else: emit's own error, unchanged
-
-
-@contextlib.contextmanager
-def _log_to(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _StrictFileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger("stategrad")
-    old_level = root.level
-    root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
+def _save_vocab(vocab: Vocabulary, path: Path) -> None:
     try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        # every line is flushed as written: a failing close only repeats the error that
-        # the failed line already raised
-        with contextlib.suppress(OSError):
-            handler.close()
+        vocab.save(path)
+    except OSError:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # a full disk: no leftover
+        raise
 
+
+def _remove_stale_temps(save_path: Path) -> None:
+    """Temp files a kill left halfway; each is written again from scratch when needed."""
+    for name in (LAST, "vocab.txt", *_DERIVED):
+        (save_path / (name + ".tmp")).unlink(missing_ok=True)
+    for tmp in save_path.glob("epoch_*.pt.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+# --- atomic writes and the kill hook ------------------------------------------------------
 
 _KILL_AT = "STATEGRAD_KILL_AT"
 _passes: dict[str, int] = {}
@@ -173,6 +127,19 @@ def _write_passing_kill_points(path: Path, write) -> None:
     _kill_point(path.name)
 
 
+# --- metrics and the log ------------------------------------------------------------------
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 1-based, as the original prints
+    learning_rate: float
+    train_ppl: float
+    valid_ppl: float
+    tokens_per_s: float
+    seconds: float
+    best: bool
+
+
 def _write_metrics(save_path: Path, history: list[EpochMetrics]) -> None:
     rows = [asdict(m) for m in history]
     _write_atomic(save_path / "metrics.json", json.dumps(rows, indent=1))
@@ -183,12 +150,55 @@ def _write_metrics(save_path: Path, history: list[EpochMetrics]) -> None:
     _write_atomic(save_path / "metrics.csv", table.getvalue())
 
 
+class _StrictFileHandler(logging.FileHandler):
+    """A log line that cannot be written (a full disk) stops training with that error,
+    instead of logging's traceback on stderr and a run that goes on without its log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]  # called from the except block of emit()
+        if isinstance(exc, OSError):
+            raise _naming(exc, Path(self.baseFilename)) from None
+        raise  # anything else: emit's own error, unchanged
+
+
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = _StrictFileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("stategrad")
+    old_level = root.level
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        # every line is flushed as written: a failing close only repeats the error that
+        # the failed line already raised
+        with contextlib.suppress(OSError):
+            handler.close()
+
+
+def _log_size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
+
+
+def _rewind_log(path: Path, size: int | None) -> None:
+    """Drop what the log gained after the commit point (lines of work a kill undid)."""
+    if size is not None and path.is_file() and path.stat().st_size > size:
+        os.truncate(path, size)
+
+
 # --- the commit point ---------------------------------------------------------------------
 #
 # ``last.pt`` is the one commit point of a run: it carries the metrics history, the best
 # epoch and the length of the log when it was written.  best.pt, epoch_<n>.pt, metrics.*
 # and the end of the log are derived from it, right after it is written and again on
 # every --resume, so whatever a kill leaves between two writes is repaired the same way.
+
 
 _DERIVED = (BEST, "metrics.json", "metrics.csv")
 
@@ -223,22 +233,19 @@ def _check_best(save_path: Path, tr: dict[str, Any]) -> None:
                             "--overwrite")
 
 
-def _log_size(path: Path) -> int | None:
-    return path.stat().st_size if path.is_file() else None
+# --- resuming -----------------------------------------------------------------------------
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _rewind_log(path: Path, size: int | None) -> None:
-    """Drop what the log gained after the commit point (lines of work a kill undid)."""
-    if size is not None and path.is_file() and path.stat().st_size > size:
-        os.truncate(path, size)
-
-
-def _remove_stale_temps(save_path: Path) -> None:
-    """Temp files a kill left halfway; each is written again from scratch when needed."""
-    for name in (LAST, "vocab.txt", *_DERIVED):
-        (save_path / (name + ".tmp")).unlink(missing_ok=True)
-    for tmp in save_path.glob("epoch_*.pt.tmp"):
-        tmp.unlink(missing_ok=True)
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _state_tensors(state) -> list[torch.Tensor]:
@@ -253,8 +260,6 @@ def _state_from_tensors(tensors: list[torch.Tensor], cell: str, device: torch.de
     tensors = [t.to(device) for t in tensors]
     return tuple(tensors) if cell == "lstm" else tensors[0]
 
-
-# --- resuming ------------------------------------------------------------------------------
 
 def _restore(path: Path, payload: dict[str, Any], config: TrainConfig, vocab: Vocabulary,
              module: RNNLM, optimizer: torch.optim.Optimizer, device: torch.device,
