@@ -55,14 +55,6 @@ def _make_folder(path: Path, option: str) -> None:
         raise ConfigError(f"{option}: cannot write in {path}: {exc.strerror or exc}") from None
 
 
-def _save_vocab(vocab: Vocabulary, path: Path) -> None:
-    try:
-        vocab.save(path)
-    except OSError:
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # a full disk: no leftover
-        raise
-
-
 def _remove_stale_temps(save_path: Path) -> None:
     """Temp files a kill left halfway; each is written again from scratch when needed."""
     for name in (LAST, "vocab.txt", *_DERIVED):

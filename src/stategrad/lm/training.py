@@ -57,7 +57,6 @@ from .rundir import (
     _restore,
     _rewind_log,
     _rng_state,
-    _save_vocab,
     _settle,
     _state_tensors,
     _write_metrics,
@@ -252,10 +251,10 @@ class _Run:
 
     def save_vocabulary(self) -> None:
         if self.main:
-            _save_vocab(self.vocab, self.save_path / "vocab.txt")
+            self.vocab.save(self.save_path / "vocab.txt")
         if self.config.data.save_vocab and self.main:
             Path(self.config.data.save_vocab).parent.mkdir(parents=True, exist_ok=True)
-            _save_vocab(self.vocab, Path(self.config.data.save_vocab))
+            self.vocab.save(self.config.data.save_vocab)
         sizes = (f"vocabulary {len(self.vocab)} words; train {len(self.train_tokens):,} tokens "
                  f"({self.train_file}), valid {len(self.valid_tokens):,} tokens "
                  f"({self.valid_file})")
