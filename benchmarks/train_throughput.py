@@ -26,7 +26,7 @@ from torch import nn
 
 from stategrad.data import Vocabulary
 from stategrad.lm import build_model, make_optimizer, train_epoch, validate_config
-from stategrad.lm.training import _rows_tensor
+from stategrad.lm.loop import _rows_tensor
 
 VOCAB, EMB, HIDDEN, STEPS, BATCH = 10_000, 64, 256, 200, 20
 

@@ -406,7 +406,7 @@ def test_full_disk_fails_cleanly_and_keeps_the_checkpoints(corpus, tmp_path, dis
 def test_a_log_line_that_cannot_be_written_stops_with_the_file_named():
     import logging
 
-    from stategrad.lm.training import _log_to
+    from stategrad.lm.rundir import _log_to
 
     with _log_to(Path("/dev/full")), pytest.raises(OSError) as info:
         logging.getLogger("stategrad.training").info("a line for a full disk")

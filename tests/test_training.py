@@ -34,7 +34,7 @@ from stategrad.lm import (
     train_epoch,
     validate_config,
 )
-from stategrad.lm.training import _rows_tensor
+from stategrad.lm.loop import _rows_tensor
 
 torch.set_num_threads(1)
 
@@ -360,9 +360,9 @@ def test_missing_data_file_is_named(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeypatch):
     config = tiny_config(corpus, tmp_path / "run")
-    import stategrad.lm.training as training
+    import stategrad.lm.loop as loop
 
-    real = training.F.cross_entropy
+    real = loop.F.cross_entropy
     calls = {"n": 0}
     per_epoch = batches_per_epoch(corpus)
 
@@ -372,7 +372,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeyp
         # epoch 1: its training batches + one validation chunk; poison from epoch 2 batch 3
         return value * float("nan") if calls["n"] >= per_epoch + 1 + 3 else value
 
-    monkeypatch.setattr(training.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
     with pytest.raises(TrainingError) as info:
         train(config, progress=False)
     message = str(info.value)
@@ -561,9 +561,9 @@ def test_train_command_keeps_every_epoch_on_request(corpus, tmp_path):
 
 
 def test_log_progress_writes_lines_within_an_epoch(corpus, tmp_path, monkeypatch):
-    import stategrad.lm.training as training_module
+    import stategrad.lm.loop as loop
 
-    monkeypatch.setattr(training_module, "LINE_PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(loop, "LINE_PROGRESS_SECONDS", 0.0)
     messages: list[str] = []
     config = tiny_config(corpus, tmp_path / "out", max_max_epoch=1)
     train(config, progress="log", echo=messages.append)

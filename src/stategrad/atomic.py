@@ -3,13 +3,13 @@
 The content goes to ``<name>.tmp`` beside the target, which is renamed over the target
 only once it is complete: a full disk, a read-only folder or a crash leaves the earlier
 file untouched, and the temporary file is removed on any error.
-(:func:`stategrad.lm.models.torch_save_atomic` does the same for checkpoints.)
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +38,20 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
         with open(tmp, "w", encoding=encoding, newline=newline) as handle:
             handle.write(text)
     return write_atomic(path, write)
+
+
+def torch_save_atomic(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`write_atomic`: a crash or a full disk never leaves half
+    a file under ``path``; raises OSError with nothing left behind."""
+    import torch  # here, not above: the plain-file writers do not need it
+
+    path = Path(path)
+    try:
+        write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (a full disk) as RuntimeError.
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(f"write failed, {free:,} bytes free on that disk ({exc})") from exc
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

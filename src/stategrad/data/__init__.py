@@ -6,23 +6,25 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
-from .classes import (
-    ALL,
+from .class_tables import (
     BUILTIN_CLASS_SETS,
     PTB_CLASSES,
     PTB_UNIVERSAL,
     UNIVERSAL_TAGS,
     ClassError,
+    builtin_class_tags,
+    read_universal_map,
+    universal_classes,
+    universal_mapping,
+)
+from .classes import (
+    ALL,
     ClassSet,
     ClassWarning,
-    builtin_class_tags,
     combine,
     from_class_files,
     load_classes,
     missing_from_map,
-    read_universal_map,
-    universal_classes,
-    universal_mapping,
 )
 from .corpus import (
     BOS,
@@ -46,6 +48,8 @@ from .embeddings import (
     load_embedding_matrix,
     load_embeddings,
 )
+from .prepare import oov_rate, prepare_tagged, word_tags_from_counts
+from .tag_files import read_class_file, read_pos_map, read_tag_counts, write_pos_map
 from .tagged import (
     FORMATS,
     TAGSETS,
@@ -53,13 +57,6 @@ from .tagged import (
     detect_format,
     iter_tagged_sentences,
     normalize_sentence,
-    oov_rate,
-    prepare_tagged,
-    read_class_file,
-    read_pos_map,
-    read_tag_counts,
-    word_tags_from_counts,
-    write_pos_map,
 )
 
 __all__ = [

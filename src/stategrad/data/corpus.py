@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
+
 EOS = "<eos>"
 UNK = "<unk>"
 BOS = "<bos>"
@@ -152,13 +154,14 @@ class Vocabulary:
 
     # --- files ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """``word<TAB>id`` per line, as the original's ``save_dict``."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for i, w in enumerate(self.words):
-                handle.write(f"{w}\t{i}\n")
-        os.replace(tmp, path)
+        """``word<TAB>id`` per line, as the original's ``save_dict``; atomic, so a full
+        disk leaves neither half a file nor a temp file behind."""
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for i, w in enumerate(self.words):
+                    handle.write(f"{w}\t{i}\n")
+
+        write_atomic(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoding: str = "utf-8") -> Vocabulary:

@@ -6,6 +6,9 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
+from ..atomic import torch_save_atomic
+from ..data import unk_warning
+from .checkpoints import load_model, read_checkpoint, save_checkpoint
 from .config import (
     ConfigError,
     TrainConfig,
@@ -17,38 +20,19 @@ from .config import (
     validate_config,
 )
 from .ddp import TrainingSync
-from .models import (
-    RNNLM,
-    LanguageModel,
-    ModelError,
-    ModelSpec,
-    load_model,
-    model_hash,
-    read_checkpoint,
-    save_checkpoint,
-    torch_save_atomic,
-)
-from .training import (
-    LAST,
+from .errors import NonFiniteLossError, TrainingError
+from .loop import EpochProgress, evaluate, perplexity, train_epoch
+from .models import RNNLM, LanguageModel, ModelError, ModelSpec, model_hash
+from .optim import (
     EarlyStopping,
-    EpochProgress,
     LogUniformSampler,
-    NonFiniteLossError,
-    TrainingError,
-    TrainingSummary,
-    build_model,
-    checkpoint_for,
-    evaluate,
     learning_rate,
-    load_trained,
     make_optimizer,
-    perplexity,
-    resolve_device,
     sampled_softmax_cost,
-    train,
-    train_epoch,
-    unk_warning,
 )
+from .prepare import build_model, resolve_device
+from .rundir import LAST
+from .training import TrainingSummary, checkpoint_for, load_trained, train
 
 __all__ = [
     "ConfigError",
