@@ -6,15 +6,10 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
-from .engine import (
-    EngineError,
-    EngineOptions,
-    InterruptedRun,
-    StateGradientEngine,
-    compute_state_gradients,
-    sentence_gradients,
-)
-from .parallel import compute_state_gradients_distributed, plan_slices, precision_error
+from .engine import InterruptedRun, StateGradientEngine, compute_state_gradients
+from .options import EngineError, EngineOptions
+from .parallel import compute_state_gradients_distributed, plan_slices
+from .precision import precision_error
 from .raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
 from .result import (
     EmptyClassError,
@@ -25,6 +20,7 @@ from .result import (
     load_result,
     union_coverage,
 )
+from .sentence import sentence_gradients
 
 __all__ = [
     "EmptyClassError",

@@ -30,129 +30,28 @@ import statistics
 import sys
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from ..comm import Communicator, DistributedError, matmul_precision
-from ..data import ClassSet
-from ..lm import RNNLM, LanguageModel
-from .engine import EngineError, EngineOptions, StateGradientEngine
-from .result import GradientResult, ResultError, load_result, merged_coverage
-
-PLAN_FORMAT = "stategrad-slice-plan"
-PLAN_VERSION = 1
-
-
-def precision_error(
-    model: LanguageModel | RNNLM | torch.nn.Module,
-    tokens: Sequence[int] | np.ndarray,
-    options: EngineOptions,
-    classes: ClassSet | None = None,
-    *,
-    tf32: bool = False,
-    positions: int = 2000,
-) -> dict[str, float]:
-    """How far ``options.dtype`` (with TF32 products if ``tf32``) is from float64 on the
-    first ``positions`` start positions of ``tokens``: the largest element-wise error
-    of the sums relative to their largest magnitude, and the largest relative
-    Frobenius error of a mean ``Gbar_d`` over delays.  Report it whenever the user
-    picks a reduced precision."""
-    n = min(len(tokens), positions + options.max_delay - 1)
-    text = np.asarray(tokens)[:n]
-    stop = min(positions, n)
-    with torch.no_grad():
-        ref = StateGradientEngine(model, text, dataclasses.replace(options, dtype=torch.float64,
-                                                                     block_size=None),
-                                  classes).run(0, stop, progress=False)
-        with matmul_precision(tf32):
-            low = StateGradientEngine(model, text, dataclasses.replace(options, block_size=None),
-                                      classes).run(0, stop, progress=False)
-    scale = float(np.abs(ref.sums).max()) or 1.0
-    max_rel = float(np.abs(low.sums - ref.sums).max()) / scale
-    fro = []
-    for d in range(ref.max_delay):
-        if ref.counts[d, 0]:
-            a, b = ref.sums[d, 0], low.sums[d, 0]
-            fro.append(float(np.linalg.norm(b - a) / max(np.linalg.norm(a), 1e-300)))
-    return {"max_relative_error": max_rel, "max_mean_frobenius_error": max(fro, default=0.0),
-            "positions": float(stop)}
-
-
-# --- slices -------------------------------------------------------------------------------
-
-def usable_positions(n_tokens: int, options: EngineOptions) -> int:
-    """Start positions the engine uses: all of the text in carry semantics; whole
-    segments but the last in segment semantics (as the original)."""
-    if options.semantics == "segment":
-        n = options.segment_length or 1
-        return max(n_tokens // n - 1, 0) * n
-    return n_tokens
-
-
-def plan_slices(stop: int, n_slices: int, *, align: int = 1, min_length: int = 1,
-                start: int = 0) -> list[tuple[int, int]]:
-    """Cut ``[start, stop)`` into at most ``n_slices`` contiguous slices of near-equal
-    length, boundaries on multiples of ``align`` (the block size, so that no block of
-    a confidence-interval run is split) and no slice shorter than ``min_length``
-    unless the whole range is."""
-    if n_slices < 1:
-        raise DistributedError(f"the number of slices must be positive, got {n_slices}")
-    if align < 1:
-        raise DistributedError(f"slice alignment must be positive, got {align}")
-    length = stop - start
-    if length <= 0:
-        return []
-    n = max(1, min(n_slices, length // max(min_length, 1) or 1))
-    cuts = [start]
-    for i in range(1, n):
-        cut = start + round(i * length / n / align) * align
-        if cuts[-1] < cut < stop:
-            cuts.append(cut)
-    cuts.append(stop)
-    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
-
-
-def boundary_states(engine: StateGradientEngine, starts: Sequence[int], chunk: int = 65536
-                    ) -> dict[int, list[tuple[torch.Tensor, torch.Tensor | None]]]:
-    """The recurrent state before each of ``starts``, as ``engine.initial_state`` gives
-    it, from ONE forward pass over the text (chunked so memory stays bounded) rather
-    than one pass per slice.  Returned on the CPU."""
-    wanted = sorted(set(int(s) for s in starts))
-    out: dict[int, list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
-    if not wanted:
-        return out
-    L = engine.layer + 1
-    lstm = engine.cell == "lstm"
-
-    def snapshot(state) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        if state is None:
-            zeros = torch.zeros(engine.H, dtype=engine.opts.dtype)
-            return [(zeros.clone(), zeros.clone() if lstm else None) for _ in range(L)]
-        if lstm:
-            h, c = state
-            return [(h[layer, 0].cpu().clone(), c[layer, 0].cpu().clone()) for layer in range(L)]
-        return [(state[layer, 0].cpu().clone(), None) for layer in range(L)]
-
-    with torch.no_grad():
-        import copy
-
-        rnn = copy.deepcopy(engine.module.rnn).to(engine.device, engine.opts.dtype).eval()
-        state = None
-        pos = 0
-        for target in wanted:
-            while pos < target:
-                hi = min(target, pos + chunk)
-                ids = torch.as_tensor(engine.tokens[pos:hi], device=engine.device)
-                _, state = rnn(engine.embedding[ids].unsqueeze(1), state)
-                pos = hi
-            out[target] = snapshot(state)
-    return out
+from ...comm import Communicator, DistributedError, matmul_precision
+from ...data import ClassSet
+from ...lm import RNNLM, LanguageModel
+from ..engine import EngineError, EngineOptions, StateGradientEngine
+from ..result import GradientResult, load_result
+from .queue import _work_queue
+from .reduce import _add, _reduce
+from .slices import (
+    _finished_parts,
+    _load_or_make_plan,
+    _part_name,
+    boundary_states,
+    plan_slices,
+    usable_positions,
+)
 
 
 def _fingerprint(engine: StateGradientEngine, usable: int) -> dict[str, Any]:
@@ -173,60 +72,6 @@ def _fingerprint(engine: StateGradientEngine, usable: int) -> dict[str, Any]:
         "class_membership": hashlib.sha256(np.ascontiguousarray(engine.classes.membership)
                                            .tobytes()).hexdigest(),
     }
-
-
-def _part_name(i: int, a: int, b: int) -> str:
-    return f"slice-{i:05d}-{a}-{b}.h5"
-
-
-def _load_or_make_plan(parts: Path, fingerprint: dict[str, Any], slices: list[tuple[int, int]]
-                       ) -> tuple[list[tuple[int, int]], bool]:
-    """The slice plan stored in ``parts`` (a rerun keeps its slicing, whatever the number of
-    ranks now), or ``slices`` written there.  Returns (plan, whether it was reused)."""
-    plan_file = parts / "plan.json"
-    if plan_file.is_file():
-        try:
-            stored = json.loads(plan_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DistributedError(f"{plan_file} is unreadable ({exc}); delete {parts} to start "
-                                   "afresh") from None
-        if stored.get("format") != PLAN_FORMAT or stored.get("fingerprint") != fingerprint:
-            theirs = stored.get("fingerprint") or {}
-            diff = sorted(k for k in fingerprint if k != "options" and fingerprint[k] != theirs.get(k))
-            ours_o, theirs_o = fingerprint["options"], theirs.get("options") or {}
-            diff += sorted(f"{k} ({theirs_o.get(k)!r} there, {v!r} now)" for k, v in ours_o.items()
-                           if theirs_o.get(k) != v)
-            raise DistributedError(
-                f"{parts} holds slices of a different run (differs in: {', '.join(diff) or 'format'}); "
-                "delete it, or choose another output file")
-        return [tuple(s) for s in stored["slices"]], True  # type: ignore[misc]
-    parts.mkdir(parents=True, exist_ok=True)
-    tmp = plan_file.with_name("plan.json.tmp")
-    tmp.write_text(json.dumps({"format": PLAN_FORMAT, "version": PLAN_VERSION,
-                               "fingerprint": fingerprint, "slices": slices}, indent=1),
-                   encoding="utf-8")
-    os.replace(tmp, plan_file)
-    return slices, False
-
-
-def _finished_parts(parts: Path, plan: list[tuple[int, int]]) -> list[int]:
-    """Slices whose part file this rank can see and that look complete (the file is
-    renamed into place only once written, so presence plus a readable header suffices)."""
-    import h5py
-
-    done = []
-    for i, (a, b) in enumerate(plan):
-        path = parts / _part_name(i, a, b)
-        if not path.is_file():
-            continue
-        try:
-            with h5py.File(path, "r") as f:
-                meta = json.loads(f.attrs["metadata"])
-        except (OSError, KeyError, ValueError):
-            continue  # a damaged part is computed again
-        if meta.get("slice") == {"start": a, "stop": b}:
-            done.append(i)
-    return done
 
 
 @dataclasses.dataclass
@@ -444,108 +289,6 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
                           plan, reports, slow, len(owners), elapsed)
 
 
-def _add(total: GradientResult | None, part: GradientResult,
-         blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> GradientResult:
-    """Running sum of this rank's slices; blocks are set aside (they are concatenated,
-    not added)."""
-    if part.has_blocks:
-        # Into memory now: a part read from a file may be deleted before the reduction.
-        blocks.append((part.block_starts, part.block_counts, np.asarray(part.block_sums)))
-    if total is None:
-        return GradientResult(part.sums.copy(), part.counts.copy(), list(part.classes),
-                              list(part.vocab), dict(part.metadata))
-    problems = total.compatible(dataclasses.replace(part, block_sums=None, block_counts=None,
-                                                    block_starts=None))
-    if problems:
-        raise ResultError("slices of one run disagree: " + "; ".join(problems))
-    total.sums += part.sums
-    total.counts += part.counts
-    # The start positions actually summed, slice by slice (an overlap is an error here too).
-    total.metadata["coverage"] = merged_coverage(total.metadata, part.metadata, True)
-    return total
-
-
-def _work_queue(comm: Communicator, todo: list[int]) -> Callable[[], int | None]:
-    """Hand out ``todo`` one slice at a time: an atomic counter in the rendezvous's
-    key-value store is a shared queue, so a slow rank simply takes fewer slices.
-    One process takes them all in order; in a process group the caller initialised
-    (no store of ours) rank r takes every world-size-th slice from the r-th."""
-    if not comm.active or comm.store is None:
-        it = iter(todo[comm.rank::comm.world_size] if comm.active else todo)
-        return lambda: next(it, None)
-    # A fresh key per call: several runs may share one process group.
-    key = "stategrad/queue/" + comm.broadcast(uuid.uuid4().hex)
-    store = comm.store
-
-    def claim() -> int | None:
-        n = store.add(key, 1) - 1
-        return todo[n] if n < len(todo) else None
-
-    return claim
-
-
-def _reduce(comm: Communicator, engine: StateGradientEngine, local: GradientResult | None,
-            blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-            metadata: dict[str, Any] | None, start: int, stop: int) -> GradientResult | None:
-    """Sums and counts of all ranks added on rank 0; blocks gathered there one at a time."""
-    D, C, H, E = engine.D, engine.C, engine.H, engine.E
-    sums = local.sums if local is not None else np.zeros((D, C, H, E))
-    counts = local.counts if local is not None else np.zeros((D, C), dtype=np.int64)
-    sums = comm.reduce_sum(np.ascontiguousarray(sums, dtype=np.float64))
-    counts = comm.reduce_sum(np.ascontiguousarray(counts, dtype=np.int64))
-    all_blocks = _gather_blocks(comm, blocks)
-    if local is not None and metadata is not None:  # what this rank's slices covered together
-        metadata = metadata | {"coverage": local.metadata.get("coverage")}
-    metas = comm.all_gather(metadata)
-    if not comm.is_main:
-        return None
-    meta = dict(next(m for m in metas if m is not None))
-    meta["slice"] = {"start": int(start), "stop": int(stop)}
-    meta["coverage"] = _union_of_coverage([m for m in metas if m is not None])
-    sampling = dict(meta.get("sampling") or {})
-    sampling["starts_used"] = int(counts[0, 0])
-    meta["sampling"] = sampling
-    meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    kwargs: dict[str, Any] = {}
-    if all_blocks:
-        starts = np.concatenate([b[0] for b in all_blocks])
-        order = np.argsort(starts, kind="stable")
-        kwargs = dict(block_starts=starts[order],
-                      block_counts=np.concatenate([b[1] for b in all_blocks])[order],
-                      block_sums=np.concatenate([b[2] for b in all_blocks])[order])
-    vocab = local.vocab if local is not None else (engine.vocab or [])
-    return GradientResult(sums, counts, list(engine.classes.names), list(vocab), meta, **kwargs)
-
-
-def _union_of_coverage(metas: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The start positions all ranks summed (None when a slice had no record)."""
-    coverage = metas[0].get("coverage")
-    for m in metas[1:]:
-        coverage = merged_coverage({"coverage": coverage}, m, True)
-    return coverage
-
-
-def _gather_blocks(comm: Communicator, blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per-block sums can be large (B x D x C x H x E); they travel to rank 0 as tensors,
-    one slice's blocks at a time, rather than as one pickled object."""
-    if not comm.active:
-        return blocks
-    shapes = comm.all_gather([(b[0].tolist(), b[1].tolist(), b[2].shape) for b in blocks])
-    if not comm.is_main:
-        for _, _, sums in blocks:
-            dist.send(torch.from_numpy(np.ascontiguousarray(sums, dtype=np.float32)), dst=0)
-        return []
-    out = list(blocks)
-    for r in range(1, comm.world_size):
-        for starts, counts, shape in shapes[r]:
-            buf = torch.empty(shape, dtype=torch.float32)
-            dist.recv(buf, src=r)
-            out.append((np.asarray(starts, dtype=np.int64), np.asarray(counts, dtype=np.int64),
-                        buf.numpy()))
-    return out
-
-
 def _slow_ranks(reports: list[RankReport], factor: float) -> dict[int, str]:
     """Ranks whose rate (positions per busy second) is below ``factor`` x the median."""
     rates = [r.rate for r in reports if r.positions and math.isfinite(r.rate)]
@@ -560,9 +303,5 @@ def _slow_ranks(reports: list[RankReport], factor: float) -> dict[int, str]:
 __all__ = [
     "DistributedRun",
     "RankReport",
-    "boundary_states",
     "compute_state_gradients_distributed",
-    "plan_slices",
-    "precision_error",
-    "usable_positions",
 ]
