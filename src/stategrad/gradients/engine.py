@@ -262,17 +262,31 @@ class StateGradientEngine:
                 out[target] = snapshot(state)
         return out
 
-    def _fingerprint(self, start: int, stop: int) -> dict[str, Any]:
-        """What must agree for a running state to belong to this run."""
-        o = self.opts
+    def identity(self) -> dict[str, str]:
+        """The model, the text and the class membership this engine works on, as hashes:
+        the part of every run fingerprint (running state, parts directory) that names
+        the inputs."""
         return {
             "model": self.model_identity,
-            "text": _text_identity(self.tokens, None)["sha256"],
+            "text_sha256": _text_identity(self.tokens, None)["sha256"],
+            "class_membership": hashlib.sha256(
+                np.ascontiguousarray(self._membership).tobytes()).hexdigest(),
+        }
+
+    def _fingerprint(self, start: int, stop: int) -> dict[str, Any]:
+        """What must agree for a running state to belong to this run: the inputs and
+        every option that changes the numbers (including window and chunk size, which
+        change the order of additions: resume is bit for bit), and the slice."""
+        o = self.opts
+        ident = self.identity()
+        return {
+            "model": ident["model"],
+            "text": ident["text_sha256"],
             "options": repr((o.max_delay, o.state, self.layer, o.semantics, o.segment_length,
                              str(o.dtype), o.block_size, o.sample_every, o.sample_fraction,
                              o.seed, o.window, o.chunk_size, len(self.classes),
                              self.classes.names)),
-            "class_membership": hashlib.sha256(self._membership.tobytes()).hexdigest(),
+            "class_membership": ident["class_membership"],
             "slice": (int(start), int(stop)),
         }
 

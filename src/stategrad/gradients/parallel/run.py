@@ -21,11 +21,11 @@ runs as one process (world size 1), with the same parts directory and resume.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import shutil
+import socket
 import statistics
 import sys
 import time
@@ -56,21 +56,22 @@ from .slices import (
 
 def _fingerprint(engine: StateGradientEngine, usable: int) -> dict[str, Any]:
     """What must agree for a parts directory to belong to this run (the device and the
-    number of ranks may change between runs)."""
+    number of ranks may change between runs).  The inputs are named as in the engine's
+    own fingerprint (:meth:`StateGradientEngine.identity`); the options are stored by name
+    so that a refusal can say which one differs."""
     o = engine.opts
     options = {f.name: getattr(o, f.name) for f in dataclasses.fields(o) if f.name != "device"}
     options["dtype"] = str(o.dtype)
     options["layer"] = engine.layer
-    tokens = np.ascontiguousarray(engine.tokens, dtype=np.int32)
+    ident = engine.identity()
     return {
-        "model": engine.model_identity,
-        "text_sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
-        "tokens": int(len(tokens)),
+        "model": ident["model"],
+        "text_sha256": ident["text_sha256"],
+        "tokens": int(len(engine.tokens)),
         "usable": int(usable),
         "options": json.loads(json.dumps(options, default=str)),
         "classes": list(engine.classes.names),
-        "class_membership": hashlib.sha256(np.ascontiguousarray(engine.classes.membership)
-                                           .tobytes()).hexdigest(),
+        "class_membership": ident["class_membership"],
     }
 
 
@@ -164,8 +165,6 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
          tf32: bool, checkpoint_every: float, keep_parts: bool, text_info, run_info,
          progress: bool, slow_factor: float, say: Callable[[str], None], started: float,
          extra_metadata: dict[str, Any] | None = None) -> DistributedRun:
-    import socket
-
     opts = dataclasses.replace(options, device=comm.device(options.device))
     parts = Path(parts_dir) if parts_dir is not None else output.with_name(output.name + ".parts")
     with torch.no_grad(), matmul_precision(tf32):
@@ -175,28 +174,9 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
         if not 0 <= start < stop:
             raise EngineError(f"no start positions in [{start}, {stop}): the text has {usable} "
                               f"usable positions ({len(engine.tokens)} tokens)")
-        fingerprint = _fingerprint(engine, usable) | {"range": [int(start), int(stop)]}
-        plan_or_error: Any = None
-        if comm.is_main:
-            wanted = n_slices or max(1, slices_per_rank) * comm.world_size
-            fresh = plan_slices(stop, wanted, align=opts.block_size or 1,
-                                min_length=8 * opts.max_delay, start=start)
-            try:
-                plan_or_error = _load_or_make_plan(parts, fingerprint, fresh)
-            except (DistributedError, OSError) as exc:
-                plan_or_error = f"{type(exc).__name__}: {exc}"
-        plan_or_error = comm.broadcast(plan_or_error)
-        if isinstance(plan_or_error, str):
-            raise DistributedError(f"rank 0: {plan_or_error}")
-        plan, reused = plan_or_error
-
-        # Which finished slices each rank sees; a slice is loaded by one rank that sees it.
-        seen = comm.all_gather(_finished_parts(parts, plan) if parts.is_dir() else [])
-        owners: dict[int, int] = {}
-        for i in range(len(plan)):
-            seers = [r for r in range(comm.world_size) if i in seen[r]]
-            if seers:
-                owners[i] = seers[i % len(seers)]
+        wanted = n_slices or max(1, slices_per_rank) * comm.world_size
+        plan, reused = _agree_on_plan(comm, engine, parts, start, stop, usable, wanted)
+        owners = _owners_of_finished(comm, parts, plan)
         todo = [i for i in range(len(plan)) if i not in owners]
         if reused:
             say(f"resuming: {len(owners)} of {len(plan)} slices already finished in {parts}")
@@ -205,55 +185,14 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
         # Exact states at the unfinished slices' starts: one forward pass, on rank 0.
         states = boundary_states(engine, [plan[i][0] for i in todo]) if comm.is_main else None
         states = comm.broadcast(states)
+        work = _Work(RankReport(comm.rank, socket.gethostname(), [], [], 0, 0.0))
+        _do_slices(comm, engine, work, parts, plan, owners, _work_queue(comm, todo), states,
+                   progress=progress and comm.is_main, checkpoint_every=checkpoint_every,
+                   text_info=text_info)
+        reports: list[RankReport] = comm.all_gather(work.report)
+        _raise_failures(reports, plan, parts)
 
-        claim = _work_queue(comm, todo)
-        host = socket.gethostname()
-        report = RankReport(comm.rank, host, [], [], 0, 0.0)
-        local: GradientResult | None = None
-        metadata: dict[str, Any] | None = None
-        blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        current: int | None = None
-        try:
-            for i, r in owners.items():
-                if r != comm.rank:
-                    continue
-                current = i
-                part = load_result(parts / _part_name(i, *plan[i]))
-                local, metadata = _add(local, part, blocks), metadata or part.metadata
-                report.loaded.append(i)
-            while (i := claim()) is not None:
-                current = i
-                a, b = plan[i]
-                t0 = time.perf_counter()
-                part = engine.run(a, b, initial_state=states[a], progress=progress and comm.is_main,
-                                  checkpoint_path=parts / f"slice-{i:05d}.ckpt",
-                                  checkpoint_every=checkpoint_every, text_info=text_info,
-                                  keep_checkpoint=True)
-                part.save(parts / _part_name(i, a, b))
-                # Only once the slice's result is in place (a kill in between resumes).
-                engine.remove_running_state(parts / f"slice-{i:05d}.ckpt")
-                report.seconds += time.perf_counter() - t0
-                report.positions += b - a
-                report.computed.append(i)
-                local, metadata = _add(local, part, blocks), metadata or part.metadata
-            current = None
-        except Exception as exc:  # reported by rank below, so that no rank waits forever
-            report.error = f"{type(exc).__name__}: {exc}"
-            report.failed_slice = current
-            if not comm.active:
-                raise
-            traceback.print_exc()
-
-        reports: list[RankReport] = comm.all_gather(report)
-        failed = [r for r in reports if r.error]
-        if failed:
-            lines = [f"rank {r.rank} ({r.host}) failed"
-                     + (f" on slice {r.failed_slice} {list(plan[r.failed_slice])}"
-                        if r.failed_slice is not None else "") + f": {r.error}" for r in failed]
-            raise DistributedError("; ".join(lines) + f". Finished slices are kept in {parts}; "
-                                   "run the same command again to resume")
-
-        result = _reduce(comm, engine, local, blocks, metadata, start, stop)
+        result = _reduce(comm, engine, work.local, work.blocks, work.metadata, start, stop)
         slow = _slow_ranks(reports, slow_factor)
         elapsed = time.perf_counter() - started
         if comm.is_main:
@@ -262,31 +201,136 @@ def _run(comm: Communicator, model, tokens, options: EngineOptions, classes, out
                 result.metadata["run"] = dict(run_info) | {"seconds": round(elapsed, 3)}
             if extra_metadata:
                 result.metadata.update(extra_metadata)
-            result.metadata.update({
-                "resumed": bool(reused and any(r.loaded for r in reports)),
-                "matmul_tf32": bool(tf32),
-                "distributed": {
-                    "world_size": comm.world_size,
-                    "slices": [list(s) for s in plan],
-                    "ranks": [{"rank": r.rank, "host": r.host, "computed": r.computed,
-                               "loaded": r.loaded, "positions": r.positions,
-                               "seconds": round(r.seconds, 3)} for r in reports],
-                    "seconds": round(elapsed, 3),
-                },
-            })
+            result.metadata.update(_run_record(comm, plan, reports, reused, tf32, elapsed))
             result.save(output)
             say(f"result written to {output}")
-            for r in reports:
-                say(f"rank {r.rank} ({r.host}): {len(r.computed)} slices computed, "
-                    f"{len(r.loaded)} loaded, {r.positions:,} positions in {r.seconds:.1f} s"
-                    + (f" ({r.rate:,.0f} positions/s)" if r.positions else ""))
-            for message in slow.values():
-                say(message)
+            _say_reports(say, reports, slow)
         comm.barrier()  # the result exists before any rank returns
         if comm.is_main and not keep_parts:
             shutil.rmtree(parts, ignore_errors=True)
     return DistributedRun(result if comm.is_main else None, output, comm.rank, comm.world_size,
                           plan, reports, slow, len(owners), elapsed)
+
+
+def _agree_on_plan(comm: Communicator, engine: StateGradientEngine, parts: Path, start: int,
+                   stop: int, usable: int, wanted: int) -> tuple[list[tuple[int, int]], bool]:
+    """The slice plan, made or read by rank 0 and sent to every rank (an error there is
+    raised everywhere).  Returns (plan, whether it was reused)."""
+    fingerprint = _fingerprint(engine, usable) | {"range": [int(start), int(stop)]}
+    plan_or_error: Any = None
+    if comm.is_main:
+        opts = engine.opts
+        fresh = plan_slices(stop, wanted, align=opts.block_size or 1,
+                            min_length=8 * opts.max_delay, start=start)
+        try:
+            plan_or_error = _load_or_make_plan(parts, fingerprint, fresh)
+        except (DistributedError, OSError) as exc:
+            plan_or_error = f"{type(exc).__name__}: {exc}"
+    plan_or_error = comm.broadcast(plan_or_error)
+    if isinstance(plan_or_error, str):
+        raise DistributedError(f"rank 0: {plan_or_error}")
+    return plan_or_error
+
+
+def _owners_of_finished(comm: Communicator, parts: Path, plan: list[tuple[int, int]]
+                        ) -> dict[int, int]:
+    """Which rank loads each finished slice: one of the ranks that see its part file."""
+    seen = comm.all_gather(_finished_parts(parts, plan) if parts.is_dir() else [])
+    owners: dict[int, int] = {}
+    for i in range(len(plan)):
+        seers = [r for r in range(comm.world_size) if i in seen[r]]
+        if seers:
+            owners[i] = seers[i % len(seers)]
+    return owners
+
+
+@dataclasses.dataclass
+class _Work:
+    """This rank's slices added up so far, and its report."""
+
+    report: RankReport
+    local: GradientResult | None = None
+    metadata: dict[str, Any] | None = None
+    blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
+        default_factory=list)
+
+    def add(self, part: GradientResult) -> None:
+        self.local, self.metadata = _add(self.local, part, self.blocks), self.metadata or part.metadata
+
+
+def _do_slices(comm: Communicator, engine: StateGradientEngine, work: _Work, parts: Path,
+               plan: list[tuple[int, int]], owners: dict[int, int],
+               claim: Callable[[], int | None], states, *, progress: bool,
+               checkpoint_every: float, text_info) -> None:
+    """Load this rank's finished slices, then compute slices from the queue until it is
+    empty.  A failure is recorded in the report (every rank learns of it below, so that
+    no rank waits forever); in one process it is raised."""
+    current: int | None = None
+    try:
+        for i, r in owners.items():
+            if r != comm.rank:
+                continue
+            current = i
+            work.add(load_result(parts / _part_name(i, *plan[i])))
+            work.report.loaded.append(i)
+        while (i := claim()) is not None:
+            current = i
+            a, b = plan[i]
+            t0 = time.perf_counter()
+            part = engine.run(a, b, initial_state=states[a], progress=progress,
+                              checkpoint_path=parts / f"slice-{i:05d}.ckpt",
+                              checkpoint_every=checkpoint_every, text_info=text_info,
+                              keep_checkpoint=True)
+            part.save(parts / _part_name(i, a, b))
+            # Only once the slice's result is in place (a kill in between resumes).
+            engine.remove_running_state(parts / f"slice-{i:05d}.ckpt")
+            work.report.seconds += time.perf_counter() - t0
+            work.report.positions += b - a
+            work.report.computed.append(i)
+            work.add(part)
+    except Exception as exc:
+        work.report.error = f"{type(exc).__name__}: {exc}"
+        work.report.failed_slice = current
+        if not comm.active:
+            raise
+        traceback.print_exc()
+
+
+def _raise_failures(reports: list[RankReport], plan: list[tuple[int, int]], parts: Path) -> None:
+    failed = [r for r in reports if r.error]
+    if failed:
+        lines = [f"rank {r.rank} ({r.host}) failed"
+                 + (f" on slice {r.failed_slice} {list(plan[r.failed_slice])}"
+                    if r.failed_slice is not None else "") + f": {r.error}" for r in failed]
+        raise DistributedError("; ".join(lines) + f". Finished slices are kept in {parts}; "
+                               "run the same command again to resume")
+
+
+def _run_record(comm: Communicator, plan: list[tuple[int, int]], reports: list[RankReport],
+                reused: bool, tf32: bool, elapsed: float) -> dict[str, Any]:
+    """The result's metadata about how it was computed."""
+    return {
+        "resumed": bool(reused and any(r.loaded for r in reports)),
+        "matmul_tf32": bool(tf32),
+        "distributed": {
+            "world_size": comm.world_size,
+            "slices": [list(s) for s in plan],
+            "ranks": [{"rank": r.rank, "host": r.host, "computed": r.computed,
+                       "loaded": r.loaded, "positions": r.positions,
+                       "seconds": round(r.seconds, 3)} for r in reports],
+            "seconds": round(elapsed, 3),
+        },
+    }
+
+
+def _say_reports(say: Callable[[str], None], reports: list[RankReport],
+                 slow: dict[int, str]) -> None:
+    for r in reports:
+        say(f"rank {r.rank} ({r.host}): {len(r.computed)} slices computed, "
+            f"{len(r.loaded)} loaded, {r.positions:,} positions in {r.seconds:.1f} s"
+            + (f" ({r.rate:,.0f} positions/s)" if r.positions else ""))
+    for message in slow.values():
+        say(message)
 
 
 def _slow_ranks(reports: list[RankReport], factor: float) -> dict[int, str]:
