@@ -49,7 +49,9 @@ from .. import __version__
 from ..data import ClassSet
 from ..lm import RNNLM, LanguageModel, model_hash
 from .accumulate import Accumulator, accumulate
+from .blocks import BlockSpill
 from .cells import _FORWARD, _fold, _layers, _WindowMaps
+from .coverage import coverage_record, sampling_rule
 from .options import (
     SEMANTICS,
     STATES,
@@ -60,7 +62,7 @@ from .options import (
     _text_identity,
     usable_positions,
 )
-from .result import BlockSpill, GradientResult, coverage_record, sampling_rule
+from .result import GradientResult
 from .running_state import RunningStateFile
 from .running_state import remove_running_state as _remove_running_state
 

@@ -11,8 +11,10 @@ import torch
 import torch.distributed as dist
 
 from ...comm import Communicator
+from ..coverage import merged_coverage
 from ..engine import StateGradientEngine
-from ..result import GradientResult, ResultError, merged_coverage
+from ..errors import ResultError
+from ..result import GradientResult
 
 
 def _add(total: GradientResult | None, part: GradientResult,
