@@ -36,10 +36,8 @@ import copy
 import hashlib
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,7 +46,7 @@ import torch
 from .. import __version__
 from ..data import ClassSet
 from ..lm import RNNLM, LanguageModel, model_hash
-from .accumulate import Accumulator, accumulate
+from .accumulate import accumulate
 from .blocks import BlockSpill
 from .cells import _FORWARD, _fold, _layers, _WindowMaps
 from .coverage import coverage_record, sampling_rule
@@ -62,14 +60,15 @@ from .options import (
     _text_identity,
     usable_positions,
 )
+from .pass_state import _Pass, spill_block
+from .progress import _Progress
 from .result import GradientResult
-from .running_state import RunningStateFile
+from .running_state import RunningStateFile, restore_pass, save_pass
 from .running_state import remove_running_state as _remove_running_state
 
 # A pair callback receives (step k, start positions of the rows, tangents (A, E, H)
 # of the analysed state: row a is d s_k / d x_{starts[a]} transposed).
 PairCallback = Callable[[int, np.ndarray, torch.Tensor], None]
-Key = tuple[int, str]  # a state buffer: (layer, "h" or "c")
 
 
 def _unwrap(model: LanguageModel | RNNLM | torch.nn.Module) -> tuple[torch.nn.Module, list[str] | None, str]:
@@ -77,73 +76,6 @@ def _unwrap(model: LanguageModel | RNNLM | torch.nn.Module) -> tuple[torch.nn.Mo
         return model.module, list(model.vocab.words), model.identity()
     vocab = None
     return model, vocab, model_hash(model)
-
-
-@dataclass
-class _Pass:
-    """Everything one pass carries from step ``k`` to step ``k + 1``.
-
-    Rows of the tangent buffers are start positions still in flight (``starts``,
-    newest first).  The analysed state's buffer (``chosen``) keeps W+1 slots, one per
-    step of the accumulation window (``slot``: where the last step wrote; slot 0 is
-    the last step of the previous window); every other buffer ping-pongs between two
-    slots, ``cur`` saying which holds the current tangents.
-    """
-
-    start: int
-    stop: int
-    end: int  # one past the last step: pairs run past ``stop`` up to D - 1 steps
-    k: int
-    hs: list[torch.Tensor]  # the forward state before step k, per layer
-    cs: list[torch.Tensor | None]
-    bufs: dict[Key, torch.Tensor]  # (slots, rows, E, H) tangents per state
-    chosen: Key
-    scratch: torch.Tensor | None  # LSTM: the [dc | dh] product before it is combined
-    total: torch.Tensor  # (D, C, E*H) float64 sums of closed chunks
-    total_counts: np.ndarray
-    spill: BlockSpill | None  # closed blocks live on disk (memory would grow with them)
-    chunk: int  # start positions per accumulator (the block size, if any)
-    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    cur: dict[Key, int] = field(default_factory=dict)
-    slot: int = 0
-    window_steps: list[int] = field(default_factory=list)
-    window_starts: list[np.ndarray] = field(default_factory=list)
-    window_maps: list[_WindowMaps] = field(default_factory=list)
-    accs: dict[int, Accumulator] = field(default_factory=dict)
-    closed_blocks: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
-    x_proj: dict[int, torch.Tensor] = field(default_factory=dict)  # layer 0's, by span
-    steps_done: int = 0
-    resumed: bool = False
-
-
-class _Progress:
-    """A progress bar (``how=True``), a line to standard error every minute (``"log"``:
-    runs without a terminal), or nothing."""
-
-    def __init__(self, how: bool | str, start: int, end: int, k: int):
-        self.start, self.end = start, end
-        self.bar = None
-        self.log_every = 60.0 if how == "log" else None
-        self.began = self.last_log = time.monotonic()
-        if how is True:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=end - start, initial=k - start, unit="pos",
-                            desc="state gradients", dynamic_ncols=True, smoothing=0.05)
-
-    def update(self, k: int, steps_done: int) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-        elif self.log_every is not None and time.monotonic() - self.last_log >= self.log_every:
-            self.last_log = time.monotonic()
-            rate = steps_done / (self.last_log - self.began)
-            print(f"state gradients: step {k - self.start:,} of {self.end - self.start:,} "
-                  f"({rate:,.1f} positions/s, about {(self.end - k) / rate / 60:,.1f} min left)",
-                  file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class StateGradientEngine:
@@ -325,7 +257,7 @@ class StateGradientEngine:
             file = RunningStateFile(checkpoint_path, self._fingerprint(p.start, p.stop),
                                     (self.D, self.C, self.E, self.H), sorted(p.bufs),
                                     self.layer + 1, self.cell == "lstm")
-            self._restore(p, file)
+            restore_pass(p, file, self._max_rows())
         bar = _Progress(progress, p.start, p.end, p.k)
         last_save = time.monotonic()
         while p.k < p.end:
@@ -336,7 +268,7 @@ class StateGradientEngine:
                 asked = stop_after_steps is not None and p.steps_done >= stop_after_steps
                 if file is not None and p.k < p.end and (
                         time.monotonic() - last_save >= checkpoint_every or asked):
-                    self._save(p, file)
+                    save_pass(p, file)
                     last_save = time.monotonic()
                 if asked and p.k < p.end:
                     bar.close()
@@ -492,7 +424,7 @@ class StateGradientEngine:
                 p.total_counts[...] += acc.counts
                 if self.opts.block_size:
                     sums = acc.sums.to(torch.float32).cpu().numpy()
-                    p.closed_blocks[b] = (self._spill_block(p.spill, b, sums), acc.counts)
+                    p.closed_blocks[b] = (spill_block(p.spill, b, sums), acc.counts)
         # The last step of this window becomes slot 0 of the next.
         if p.slot != 0:
             p.bufs[p.chosen][0].copy_(p.bufs[p.chosen][p.slot])
@@ -522,56 +454,10 @@ class StateGradientEngine:
         return maps
 
     # -- the running state -------------------------------------------------------------------
-    @staticmethod
-    def _spill_block(spill: BlockSpill, b: int, sums: np.ndarray):
-        try:
-            return spill.add(b, sums)
-        except OSError as exc:
-            raise EngineError(f"could not keep block {b} on disk in {spill.folder}: "
-                              f"{exc.strerror or exc}; set TMPDIR to a folder with room") from exc
-
     @classmethod
     def remove_running_state(cls, path) -> None:
         """Delete a running-state file and its block files: only once the result is stored."""
         _remove_running_state(path)
-
-    def _save(self, p: _Pass, file: RunningStateFile) -> None:
-        """Write the pass's running state (between windows: the analysed state in slot 0)."""
-        n = len(p.starts)
-        bufs = {key: buf[0 if key == p.chosen else p.cur[key], :n].cpu().clone()
-                for key, buf in p.bufs.items()}
-        file.save(p.k, p.hs, p.cs, p.starts, bufs, p.total, p.total_counts, p.accs,
-                  p.closed_blocks)
-        # Ping-pong buffers were saved from their current slot; restore puts them in slot 0.
-        for key in p.cur:
-            if key != p.chosen and p.cur[key] != 0:
-                p.bufs[key][0, :n].copy_(p.bufs[key][p.cur[key], :n])
-                p.cur[key] = 0
-
-    def _restore(self, p: _Pass, file: RunningStateFile) -> None:
-        """Continue ``p`` from the running state in ``file``, if there is one of this run."""
-        ck = file.load(p.start, p.end, self._max_rows())
-        if ck is None:
-            return
-        dev, dt = self.device, self.opts.dtype
-        p.k = ck["k"]
-        p.hs = [h.to(dev, dt) for h in ck["hs"]]
-        p.cs = [c.to(dev, dt) if c is not None else None for c in ck["cs"]]
-        p.starts = ck["starts"]
-        for key, value in ck["bufs"].items():
-            p.bufs[key][0, : value.shape[0]] = value.to(dev, dt)
-        p.total = ck["total"].to(dev)
-        p.total_counts = ck["total_counts"]
-        for b, (s, n) in ck["accs"].items():
-            acc = Accumulator(self.D, self.C, self.H, self.E, dev, dt)
-            acc.sums.copy_(s)
-            acc.counts = n
-            p.accs[b] = acc
-        for b in ck["closed_blocks"]:  # one at a time into the spill (checked in load)
-            sums, counts = file.load_block(b)
-            p.closed_blocks[b] = (self._spill_block(p.spill, b, sums), counts)
-        file.on_disk = set(p.closed_blocks)
-        p.resumed = True
 
     # -- the result --------------------------------------------------------------------------
     def _result(self, p: _Pass, text_info: dict[str, Any] | None) -> GradientResult:

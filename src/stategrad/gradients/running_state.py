@@ -23,7 +23,9 @@ import numpy as np
 import torch
 
 from ..lm import torch_save_atomic
+from .accumulate import Accumulator
 from .options import EngineError
+from .pass_state import _Pass, spill_block
 
 RUNNING_STATE_FORMAT = "stategrad-engine-state"
 RUNNING_STATE_VERSION = 2
@@ -245,3 +247,44 @@ class RunningStateFile:
             torch_save_atomic(ck, self.path)
         except OSError as exc:
             raise EngineError(f"could not write the running state {self.path}: {exc}") from exc
+
+
+def save_pass(p: _Pass, file: RunningStateFile) -> None:
+    """Write the pass's running state (between windows: the analysed state in slot 0)."""
+    n = len(p.starts)
+    bufs = {key: buf[0 if key == p.chosen else p.cur[key], :n].cpu().clone()
+            for key, buf in p.bufs.items()}
+    file.save(p.k, p.hs, p.cs, p.starts, bufs, p.total, p.total_counts, p.accs, p.closed_blocks)
+    # Ping-pong buffers were saved from their current slot; restore puts them in slot 0.
+    for key in p.cur:
+        if key != p.chosen and p.cur[key] != 0:
+            p.bufs[key][0, :n].copy_(p.bufs[key][p.cur[key], :n])
+            p.cur[key] = 0
+
+
+def restore_pass(p: _Pass, file: RunningStateFile, max_rows: int) -> None:
+    """Continue ``p`` from the running state in ``file``, if there is one of this run."""
+    ck = file.load(p.start, p.end, max_rows)
+    if ck is None:
+        return
+    D, C, E, H = file.shape
+    buf = p.bufs[p.chosen]
+    dev, dt = buf.device, buf.dtype
+    p.k = ck["k"]
+    p.hs = [h.to(dev, dt) for h in ck["hs"]]
+    p.cs = [c.to(dev, dt) if c is not None else None for c in ck["cs"]]
+    p.starts = ck["starts"]
+    for key, value in ck["bufs"].items():
+        p.bufs[key][0, : value.shape[0]] = value.to(dev, dt)
+    p.total = ck["total"].to(dev)
+    p.total_counts = ck["total_counts"]
+    for b, (s, n) in ck["accs"].items():
+        acc = Accumulator(D, C, H, E, dev, dt)
+        acc.sums.copy_(s)
+        acc.counts = n
+        p.accs[b] = acc
+    for b in ck["closed_blocks"]:  # one at a time into the spill (checked in load)
+        sums, counts = file.load_block(b)
+        p.closed_blocks[b] = (spill_block(p.spill, b, sums), counts)
+    file.on_disk = set(p.closed_blocks)
+    p.resumed = True
