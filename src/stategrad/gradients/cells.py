@@ -160,3 +160,25 @@ def _fold(layer: _Layer, coefs: torch.Tensor) -> _WindowMaps:
     slope = coefs[:, 0, None, :]
     return _WindowMaps(layer.w_ih_t * slope, layer.w_hh_t * slope, None, None)
 
+
+def forward_window(layers: list[_Layer], k: int, n: int, hs: list, cs: list,
+                   input_projection) -> list[_WindowMaps]:
+    """Run the forward pass over positions k .. k+n-1 (updating ``hs``/``cs`` in place)
+    and return every layer's tangent maps for those steps."""
+    maps = []
+    # Layer 0's input projections; each layer's outputs give the next one's, at once.
+    inputs = torch.stack([input_projection(k + i) for i in range(n)])
+    for l, layer in enumerate(layers):
+        forward = _FORWARD[layer.cell]
+        hseq, coefs = [], []
+        h, c = hs[l], cs[l]
+        for i in range(n):
+            h, c, co = forward(layer, inputs[i], h, c)
+            hseq.append(h)
+            coefs.append(co)
+        hs[l], cs[l] = h, c
+        maps.append(_fold(layer, torch.stack(coefs)))
+        if l + 1 < len(layers):
+            above = layers[l + 1]
+            inputs = torch.addmm(above.bias, torch.stack(hseq), above.w_ih_t)
+    return maps

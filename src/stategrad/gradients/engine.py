@@ -48,7 +48,7 @@ from ..data import ClassSet
 from ..lm import RNNLM, LanguageModel, model_hash
 from .accumulate import accumulate
 from .blocks import BlockSpill
-from .cells import _FORWARD, _fold, _layers, _WindowMaps
+from .cells import _layers, _WindowMaps, forward_window
 from .coverage import coverage_record, sampling_rule
 from .options import (
     SEMANTICS,
@@ -338,8 +338,8 @@ class StateGradientEngine:
         inject = p.start <= k < p.stop and (self.sample_mask is None or self.sample_mask[k])
         if p.slot == 0:  # a new window: its forward pass and tangent maps, all at once
             n = min(max(1, self.opts.window), p.end - k)
-            p.window_maps = self._forward_window(
-                k, n, p.hs, p.cs, lambda pos: self._input_projection(p, pos))
+            p.window_maps = forward_window(
+                self.layers, k, n, p.hs, p.cs, lambda pos: self._input_projection(p, pos))
         below = None  # the new dh tangent of the layer below
         for l in range(len(self.layers)):
             below = self._layer_step(p, l, keep, inject, below)
@@ -364,9 +364,9 @@ class StateGradientEngine:
         s = p.slot
         maps = _WindowMaps(wm.m_in[s], wm.m_rec[s], None if wm.diag_c is None else wm.diag_c[s],
                            None if wm.diag_h is None else wm.diag_h[s])
-        old_h, new_h = self._slots(p.bufs, p.cur, p.chosen, s, (l, "h"))
+        old_h, new_h = p.slots(s, (l, "h"))
         if lstm:
-            old_c, new_c = self._slots(p.bufs, p.cur, p.chosen, s, (l, "c"))
+            old_c, new_c = p.slots(s, (l, "c"))
         shift = 1 if inject else 0
         n_rows = keep + shift
         if n_rows:
@@ -401,15 +401,6 @@ class StateGradientEngine:
                 p.cur[(l, comp)] = 1 - p.cur[(l, comp)]
         return new_h
 
-    @staticmethod
-    def _slots(bufs, cur, chosen, slot, key):
-        """(previous, next) tangent slot of one buffer: the analysed state walks through
-        its window slots, the others alternate between two."""
-        buf = bufs[key]
-        if key == chosen:
-            return buf[slot], buf[slot + 1]
-        return buf[cur[key]], buf[1 - cur[key]]
-
     def _flush(self, p: _Pass, final: bool = False) -> None:
         """Add the window's finished matrices into their sums, close the chunks whose
         every pair is done (all starts < the oldest row in flight), start a new window."""
@@ -431,27 +422,6 @@ class StateGradientEngine:
         p.slot = 0
         p.window_steps.clear()
         p.window_starts.clear()
-
-    def _forward_window(self, k: int, n: int, hs: list, cs: list, input_projection) -> list[_WindowMaps]:
-        """Run the forward pass over positions k .. k+n-1 (updating ``hs``/``cs`` in place)
-        and return every layer's tangent maps for those steps."""
-        maps = []
-        # Layer 0's input projections; each layer's outputs give the next one's, at once.
-        inputs = torch.stack([input_projection(k + i) for i in range(n)])
-        for l, layer in enumerate(self.layers):
-            forward = _FORWARD[layer.cell]
-            hseq, coefs = [], []
-            h, c = hs[l], cs[l]
-            for i in range(n):
-                h, c, co = forward(layer, inputs[i], h, c)
-                hseq.append(h)
-                coefs.append(co)
-            hs[l], cs[l] = h, c
-            maps.append(_fold(layer, torch.stack(coefs)))
-            if l + 1 < len(self.layers):
-                above = self.layers[l + 1]
-                inputs = torch.addmm(above.bias, torch.stack(hseq), above.w_ih_t)
-        return maps
 
     # -- the running state -------------------------------------------------------------------
     @classmethod

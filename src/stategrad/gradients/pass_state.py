@@ -53,6 +53,14 @@ class _Pass:
     steps_done: int = 0
     resumed: bool = False
 
+    def slots(self, slot: int, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
+        """(previous, next) tangent slot of one buffer: the analysed state walks through
+        its window slots, the others alternate between two."""
+        buf = self.bufs[key]
+        if key == self.chosen:
+            return buf[slot], buf[slot + 1]
+        return buf[self.cur[key]], buf[1 - self.cur[key]]
+
 
 def spill_block(spill: BlockSpill, b: int, sums: np.ndarray):
     """Keep closed block ``b`` on disk (an ``EngineError`` saying what to do if there is
