@@ -51,13 +51,13 @@ from .blocks import BlockSpill
 from .cells import _layers, _WindowMaps, forward_window
 from .coverage import coverage_record, sampling_rule
 from .options import (
-    SEMANTICS,
-    STATES,
     EngineError,
     EngineOptions,
     _resolve_layer,
     _sample_mask,
     _text_identity,
+    check_options,
+    max_rows,
     usable_positions,
 )
 from .pass_state import _Pass, spill_block
@@ -98,25 +98,7 @@ class StateGradientEngine:
             raise EngineError("tokens must be a 1-d sequence of ids")
         self.opts = options
         o = options
-        if o.max_delay < 1:
-            raise EngineError(f"max_delay must be at least 1, got {o.max_delay}")
-        if o.semantics not in SEMANTICS:
-            raise EngineError(f"semantics must be one of {SEMANTICS}, got {o.semantics!r}")
-        if o.state not in STATES:
-            raise EngineError(f"state must be one of {STATES}, got {o.state!r}")
-        if o.semantics == "segment" and not o.segment_length:
-            raise EngineError("segment semantics needs segment_length (the model's num_steps)")
-        if o.block_size is not None and o.block_size < 1:
-            raise EngineError(f"block_size must be positive, got {o.block_size}")
-        try:
-            self.device = torch.device(o.device)
-        except (RuntimeError, TypeError) as exc:
-            raise EngineError(f"unknown device {o.device!r}: use cpu, cuda or cuda:N") from exc
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise EngineError("device 'cuda' asked for, but PyTorch sees no CUDA device")
-        if self.device.type == "cuda" and (self.device.index or 0) >= torch.cuda.device_count():
-            raise EngineError(f"device {o.device!r} does not exist: PyTorch sees "
-                              f"{torch.cuda.device_count()} CUDA device(s)")
+        self.device = check_options(o)
         self.layer = _resolve_layer(self.module, o.layer)
         self.layers = _layers(self.module, self.layer, self.device, o.dtype)
         self.cell = self.layers[0].cell
@@ -148,13 +130,7 @@ class StateGradientEngine:
         return usable_positions(len(self.tokens), self.opts)
 
     def _max_rows(self) -> int:
-        D = self.D
-        if self.sample_mask is None:
-            return D
-        csum = np.concatenate([[0], np.cumsum(self.sample_mask)])
-        k = np.arange(len(self.sample_mask))
-        lo = np.maximum(k - D + 1, 0)
-        return int(max((csum[k + 1] - csum[lo]).max(initial=0), 1))
+        return max_rows(self.sample_mask, self.D)
 
     def initial_state(self, start: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """The recurrent state before position ``start``: a cheap no-grad forward pass

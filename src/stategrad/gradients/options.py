@@ -82,3 +82,38 @@ def usable_positions(n_tokens: int, options: EngineOptions) -> int:
         n = options.segment_length or 1
         return max(n_tokens // n - 1, 0) * n
     return n_tokens
+
+
+def check_options(o: EngineOptions) -> torch.device:
+    """``EngineError`` for options the engine cannot work with; the device to use."""
+    if o.max_delay < 1:
+        raise EngineError(f"max_delay must be at least 1, got {o.max_delay}")
+    if o.semantics not in SEMANTICS:
+        raise EngineError(f"semantics must be one of {SEMANTICS}, got {o.semantics!r}")
+    if o.state not in STATES:
+        raise EngineError(f"state must be one of {STATES}, got {o.state!r}")
+    if o.semantics == "segment" and not o.segment_length:
+        raise EngineError("segment semantics needs segment_length (the model's num_steps)")
+    if o.block_size is not None and o.block_size < 1:
+        raise EngineError(f"block_size must be positive, got {o.block_size}")
+    try:
+        device = torch.device(o.device)
+    except (RuntimeError, TypeError) as exc:
+        raise EngineError(f"unknown device {o.device!r}: use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EngineError("device 'cuda' asked for, but PyTorch sees no CUDA device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise EngineError(f"device {o.device!r} does not exist: PyTorch sees "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def max_rows(sample_mask: np.ndarray | None, D: int) -> int:
+    """The most start positions in flight at once: D, or fewer when sampling (the most
+    sampled positions in any D consecutive ones), at least 1."""
+    if sample_mask is None:
+        return D
+    csum = np.concatenate([[0], np.cumsum(sample_mask)])
+    k = np.arange(len(sample_mask))
+    lo = np.maximum(k - D + 1, 0)
+    return int(max((csum[k + 1] - csum[lo]).max(initial=0), 1))
