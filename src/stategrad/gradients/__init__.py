@@ -6,25 +6,15 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
-from .engine import (
-    EngineError,
-    EngineOptions,
-    InterruptedRun,
-    StateGradientEngine,
-    compute_state_gradients,
-    sentence_gradients,
-)
-from .parallel import compute_state_gradients_distributed, plan_slices, precision_error
+from .coverage import coverage_overlaps, union_coverage
+from .engine import InterruptedRun, StateGradientEngine, compute_state_gradients
+from .errors import EmptyClassError, ResultError
+from .options import EngineError, EngineOptions
+from .parallel import compute_state_gradients_distributed, plan_slices
+from .precision import precision_error
 from .raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
-from .result import (
-    EmptyClassError,
-    GradientResult,
-    ResultError,
-    coverage_overlaps,
-    json_default,
-    load_result,
-    union_coverage,
-)
+from .result import GradientResult, json_default, load_result
+from .sentence import sentence_gradients
 
 __all__ = [
     "EmptyClassError",

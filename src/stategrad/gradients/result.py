@@ -35,7 +35,7 @@ import copy
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,196 +43,15 @@ from typing import Any
 import numpy as np
 
 from ..atomic import current_umask, remove_stale_temps
+from .blocks import BlockSums, _delay_of, _FileBlocks, _StackedBlocks
+from .coverage import merged_coverage
+from .errors import EmptyClassError, ResultError, _reason
 
 RESULT_FORMAT = "stategrad-result"
 RESULT_VERSION = 1
 
 # Metadata that must agree for two results to be merged.
 _MERGE_KEYS = ("semantics", "state", "layer", "model_identity", "dtype_family")
-
-
-class ResultError(ValueError):
-    """A result file or operation on results that cannot be done as asked."""
-
-
-class EmptyClassError(ResultError):
-    """A (delay, class) cell with no occurrences: its mean does not exist."""
-
-
-class BlockSums:
-    """Per-block sums ``(B, D, C, H, E)`` (float32) that are read one delay at a time.
-
-    :meth:`delay` gives ``(B, C, H, E)``; indexing ``[blocks, d, ...]`` with one delay d
-    reads just that delay.  Anything else (``np.asarray``, other indexing, ndarray
-    methods such as ``sum``) materialises the whole array: convenient for small
-    results and tests, never done by the interval code or by :meth:`GradientResult.save`.
-    """
-
-    dtype = np.dtype(np.float32)
-    ndim = 5
-
-    def __init__(self, shape: Sequence[int]) -> None:
-        self.shape = tuple(int(n) for n in shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def delay(self, d: int) -> np.ndarray:
-        """Every block's sums at delay ``d``: (B, C, H, E) float32."""
-        raise NotImplementedError
-
-    def write_into(self, dataset, check: Callable[[], None] = lambda: None) -> None:
-        """Copy into an HDF5 dataset of the same shape, one delay at a time; ``check``
-        runs after each write (it raises to stop early)."""
-        for d in range(self.shape[1]):
-            dataset[:, d] = self.delay(d)
-            check()
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = np.empty(self.shape, dtype=np.float32)
-        for d in range(self.shape[1]):
-            out[:, d] = self.delay(d)
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        plain = all(k is not Ellipsis and k is not None for k in key)
-        if plain and len(key) >= 2 and isinstance(key[1], (int, np.integer)):
-            d = int(key[1]) + (self.shape[1] if key[1] < 0 else 0)
-            if not 0 <= d < self.shape[1]:
-                raise IndexError(f"delay {key[1]} out of range for {self.shape[1]} delays")
-            return self.delay(d)[(key[0],) + key[2:]]
-        return np.asarray(self)[key]
-
-    def astype(self, dtype, copy: bool = True) -> np.ndarray:
-        return np.asarray(self).astype(dtype)
-
-    def __getattr__(self, name: str):
-        # Other ndarray methods (sum, mean, ...) act on the materialised array.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(np.asarray(self), name)
-
-
-def _delay_of(blocks: np.ndarray | BlockSums, d: int) -> np.ndarray:
-    """(B, C, H, E) sums of delay ``d`` from blocks in memory (their dtype) or on disk."""
-    if isinstance(blocks, BlockSums):
-        return blocks.delay(d)
-    return np.asarray(blocks[:, d])
-
-
-class _FileBlocks(BlockSums):
-    """The blocks of a result file, read per delay.  The file is opened for each read
-    (no HDF5 handle is left open) and must not have changed since it was loaded."""
-
-    def __init__(self, path: Path, shape: Sequence[int]) -> None:
-        super().__init__(shape)
-        self.path = Path(path).resolve()
-        self._stamp = _file_stamp(self.path)
-
-    def delay(self, d: int) -> np.ndarray:
-        import h5py
-
-        if _file_stamp(self.path) != self._stamp:
-            raise ResultError(f"{self.path} changed after it was loaded; load it again")
-        try:
-            with h5py.File(self.path, "r") as f:
-                return f["blocks/sums"][:, d]
-        except OSError as exc:
-            raise ResultError(f"could not read the blocks of {self.path}: {_reason(exc)}") from exc
-
-
-def _file_stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-class _StackedBlocks(BlockSums):
-    """Blocks of several results side by side (in ``order``), read per delay: a merge
-    of results with blocks never holds more than one delay of them."""
-
-    def __init__(self, parts: Sequence[np.ndarray | BlockSums], order: np.ndarray) -> None:
-        shape = parts[0].shape
-        super().__init__((sum(p.shape[0] for p in parts),) + tuple(shape[1:]))
-        self.parts = list(parts)
-        self.order = np.asarray(order)
-
-    def delay(self, d: int) -> np.ndarray:
-        stacked = np.concatenate([_delay_of(p, d) for p in self.parts])[self.order]
-        return stacked.astype(np.float32, copy=False)
-
-
-class BlockSpill:
-    """Closed blocks of a running computation, kept on disk instead of in memory.
-
-    Each block is one ``.npy`` file of float32 in the engine's layout (D, C, E, H), in a
-    private temporary folder (under ``TMPDIR``) that goes when the spill and every
-    result reading from it are gone.
-    """
-
-    def __init__(self, D: int, C: int, H: int, E: int) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="stategrad-blocks-")
-        self.dims = (D, C, H, E)
-
-    @property
-    def folder(self) -> Path:
-        return Path(self._dir.name)
-
-    def _file(self, b: int) -> Path:
-        return self.folder / f"block-{b}.npy"
-
-    def add(self, b: int, sums: np.ndarray) -> _SpilledBlock:
-        """Keep block ``b`` (any array of D*C*E*H values in the engine's order); returns
-        a stand-in that gives the array back (``np.asarray``) in the shape it came in."""
-        D, C, H, E = self.dims
-        sums = np.asarray(sums)
-        np.save(self._file(b), sums.astype(np.float32, copy=False).reshape(D, C, E, H))
-        return _SpilledBlock(self, b, sums.shape)
-
-    def read(self, b: int, d: int | None = None) -> np.ndarray:
-        """Block ``b`` (D, C, E, H), or only its delay ``d`` (C, E, H), from disk."""
-        # A memory map only for the copy: no more than what is asked for ever becomes resident.
-        m = np.load(self._file(b), mmap_mode="r")
-        try:
-            return np.array(m if d is None else m[d])
-        finally:
-            del m
-
-    def blocks(self, ids: Sequence[int]) -> BlockSums:
-        """The blocks ``ids`` (in that order) as (B, D, C, H, E)."""
-        return _SpilledBlocks(self, list(ids))
-
-
-class _SpilledBlock:
-    def __init__(self, spill: BlockSpill, b: int, shape: tuple[int, ...]) -> None:
-        self.spill, self.b, self.shape = spill, b, shape
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self.spill.read(self.b).reshape(self.shape)
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-
-class _SpilledBlocks(BlockSums):
-    def __init__(self, spill: BlockSpill, ids: list[int]) -> None:
-        D, C, H, E = spill.dims
-        super().__init__((len(ids), D, C, H, E))
-        self.spill, self.ids = spill, ids
-
-    def delay(self, d: int) -> np.ndarray:
-        out = np.empty((len(self.ids),) + self.shape[2:], dtype=np.float32)
-        for i, b in enumerate(self.ids):
-            out[i] = self.spill.read(b, d).transpose(0, 2, 1)
-        return out
-
-    def write_into(self, dataset, check: Callable[[], None] = lambda: None) -> None:
-        # Block by block: each block file is read once, one delay at a time.
-        for i, b in enumerate(self.ids):
-            for d in range(self.shape[1]):
-                dataset[i, d] = self.spill.read(b, d).transpose(0, 2, 1)
-                check()
 
 
 @dataclass
@@ -439,11 +258,6 @@ class GradientResult:
             g.create_dataset("starts", data=self.block_starts)
 
 
-def _reason(exc: OSError) -> str:
-    """One line: the operating system's reason, without HDF5's multi-line detail."""
-    if exc.strerror:
-        return exc.strerror
-    return " ".join(str(exc).split())
 
 
 class _GuardedFile:
@@ -528,86 +342,6 @@ def write_h5_atomic(path: Path, write: Callable[[Any, Callable[[], None]], None]
         tmp.unlink(missing_ok=True)
         raise
     remove_stale_temps(path)
-
-
-# --- coverage: which start positions of which text a result holds ----------------------------
-#
-# metadata["coverage"] is a list of {"text": SHA-256 of the token ids, "tokens": N,
-# "sampling": the rule, "ranges": [[start, stop], ...]} (half-open ranges of start positions,
-# sorted and disjoint).  Two results overlap when they have ranges of the same text that
-# intersect, whatever their sampling: a sampled and an unsampled run of one range share
-# positions, and telling exactly which would need the masks.
-
-
-def sampling_rule(every: int | None, fraction: float | None, seed: int | None) -> dict[str, Any]:
-    """The engine's sampling options as a rule: every start, every K-th, or a seeded fraction."""
-    if every is not None and every > 1:
-        return {"rule": "every", "every": int(every)}
-    if fraction is not None and fraction < 1:
-        return {"rule": "fraction", "fraction": float(fraction), "seed": seed}
-    return {"rule": "all"}
-
-
-def coverage_record(text_sha256: str, tokens: int, start: int, stop: int,
-                    sampling: dict[str, Any]) -> list[dict[str, Any]]:
-    """The coverage of one run over start positions ``[start, stop)`` of one text."""
-    ranges = [[int(start), int(stop)]] if stop > start else []
-    return [{"text": text_sha256, "tokens": int(tokens), "sampling": dict(sampling),
-             "ranges": ranges}]
-
-
-def coverage_overlaps(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[str]:
-    """The ranges of start positions that ``a`` and ``b`` both cover, described."""
-    found = []
-    for ea in a:
-        for eb in b:
-            if ea["text"] != eb["text"]:
-                continue
-            for ra in ea["ranges"]:
-                for rb in eb["ranges"]:
-                    lo, hi = max(ra[0], rb[0]), min(ra[1], rb[1])
-                    if lo < hi:
-                        found.append(f"[{ra[0]}, {ra[1]}) and [{rb[0]}, {rb[1]}) share start "
-                                     f"positions [{lo}, {hi}) of text {ea['text'][:12]}...")
-    return found
-
-
-def union_coverage(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Both coverages in one record: ranges of one text and sampling rule joined."""
-    out: list[dict[str, Any]] = copy.deepcopy(a)
-    for eb in b:
-        same = next((e for e in out if e["text"] == eb["text"] and e["sampling"] == eb["sampling"]),
-                    None)
-        if same is None:
-            out.append(copy.deepcopy(eb))
-            continue
-        joined: list[list[int]] = []
-        for lo, hi in sorted(same["ranges"] + eb["ranges"]):
-            if joined and lo <= joined[-1][1]:
-                joined[-1][1] = max(joined[-1][1], hi)
-            else:
-                joined.append([lo, hi])
-        same["ranges"] = joined
-    return out
-
-
-def merged_coverage(a: dict[str, Any], b: dict[str, Any],
-                    allow_unknown: bool = False) -> list[dict[str, Any]] | None:
-    """The coverage of the merge of results with metadata ``a`` and ``b`` (None: unknown).
-    Raises :class:`ResultError` on an overlap, or on a missing record unless allowed."""
-    ca, cb = a.get("coverage"), b.get("coverage")
-    if ca is None or cb is None:
-        if not allow_unknown:
-            raise ResultError(
-                "cannot merge: a result has no coverage record (written before stategrad "
-                "recorded which start positions a result covers), so an overlap cannot be "
-                "ruled out; --allow-unknown-coverage merges it anyway")
-        return None
-    overlaps = coverage_overlaps(ca, cb)
-    if overlaps:
-        raise ResultError("cannot merge overlapping results (their sums would count these "
-                          "start positions twice): " + "; ".join(overlaps))
-    return union_coverage(ca, cb)
 
 
 def json_default(obj: Any) -> Any:
