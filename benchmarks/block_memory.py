@@ -33,7 +33,7 @@ def make_model(folder: Path, hidden: int, emb: int, n_words: int, n_classes: int
     """An untrained LSTM (the sums' size does not depend on training), a random text and
     a class map giving every word one of ``n_classes`` classes."""
     from stategrad import Vocabulary
-    from stategrad.models import RNNLM, ModelSpec, save_checkpoint
+    from stategrad.lm import RNNLM, ModelSpec, save_checkpoint
 
     words = [f"w{i}" for i in range(n_words)]
     vocab = Vocabulary.from_counts(collections.Counter({w: n_words - i for i, w in enumerate(words)}

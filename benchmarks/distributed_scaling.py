@@ -30,10 +30,9 @@ import numpy as np
 def worker(a: argparse.Namespace) -> None:
     import torch
 
-    from stategrad.classes import ClassSet
-    from stategrad.distributed import compute_state_gradients_distributed
-    from stategrad.engine import EngineOptions
-    from stategrad.models import RNNLM, ModelSpec
+    from stategrad.data import ClassSet
+    from stategrad.gradients import EngineOptions, compute_state_gradients_distributed
+    from stategrad.lm import RNNLM, ModelSpec
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(a)
         return 0
 
-    from stategrad.result import load_result
+    from stategrad.gradients import load_result
 
     shared = ["--threads", str(a.threads), "--positions", str(a.positions), "--E", str(a.E),
               "--H", str(a.H), "--D", str(a.D), "--vocab", str(a.vocab), "--classes",

@@ -61,14 +61,14 @@ def matmul_rate(rows: int, inner: int, cols: int, device: str, repeats: int) -> 
 
 
 def make_model(V: int, E: int, H: int, seed: int = 0):
-    from stategrad.models import RNNLM, ModelSpec
+    from stategrad.lm import RNNLM, ModelSpec
 
     torch.manual_seed(seed)
     return RNNLM(ModelSpec(vocab_size=V, embedding_size=E, hidden_size=H, init_scale=0.1)).eval()
 
 
 def make_classes(V: int, n: int, seed: int = 0):
-    from stategrad.classes import ClassSet
+    from stategrad.data import ClassSet
 
     rng = np.random.default_rng(seed)
     member = rng.random((V, n + 1)) < 0.15
@@ -80,7 +80,7 @@ def engine_rate(args, matmul_probe) -> tuple[float, float, int, float]:
     """Median Jacobians/s, positions/s, Jacobians per run, and the median of the per-repeat
     ratios engine / ceiling, the ceiling measured right before each repeat (on a shared
     machine the paired ratio is steadier than either figure)."""
-    from stategrad.engine import compute_state_gradients
+    from stategrad.gradients import compute_state_gradients
 
     model = make_model(args.vocab, args.embedding, args.hidden)
     classes = make_classes(args.vocab, args.classes)
@@ -129,7 +129,7 @@ def peak_memory(tokens: int, args) -> float:
 import resource, numpy as np, torch
 import sys; sys.path.insert(0, {repr(sys.path[0])})
 from engine_throughput import make_model, make_classes
-from stategrad.engine import compute_state_gradients
+from stategrad.gradients import compute_state_gradients
 torch.set_num_threads({torch.get_num_threads()})
 m = make_model({args.vocab}, {args.embedding}, {args.hidden})
 c = make_classes({args.vocab}, {args.classes})

@@ -33,10 +33,10 @@ import time
 import numpy as np
 import torch
 
-from stategrad.classes import ClassSet
-from stategrad.distributed import matmul_precision, precision_error
-from stategrad.engine import EngineOptions, StateGradientEngine
-from stategrad.models import RNNLM, ModelSpec
+from stategrad.comm import matmul_precision
+from stategrad.data import ClassSet
+from stategrad.gradients import EngineOptions, StateGradientEngine, precision_error
+from stategrad.lm import RNNLM, ModelSpec
 
 PTB_VALID_TOKENS = 73_760
 

@@ -3,7 +3,7 @@
 Both train the original's baseline shape (10k vocabulary, 64 embedding, 256 hidden,
 200 steps, batch 20, dropout 0.5, SGD with global-norm clipping 5) on the same
 synthetic token stream, in the same process, alternating so that load changes hit
-both alike.  "ours" is ``stategrad.training.train_epoch``, the code path
+both alike.  "ours" is ``stategrad.lm.train_epoch``, the code path
 ``stategrad train`` runs; "plain" is the minimal loop anyone would write.
 
     python benchmarks/train_throughput.py                 # about 1-2 minutes on 2 cores
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stategrad.config import validate_config
-from stategrad.corpus import Vocabulary
-from stategrad.training import _rows_tensor, build_model, make_optimizer, train_epoch
+from stategrad.data import Vocabulary
+from stategrad.lm import build_model, make_optimizer, train_epoch, validate_config
+from stategrad.lm.loop import _rows_tensor
 
 VOCAB, EMB, HIDDEN, STEPS, BATCH = 10_000, 64, 256, 200, 20
 

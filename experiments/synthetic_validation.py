@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from stategrad.analysis import load_embedding_stats
-from stategrad.corpus import read_tokens
+from stategrad.data import read_tokens
 from stategrad.demo import DemoSettings, evaluate_criteria, measure, run_demo, target_scores
-from stategrad.engine import compute_state_gradients
+from stategrad.gradients import compute_state_gradients
+from stategrad.lm import load_trained
 from stategrad.synth import load_corpus
-from stategrad.training import load_trained
 
 
 def short(name: str) -> str:

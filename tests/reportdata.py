@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stategrad.result import GradientResult
+from stategrad.gradients import GradientResult
 
 
 def block_result(

@@ -22,9 +22,10 @@ from stategrad.analysis import (
     EmbeddingStats,
     SingularCovarianceError,
 )
-from stategrad.corpus import Vocabulary
-from stategrad.models import RNNLM, LanguageModel, ModelSpec, save_checkpoint
-from stategrad.result import EmptyClassError, GradientResult
+from stategrad.data import Vocabulary
+from stategrad.gradients import EmptyClassError, GradientResult
+from stategrad.legacy import save_legacy_stats
+from stategrad.lm import RNNLM, LanguageModel, ModelSpec, save_checkpoint
 
 
 def _random_result(rng, D=4, C=3, H=7, E=5, empty=()):
@@ -90,7 +91,7 @@ def test_stats_file_and_legacy_files_round_trip(tmp_path):
     assert back.metadata["text"] == {"path": "t.txt"}
     assert back.checks == stats.checks and back.n_tokens == 800
 
-    written = stats.save_legacy(tmp_path / "emb")
+    written = save_legacy_stats(stats, tmp_path / "emb")
     assert sorted(p.name for p in written) == sorted(
         ["emb_mean.npy", "emb_covar.npy", "emb_D_norm_grad.npy", "emb_Z_norm_emb.npy"])
     np.testing.assert_array_equal(np.load(tmp_path / "emb_D_norm_grad.npy"), stats.cholesky)
@@ -342,7 +343,7 @@ def test_relative_memory_is_one_along_the_best_kept_direction():
 
 
 def test_class_difference_vector_from_class_set():
-    from stategrad.classes import ClassSet
+    from stategrad.data import ClassSet
 
     vocab = Vocabulary(("cat", "cats", "dog", "dogs", "run"))
     cs = ClassSet.from_tag_map(vocab, {"cat": ["NN"], "dog": ["NN"], "cats": ["NNS"],
@@ -387,7 +388,7 @@ def _tiny_model(tmp_path, E=4):
 
 
 def test_stats_for_model_text_and_exports(tmp_path):
-    from stategrad.corpus import read_tokens
+    from stategrad.data import read_tokens
 
     model, text = _tiny_model(tmp_path)
     stats = analysis.embedding_stats_for_model(model, text)
@@ -503,3 +504,65 @@ def test_stats_dataclass_whiten_shape():
     z = stats.whiten(W[:3])
     np.testing.assert_allclose(z, (W[:3] - stats.mean) @ stats.whitening.T)
     np.testing.assert_allclose(stats.whiten(W[0]), z[0])
+
+
+# --- one normaliser keyword, one whitening of a direction ------------------------------------
+
+
+def test_whitened_direction_takes_z_statistics_l_or_a_file_and_stacks_of_vectors(tmp_path):
+    from scipy.linalg import solve_triangular
+
+    rng = np.random.default_rng(21)
+    W = _well_spread_embeddings(rng)
+    stats = analysis.embedding_stats_from_tokens(W, rng.integers(0, len(W), size=400))
+    stats.save(tmp_path / "stats.npz")
+    v = rng.normal(size=(3, W.shape[1]))
+    expected = solve_triangular(stats.cholesky, v.T, lower=True).T
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    n0 = analysis.whitened_direction(v[0], stats.whitening)  # the old form: Z itself
+    assert n0.shape == (W.shape[1],)
+    np.testing.assert_allclose(n0, expected[0], rtol=1e-10)
+    for normalize in (stats, stats.cholesky, tmp_path / "stats.npz"):
+        np.testing.assert_allclose(analysis.whitened_direction(v, normalize=normalize), expected,
+                                   rtol=1e-10)
+    np.testing.assert_allclose(analysis.whitened_direction(v),
+                               v / np.linalg.norm(v, axis=1, keepdims=True))
+    with pytest.raises(AnalysisError, match="zero"):
+        analysis.whitened_direction(np.zeros((2, W.shape[1])), normalize=stats)
+    with pytest.raises(TypeError):
+        analysis.whitened_direction(v[0], stats.whitening, normalize=stats)
+
+
+def test_old_normaliser_keywords_still_work_with_a_deprecation_warning():
+    rng = np.random.default_rng(22)
+    result = _random_result(rng, E=4)
+    stats = analysis.embedding_stats_from_array(rng.normal(size=(300, 4)))
+    v = rng.normal(size=4)
+    new = analysis.relative_memory(result, v, normalize=stats, top_k=2)
+    assert analysis.relative_memory(result, v, stats, top_k=2).rows == new.rows
+    with pytest.warns(DeprecationWarning, match="stats= is deprecated"):
+        assert analysis.relative_memory(result, v, stats=stats, top_k=2).rows == new.rows
+    M = result.mean(0, "all")
+    with pytest.warns(DeprecationWarning, match="L= is deprecated"):
+        old = analysis.singular_values(L=stats.cholesky)(M)
+    np.testing.assert_array_equal(old, analysis.singular_values(normalize=stats)(M))
+    n = analysis.whitened_direction(v, normalize=stats)[None]
+    with pytest.warns(DeprecationWarning):
+        old = analysis.direction_statistic(n, L=stats.cholesky, k=2)(M)
+    np.testing.assert_array_equal(old, analysis.direction_statistic(n, stats, 2)(M))
+    with pytest.raises(TypeError):
+        analysis.singular_values(stats, L=stats.cholesky)
+
+
+def test_memory_curve_arrays_are_the_memory_curves():
+    rng = np.random.default_rng(23)
+    result = _random_result(rng, empty=[(2, 1)])
+    report = analysis.memory_curves(result, fraction=0.5)
+    arrays = analysis.memory_curve_arrays(result, fraction=0.5)
+    assert list(arrays) == result.classes
+    nouns = arrays["nouns"]
+    np.testing.assert_array_equal(nouns.delays, np.arange(4))
+    assert nouns.counts[2] == 0 and np.isnan(nouns.totals[2])
+    curve = report.curve("nouns")
+    assert [t for t in nouns.totals if not np.isnan(t)] == [t for t in curve.totals if t is not None]
+    assert nouns.lower is None and nouns.span == curve.span

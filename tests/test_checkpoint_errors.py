@@ -19,8 +19,8 @@ from torch import nn
 
 import stategrad
 from stategrad.cli import main
-from stategrad.config import load_config
-from stategrad.training import train
+from stategrad.legacy import load_config
+from stategrad.lm import train
 
 torch.set_num_threads(1)
 

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stategrad.classes import (
+from stategrad.cli import main
+from stategrad.data import (
     ALL,
     PTB_CLASSES,
     PTB_UNIVERSAL,
     UNIVERSAL_TAGS,
     ClassError,
     ClassSet,
+    Vocabulary,
     builtin_class_tags,
     combine,
     from_class_files,
@@ -24,8 +26,6 @@ from stategrad.classes import (
     universal_classes,
     universal_mapping,
 )
-from stategrad.cli import main
-from stategrad.corpus import Vocabulary
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PTB_MAP = DATA / "tagsets" / "en-ptb.map"

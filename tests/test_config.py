@@ -7,18 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from stategrad.config import (
-    ConfigError,
-    TrainConfig,
-    TrainingOptions,
+from stategrad.legacy import (
     convert_legacy_value,
-    data_files,
-    learning_rate_for_epoch,
     legacy_to_run,
     load_config,
     load_legacy_config,
-    load_toml_config,
     parse_legacy_config,
+)
+from stategrad.lm import (
+    ConfigError,
+    TrainConfig,
+    TrainingOptions,
+    data_files,
+    learning_rate_for_epoch,
+    load_toml_config,
     validate_config,
 )
 

@@ -7,7 +7,7 @@ import collections
 import numpy as np
 import pytest
 
-from stategrad.corpus import (
+from stategrad.data import (
     BOS,
     EOS,
     UNK,

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from stategrad.cli import main
-from stategrad.corpus import Vocabulary, read_tokens
+from stategrad.data import Vocabulary, read_tokens
 from stategrad.demo import (
     SUMMARY_FILE,
     Criterion,
@@ -26,8 +26,8 @@ from stategrad.demo import (
     run_demo,
     target_scores,
 )
-from stategrad.models import RNNLM, LanguageModel, ModelSpec
-from stategrad.result import GradientResult
+from stategrad.gradients import GradientResult
+from stategrad.lm import RNNLM, LanguageModel, ModelSpec
 from stategrad.synth import SynthConfig, TriggerClass, generate_corpus
 
 # --- measures -----------------------------------------------------------------------------

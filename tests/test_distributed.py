@@ -21,20 +21,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from stategrad.classes import ClassSet
-from stategrad.config import validate_config
-from stategrad.distributed import (
-    DistributedError,
+from stategrad.comm import DistributedError, is_distributed_launch, matmul_precision
+from stategrad.data import ClassSet
+from stategrad.gradients import (
+    EngineOptions,
+    StateGradientEngine,
+    compute_state_gradients,
     compute_state_gradients_distributed,
-    is_distributed_launch,
-    matmul_precision,
+    load_result,
     plan_slices,
     precision_error,
 )
-from stategrad.engine import EngineOptions, StateGradientEngine, compute_state_gradients
-from stategrad.models import RNNLM, ModelSpec
-from stategrad.result import load_result
-from stategrad.training import train
+from stategrad.lm import RNNLM, ModelSpec, train, validate_config
 
 V, E, H = 13, 3, 5
 WORLD = 2
@@ -307,7 +305,8 @@ def test_ddp_training_follows_single_process_training(launched, tmp_path):
 
 
 def test_batch_size_must_divide_among_ranks():
-    from stategrad.distributed import Communicator, TrainingSync
+    from stategrad.comm import Communicator
+    from stategrad.lm import TrainingSync
 
     sync = TrainingSync(Communicator(rank=0, world_size=3))
     with pytest.raises(DistributedError, match="batch_size=8 does not divide among 3"):

@@ -8,9 +8,9 @@ import torch
 from click.testing import CliRunner
 
 from stategrad.cli import main
-from stategrad.corpus import Vocabulary
-from stategrad.embeddings import (
+from stategrad.data import (
     EmbeddingError,
+    Vocabulary,
     align_embeddings,
     iter_word2vec,
     load_embedding_matrix,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stategrad import ClassSet, Vocabulary
-from stategrad.engine import (
+from stategrad.gradients import (
     EngineError,
     EngineOptions,
     InterruptedRun,
@@ -15,7 +15,7 @@ from stategrad.engine import (
     compute_state_gradients,
     sentence_gradients,
 )
-from stategrad.models import RNNLM, LanguageModel, ModelSpec
+from stategrad.lm import RNNLM, LanguageModel, ModelSpec
 
 V, E, H = 11, 3, 5
 

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 
 from stategrad import Vocabulary, analysis, legacy, load_model
 from stategrad.cli import main
-from stategrad.corpus import read_tokens
-from stategrad.models import RNNLM, ModelSpec, save_checkpoint
-from stategrad.result import GradientResult
+from stategrad.data import read_tokens
+from stategrad.gradients import GradientResult
+from stategrad.lm import RNNLM, ModelSpec, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -94,7 +94,7 @@ def test_type_weighting_is_the_original_normalisation_of_the_embedding_table(set
 def test_run_save_embedding_file_gives_the_type_weighted_statistics(setup):
     """run's save_embedding writes the table, as run_epoch.py lines 68-72 did; its
     statistics (as normalize_equal_variance.py would make them) are the type weighting."""
-    from stategrad.training import save_embedding_table
+    from stategrad.legacy import save_embedding_table
 
     tmp, ckpt, _ = setup
     array, words = save_embedding_table(load_model(ckpt), tmp / "emb" / "emb")
@@ -167,7 +167,7 @@ def test_statistics_files_from_before_the_option_read_as_token_weighted(setup):
     del stats.metadata["weighting"]  # as written by earlier versions
     stats.save(tmp / "old.npz")
     assert analysis.load_embedding_stats(tmp / "old.npz").weighting == "token"
-    stats.save_legacy(tmp / "leg")
+    legacy.save_legacy_stats(stats, tmp / "leg")
     info = analysis.normalization_info(str(tmp / "leg_D_norm_grad.npy"))
     assert info["weighting"] == "unknown"
 

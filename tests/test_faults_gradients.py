@@ -21,9 +21,9 @@ from click.testing import CliRunner
 
 from stategrad import Vocabulary, load_model
 from stategrad.cli import main
-from stategrad.corpus import read_tokens
-from stategrad.engine import EngineError, EngineOptions, InterruptedRun, StateGradientEngine
-from stategrad.models import RNNLM, ModelSpec, save_checkpoint
+from stategrad.data import read_tokens
+from stategrad.gradients import EngineError, EngineOptions, InterruptedRun, StateGradientEngine
+from stategrad.lm import RNNLM, ModelSpec, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -227,7 +227,7 @@ def test_stale_block_files_without_a_running_state_are_not_reused(setup, referen
 # --- 3. the running state outlives the result's write ----------------------------------------------
 
 def test_running_state_is_removed_only_after_the_result_is_in_place(setup, reference, monkeypatch):
-    from stategrad.result import GradientResult, ResultError
+    from stategrad.gradients import GradientResult, ResultError
 
     tmp, model, text = setup
     out = tmp / "out.h5"
@@ -454,8 +454,7 @@ def test_kill_9_at_random_moments_then_rerun_ends_bit_for_bit(setup):
 
 
 def test_distributed_slice_state_outlives_the_slice_result_write(setup, monkeypatch):
-    from stategrad.distributed import compute_state_gradients_distributed
-    from stategrad.result import GradientResult
+    from stategrad.gradients import GradientResult, compute_state_gradients_distributed
 
     tmp, model, text = setup
     lm = load_model(model)

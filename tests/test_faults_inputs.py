@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from stategrad import Vocabulary
 from stategrad.cli import main
-from stategrad.models import RNNLM, ModelSpec, save_checkpoint
+from stategrad.lm import RNNLM, ModelSpec, save_checkpoint
 
 torch.set_num_threads(1)
 

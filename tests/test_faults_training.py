@@ -3,7 +3,7 @@
 The kill tests run the `train` command in forked child processes (the same entry point
 as the `stategrad` script, without paying the interpreter and torch start-up for every
 kill on a small machine) and kill them with SIGKILL: at seeded random moments, and right
-after named writes through the STATEGRAD_KILL_AT hook of stategrad.training.  Resumed
+after named writes through the STATEGRAD_KILL_AT hook of stategrad.lm.  Resumed
 runs must then leave exactly what an uninterrupted run leaves.
 """
 
@@ -25,8 +25,7 @@ import torch
 from click.testing import CliRunner
 
 from stategrad.cli import main as cli
-from stategrad.config import validate_config
-from stategrad.training import TrainingError, perplexity, train
+from stategrad.lm import TrainingError, perplexity, train, validate_config
 
 torch.set_num_threads(1)
 
@@ -407,7 +406,7 @@ def test_full_disk_fails_cleanly_and_keeps_the_checkpoints(corpus, tmp_path, dis
 def test_a_log_line_that_cannot_be_written_stops_with_the_file_named():
     import logging
 
-    from stategrad.training import _log_to
+    from stategrad.lm.rundir import _log_to
 
     with _log_to(Path("/dev/full")), pytest.raises(OSError) as info:
         logging.getLogger("stategrad.training").info("a line for a full disk")

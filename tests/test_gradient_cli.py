@@ -10,10 +10,9 @@ from torch import nn
 
 from stategrad import Vocabulary, load_model, load_result
 from stategrad.cli import main
-from stategrad.engine import compute_state_gradients, sentence_gradients
+from stategrad.gradients import compute_state_gradients, iter_raw_pairs, sentence_gradients
 from stategrad.legacy import legacy_averages
-from stategrad.models import RNNLM, ModelError, ModelSpec, save_checkpoint
-from stategrad.raw import iter_raw_pairs
+from stategrad.lm import RNNLM, ModelError, ModelSpec, save_checkpoint
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "a"]
 
@@ -45,8 +44,7 @@ def test_gradients_command_equals_the_api(setup):
     assert r.exit_code == 0, r.output
     res = load_result(out)
     lm = load_model(ckpt)
-    from stategrad.classes import load_classes
-    from stategrad.corpus import read_tokens
+    from stategrad.data import load_classes, read_tokens
 
     tokens = read_tokens(text, lm.vocab)
     classes = load_classes(lm.vocab, [], None, class_map=str(_class_map(tmp)))
@@ -88,7 +86,7 @@ def test_raw_output_and_original_layout(setup):
              "--export-original", legacy_dir, "--no-progress"])
     assert r.exit_code == 0, r.output
     lm = load_model(ckpt)
-    from stategrad.corpus import read_tokens
+    from stategrad.data import read_tokens
 
     tokens = read_tokens(text, lm.vocab)
     G = sentence_gradients(lm, tokens, state="cell")
@@ -169,7 +167,7 @@ def test_engine_result_through_the_original_layout_gives_the_same_averages(setup
              "--no-progress"])
     assert r.exit_code == 0, r.output
     res = load_result(out)
-    from stategrad.tagged import read_class_file, read_pos_map
+    from stategrad.data import read_class_file, read_pos_map
 
     classes = {"nouns": read_class_file(nouns), "verbs": read_class_file(verbs)}
     for d in range(4):
@@ -192,7 +190,7 @@ def test_segment_length_comes_from_the_checkpoint(setup):
              "--semantics", "segment", "--dtype", "float64", "--out", out, "--no-progress"])
     assert r.exit_code == 0, r.output
     res = load_result(out)
-    from stategrad.corpus import read_tokens
+    from stategrad.data import read_tokens
 
     lm = load_model(ckpt)
     ref = compute_state_gradients(lm, read_tokens(text, lm.vocab), max_delay=3, state="hidden",

@@ -9,10 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from stategrad import analysis, legacy
-from stategrad.classes import ClassSet
-from stategrad.corpus import Vocabulary
+from stategrad.data import ClassSet, Vocabulary
+from stategrad.gradients import GradientResult
 from stategrad.legacy import LegacyError
-from stategrad.result import GradientResult
 
 H, E = 5, 3
 

@@ -16,8 +16,8 @@ from torch import nn
 
 from stategrad import ClassSet, Vocabulary, load_model, load_result
 from stategrad.cli import main
-from stategrad.engine import compute_state_gradients, sentence_gradients
-from stategrad.models import RNNLM, ModelSpec, save_checkpoint
+from stategrad.gradients import compute_state_gradients, sentence_gradients
+from stategrad.lm import RNNLM, ModelSpec, save_checkpoint
 
 torch.set_num_threads(1)
 

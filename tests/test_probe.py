@@ -9,9 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from stategrad.corpus import Vocabulary
-from stategrad.models import RNNLM, ModelSpec, save_checkpoint
-from stategrad.probe import (
+from stategrad.analysis import (
     ProbeData,
     ProbeError,
     class_means,
@@ -21,6 +19,8 @@ from stategrad.probe import (
     train_probe,
     type_examples,
 )
+from stategrad.data import Vocabulary
+from stategrad.lm import RNNLM, ModelSpec, save_checkpoint
 
 TAGS = ["NN", "NNS", "VB", "JJ"]
 

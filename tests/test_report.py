@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from reportdata import block_result
 
 from stategrad.cli import main
-from stategrad.corpus import Vocabulary
-from stategrad.models import RNNLM, LanguageModel, ModelSpec, save_checkpoint
+from stategrad.data import Vocabulary
+from stategrad.lm import RNNLM, LanguageModel, ModelSpec, save_checkpoint
 from stategrad.report import ReportError, build_report, sentence_map
 
 WORDS = ("<unk>", "the", "cat", "sat", "on", "mat", "<eos>")
@@ -70,7 +70,7 @@ def test_sentence_map_matches_autograd(cell, state):
     np.testing.assert_allclose(smap.matrix[upper], fro[upper], rtol=1e-9, atol=1e-12)
     assert np.all(np.isnan(smap.matrix[np.tril_indices(T, -1)]))
     L = _L(3)
-    smap = sentence_map(model, text.split(), state=state, L=L, measure="sv1")
+    smap = sentence_map(model, text.split(), state=state, normalize=L, measure="sv1")
     sv1 = np.linalg.svd(G @ L, compute_uv=False)[..., 0]
     np.testing.assert_allclose(smap.matrix[upper], sv1[upper], rtol=1e-9, atol=1e-12)
     assert smap.normalised and "top singular value of G L" in smap.measure_label
@@ -89,7 +89,25 @@ def test_sentence_map_second_layer_and_unknown_words():
     with pytest.raises(ReportError, match="measure"):
         sentence_map(model, "the cat", measure="max")
     with pytest.raises(ReportError, match="4-dimensional"):
-        sentence_map(model, "the cat", L=np.eye(4))
+        sentence_map(model, "the cat", normalize=np.eye(4))
+
+
+def test_sentence_map_draws_gradients_from_the_caller_and_L_is_a_deprecated_alias():
+    from stategrad.gradients import sentence_gradients
+    from stategrad.report import sentence_map_from_gradients
+
+    model = _tiny_model("lstm")
+    words = "the cat sat".split()
+    ids = model.vocab.encode(words)
+    L = _L(3)
+    G = sentence_gradients(model, ids, state="cell")
+    view = sentence_map_from_gradients(G, words, ids, state="cell", normalize=L, measure="sv1")
+    with pytest.warns(DeprecationWarning, match="normalize="):
+        old = sentence_map(model, words, state="cell", L=L, measure="sv1")
+    np.testing.assert_array_equal(view.matrix, old.matrix)
+    assert view.measure_label == old.measure_label
+    with pytest.raises(TypeError, match="not both"):
+        sentence_map(model, words, normalize=L, L=L)
 
 
 def _images(page: str) -> list[bytes]:
@@ -100,7 +118,7 @@ def test_report_is_self_contained_and_shows_the_numbers(tmp_path):
     a = block_result(D=8, H=6, E=4, seed=1)
     b = block_result(D=8, H=6, E=4, seed=2, metadata={"cell": "gru", "state": "hidden"})
     L = _L(4)
-    path = build_report([a, b], tmp_path / "rep", L=L, difference_vectors={"plural": np.ones(4)},
+    path = build_report([a, b], tmp_path / "rep", normalize=L, difference_vectors={"plural": np.ones(4)},
                         spectrum_delays=[0, 3])
     page = path.read_text(encoding="utf-8")
     # Self-contained: no script, no stylesheet link, nothing fetched from elsewhere.
@@ -149,7 +167,7 @@ def test_report_input_errors(tmp_path):
     with pytest.raises(ReportError, match="no class 'adjectives'"):
         build_report([r], tmp_path, classes=["adjectives"])
     with pytest.raises(ReportError, match="5-dimensional"):
-        build_report([r], tmp_path, L=np.eye(5))
+        build_report([r], tmp_path, normalize=np.eye(5))
     with pytest.raises(ReportError, match=r"outside 0\.\.5"):
         build_report([r], tmp_path, spectrum_delays=[6])
 

@@ -60,7 +60,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     a = block_result(D=12, H=8, E=4, seed=1)
     b = block_result(D=12, H=8, E=4, seed=2, metadata={"cell": "gru"})
-    return build_report([a, b], out, L=np.eye(4) * 0.5, spectrum_delays=[0, 4])
+    return build_report([a, b], out, normalize=np.eye(4) * 0.5, spectrum_delays=[0, 4])
 
 
 def test_probe_detects_errors(tmp_path):

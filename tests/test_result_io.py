@@ -16,11 +16,11 @@ import torch
 from click.testing import CliRunner
 
 from stategrad import Vocabulary
+from stategrad.analysis.uncertainty import replicates, singular_values, sv_sum
 from stategrad.cli import main
-from stategrad.engine import compute_state_gradients
-from stategrad.models import RNNLM, ModelSpec, load_model, save_checkpoint
-from stategrad.result import BlockSums, GradientResult, ResultError, load_result
-from stategrad.uncertainty import replicates, singular_values, sv_sum
+from stategrad.gradients import compute_state_gradients
+from stategrad.gradients.result import BlockSums, GradientResult, ResultError, load_result
+from stategrad.lm import RNNLM, ModelSpec, load_model, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -50,8 +50,7 @@ def model_files(tmp_path_factory):
 def blocked(model_files, tmp_path_factory):
     """A result with 5 blocks, computed by the engine and saved."""
     ckpt, text, class_map = model_files
-    from stategrad.classes import load_classes
-    from stategrad.corpus import read_tokens
+    from stategrad.data import load_classes, read_tokens
 
     lm = load_model(ckpt)
     tokens = read_tokens(text, lm.vocab)

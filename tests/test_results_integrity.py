@@ -18,11 +18,10 @@ from click.testing import CliRunner
 
 from stategrad import Vocabulary, load_result
 from stategrad.analysis import AnalysisError, spectrum
-from stategrad.classes import ClassError, ClassWarning, load_classes
 from stategrad.cli import main
-from stategrad.engine import EngineOptions
-from stategrad.models import RNNLM, ModelSpec, load_model, save_checkpoint
-from stategrad.result import GradientResult, ResultError, union_coverage
+from stategrad.data import ClassError, ClassWarning, load_classes
+from stategrad.gradients import EngineOptions, GradientResult, ResultError, union_coverage
+from stategrad.lm import RNNLM, ModelSpec, load_model, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -190,8 +189,8 @@ def test_union_of_coverage_joins_ranges_of_one_text_and_rule():
 
 
 def test_a_distributed_run_records_what_its_slices_covered(env, tmp_path):
-    from stategrad.corpus import read_tokens
-    from stategrad.distributed import compute_state_gradients_distributed
+    from stategrad.data import read_tokens
+    from stategrad.gradients import compute_state_gradients_distributed
 
     lm = load_model(env["model"])
     tokens = read_tokens(env["text"], lm.vocab)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from stategrad.cli import main
-from stategrad.corpus import BOS, EOS, UNK, Vocabulary, iter_sentences, read_tokens
+from stategrad.data import BOS, EOS, UNK, Vocabulary, iter_sentences, read_tokens
 from stategrad.synth import (
     SynthConfig,
     SynthError,

@@ -9,10 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from stategrad.cli import main
-from stategrad.corpus import UNK, Vocabulary, iter_sentences
-from stategrad.tagged import (
+from stategrad.data import (
+    UNK,
     TaggedError,
+    Vocabulary,
     detect_format,
+    iter_sentences,
     iter_tagged_sentences,
     normalize_sentence,
     oov_rate,

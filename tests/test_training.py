@@ -15,24 +15,26 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from stategrad.cli import main as cli
-from stategrad.config import ConfigError, legacy_to_run, validate_config
-from stategrad.corpus import Vocabulary
-from stategrad.models import RNNLM, ModelSpec
-from stategrad.training import (
+from stategrad.data import Vocabulary
+from stategrad.legacy import legacy_to_run, run_legacy
+from stategrad.lm import (
+    RNNLM,
+    ConfigError,
     EarlyStopping,
     EpochProgress,
     LogUniformSampler,
+    ModelSpec,
     NonFiniteLossError,
     TrainingError,
-    _rows_tensor,
     evaluate,
     learning_rate,
     load_trained,
-    run_legacy,
     sampled_softmax_cost,
     train,
     train_epoch,
+    validate_config,
 )
+from stategrad.lm.loop import _rows_tensor
 
 torch.set_num_threads(1)
 
@@ -358,9 +360,9 @@ def test_missing_data_file_is_named(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeypatch):
     config = tiny_config(corpus, tmp_path / "run")
-    import stategrad.training as training
+    import stategrad.lm.loop as loop
 
-    real = training.F.cross_entropy
+    real = loop.F.cross_entropy
     calls = {"n": 0}
     per_epoch = batches_per_epoch(corpus)
 
@@ -370,7 +372,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeyp
         # epoch 1: its training batches + one validation chunk; poison from epoch 2 batch 3
         return value * float("nan") if calls["n"] >= per_epoch + 1 + 3 else value
 
-    monkeypatch.setattr(training.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
     with pytest.raises(TrainingError) as info:
         train(config, progress=False)
     message = str(info.value)
@@ -383,7 +385,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path, monkeyp
 
 def test_early_stopping_run_stops_and_does_not_save_the_stopping_epoch(corpus, tmp_path,
                                                                        monkeypatch):
-    import stategrad.training as training
+    import stategrad.lm.training as training
 
     scripted = iter([10.0, 9.0, 9.5, 9.7, 5.0, 4.0])
     monkeypatch.setattr(training, "evaluate", lambda *a, **k: next(scripted))
@@ -500,7 +502,7 @@ save_path = "{tmp_path / 'out'}"
 
 
 def test_pretrained_embeddings_are_loaded_and_can_be_fixed(corpus, tmp_path, monkeypatch):
-    embeddings = pytest.importorskip("stategrad.embeddings")
+    embeddings = pytest.importorskip("stategrad.data")
     calls = {}
 
     def fake(path, vocab):
@@ -524,8 +526,8 @@ def test_epoch_progress_perplexity():
 
 
 def test_run_legacy_gradient_keys_use_the_engine_with_segment_semantics(corpus, tmp_path):
-    pytest.importorskip("stategrad.engine")
-    from stategrad.result import load_result
+    pytest.importorskip("stategrad.gradients")
+    from stategrad.gradients import load_result
 
     base = {"save_path": str(tmp_path / "m"), "data_path": str(corpus), "embedding_size": 6,
             "size": 8, "num_steps": 10, "batch_size": 8, "max_max_epoch": 1}
@@ -559,9 +561,9 @@ def test_train_command_keeps_every_epoch_on_request(corpus, tmp_path):
 
 
 def test_log_progress_writes_lines_within_an_epoch(corpus, tmp_path, monkeypatch):
-    import stategrad.training as training_module
+    import stategrad.lm.loop as loop
 
-    monkeypatch.setattr(training_module, "LINE_PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(loop, "LINE_PROGRESS_SECONDS", 0.0)
     messages: list[str] = []
     config = tiny_config(corpus, tmp_path / "out", max_max_epoch=1)
     train(config, progress="log", echo=messages.append)

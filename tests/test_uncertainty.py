@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from reportdata import block_result
 
-from stategrad.result import GradientResult
-from stategrad.uncertainty import (
+from stategrad.analysis import (
     UncertaintyError,
     band,
     direction_statistic,
@@ -16,6 +15,7 @@ from stategrad.uncertainty import (
     sv_sum,
     top_k,
 )
+from stategrad.gradients import GradientResult
 
 
 def _gaussian_blocks(rng, mu: np.ndarray, sigma: float, per_block: np.ndarray) -> GradientResult:

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from figures import delay_axis, save  # noqa: E402  (beside this script)
 
-from stategrad.plots import OKABE_ITO  # noqa: E402
+from stategrad.report import OKABE_ITO
 
 FRACTION = 0.1
 CLASSES = ("all", "nouns", "verbs", "adjectives", "adverbs", "determiners", "prepositions",

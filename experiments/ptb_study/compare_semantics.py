@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from stategrad import analysis
-from stategrad.result import load_result
+from stategrad.gradients import load_result
 
 DELAYS = (0, 1, 2, 5, 10, 20, 50, 100, 150, 199)
 

@@ -8,7 +8,7 @@ sums), the embedding statistics RUN_DIR/analysis/<TAG>.embedding-stats.npz, the 
 vectors RUN_DIR/analysis/<TAG>_diff_*.npy and the training metrics; writes PNG figures
 (names starting with PREFIX) to FIG_DIR and every number the write-up quotes to
 TABLES/summary.json.
-Confidence bands are 95% delete-one-block jackknife intervals (stategrad.uncertainty).
+Confidence bands are 95% delete-one-block jackknife intervals (stategrad.analysis.uncertainty).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from stategrad import analysis, uncertainty  # noqa: E402
-from stategrad.plots import OKABE_ITO  # noqa: E402
-from stategrad.result import load_result  # noqa: E402
+from stategrad import analysis  # noqa: E402
+from stategrad.gradients import load_result
+from stategrad.report import OKABE_ITO
 
 FRACTION = 0.1
 REPORT_DELAYS = (0, 1, 2, 5, 10, 20, 50, 100, 199)
@@ -64,7 +64,7 @@ def class_curves(result, L: np.ndarray) -> dict:
 def direction_curves(result, L: np.ndarray, Z: np.ndarray, vectors: dict[str, np.ndarray]) -> dict:
     names = list(vectors)
     dirs = np.stack([analysis.whitened_direction(vectors[n], Z) for n in names])
-    reps = uncertainty.replicates(result, uncertainty.direction_statistic(dirs, L, k=5),
+    reps = analysis.replicates(result, analysis.direction_statistic(dirs, L, k=5),
                                   classes=["all"], method="jackknife")
     band = reps.derive()
     P = len(names)
@@ -263,7 +263,7 @@ def main(run_dir: str, fig_dir: str, model_name: str = "lstm_64e_256h",
         epoch = None
         if model:
             # the epoch of the analysed checkpoint, marked when training went on past it
-            from stategrad.models import read_checkpoint
+            from stategrad.lm import read_checkpoint
 
             epoch = (read_checkpoint(model).get("training") or {}).get("epoch")
         summary["training"] = plot_training(metrics, figs / f"{prefix}training.png", epoch)

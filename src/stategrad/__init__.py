@@ -18,29 +18,29 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> subpackage that exports it
 _API = {
     # data
-    "Vocabulary": "corpus",
-    "read_tokens": "corpus",
-    "ClassSet": "classes",
-    "load_classes": "classes",
-    "prepare_tagged": "tagged",
+    "Vocabulary": "data",
+    "read_tokens": "data",
+    "ClassSet": "data",
+    "load_classes": "data",
+    "prepare_tagged": "data",
     # models and training
-    "ModelSpec": "models",
-    "RNNLM": "models",
-    "LanguageModel": "models",
-    "load_model": "models",
-    "load_config": "config",
-    "TrainConfig": "config",
-    "train": "training",
-    "evaluate": "training",
+    "ModelSpec": "lm",
+    "RNNLM": "lm",
+    "LanguageModel": "lm",
+    "load_model": "lm",
+    "load_config": "legacy",  # reads TOML or the original's .config
+    "TrainConfig": "lm",
+    "train": "lm",
+    "evaluate": "lm",
     # the engine and its results
-    "compute_state_gradients": "engine",
-    "sentence_gradients": "engine",
-    "StateGradientEngine": "engine",
-    "GradientResult": "result",
-    "load_result": "result",
+    "compute_state_gradients": "gradients",
+    "sentence_gradients": "gradients",
+    "StateGradientEngine": "gradients",
+    "GradientResult": "gradients",
+    "load_result": "gradients",
     # analysis
     "EmbeddingStats": "analysis",
     "embedding_stats_for_model": "analysis",
@@ -49,7 +49,7 @@ _API = {
     "memory_curves": "analysis",
     "difference_vector": "analysis",
     "relative_memory": "analysis",
-    "pos_probe": "probe",
+    "pos_probe": "analysis",
     # figures and reports
     "build_report": "report",
     "sentence_map": "report",

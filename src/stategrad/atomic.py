@@ -3,12 +3,14 @@
 The content goes to ``<name>.tmp`` beside the target, which is renamed over the target
 only once it is complete: a full disk, a read-only folder or a crash leaves the earlier
 file untouched, and the temporary file is removed on any error.
-(:func:`stategrad.models.torch_save_atomic` does the same for checkpoints.)
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,3 +38,52 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
         with open(tmp, "w", encoding=encoding, newline=newline) as handle:
             handle.write(text)
     return write_atomic(path, write)
+
+
+def torch_save_atomic(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`write_atomic`: a crash or a full disk never leaves half
+    a file under ``path``; raises OSError with nothing left behind."""
+    import torch  # here, not above: the plain-file writers do not need it
+
+    path = Path(path)
+    try:
+        write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (a full disk) as RuntimeError.
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(f"write failed, {free:,} bytes free on that disk ({exc})") from exc
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a synced temp file in the same folder renamed
+    into place; on any error the temp file is removed, an earlier file at ``path`` stays,
+    and the OSError is raised again (the caller names the file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    remove_stale_temps(path)
+    return path
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Temp files of earlier writes of ``path`` that a kill -9 interrupted: once the file
+    is in place they are garbage (an interrupted write never replaced anything)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

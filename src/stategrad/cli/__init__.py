@@ -1,6 +1,7 @@
 """The ``stategrad`` command: a thin layer over the Python API.
 
-Each group of subcommands lives in its own module and registers itself here.
+Each group of subcommands lives in its own module, which lists its commands in
+``COMMANDS``; they are all added to the group here, in one loop.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import click
 
 from .. import __version__
 
-# Modules under stategrad.cli that each define ``register(group)``.
+# Modules under stategrad.cli that each list their commands in ``COMMANDS``.
 _COMMAND_MODULES = (
     "data_commands",
     "training_commands",
     "gradient_commands",
     "analysis_commands",
+    "legacy_commands",
     "report_commands",
     "synth_commands",
 )
@@ -102,4 +104,5 @@ def main() -> None:
 
 
 for _name in _COMMAND_MODULES:
-    importlib.import_module(f"{__name__}.{_name}").register(main)
+    for _command in importlib.import_module(f"{__name__}.{_name}").COMMANDS:
+        main.add_command(_command)

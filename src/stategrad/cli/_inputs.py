@@ -1,4 +1,5 @@
-"""Reading and writing the files a command is given: every failure names the file."""
+"""Reading and writing the files a command is given (every failure names the file), and
+the few helpers the commands share to report errors and print tables."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import pickle
 import zipfile
 from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -61,3 +63,69 @@ def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> st
     except LookupError:
         raise click.BadParameter(f"unknown text encoding {value!r}") from None
     return value
+
+
+def load_model(path: str, vocab: str | None, trusted: bool):
+    """The model of --model/--vocab/--trusted; a file that is not one names --model."""
+    from ..lm import load_model as load
+
+    with reading(path, "--model"):
+        return load(path, vocab, trusted=trusted)
+
+
+def checked_normalizer(path: str | None, identities: dict[str, str | None], embedding_size: int,
+                       force: bool, need_stats: bool = False):
+    """The --normalize file (statistics, or None for a bare L; and L), refused when it was
+    made from another model than the one(s) in ``identities`` unless ``force``.  Warnings
+    go to stderr.  (None, None) without --normalize."""
+    if path is None:
+        return None, None
+    from ..analysis import checked_normalizer as check
+
+    stats, L, notes = check(path, identities, embedding_size, force=force, need_stats=need_stats)
+    for line in notes:
+        click.echo(("WARNING: " if line.startswith("--force") else "warning: ") + line, err=True)
+    return stats, L
+
+
+def fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def errors() -> tuple[type[Exception], ...]:
+    from ..analysis import AnalysisError
+    from ..data import CorpusError
+    from ..gradients import ResultError
+    from ..lm import ModelError
+
+    return (AnalysisError, CorpusError, ModelError, ResultError)
+
+
+def note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def load_result(path: str, blocks: bool = False):
+    from ..analysis import check_finite
+    from ..gradients import load_result as load
+
+    with reading(path):
+        result = load(path, blocks=blocks)
+    check_finite(result, path)
+    return result
+
+
+def split_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [x for x in text.replace(",", " ").split() if x]
+    return items or None
+
+
+def write_tables(table: Any, csv_path: str | None, json_path: str | None) -> None:
+    if csv_path:
+        with writing(csv_path, "--csv"):
+            note(f"wrote {table.to_csv(csv_path)}")
+    if json_path:
+        with writing(json_path, "--json"):
+            note(f"wrote {table.to_json(json_path)}")

@@ -1,9 +1,8 @@
 """Analysis subcommands: embedding statistics and export, singular values, memory
-curves, relative memory, the POS probe, and the original's gradient directories.
+curves, relative memory and the POS probe.
 
-Each command parses its options, calls :mod:`stategrad.analysis`,
-:mod:`stategrad.probe` or :mod:`stategrad.legacy`, and prints or writes what
-they return.
+Each command parses its options, calls :mod:`stategrad.analysis` and prints or writes
+what it returns.
 """
 
 from __future__ import annotations
@@ -15,68 +14,31 @@ from typing import Any
 import click
 import numpy as np
 
-from ..uncertainty import UncertaintyError
-from ._inputs import reading, writing
-
-
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+from ..analysis import UncertaintyError
+from ._inputs import (
+    checked_normalizer,
+    errors,
+    fail,
+    load_model,
+    load_result,
+    note,
+    reading,
+    split_list,
+    write_tables,
+    writing,
+)
+from .options import (
+    interval_options,
+    model_options,
+    normalize_options,
+    show_classes_option,
+    table_options,
+)
 
 
 def _fail_with(path: str, exc: Exception) -> click.ClickException:
     # e.g. a result without blocks given to --ci: the message says what, not which file
     return click.ClickException(f"{path}: {exc}")
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    from ..analysis import AnalysisError
-    from ..corpus import CorpusError
-    from ..models import ModelError
-    from ..result import ResultError
-
-    return (AnalysisError, CorpusError, ModelError, ResultError)
-
-
-def _note(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def _load_model(path: str, vocab: str | None, trusted: bool):
-    from ..models import load_model
-
-    with reading(path, "--model"):
-        return load_model(path, vocab, trusted=trusted)
-
-
-def _load_result(path: str, blocks: bool = False):
-    from ..analysis import check_finite
-    from ..result import load_result
-
-    with reading(path):
-        result = load_result(path, blocks=blocks)
-    check_finite(result, path)
-    return result
-
-
-def _interval_options(f):
-    """--ci and its settings, shared by the commands that can draw confidence bands."""
-    f = click.option("--seed", "ci_seed", type=int, default=0, show_default=True,
-                     help="Seed of the bootstrap's resamples.")(f)
-    f = click.option("--n-boot", type=click.IntRange(min=1), default=200, show_default=True,
-                     help="Bootstrap resamples.")(f)
-    f = click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                     default=0.95, show_default=True, help="Confidence level of the intervals.")(f)
-    f = click.option("--ci", type=click.Choice(["jackknife", "bootstrap"]),
-                     help="Confidence intervals from the result's blocks (a result computed "
-                          "with --block-size): delete-one-block jackknife or block bootstrap.")(f)
-    return f
-
-
-def _split_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [x for x in text.replace(",", " ").split() if x]
-    return items or None
 
 
 def _float_list(text: str, what: str) -> list[float]:
@@ -96,50 +58,11 @@ def _read_vector(path: str, result) -> np.ndarray:
     return v
 
 
-def _write_tables(table: Any, csv_path: str | None, json_path: str | None) -> None:
-    if csv_path:
-        with writing(csv_path, "--csv"):
-            _note(f"wrote {table.to_csv(csv_path)}")
-    if json_path:
-        with writing(json_path, "--json"):
-            _note(f"wrote {table.to_json(json_path)}")
-
-
-def _model_options(f):
-    f = click.option("--trusted", is_flag=True,
-                     help="Allow a pickled module file (unpickling runs code from it).")(f)
-    f = click.option("--vocab", "vocab_path", type=click.Path(dir_okay=False),
-                     help="Vocabulary (word<TAB>id) for a bare state-dict model file.")(f)
-    return f
-
-
 def _check_result_model(result, model) -> None:
     expected = result.metadata.get("model_identity")
     if expected and expected != model.identity():
-        _note("warning: the model is not the one the result was computed with "
+        note("warning: the model is not the one the result was computed with "
               f"(result: {str(expected)[:12]}..., model: {model.identity()[:12]}...)")
-
-
-def force_option(f):
-    """--force for every command that takes --normalize."""
-    return click.option("--force", is_flag=True,
-                        help="Use --normalize statistics made from another model than the one "
-                             "analysed (wrong numbers; warns).")(f)
-
-
-def checked_normalizer(path: str | None, identities: dict[str, str | None], embedding_size: int,
-                       force: bool, need_stats: bool = False):
-    """The --normalize file (statistics, or None for a bare L; and L), refused when it was
-    made from another model than the one(s) in ``identities`` unless ``force``.  Warnings
-    go to stderr.  (None, None) without --normalize."""
-    if path is None:
-        return None, None
-    from ..analysis import checked_normalizer as check
-
-    stats, L, notes = check(path, identities, embedding_size, force=force, need_stats=need_stats)
-    for note in notes:
-        _note(("WARNING: " if note.startswith("--force") else "warning: ") + note)
-    return stats, L
 
 
 def _normalizer_for(result, result_path: str, normalize: str | None, force: bool,
@@ -154,434 +77,298 @@ def _checked(stats, L):
     return stats if stats is not None else L
 
 
-def register(group: click.Group) -> None:
-    errors = _errors()
+# --- embedding statistics --------------------------------------------------------------
+@click.command("embedding-stats")
+@model_options("Trained model (checkpoint) whose input embeddings to use.")
+@click.option("--text", type=click.Path(exists=True, dir_okay=False),
+              help="Reference text (usually the training text), for --weighting token.")
+@click.option("--weighting", type=click.Choice(["token", "type"]),
+              help="token (default with --text; recommended): each word as often as it "
+                   "occurs in --text.  type: every row of the model's embedding table once, no "
+                   "text; what the original's save_embedding file held, so it reproduces "
+                   "the papers' normalisation.  With --embeddings: what its rows are.")
+@click.option("--embeddings", "embeddings_path", type=click.Path(exists=True),
+              help="Instead of --model/--text: an array of embeddings (.npy/.npz), each row "
+                   "counted once: the original's save_embedding file (the V x E table: "
+                   "--weighting type) or one row per token (--weighting token).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Statistics file to write (.npz: mean, covariance, L, Z, checks, metadata "
+                   "with the weighting and the model's identity).")
+@click.option("--legacy-prefix", help="Also write the original's PREFIX_mean.npy, "
+              "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
+@click.option("--ridge", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Add RIDGE * I to a singular or nearly singular covariance.")
+def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings_path, out,
+                    legacy_prefix, ridge):
+    """Normalisation to equal variance: mean, covariance, Cholesky factor L and
+    whitening matrix Z = L^-1 of a model's embeddings, token weighted over a text or
+    type weighted over the embedding table, with the original's sanity checks."""
+    from .. import analysis, legacy
 
-    # --- embedding statistics --------------------------------------------------------------
-    @group.command("embedding-stats")
-    @click.option("--model", "model_path", type=click.Path(dir_okay=False),
-                  help="Trained model (checkpoint) whose input embeddings to use.")
-    @_model_options
-    @click.option("--text", type=click.Path(exists=True, dir_okay=False),
-                  help="Reference text (usually the training text), for --weighting token.")
-    @click.option("--weighting", type=click.Choice(["token", "type"]),
-                  help="token (default with --text; recommended): each word as often as it "
-                       "occurs in --text.  type: every row of the model's embedding table once, no "
-                       "text; what the original's save_embedding file held, so it reproduces "
-                       "the papers' normalisation.  With --embeddings: what its rows are.")
-    @click.option("--embeddings", "embeddings_path", type=click.Path(exists=True),
-                  help="Instead of --model/--text: an array of embeddings (.npy/.npz), each row "
-                       "counted once: the original's save_embedding file (the V x E table: "
-                       "--weighting type) or one row per token (--weighting token).")
-    @click.option("--out", type=click.Path(dir_okay=False),
-                  help="Statistics file to write (.npz: mean, covariance, L, Z, checks, metadata "
-                       "with the weighting and the model's identity).")
-    @click.option("--legacy-prefix", help="Also write the original's PREFIX_mean.npy, "
-                  "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
-    @click.option("--ridge", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                  help="Add RIDGE * I to a singular or nearly singular covariance.")
-    def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings_path, out,
-                        legacy_prefix, ridge):
-        """Normalisation to equal variance: mean, covariance, Cholesky factor L and
-        whitening matrix Z = L^-1 of a model's embeddings, token weighted over a text or
-        type weighted over the embedding table, with the original's sanity checks."""
-        from .. import analysis
-
-        if not out and not legacy_prefix:
-            raise click.UsageError("give --out (and/or --legacy-prefix): where to write")
-        if embeddings_path and (model_path or text):
-            raise click.UsageError("--embeddings replaces --model/--text; give one or the other")
-        if not embeddings_path and not model_path:
-            raise click.UsageError("give --model (with --text, or --weighting type) or --embeddings")
-        if model_path and weighting == "type" and text:
-            raise click.UsageError("--weighting type uses the embedding table, not a text: "
-                                   "drop --text (or use --weighting token)")
-        if model_path and weighting != "type" and not text:
-            raise click.UsageError("give --text (token weighting) or --weighting type "
-                                   "(the embedding table, as the original)")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", analysis.ConditioningWarning)
-                if embeddings_path:
-                    with reading(embeddings_path, "--embeddings"):
-                        X = analysis.read_token_embeddings(embeddings_path)
-                    weighting = _array_weighting(X, embeddings_path, weighting)
-                    stats = analysis.embedding_stats_from_array(
-                        X, ridge=ridge, metadata={"embeddings": str(embeddings_path),
-                                                  "weighting": weighting})
-                else:
-                    model = _load_model(model_path, vocab_path, trusted)
-                    stats = analysis.embedding_stats_for_model(
-                        model, text, weighting=weighting or "token", ridge=ridge)
-            for w in caught:
-                _note(f"warning: {w.message}")
-        except errors as exc:
-            raise _fail(exc) from exc
-        if stats.weighting == "type":
-            click.echo(f"{stats.n_types} rows of the embedding table, embedding size "
-                       f"{stats.embedding_size}")
-        else:
-            click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
-                       f"embedding size {stats.embedding_size}")
-        click.echo(analysis.weighting_text(stats))
-        click.echo(stats.checks.format())
-        try:
-            if out:
-                with writing(out, "--out"):
-                    _note(f"wrote {stats.save(out)}")
-            if legacy_prefix:
-                with writing(legacy_prefix, "--legacy-prefix"):
-                    for p in stats.save_legacy(legacy_prefix):
-                        _note(f"wrote {p}")
-        except errors as exc:
-            raise _fail(exc) from exc
-
-    # --- embedding export --------------------------------------------------------------------
-    @group.command("export-embeddings")
-    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-    @_model_options
-    @click.option("--text", type=click.Path(exists=True, dir_okay=False),
-                  help="Also write the embedding of every token of this text.")
-    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-                  help="Folder for words.npy/words.dict (and tokens.npy/tokens.dict).")
-    def export_embeddings(model_path, vocab_path, trusted, text, out_dir):
-        """Write a model's embeddings: words.npy (V x E, row = word id) with
-        words.dict (word<TAB>id), and with --text the original's save_embedding
-        output as one file, tokens.npy (N x E, one row per token) with tokens.dict
-        (word<TAB>row of its first occurrence)."""
-        from .. import analysis
-        from ..corpus import read_tokens
-
-        try:
-            model = _load_model(model_path, vocab_path, trusted)
-            out = Path(out_dir)
-            for p in analysis.export_word_embeddings(model, out / "words.npy"):
-                _note(f"wrote {p}")
-            if text:
-                with reading(text, "--text"):
-                    tokens = read_tokens(text, model.vocab)
-                for p in analysis.export_token_embeddings(model, tokens, out / "tokens.npy"):
-                    _note(f"wrote {p}")
-        except errors as exc:
-            raise _fail(exc) from exc
-
-    # --- singular values -----------------------------------------------------------------
-    normalize_option = click.option(
-        "--normalize", "normalize", type=click.Path(exists=True),
-        help="Embedding statistics (.npz from embedding-stats, or the original's "
-             "_D_norm_grad.npy): analyse G L instead of G.")
-    classes_option = click.option("--classes", help="Classes to show, comma separated "
-                                  "(default: every class of the result).")
-
-    @group.command("svd")
-    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
-    @normalize_option
-    @force_option
-    @classes_option
-    @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
-                  help="Singular values to list.")
-    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
-    @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write it as JSON.")
-    def svd(result_path, normalize, force, classes, top, csv_path, json_path):
-        """Top singular values and their sum per delay and class (the original's
-        calculate_svs), of the average gradients G or, with --normalize, of G L."""
-        from .. import analysis
-
-        try:
-            result = _load_result(result_path)
-            stats, L = _normalizer_for(result, result_path, normalize, force)
-            table = analysis.singular_value_table(result, normalize=_checked(stats, L),
-                                                  classes=_split_list(classes), top=top)
-        except errors as exc:
-            raise _fail(exc) from exc
-        click.echo(table.format())
-        _write_tables(table, csv_path, json_path)
-
-    @group.command("memory")
-    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
-    @normalize_option
-    @force_option
-    @classes_option
-    @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                  default=0.1, show_default=True,
-                  help="Memory span: first delay whose sum falls below FRACTION x the sum at 0.")
-    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
-                  help="Write the curves (class, delay, count, sum, sv_1) as CSV.")
-    @click.option("--json", "json_path", type=click.Path(dir_okay=False),
-                  help="Write curves and spans as JSON.")
-    @_interval_options
-    def memory(result_path, normalize, force, classes, fraction, csv_path, json_path, ci, level, n_boot,
-               ci_seed):
-        """Memory curves (sum of singular values against delay) and memory spans per class;
-        with --ci also their confidence bands and the range of each span over the
-        resampling replicates."""
-        from .. import analysis
-
-        try:
-            result = _load_result(result_path, blocks=ci is not None)
-            stats, L = _normalizer_for(result, result_path, normalize, force)
-            report = analysis.memory_curves(result, normalize=_checked(stats, L),
-                                            classes=_split_list(classes), fraction=fraction,
-                                            interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
-        except UncertaintyError as exc:
-            raise _fail_with(result_path, exc) from exc
-        except errors as exc:
-            raise _fail(exc) from exc
-        click.echo(report.format())
-        _write_tables(report, csv_path, json_path)
-
-    # --- relative memory ---------------------------------------------------------------------
-    @group.command("relative-memory")
-    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
-    @click.option("--normalize", "normalize", required=True, type=click.Path(exists=True),
-                  help="Embedding statistics (.npz from embedding-stats, or the original's "
-                       "PREFIX_D_norm_grad.npy with its sibling files).")
-    @force_option
-    @click.option("--model", "model_path", type=click.Path(dir_okay=False),
-                  help="The model, for the embeddings the difference vector is taken from.")
-    @_model_options
-    @click.option("--diff", nargs=2, metavar="A B",
-                  help="Two word sets; v = mean embedding of A minus that of B.  Each is a "
-                       "class of the result, TAG[,TAG...] (with --pos-map), tags:FILE (a class "
-                       "file, with --pos-map) or words:FILE (words, one per line).")
-    @click.option("--vector", "vector_path", type=click.Path(exists=True, dir_okay=False),
-                  help="Instead of --diff: a difference vector saved as .npy (E,).")
-    @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
-                  help="Word -> possible tags map, for word sets given by tags.")
-    @click.option("--weight-text", type=click.Path(exists=True, dir_okay=False),
-                  help="Weight each word's embedding by its count in this text (default: each "
-                       "word once).")
-    @click.option("--keep-shared", is_flag=True,
-                  help="Keep words that are in both sets of --diff in both means (the "
-                       "original's way); by default they are left out of both.")
-    @click.option("--class", "class_name", default="all", show_default=True,
-                  help="Class of the result whose average gradients to use.")
-    @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
-                  help="Right singular vectors spanning the subspace of the cosine.  The "
-                       "original's cos_subspace_diff_vector.py takes vh[:thr+1]: --top-k K "
-                       "equals its thr = K-1.")
-    @click.option("--save-vector", type=click.Path(dir_okay=False),
-                  help="Write the difference vector as .npy.")
-    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
-    @click.option("--json", "json_path", type=click.Path(dir_okay=False))
-    @_interval_options
-    def relative_memory(result_path, normalize, force, model_path, vocab_path, trusted, diff, vector_path,
-                        pos_map_path, weight_text, keep_shared, class_name, top_k, save_vector,
-                        csv_path, json_path, ci, level, n_boot, ci_seed):
-        """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
-        property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
-        plural minus singular nouns)."""
-        from .. import analysis
-
-        if (diff is None) == (vector_path is None):
-            raise click.UsageError("give --diff A B (with --model) or --vector FILE")
-        try:
-            result = _load_result(result_path, blocks=ci is not None)
-            with reading(normalize, "--normalize"):
-                stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
-            if vector_path:
-                v: Any = analysis.DifferenceVector(_read_vector(vector_path, result),
-                                                   Path(vector_path).stem, "given", (0, 0))
+    if not out and not legacy_prefix:
+        raise click.UsageError("give --out (and/or --legacy-prefix): where to write")
+    if embeddings_path and (model_path or text):
+        raise click.UsageError("--embeddings replaces --model/--text; give one or the other")
+    if not embeddings_path and not model_path:
+        raise click.UsageError("give --model (with --text, or --weighting type) or --embeddings")
+    if model_path and weighting == "type" and text:
+        raise click.UsageError("--weighting type uses the embedding table, not a text: "
+                               "drop --text (or use --weighting token)")
+    if model_path and weighting != "type" and not text:
+        raise click.UsageError("give --text (token weighting) or --weighting type "
+                               "(the embedding table, as the original)")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", analysis.ConditioningWarning)
+            if embeddings_path:
+                with reading(embeddings_path, "--embeddings"):
+                    X = analysis.read_token_embeddings(embeddings_path)
+                weighting = _array_weighting(X, embeddings_path, weighting)
+                stats = analysis.embedding_stats_from_array(
+                    X, ridge=ridge, metadata={"embeddings": str(embeddings_path),
+                                              "weighting": weighting})
             else:
-                if not model_path:
-                    raise click.UsageError("--diff needs --model (the embeddings to average)")
-                model = _load_model(model_path, vocab_path, trusted)
-                _check_result_model(result, model)
-                v = _difference_from_specs(result, model, diff, pos_map_path, weight_text,
-                                           "keep" if keep_shared else "drop")
-                click.echo(f"difference vector {v.label}: {v.n_words[0]} vs {v.n_words[1]} words"
-                           + (f", {v.n_tokens[0]} vs {v.n_tokens[1]} tokens" if v.n_tokens else ""))
-                if v.n_shared:
-                    _note(f"{v.n_shared} words are in both sets: "
-                          + ("kept in both means" if keep_shared else
-                             "left out of both means (--keep-shared keeps them)"))
-            if save_vector:
-                _note(f"wrote {v.save(save_vector)}")
-            table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
-                                             interval=ci, level=level, n_boot=n_boot,
-                                             seed=ci_seed)
-        except UncertaintyError as exc:
-            raise _fail_with(result_path, exc) from exc
-        except errors as exc:
-            raise _fail(exc) from exc
-        click.echo(table.format())
-        _write_tables(table, csv_path, json_path)
+                model = load_model(model_path, vocab_path, trusted)
+                stats = analysis.embedding_stats_for_model(
+                    model, text, weighting=weighting or "token", ridge=ridge)
+        for w in caught:
+            note(f"warning: {w.message}")
+    except errors() as exc:
+        raise fail(exc) from exc
+    if stats.weighting == "type":
+        click.echo(f"{stats.n_types} rows of the embedding table, embedding size "
+                   f"{stats.embedding_size}")
+    else:
+        click.echo(f"{stats.n_tokens} tokens, {stats.n_types} distinct words, "
+                   f"embedding size {stats.embedding_size}")
+    click.echo(analysis.weighting_text(stats))
+    click.echo(stats.checks.format())
+    try:
+        if out:
+            with writing(out, "--out"):
+                note(f"wrote {stats.save(out)}")
+        if legacy_prefix:
+            with writing(legacy_prefix, "--legacy-prefix"):
+                for p in legacy.save_legacy_stats(stats, legacy_prefix):
+                    note(f"wrote {p}")
+    except errors() as exc:
+        raise fail(exc) from exc
 
-    # --- POS probe ---------------------------------------------------------------------------
-    @group.command("probe")
-    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-    @_model_options
-    @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
-                  help="Word -> possible tags: one example per (word, tag) pair.")
-    @click.option("--tagged", "tagged_path", type=click.Path(exists=True, dir_okay=False),
-                  help="Instead of --pos-map: running tagged text (CoNLL, word/TAG, Brown), one "
-                       "example per token.")
-    @click.option("--normalize-text", is_flag=True,
-                  help="With --tagged: lower case, numbers to N, no punctuation (Mikolov's PTB).")
-    @click.option("--tags", help="Only these tags, comma separated (after --tag-map).")
-    @click.option("--tag-map", "tag_map_path", type=click.Path(exists=True, dir_okay=False),
-                  help="Fine -> coarse tag map (e.g. ../shared/data/tagsets/en-ptb.map).")
-    @click.option("--C", "c_grid", default="0.1,1,10", show_default=True,
-                  help="Grid of inverse regularisation strengths for cross-validation.")
-    @click.option("--cv", type=click.IntRange(min=2), default=3, show_default=True, help="Cross-validation folds.")
-    @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                  default=0.2, show_default=True,
-                  help="Fraction of the words held out for the accuracy.")
-    @click.option("--min-examples", type=int, default=5, show_default=True,
-                  help="Leave out tags with fewer examples.")
-    @click.option("--seed", type=int, default=0, show_default=True,
-                  help="Seed of the (first) split of the words into training and held out.")
-    @click.option("--splits", type=click.IntRange(min=1), default=1, show_default=True,
-                  help="Repeat on this many random word splits and report the spread of the "
-                       "accuracy (a few frequent held-out words can move it a lot).")
-    @click.option("--class-means", type=click.Path(dir_okay=False),
-                  help="Write the per-tag mean embeddings (.npz, key = tag).")
-    @click.option("--confusion", type=click.Path(dir_okay=False),
-                  help="Write the held-out confusion matrix as CSV.")
-    def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_text, tags,
-              tag_map_path, c_grid, cv, test_fraction, min_examples, seed, splits, class_means,
-              confusion):
-        """POS probe: logistic regression from input embeddings to POS tags, accuracy on
-        held-out words, confusion matrix and per-tag mean embeddings."""
-        from .. import probe as probe_mod
-        from ..tagged import TaggedError, read_pos_map
+# --- embedding export --------------------------------------------------------------------
+@click.command("export-embeddings")
+@model_options(required=True)
+@click.option("--text", type=click.Path(exists=True, dir_okay=False),
+              help="Also write the embedding of every token of this text.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for words.npy/words.dict (and tokens.npy/tokens.dict).")
+def export_embeddings(model_path, vocab_path, trusted, text, out_dir):
+    """Write a model's embeddings: words.npy (V x E, row = word id) with
+    words.dict (word<TAB>id), and with --text the original's save_embedding
+    output as one file, tokens.npy (N x E, one row per token) with tokens.dict
+    (word<TAB>row of its first occurrence)."""
+    from .. import analysis
+    from ..data import read_tokens
 
-        if (pos_map_path is None) == (tagged_path is None):
-            raise click.UsageError("give --pos-map (word types) or --tagged (running text)")
-        try:
-            model = _load_model(model_path, vocab_path, trusted)
-            tag_map = probe_mod.read_tag_map(tag_map_path) if tag_map_path else None
-            kwargs = dict(tags=_split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
-                          cv=cv, test_fraction=test_fraction, min_examples=min_examples,
-                          seed=seed, splits=splits)
-            if pos_map_path:
-                result = probe_mod.pos_probe(model, pos_map=read_pos_map(pos_map_path), **kwargs)
-            else:
-                result = probe_mod.pos_probe(
-                    model, tagged_tokens=_tagged_tokens(tagged_path, normalize_text), **kwargs)
-        except (*errors, TaggedError) as exc:
-            raise _fail(exc) from exc
-        click.echo(result.format())
-        if class_means:
-            _note(f"wrote {result.save_class_means(class_means)}")
-        if confusion:
-            _note(f"wrote {result.save_confusion_csv(confusion)}")
+    try:
+        model = load_model(model_path, vocab_path, trusted)
+        out = Path(out_dir)
+        for p in analysis.export_word_embeddings(model, out / "words.npy"):
+            note(f"wrote {p}")
+        if text:
+            with reading(text, "--text"):
+                tokens = read_tokens(text, model.vocab)
+            for p in analysis.export_token_embeddings(model, tokens, out / "tokens.npy"):
+                note(f"wrote {p}")
+    except errors() as exc:
+        raise fail(exc) from exc
 
-    # --- the original's gradient directories ---------------------------------------------------
-    @group.command("legacy-average")
-    @click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
-    @click.argument("delay", type=int)
-    @click.option("--classes", "class_files", multiple=True,
-                  type=click.Path(exists=True, dir_okay=False),
-                  help="Class file (one tag per line); repeat for several classes. The class "
-                       "is named after the file, as in the original.")
-    @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
-                  help="Word -> possible tags map (needed with --classes).")
-    @click.option("--npz/--npy", "npz", default=None,
-                  help="Read all.npz (np2npz output) or the .npy files (default: .npy if "
-                       "present).  Not the original's switch: avg_gradient_matrix_pos.py reads "
-                       "all.npz by default and the .npy files when given 'npz' (inverted).")
-    def legacy_average(grad_dir, delay, class_files, pos_map_path, npz):
-        """The original's avg_gradient_matrix.py: the mean of every matrix in
-        GRAD_DIR/timestep_*/delay_DELAY/ (or GRAD_DIR/delay_DELAY/), saved as
-        GRAD_DIR/delay_DELAY_avg.npy; with --classes its avg_gradient_matrix_pos.py, per
-        class as delay_DELAY_avg_<class>.npy.
+# --- singular values -----------------------------------------------------------------
 
-        \b
-        On purpose unlike the original: sums in float64 (it summed float32), and with
-        .npy files each matrix counts once (avg_gradient_matrix_pos.py added each file
-        once per matching word of the whole mapping.txt, which makes its per-class
-        .npy result the all-words average); with all.npz both agree."""
-        from .. import legacy
-        from ..tagged import TaggedError, read_class_file, read_pos_map
 
-        if class_files and not pos_map_path:
-            raise click.UsageError("--classes needs --pos-map")
-        try:
-            classes = {Path(f).name: read_class_file(f) for f in class_files}
-            pos_map = read_pos_map(pos_map_path) if pos_map_path else None
-            averages = legacy.legacy_averages(grad_dir, delay, classes=classes or None,
-                                              pos_map=pos_map, npz=npz)
-        except (*errors, TaggedError) as exc:
-            raise _fail(exc) from exc
-        for name, avg in averages.items():
-            label = "all" if name is None else name
-            if avg.mean is None:
-                _note(f"class {label!r}: no matrix at delay {delay} belongs to it; nothing written")
-                continue
-            path = legacy.save_legacy_average(avg, grad_dir)
-            click.echo(f"{label}: mean of {avg.count} of {avg.total} matrices -> {path}")
-        missing = next((a.missing_words for a in averages.values() if a.missing_words), None)
-        if missing:
-            shown = ", ".join(f"{w} ({n})" for w, n in missing.most_common(20))
-            _note(f"{len(missing)} word(s) not in the POS map ({sum(missing.values())} matrices, "
-                  f"counted for no class): {shown}{' ...' if len(missing) > 20 else ''}")
+@click.command("svd")
+@click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+@normalize_options()
+@show_classes_option()
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Singular values to list.")
+@table_options()
+def svd(result_path, normalize, force, classes, top, csv_path, json_path):
+    """Top singular values and their sum per delay and class (the original's
+    calculate_svs), of the average gradients G or, with --normalize, of G L."""
+    from .. import analysis
 
-    @group.command("legacy-svs")
-    @click.argument("grad_dir", type=click.Path(exists=True, file_okay=False))
-    @click.argument("d_norm", type=click.Path(exists=True, dir_okay=False))
-    @click.argument("class_name", required=False)
-    @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
-    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False))
-    @click.option("--json", "json_path", type=click.Path(dir_okay=False))
-    def legacy_svs(grad_dir, d_norm, class_name, top, csv_path, json_path):
-        """The original's calculate_svs.py: singular values of G @ L for each
-        GRAD_DIR/delay_*_avg[_CLASS].npy, L read from D_NORM (_D_norm_grad.npy or a
-        stats .npz)."""
-        from .. import legacy
+    try:
+        result = load_result(result_path)
+        stats, L = _normalizer_for(result, result_path, normalize, force)
+        table = analysis.singular_value_table(result, normalize=_checked(stats, L),
+                                              classes=split_list(classes), top=top)
+    except errors() as exc:
+        raise fail(exc) from exc
+    click.echo(table.format())
+    write_tables(table, csv_path, json_path)
 
-        try:
-            table = legacy.legacy_svs(grad_dir, d_norm, class_name, top=top)
-        except errors as exc:
-            raise _fail(exc) from exc
-        click.echo(table.format())
-        _write_tables(table, csv_path, json_path)
+@click.command("memory")
+@click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+@normalize_options()
+@show_classes_option()
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.1, show_default=True,
+              help="Memory span: first delay whose sum falls below FRACTION x the sum at 0.")
+@table_options("Write the curves (class, delay, count, sum, sv_1) as CSV.",
+               "Write curves and spans as JSON.")
+@interval_options
+def memory(result_path, normalize, force, classes, fraction, csv_path, json_path, ci, level, n_boot,
+           ci_seed):
+    """Memory curves (sum of singular values against delay) and memory spans per class;
+    with --ci also their confidence bands and the range of each span over the
+    resampling replicates."""
+    from .. import analysis
 
-    @group.command("legacy-export")
-    @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
-    @click.argument("out_dir", type=click.Path(file_okay=False))
-    @classes_option
-    @click.option("--normalize", "normalize", type=click.Path(exists=True),
-                  help="Embedding statistics (.npz from embedding-stats, or the original's "
-                       "_D_norm_grad.npy): also write the pre-normalised averages "
-                       "delay_<d>_avg[_<class>]_norm.npy (G L), the only files the original's "
-                       "relative_memory.py reads, and (from a stats file) its four "
-                       "emb_*.npy files, emb_Z_norm_emb.npy among them.")
-    def legacy_export(result_path, out_dir, classes, normalize):
-        """Write a result's average gradients as the original's delay_<d>_avg[_<class>].npy
-        files, for its calculate_svs.py and cos_subspace_diff_vector.py; with --normalize
-        also delay_<d>_avg[_<class>]_norm.npy for its relative_memory.py."""
-        from .. import analysis, legacy
+    try:
+        result = load_result(result_path, blocks=ci is not None)
+        stats, L = _normalizer_for(result, result_path, normalize, force)
+        report = analysis.memory_curves(result, normalize=_checked(stats, L),
+                                        classes=split_list(classes), fraction=fraction,
+                                        interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
+    except UncertaintyError as exc:
+        raise _fail_with(result_path, exc) from exc
+    except errors() as exc:
+        raise fail(exc) from exc
+    click.echo(report.format())
+    write_tables(report, csv_path, json_path)
 
-        try:
-            result = _load_result(result_path)
-            written = legacy.export_result_averages(result, out_dir, classes=_split_list(classes),
-                                                    normalize=normalize)
-            info = analysis.normalization_info(normalize)
-        except errors as exc:
-            raise _fail(exc) from exc
-        click.echo(f"wrote {len(written)} files to {out_dir}")
-        if info:
-            click.echo(f"normalisation: {info['text']}")
+# --- relative memory ---------------------------------------------------------------------
+@click.command("relative-memory")
+@click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
+@normalize_options("Embedding statistics (.npz from embedding-stats, or the original's "
+                   "PREFIX_D_norm_grad.npy with its sibling files).", required=True)
+@model_options("The model, for the embeddings the difference vector is taken from.")
+@click.option("--diff", nargs=2, metavar="A B",
+              help="Two word sets; v = mean embedding of A minus that of B.  Each is a "
+                   "class of the result, TAG[,TAG...] (with --pos-map), tags:FILE (a class "
+                   "file, with --pos-map) or words:FILE (words, one per line).")
+@click.option("--vector", "vector_path", type=click.Path(exists=True, dir_okay=False),
+              help="Instead of --diff: a difference vector saved as .npy (E,).")
+@click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
+              help="Word -> possible tags map, for word sets given by tags.")
+@click.option("--weight-text", type=click.Path(exists=True, dir_okay=False),
+              help="Weight each word's embedding by its count in this text (default: each "
+                   "word once).")
+@click.option("--keep-shared", is_flag=True,
+              help="Keep words that are in both sets of --diff in both means (the "
+                   "original's way); by default they are left out of both.")
+@click.option("--class", "class_name", default="all", show_default=True,
+              help="Class of the result whose average gradients to use.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Right singular vectors spanning the subspace of the cosine.  The "
+                   "original's cos_subspace_diff_vector.py takes vh[:thr+1]: --top-k K "
+                   "equals its thr = K-1.")
+@click.option("--save-vector", type=click.Path(dir_okay=False),
+              help="Write the difference vector as .npy.")
+@table_options()
+@interval_options
+def relative_memory(result_path, normalize, force, model_path, vocab_path, trusted, diff, vector_path,
+                    pos_map_path, weight_text, keep_shared, class_name, top_k, save_vector,
+                    csv_path, json_path, ci, level, n_boot, ci_seed):
+    """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
+    property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
+    plural minus singular nouns)."""
+    from .. import analysis
+
+    if (diff is None) == (vector_path is None):
+        raise click.UsageError("give --diff A B (with --model) or --vector FILE")
+    try:
+        result = load_result(result_path, blocks=ci is not None)
+        with reading(normalize, "--normalize"):
+            stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
+        if vector_path:
+            v: Any = analysis.DifferenceVector(_read_vector(vector_path, result),
+                                               Path(vector_path).stem, "given", (0, 0))
         else:
-            _note("no --normalize: relative_memory.py reads only delay_<d>_avg[_<class>]_norm.npy "
-                  "(G L) files, so it finds nothing here")
-        for name in _split_list(classes) or result.classes:
-            empty = result.empty_delays(name)
-            if empty:
-                _note(f"class {name!r} has no occurrences at delay(s) {empty}: no file for them")
+            if not model_path:
+                raise click.UsageError("--diff needs --model (the embeddings to average)")
+            model = load_model(model_path, vocab_path, trusted)
+            _check_result_model(result, model)
+            v = _difference_from_specs(result, model, diff, pos_map_path, weight_text,
+                                       "keep" if keep_shared else "drop")
+            click.echo(f"difference vector {v.label}: {v.n_words[0]} vs {v.n_words[1]} words"
+                       + (f", {v.n_tokens[0]} vs {v.n_tokens[1]} tokens" if v.n_tokens else ""))
+            if v.n_shared:
+                note(f"{v.n_shared} words are in both sets: "
+                      + ("kept in both means" if keep_shared else
+                         "left out of both means (--keep-shared keeps them)"))
+        if save_vector:
+            note(f"wrote {v.save(save_vector)}")
+        table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
+                                         interval=ci, level=level, n_boot=n_boot,
+                                         seed=ci_seed)
+    except UncertaintyError as exc:
+        raise _fail_with(result_path, exc) from exc
+    except errors() as exc:
+        raise fail(exc) from exc
+    click.echo(table.format())
+    write_tables(table, csv_path, json_path)
 
-    @group.command("legacy-np2npz")
-    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-    @click.option("--remove", is_flag=True, help="Delete the .npy files once all.npz is written.")
-    def legacy_np2npz(folder, remove):
-        """The original's np2npz.py: stack FOLDER's numbered .npy files into FOLDER/all.npz."""
-        from .. import legacy
+# --- POS probe ---------------------------------------------------------------------------
+@click.command("probe")
+@model_options(required=True)
+@click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
+              help="Word -> possible tags: one example per (word, tag) pair.")
+@click.option("--tagged", "tagged_path", type=click.Path(exists=True, dir_okay=False),
+              help="Instead of --pos-map: running tagged text (CoNLL, word/TAG, Brown), one "
+                   "example per token.")
+@click.option("--normalize-text", is_flag=True,
+              help="With --tagged: lower case, numbers to N, no punctuation (Mikolov's PTB).")
+@click.option("--tags", help="Only these tags, comma separated (after --tag-map).")
+@click.option("--tag-map", "tag_map_path", type=click.Path(exists=True, dir_okay=False),
+              help="Fine -> coarse tag map (e.g. ../shared/data/tagsets/en-ptb.map).")
+@click.option("--C", "c_grid", default="0.1,1,10", show_default=True,
+              help="Grid of inverse regularisation strengths for cross-validation.")
+@click.option("--cv", type=click.IntRange(min=2), default=3, show_default=True, help="Cross-validation folds.")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.2, show_default=True,
+              help="Fraction of the words held out for the accuracy.")
+@click.option("--min-examples", type=int, default=5, show_default=True,
+              help="Leave out tags with fewer examples.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the (first) split of the words into training and held out.")
+@click.option("--splits", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Repeat on this many random word splits and report the spread of the "
+                   "accuracy (a few frequent held-out words can move it a lot).")
+@click.option("--class-means", type=click.Path(dir_okay=False),
+              help="Write the per-tag mean embeddings (.npz, key = tag).")
+@click.option("--confusion", type=click.Path(dir_okay=False),
+              help="Write the held-out confusion matrix as CSV.")
+def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_text, tags,
+          tag_map_path, c_grid, cv, test_fraction, min_examples, seed, splits, class_means,
+          confusion):
+    """POS probe: logistic regression from input embeddings to POS tags, accuracy on
+    held-out words, confusion matrix and per-tag mean embeddings."""
+    from ..analysis import pos_probe, read_tag_map
+    from ..data import TaggedError, read_pos_map
 
-        try:
-            click.echo(f"wrote {legacy.np2npz(folder, remove=remove)}")
-        except errors as exc:
-            raise _fail(exc) from exc
+    if (pos_map_path is None) == (tagged_path is None):
+        raise click.UsageError("give --pos-map (word types) or --tagged (running text)")
+    try:
+        model = load_model(model_path, vocab_path, trusted)
+        tag_map = read_tag_map(tag_map_path) if tag_map_path else None
+        kwargs = dict(tags=split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
+                      cv=cv, test_fraction=test_fraction, min_examples=min_examples,
+                      seed=seed, splits=splits)
+        if pos_map_path:
+            result = pos_probe(model, pos_map=read_pos_map(pos_map_path), **kwargs)
+        else:
+            result = pos_probe(
+                model, tagged_tokens=_tagged_tokens(tagged_path, normalize_text), **kwargs)
+    except (*errors(), TaggedError) as exc:
+        raise fail(exc) from exc
+    click.echo(result.format())
+    if class_means:
+        note(f"wrote {result.save_class_means(class_means)}")
+    if confusion:
+        note(f"wrote {result.save_confusion_csv(confusion)}")
+
+COMMANDS = [embedding_stats, export_embeddings, svd, memory, relative_memory, probe]
 
 
 # --- helpers for embedding-stats, relative-memory and probe ---------------------------------------
@@ -609,7 +396,7 @@ def _array_weighting(X: np.ndarray, path: str, weighting: str | None) -> str:
 
 
 def _tagged_tokens(path: str, normalize: bool):
-    from ..tagged import iter_tagged_sentences, normalize_sentence
+    from ..data import iter_tagged_sentences, normalize_sentence
 
     for sentence in iter_tagged_sentences(path):
         if normalize:
@@ -619,8 +406,7 @@ def _tagged_tokens(path: str, normalize: bool):
 
 def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shared="drop"):
     from .. import analysis
-    from ..corpus import read_tokens
-    from ..tagged import read_class_file, read_pos_map
+    from ..data import read_class_file, read_pos_map, read_tokens
 
     pos_map = read_pos_map(pos_map_path) if pos_map_path else None
     definitions = result.metadata.get("class_definitions") or {}
@@ -638,7 +424,7 @@ def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shar
             if isinstance(definition, dict) and "words" in definition:
                 return [str(w) for w in definition["words"]]
             tags = (definition.get("tags") if isinstance(definition, dict) else None) or \
-                _split_list(spec) or []
+                split_list(spec) or []
         if pos_map is None:
             raise analysis.AnalysisError(
                 f"word set {spec!r} is given by tags {tags}: add --pos-map to find its words")
@@ -655,7 +441,7 @@ def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shar
         if len(found) == 0:
             raise analysis.AnalysisError(f"none of the words of {spec!r} is in the model's vocabulary")
         if missing:
-            _note(f"{spec}: {len(missing)} of its words are not in the vocabulary (ignored)")
+            note(f"{spec}: {len(missing)} of its words are not in the vocabulary (ignored)")
         ids.append(found)
     counts = None
     if weight_text:

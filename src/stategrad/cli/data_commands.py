@@ -11,63 +11,24 @@ from pathlib import Path
 
 import click
 
-from ..classes import BUILTIN_CLASS_SETS, ClassError, ClassSet, load_classes, missing_from_map
-from ..corpus import CorpusError, Vocabulary, read_tokens
-from ..embeddings import MISSING_INITS, align_embeddings
-from ..tagged import FORMATS, TAGSETS, oov_rate, prepare_tagged, read_pos_map
-from ._inputs import check_encoding, writing
-
-# --- shared word-class options --------------------------------------------------------------
-
-
-def class_options(func):
-    """Add ``--classes/--pos-map/--tag-map/--class-words/--class-map`` to a command."""
-    options = [
-        click.option(
-            "--classes",
-            "classes",
-            multiple=True,
-            metavar="SPEC",
-            help=(
-                "Word classes defined by POS tags (needs --pos-map): a built-in set "
-                f"({', '.join(BUILTIN_CLASS_SETS)}; 'ptb:nouns+verbs' keeps some of its classes) "
-                "or a class file with one tag per line, named after the file (nouns.txt -> "
-                "nouns). Repeat the option or separate with commas. A word counts for every "
-                "class one of its possible tags is in."
-            ),
-        ),
-        click.option(
-            "--pos-map",
-            type=click.Path(exists=True, dir_okay=False),
-            help=(
-                "Word -> possible tags map ('word TAG TAG ...' per line, the original's format; "
-                "`stategrad prepare-tagged` writes one)."
-            ),
-        ),
-        click.option(
-            "--tag-map",
-            type=click.Path(exists=True, dir_okay=False),
-            help=(
-                "Fine -> universal tag map for the universal class sets: 'FINE<TAB>UNIVERSAL' "
-                "per line (e.g. ../shared/data/tagsets/en-brown.map). Needed for Brown tags; "
-                "PTB tags have a built-in table."
-            ),
-        ),
-        click.option(
-            "--class-words",
-            multiple=True,
-            type=click.Path(exists=True, dir_okay=False),
-            help="A class given as a word list, one word per line, named after the file. Repeatable.",
-        ),
-        click.option(
-            "--class-map",
-            type=click.Path(exists=True, dir_okay=False),
-            help="Classes given as 'word<TAB>class' lines (a word may have several classes).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+from ..data import (
+    FORMATS,
+    MISSING_INITS,
+    TAGSETS,
+    ClassError,
+    ClassSet,
+    CorpusError,
+    Vocabulary,
+    align_embeddings,
+    load_classes,
+    missing_from_map,
+    oov_rate,
+    prepare_tagged,
+    read_pos_map,
+    read_tokens,
+)
+from ._inputs import writing
+from .options import class_options, encoding_option
 
 
 def classes_from_options(
@@ -81,7 +42,7 @@ def classes_from_options(
 ) -> ClassSet:
     """The ClassSet the class options ask for (only 'all' when none is given); warnings
     about unknown tags and empty classes go to stderr."""
-    from ..classes import ClassWarning
+    from ..data import ClassWarning
 
     for spec in classes or []:
         parts = [part.strip() for part in spec.split(",")]
@@ -206,10 +167,7 @@ def _vocab_from_options(
     type=click.Path(exists=True, dir_okay=False),
     help="Report the out-of-vocabulary rate of this LM text (e.g. ptb.valid.txt). Repeatable.",
 )
-@click.option(
-    "--encoding", default="utf-8", show_default=True, help="Encoding of inputs and output.",
-    callback=check_encoding,
-)
+@encoding_option("Encoding of inputs and output.")
 def prepare_tagged_command(
     inputs,
     output,
@@ -310,7 +268,7 @@ def prepare_tagged_command(
 @click.option(
     "--missing-list", type=click.Path(dir_okay=False), help="Write the words without a vector here."
 )
-@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
+@encoding_option()
 def convert_embeddings_command(
     word2vec_file,
     output,
@@ -386,7 +344,7 @@ def convert_embeddings_command(
     help="Count class tokens in this text (e.g. the validation text) and list its words missing from the POS map.",
 )
 @class_options
-@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
+@encoding_option()
 def show_classes_command(
     vocab_file,
     train_text,
@@ -433,7 +391,4 @@ def show_classes_command(
         )
 
 
-def register(group: click.Group) -> None:
-    group.add_command(prepare_tagged_command)
-    group.add_command(convert_embeddings_command)
-    group.add_command(show_classes_command)
+COMMANDS = [prepare_tagged_command, convert_embeddings_command, show_classes_command]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -15,22 +14,32 @@ import click
 import numpy as np
 import torch
 
-from ..corpus import CorpusError, read_tokens, unk_warning
-from ..engine import EngineError, EngineOptions, StateGradientEngine
-from ..models import ModelError, load_model
-from ..raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
-from ..result import ResultError, coverage_overlaps, load_result
-from ._inputs import check_encoding, reading
-from .data_commands import class_options, classes_from_options
+from ..data import CorpusError, read_tokens, unk_warning
+from ..gradients import (
+    EngineError,
+    EngineOptions,
+    RawError,
+    RawPairWriter,
+    ResultError,
+    StateGradientEngine,
+    coverage_overlaps,
+    iter_raw_pairs,
+    load_result,
+    parse_index_spec,
+)
+from ..lm import ModelError
+from ._inputs import load_model, reading
+from .data_commands import classes_from_options
+from .options import (
+    class_options,
+    device_option,
+    encoding_option,
+    model_options,
+    progress_option,
+    threads_option,
+)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _device(ctx, param, value: str) -> str:
-    # torch.device accepts many names the engine cannot run on, and rejects others with a traceback.
-    if re.fullmatch(r"cpu|cuda(:\d+)?", value) is None:
-        raise click.BadParameter(f"{value!r} is not one of cpu, cuda, cuda:N")
-    return value
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -59,12 +68,8 @@ def _file_sha256(path: Path) -> str:
 
 
 @click.command("gradients")
-@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="A stategrad checkpoint, or a word_language_model state dict / module (with --vocab).")
-@click.option("--vocab", "vocab_path", type=click.Path(exists=True, dir_okay=False),
-              help="Vocabulary of a model trained elsewhere: 'word<TAB>id' lines or one word per line.")
-@click.option("--trusted", is_flag=True,
-              help="Allow opening a pickled module (unpickling runs code from the file).")
+@model_options("A stategrad checkpoint, or a word_language_model state dict / module (with --vocab).",
+               required=True, must_exist=True)
 @click.option("--text", "text_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Text to analyse, one sentence per line (read as for training).")
 @click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True,
@@ -92,10 +97,9 @@ def _file_sha256(path: Path) -> str:
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
               help="First start position (slices of a text merge into the whole).")
 @click.option("--stop", type=click.IntRange(min=0), help="One past the last start position.")
-@click.option("--device", default="cpu", show_default=True, callback=_device,
-              help="cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for PyTorch.")
+@threads_option()
 @click.option("--tf32", is_flag=True,
               help="On CUDA, TF32 matrix products (faster, less exact; the error against "
                    "float64 is measured and printed).")
@@ -116,9 +120,8 @@ def _file_sha256(path: Path) -> str:
                    "DIR/timestep_all/delay_<d> to np2npz.py.  DIR must hold no timestep_* "
                    "folder yet.")
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
-@click.option("--encoding", default="utf-8", show_default=True, callback=check_encoding)
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="A progress bar; without it, a line on standard error every 60 s.")
+@encoding_option()
+@progress_option()
 def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
                       pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
                       block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
@@ -146,9 +149,87 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
     _check_writable(Path(out_path), "the result")
     _check_writable(checkpoint, "the running state")
+    lm, tokens = _read_inputs(model_path, vocab_path, trusted, text_path, no_eos, encoding, start)
+    class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
+                                     tag_map=tag_map)
+    options = engine_options(lm, max_delay=max_delay, state=state, layer=layer,
+                             semantics=semantics, segment_length=segment_length, device=device,
+                             dtype=dtype, block_size=block_size, sample_every=sample_every,
+                             sample_fraction=sample_fraction, seed=seed)
+    text_info, run_info, model_info = _provenance(lm, model_path, text_path, no_eos, encoding)
+    from ..comm import is_distributed_launch
+
+    if is_distributed_launch() or tf32:
+        if raw_path or export_dir:
+            raise click.UsageError("--raw and --export-original run in a single process only")
+        _run_distributed(lm, tokens, options, class_set, out_path=out_path, start=start, stop=stop,
+                         progress=progress, text_info=text_info, run_info=run_info, tf32=tf32,
+                         checkpoint_every=checkpoint_every, model_info=model_info)
+        return
     try:
-        with reading(model_path, "--model"):
-            lm = load_model(model_path, vocab_path, trusted=trusted)
+        engine = StateGradientEngine(lm, tokens, options, class_set)
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    raw = _RawOutput.open(engine, options, tokens, model_path, text_info, raw_path, export_dir,
+                          raw_positions, raw_delays)
+    try:
+        result, elapsed = _run_single(engine, start, stop, progress, raw.writer, checkpoint,
+                                      checkpoint_every, text_info)
+        run_info["seconds"] = round(elapsed, 3)
+        result.metadata["run"] = run_info
+        result.metadata.update(model_info)
+        try:
+            saved = result.save(out_path)
+        except ResultError as exc:
+            raise click.ClickException(str(exc)) from exc
+        # Only now: a kill before the result is in place must leave the running state to resume.
+        engine.remove_running_state(checkpoint)
+        pairs = int(result.counts[:, 0].sum())
+        click.echo(f"{pairs:,} matrices ({result.counts[0, 0]:,} positions x delays < {max_delay}) "
+                   f"in {elapsed:.1f} s ({pairs / max(elapsed, 1e-9):,.0f}/s) -> {saved}")
+        raw.finish(tokens, lm.vocab)
+    finally:
+        raw.cleanup()
+
+
+def engine_options(lm, *, max_delay: int, state: str, layer: int, semantics: str,
+                   segment_length: int | None, device: str, dtype: str,
+                   block_size: int | None = None, sample_every: int | None = None,
+                   sample_fraction: float | None = None, seed: int = 0) -> EngineOptions:
+    """The EngineOptions of the command line's options, for the single-process and the
+    torchrun run alike.  --semantics segment without --segment-length takes the model's
+    num_steps."""
+    if semantics == "segment" and segment_length is None:
+        # Checkpoints trained here keep it under [training]; the original's flat configs at the top.
+        segment_length = (lm.config.get("training", {}).get("num_steps")
+                          or lm.config.get("num_steps"))
+        if not segment_length:
+            raise click.UsageError("--semantics segment needs --segment-length (the model "
+                                   "does not record its num_steps)")
+    return EngineOptions(max_delay=max_delay, state=state, layer=layer, semantics=semantics,
+                         segment_length=segment_length, device=device, dtype=_DTYPES[dtype],
+                         block_size=block_size, sample_every=sample_every,
+                         sample_fraction=sample_fraction, seed=seed)
+
+
+def _provenance(lm, model_path, text_path, no_eos, encoding) -> tuple[dict, dict, dict]:
+    """What the result records of how it was made: the text, the command, the model."""
+    text_info = {"path": str(Path(text_path).resolve()), "file_sha256": _file_sha256(Path(text_path)),
+                 "no_eos": no_eos, "encoding": encoding}
+    ctx = click.get_current_context()
+    run_info = {"command": ctx.command_path, "arguments": dict(ctx.params),
+                "threads": torch.get_num_threads()}
+    model_info = {"model": {"path": str(Path(model_path).resolve()), "cell": lm.spec.cell,
+                            "hidden_size": lm.spec.hidden_size,
+                            "embedding_size": lm.spec.embedding_size,
+                            "layers": lm.spec.num_layers}}
+    return text_info, run_info, model_info
+
+
+def _read_inputs(model_path, vocab_path, trusted, text_path, no_eos, encoding, start):
+    """The model and the tokens of the text, checked against --start; warns of <unk>."""
+    try:
+        lm = load_model(model_path, vocab_path, trusted)
         with reading(text_path, "--text"):
             tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
     except (ModelError, CorpusError) as exc:
@@ -161,71 +242,28 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     warning = unk_warning(tokens, lm.vocab)
     if warning:
         click.echo(warning, err=True)
-    class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
-                                     tag_map=tag_map)
-    if semantics == "segment" and segment_length is None:
-        # Checkpoints trained here keep it under [training]; the original's flat configs at the top.
-        segment_length = (lm.config.get("training", {}).get("num_steps")
-                          or lm.config.get("num_steps"))
-        if not segment_length:
-            raise click.UsageError("--semantics segment needs --segment-length (the model "
-                                   "does not record its num_steps)")
-    options = EngineOptions(max_delay=max_delay, state=state, layer=layer, semantics=semantics,
-                            segment_length=segment_length, device=device, dtype=_DTYPES[dtype],
-                            block_size=block_size, sample_every=sample_every,
-                            sample_fraction=sample_fraction, seed=seed)
-    text_info = {"path": str(Path(text_path).resolve()), "file_sha256": _file_sha256(Path(text_path)),
-                 "no_eos": no_eos, "encoding": encoding}
-    ctx = click.get_current_context()
-    run_info = {"command": ctx.command_path, "arguments": dict(ctx.params),
-                "threads": torch.get_num_threads()}
+    return lm, tokens
 
-    from .. import distributed
 
-    model_info = {"model": {"path": str(Path(model_path).resolve()), "cell": lm.spec.cell,
-                            "hidden_size": lm.spec.hidden_size,
-                            "embedding_size": lm.spec.embedding_size,
-                            "layers": lm.spec.num_layers}}
-    if distributed.is_distributed_launch() or tf32:
-        if raw_path or export_dir:
-            raise click.UsageError("--raw and --export-original run in a single process only")
-        try:
-            distributed.compute_state_gradients_distributed(
-                lm, tokens, options, class_set, out_path=out_path, start=start, stop=stop,
-                progress=progress, text_info=text_info, run_info=run_info, tf32=tf32,
-                checkpoint_every=checkpoint_every, extra_metadata=model_info)
-            if tf32 and int(os.environ.get("RANK", "0")) == 0:
-                err = distributed.precision_error(lm, tokens, options, class_set, tf32=True)
-                click.echo(f"TF32 matmuls: error against float64 {err}", err=True)
-        except (EngineError, ResultError, distributed.DistributedError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        return
+def _run_distributed(lm, tokens, options, class_set, *, tf32: bool, model_info: dict, **run):
+    """Under torchrun (or for --tf32): the sliced run, and with --tf32 the precision check."""
+    from ..comm import DistributedError
+    from ..gradients import compute_state_gradients_distributed, precision_error
 
     try:
-        engine = StateGradientEngine(lm, tokens, options, class_set)
-    except EngineError as exc:
+        compute_state_gradients_distributed(lm, tokens, options, class_set, tf32=tf32,
+                                            extra_metadata=model_info, **run)
+        if tf32 and int(os.environ.get("RANK", "0")) == 0:
+            err = precision_error(lm, tokens, options, class_set, tf32=True)
+            click.echo(f"TF32 matmuls: error against float64 {err}", err=True)
+    except (EngineError, ResultError, DistributedError) as exc:
         raise click.ClickException(str(exc)) from exc
 
-    writer = None
-    tmpdir = None
-    if raw_path or export_dir:
-        if export_dir:
-            from ..legacy import LegacyError, check_export_target
 
-            try:
-                check_export_target(export_dir)
-            except LegacyError as exc:
-                raise click.ClickException(str(exc)) from None
-        positions = _index_spec(raw_positions, len(tokens), "--raw-positions")
-        delays = _index_spec(raw_delays, max_delay, "--raw-delays")
-        target = raw_path
-        if target is None:
-            tmpdir = tempfile.TemporaryDirectory()
-            target = Path(tmpdir.name) / "raw.h5"
-        writer = RawPairWriter(target, positions, delays, engine.H, engine.E,
-                               metadata={"model": str(model_path), "text": text_info,
-                                         "state": state, "layer": engine.layer,
-                                         "semantics": semantics})
+def _run_single(engine, start, stop, progress, writer, checkpoint: Path, checkpoint_every,
+                text_info):
+    """The engine's pass in this process: (result, seconds).  A failure or Ctrl-C drops the
+    raw file being written; Ctrl-C leaves the running state to resume from."""
     if checkpoint.is_file():
         click.echo(f"resuming from {checkpoint}", err=True)
     began = time.perf_counter()
@@ -244,33 +282,61 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
         click.echo(f"\ninterrupted; the last running-state checkpoint is {checkpoint} "
                    "(rerun the same command to resume)", err=True)
         sys.exit(130)
-    elapsed = time.perf_counter() - began
-    run_info["seconds"] = round(elapsed, 3)
-    result.metadata["run"] = run_info
-    result.metadata.update(model_info)
-    try:
-        saved = result.save(out_path)
-    except ResultError as exc:
-        raise click.ClickException(str(exc)) from exc
-    # Only now: a kill before the result is in place must leave the running state to resume.
-    engine.remove_running_state(checkpoint)
-    pairs = int(result.counts[:, 0].sum())
-    click.echo(f"{pairs:,} matrices ({result.counts[0, 0]:,} positions x delays < {max_delay}) "
-               f"in {elapsed:.1f} s ({pairs / max(elapsed, 1e-9):,.0f}/s) -> {saved}")
-    if writer is not None:
-        writer.close()
-        click.echo(f"{writer.count:,} individual matrices" + (f" -> {raw_path}" if raw_path else ""))
+    return result, time.perf_counter() - began
+
+
+class _RawOutput:
+    """The individual matrices of --raw and --export-original: the raw HDF5 file written
+    during the pass (to a temporary folder when only the original's layout is wanted),
+    and after it the original's layout made from that file."""
+
+    def __init__(self, writer=None, raw_path=None, export_dir=None, tmpdir=None):
+        self.writer, self.raw_path, self.export_dir, self.tmpdir = writer, raw_path, export_dir, tmpdir
+
+    @classmethod
+    def open(cls, engine, options, tokens, model_path, text_info, raw_path, export_dir, raw_positions,
+             raw_delays) -> _RawOutput:
+        if not (raw_path or export_dir):
+            return cls()
         if export_dir:
+            from ..legacy import LegacyError, check_export_target
+
+            try:
+                check_export_target(export_dir)
+            except LegacyError as exc:
+                raise click.ClickException(str(exc)) from None
+        positions = _index_spec(raw_positions, len(tokens), "--raw-positions")
+        delays = _index_spec(raw_delays, options.max_delay, "--raw-delays")
+        tmpdir = None
+        target = raw_path
+        if target is None:
+            tmpdir = tempfile.TemporaryDirectory()
+            target = Path(tmpdir.name) / "raw.h5"
+        writer = RawPairWriter(target, positions, delays, engine.H, engine.E,
+                               metadata={"model": str(model_path), "text": text_info,
+                                         "state": options.state, "layer": engine.layer,
+                                         "semantics": options.semantics})
+        return cls(writer, raw_path, export_dir, tmpdir)
+
+    def finish(self, tokens, vocab) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        click.echo(f"{self.writer.count:,} individual matrices"
+                   + (f" -> {self.raw_path}" if self.raw_path else ""))
+        if self.export_dir:
             from ..legacy import EXPORT_TIME_STEP, export_original_layout, np2npz
 
-            summary = export_original_layout(export_dir, iter_raw_pairs(writer.path), tokens,
-                                             lm.vocab, time_step=EXPORT_TIME_STEP)
+            summary = export_original_layout(self.export_dir, iter_raw_pairs(self.writer.path),
+                                             tokens, vocab, time_step=EXPORT_TIME_STEP)
             for folder in sorted(summary.out_dir.glob("delay_*")):
                 np2npz(folder)
             click.echo(f"original layout -> {summary.out_dir}/delay_<d>/ ({summary.matrices:,} "
-                       f"matrices): give {export_dir} to the original's avg_gradient_matrix.py")
-        if tmpdir is not None:
-            tmpdir.cleanup()
+                       f"matrices): give {self.export_dir} to the original's avg_gradient_matrix.py")
+
+    def cleanup(self) -> None:
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
 
 
 def _index_spec(spec: str, n: int, option: str) -> np.ndarray:
@@ -373,7 +439,4 @@ def inspect_command(result_path, as_json):
         click.echo(f"  {name:<15} {res.counts[0, j]:>10,}  {res.counts[-1, j]:>12,}")
 
 
-def register(group: click.Group) -> None:
-    group.add_command(gradients_command)
-    group.add_command(merge_command)
-    group.add_command(inspect_command)
+COMMANDS = [gradients_command, merge_command, inspect_command]

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ._inputs import reading
-from .analysis_commands import checked_normalizer, force_option
+from ._inputs import checked_normalizer, load_model, reading
+from .options import band_options, model_options, normalize_options, show_classes_option
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
@@ -47,18 +47,11 @@ def _load_vector(spec: str) -> tuple[str, np.ndarray]:
     return name, v.ravel()
 
 
-def _model(path: str, vocab: str | None, trusted: bool):
-    from ..models import load_model
-
-    with reading(path, "--model"):
-        return load_model(path, vocab, trusted=trusted)
-
-
 def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, length: int) -> list[str]:
     if text is not None:
         if sentence:
             raise click.UsageError("give either a sentence or --text, not both")
-        from ..corpus import iter_words
+        from ..data import iter_words
 
         words = list(itertools.islice(iter_words(text), start, start + length))
         if not words:
@@ -83,158 +76,141 @@ def _extra_figure(spec: str):
                        table if table.is_file() else None)
 
 
-def register(group: click.Group) -> None:
-    @group.command("report")
-    @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
-    @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-                  help="Directory for report.html and figures/.")
-    @click.option("--normalize", "normalize", type=click.Path(dir_okay=False), default=None,
-                  help="Embedding statistics (stategrad stats file, or the original's "
-                       "_D_norm_grad.npy): adds figures of the normalised Gbar_d L.")
-    @force_option
-    @click.option("--classes", default=None,
-                  help="Comma-separated classes to show (default: every class all results share).")
-    @click.option("--label", "labels", multiple=True,
-                  help="Legend label of each result, in order (default: from its metadata).")
-    @click.option("--log-scale", is_flag=True, help="Logarithmic y axis for memory curves.")
-    @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1),
-                  help="How many of the largest singular values to plot against delay.")
-    @click.option("--spectrum-delays", default=None,
-                  help="Delays whose full spectrum is plotted, e.g. 0,1,5,20 (default: spread "
-                       "over the range).")
-    @click.option("--ci", type=click.Choice(["jackknife", "bootstrap", "none"]),
-                  default="jackknife", show_default=True, help="Confidence band estimator.")
-    @click.option("--level", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                  help="Confidence level of the bands.")
-    @click.option("--n-boot", default=200, show_default=True, type=click.IntRange(2),
-                  help="Bootstrap resamples (with --ci bootstrap).")
-    @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
-    @click.option("--difference", "differences", multiple=True, metavar="NAME=FILE",
-                  help="A difference vector in embedding space (.npy or text), e.g. "
-                       "plural=nns_minus_nn.npy: adds relative memory and subspace cosine.")
-    @click.option("--subspace-k", default=5, show_default=True, type=click.IntRange(1),
-                  help="Size of the singular subspace for the subspace cosine (K equals "
-                       "thr = K-1 of the original's cos_subspace_diff_vector.py).")
-    @click.option("--sentence", "sentences", multiple=True,
-                  help="A sentence to show in the sentence view (needs --model); repeatable.")
-    @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-                  help="Model checkpoint for --sentence.")
-    @click.option("--vocab", type=click.Path(dir_okay=False), default=None,
-                  help="Vocabulary file, when --model is a bare state dict.")
-    @click.option("--trusted", is_flag=True, help="Allow a pickled model module (runs its code).")
-    @click.option("--state", type=click.Choice(["cell", "hidden"]), default=None,
-                  help="State for --sentence (default: the first result's).")
-    @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
-                  help="Size of each G(t, d) in the sentence view: Frobenius norm or top singular value.")
-    @click.option("--figure", "extra_figures", multiple=True, metavar="IMAGE[::TITLE[::CAPTION]]",
-                  help="Add a figure made elsewhere (PNG/SVG/JPEG) after the report's own, "
-                       "with its title and caption; a CSV of the same name beside the image "
-                       "is shown as its numbers.  Repeatable.")
-    @click.option("--title", default="State gradient report", show_default=True)
-    def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
-               ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab,
-               trusted, state, measure, extra_figures, title):
-        """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
+@click.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for report.html and figures/.")
+@normalize_options("Embedding statistics (stategrad stats file, or the original's "
+                   "_D_norm_grad.npy): adds figures of the normalised Gbar_d L.",
+                   must_exist=False)
+@show_classes_option("Comma-separated classes to show (default: every class all results share).")
+@click.option("--label", "labels", multiple=True,
+              help="Legend label of each result, in order (default: from its metadata).")
+@click.option("--log-scale", is_flag=True, help="Logarithmic y axis for memory curves.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1),
+              help="How many of the largest singular values to plot against delay.")
+@click.option("--spectrum-delays", default=None,
+              help="Delays whose full spectrum is plotted, e.g. 0,1,5,20 (default: spread "
+                   "over the range).")
+@band_options
+@click.option("--difference", "differences", multiple=True, metavar="NAME=FILE",
+              help="A difference vector in embedding space (.npy or text), e.g. "
+                   "plural=nns_minus_nn.npy: adds relative memory and subspace cosine.")
+@click.option("--subspace-k", default=5, show_default=True, type=click.IntRange(1),
+              help="Size of the singular subspace for the subspace cosine (K equals "
+                   "thr = K-1 of the original's cos_subspace_diff_vector.py).")
+@click.option("--sentence", "sentences", multiple=True,
+              help="A sentence to show in the sentence view (needs --model); repeatable.")
+@model_options("Model checkpoint for --sentence.")
+@click.option("--state", type=click.Choice(["cell", "hidden"]), default=None,
+              help="State for --sentence (default: the first result's).")
+@click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
+              help="Size of each G(t, d) in the sentence view: Frobenius norm or top singular value.")
+@click.option("--figure", "extra_figures", multiple=True, metavar="IMAGE[::TITLE[::CAPTION]]",
+              help="Add a figure made elsewhere (PNG/SVG/JPEG) after the report's own, "
+                   "with its title and caption; a CSV of the same name beside the image "
+                   "is shown as its numbers.  Repeatable.")
+@click.option("--title", default="State gradient report", show_default=True)
+def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
+           ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab_path,
+           trusted, state, measure, extra_figures, title):
+    """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
 
-        Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
-        state); bands show confidence intervals from the results' blocks.
-        """
-        from ..analysis import check_finite
-        from ..report import build_report, sentence_map
-        from ..result import load_result
+    Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
+    state); bands show confidence intervals from the results' blocks.
+    """
+    from ..analysis import check_finite
+    from ..gradients import load_result
+    from ..report import build_report, sentence_map
 
-        if labels and len(labels) != len(results):
-            raise click.BadParameter(f"{len(labels)} labels for {len(results)} results",
-                                     param_hint="--label")
-        if sentences and model_path is None:
-            raise click.UsageError("--sentence needs --model CHECKPOINT")
-        try:
-            loaded = []
-            for p in results:
-                with reading(p):
-                    loaded.append(load_result(p))
-            for p, r in zip(results, loaded, strict=True):
-                check_finite(r, p)
-            model = _model(model_path, vocab, trusted) if sentences else None
-            identities = {p: r.metadata.get("model_identity") for p, r in zip(results, loaded, strict=True)}
-            if model is not None:
-                identities[model_path] = model.identity()
-            _, L = checked_normalizer(normalize, identities, loaded[0].embedding_size, force)
-            vectors = dict(_load_vector(s) for s in differences)
-            maps = []
-            if sentences:
-                st = state or str(loaded[0].metadata.get("state") or "cell")
-                meta_layer = loaded[0].metadata.get("layer")
-                layer = -1 if meta_layer is None else int(meta_layer)
-                for s in sentences:
-                    maps.append(sentence_map(model, s, state=st, layer=layer, L=L, measure=measure))
-            path = build_report(
-                loaded, out_dir, labels=list(labels) or None, sources=list(results), L=L,
-                normalisation_source=_normalisation_text(normalize),
-                classes=[c.strip() for c in classes.split(",")] if classes else None,
-                top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
-                log_scale=log_scale, ci=ci, level=level, n_boot=n_boot, seed=seed,
-                difference_vectors=vectors or None, subspace_k=subspace_k, sentences=maps,
-                extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
-            )
-        except _ERRORS as exc:
-            raise click.ClickException(str(exc)) from exc
-        click.echo(f"wrote {path} and figures in {Path(out_dir) / 'figures'}")
+    if labels and len(labels) != len(results):
+        raise click.BadParameter(f"{len(labels)} labels for {len(results)} results",
+                                 param_hint="--label")
+    if sentences and model_path is None:
+        raise click.UsageError("--sentence needs --model CHECKPOINT")
+    try:
+        loaded = []
+        for p in results:
+            with reading(p):
+                loaded.append(load_result(p))
+        for p, r in zip(results, loaded, strict=True):
+            check_finite(r, p)
+        model = load_model(model_path, vocab_path, trusted) if sentences else None
+        identities = {p: r.metadata.get("model_identity") for p, r in zip(results, loaded, strict=True)}
+        if model is not None:
+            identities[model_path] = model.identity()
+        _, L = checked_normalizer(normalize, identities, loaded[0].embedding_size, force)
+        vectors = dict(_load_vector(s) for s in differences)
+        maps = []
+        if sentences:
+            st = state or str(loaded[0].metadata.get("state") or "cell")
+            meta_layer = loaded[0].metadata.get("layer")
+            layer = -1 if meta_layer is None else int(meta_layer)
+            for s in sentences:
+                maps.append(sentence_map(model, s, state=st, layer=layer, normalize=L, measure=measure))
+        path = build_report(
+            loaded, out_dir, labels=list(labels) or None, sources=list(results), normalize=L,
+            normalisation_source=_normalisation_text(normalize),
+            classes=[c.strip() for c in classes.split(",")] if classes else None,
+            top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
+            log_scale=log_scale, ci=ci, level=level, n_boot=n_boot, seed=seed,
+            difference_vectors=vectors or None, subspace_k=subspace_k, sentences=maps,
+            extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
+        )
+    except _ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {path} and figures in {Path(out_dir) / 'figures'}")
 
-    @group.command("sentence")
-    @click.argument("sentence", nargs=-1)
-    @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-                  help="Model checkpoint (or state dict with --vocab).")
-    @click.option("--vocab", type=click.Path(dir_okay=False), default=None,
-                  help="Vocabulary file, when --model is a bare state dict.")
-    @click.option("--trusted", is_flag=True, help="Allow a pickled model module (runs its code).")
-    @click.option("--text", type=click.Path(dir_okay=False), default=None,
-                  help="Take the words from this text file instead (with --start/--length).")
-    @click.option("--start", default=0, show_default=True, type=click.IntRange(0),
-                  help="First word of the span of --text (0-based, <eos> counts as a word).")
-    @click.option("--length", default=20, show_default=True, type=click.IntRange(1, 400),
-                  help="Number of words of the span of --text.")
-    @click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True)
-    @click.option("--layer", default=-1, show_default=True, help="Layer (0-based; -1: the top one).")
-    @click.option("--normalize", "normalize", type=click.Path(dir_okay=False), default=None,
-                  help="Embedding statistics: show G L instead of G.")
-    @force_option
-    @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
-                  help="Size of each G(t, d): Frobenius norm or top singular value.")
-    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-                  help="Figure file (.png, .svg or .pdf).")
-    @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
-                  help="Also write the matrix of numbers as CSV.")
-    def sentence(sentence, model_path, vocab, trusted, text, start, length, state, layer,
-                 normalize, force, measure, out, csv_path):
-        """Heat map of how strongly each earlier word of SENTENCE still moves the state at
-        each later word: the size of every G(t, k - t), computed exactly on the spot.
+@click.command("sentence")
+@click.argument("sentence", nargs=-1)
+@model_options("Model checkpoint (or state dict with --vocab).", required=True)
+@click.option("--text", type=click.Path(dir_okay=False), default=None,
+              help="Take the words from this text file instead (with --start/--length).")
+@click.option("--start", default=0, show_default=True, type=click.IntRange(0),
+              help="First word of the span of --text (0-based, <eos> counts as a word).")
+@click.option("--length", default=20, show_default=True, type=click.IntRange(1, 400),
+              help="Number of words of the span of --text.")
+@click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True)
+@click.option("--layer", default=-1, show_default=True, help="Layer (0-based; -1: the top one).")
+@normalize_options("Embedding statistics: show G L instead of G.", must_exist=False)
+@click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
+              help="Size of each G(t, d): Frobenius norm or top singular value.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Figure file (.png, .svg or .pdf).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the matrix of numbers as CSV.")
+def sentence(sentence, model_path, vocab_path, trusted, text, start, length, state, layer,
+             normalize, force, measure, out, csv_path):
+    """Heat map of how strongly each earlier word of SENTENCE still moves the state at
+    each later word: the size of every G(t, k - t), computed exactly on the spot.
 
-        Example: stategrad sentence --model lm.pt "the cat sat on the mat" --out cat.png
-        """
-        from ..plots import write_figure
-        from ..report import plot_sentence_map, sentence_map
+    Example: stategrad sentence --model lm.pt "the cat sat on the mat" --out cat.png
+    """
+    from ..report import plot_sentence_map, sentence_map, write_figure
 
-        words = _sentence_words(sentence, text, start, length)
-        try:
-            model = _model(model_path, vocab, trusted)
-            _, L = checked_normalizer(normalize, {model_path: model.identity()},
-                                      model.spec.embedding_size, force)
-            smap = sentence_map(model, words, state=state, layer=layer, L=L,
-                                measure=measure)
-            path = write_figure(plot_sentence_map(smap), out)
-            if csv_path:
-                import csv
+    words = _sentence_words(sentence, text, start, length)
+    try:
+        model = load_model(model_path, vocab_path, trusted)
+        _, L = checked_normalizer(normalize, {model_path: model.identity()},
+                                  model.spec.embedding_size, force)
+        smap = sentence_map(model, words, state=state, layer=layer, normalize=L,
+                            measure=measure)
+        path = write_figure(plot_sentence_map(smap), out)
+        if csv_path:
+            import csv
 
-                Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-                with open(csv_path, "w", newline="", encoding="utf-8") as f:
-                    w = csv.writer(f)
-                    w.writerow(["earlier \\ later"] + smap.words)
-                    for t, word in enumerate(smap.words):
-                        w.writerow([word] + ["" if not np.isfinite(v) else f"{v:.6g}"
-                                             for v in smap.matrix[t]])
-        except _ERRORS as exc:
-            raise click.ClickException(str(exc)) from exc
-        if smap.unknown:
-            click.echo(f"not in the vocabulary (read as <unk>): {' '.join(smap.unknown)}", err=True)
-        click.echo(f"wrote {path}")
+            Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(csv_path, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["earlier \\ later"] + smap.words)
+                for t, word in enumerate(smap.words):
+                    w.writerow([word] + ["" if not np.isfinite(v) else f"{v:.6g}"
+                                         for v in smap.matrix[t]])
+    except _ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    if smap.unknown:
+        click.echo(f"not in the vocabulary (read as <unk>): {' '.join(smap.unknown)}", err=True)
+    click.echo(f"wrote {path}")
+
+
+COMMANDS = [report, sentence]

@@ -225,6 +225,4 @@ def demo(out_dir: Path, check: bool, seed: int, threads: int) -> None:
             "demo check failed: " + "; ".join(c.name for c in summary.failed))
 
 
-def register(group: click.Group) -> None:
-    group.add_command(synth)
-    group.add_command(demo)
+COMMANDS = [synth, demo]

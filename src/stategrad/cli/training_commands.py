@@ -9,10 +9,11 @@ from pathlib import Path
 
 import click
 
-from ..config import ConfigError, TrainConfig, load_config, load_run
-from ..corpus import CorpusError
-from ..models import ModelError, read_checkpoint
+from ..data import CorpusError
+from ..legacy import load_config, load_run
+from ..lm import ConfigError, ModelError, TrainConfig, read_checkpoint
 from ._inputs import reading
+from .options import device_option, progress_option, threads_option
 
 _ERRORS = (ConfigError, CorpusError, ModelError)
 
@@ -44,15 +45,9 @@ def _echo(message: str) -> None:
     tqdm.write(message, file=click.get_text_stream("stderr"))
 
 
-_device = click.option("--device", default=None, metavar="cpu|cuda|cuda:N|auto",
-                       help="Overrides training.device of the configuration.")
-_threads = click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="CPU threads for PyTorch (torch.set_num_threads).")
-_progress = click.option("--progress/--no-progress", default=True, show_default=True,
-                         help="Show a progress bar.")
-_train_progress = click.option("--progress/--no-progress", default=True, show_default=True,
-                               help="A progress bar; without it, a line on standard error "
-                                    "every 60 s while training.")
+# train and run print a line every 60 s without the bar; eval has nothing to report between
+_TRAIN_PROGRESS = ("A progress bar; without it, a line on standard error every 60 s while "
+                   "training.")
 
 
 @click.command("train")
@@ -62,9 +57,9 @@ _train_progress = click.option("--progress/--no-progress", default=True, show_de
 @click.option("--keep-epochs", is_flag=True,
               help="Also keep every epoch's model as save_path/epoch_<n>.pt "
                    "(output.keep_epoch_checkpoints).")
-@_device
-@_threads
-@_train_progress
+@device_option(configured=True)
+@threads_option()
+@progress_option(_TRAIN_PROGRESS)
 def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: bool,
                   device: str | None, threads: int | None, progress: bool) -> None:
     """Train a word-level language model described by CONFIG (.toml, or the original's .config).
@@ -74,7 +69,7 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
     and a log file.  An interrupted run continues with --resume and gives the same
     result as an uninterrupted one.
     """
-    from ..training import TrainingError, train
+    from ..lm import TrainingError, train
 
     try:
         with reading(config_file):
@@ -116,9 +111,9 @@ def _config_from_checkpoint(path: Path) -> TrainConfig | None:
                    "batch size for valid.")
 @click.option("--num-steps", type=click.IntRange(min=1), default=None,
               help="Default: 1 for test and files, training.num_steps for valid.")
-@_device
-@_threads
-@_progress
+@device_option(configured=True)
+@threads_option()
+@progress_option("Show a progress bar.")
 def eval_command(config_file: str | None, model_path: str | None, which: str, split: str,
                  batch_size: int | None, num_steps: int | None, device: str | None,
                  threads: int | None, progress: bool) -> None:
@@ -131,13 +126,14 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
     """
     import torch
 
-    from ..config import data_files, require_file
-    from ..corpus import read_tokens
-    from ..training import (
+    from ..data import read_tokens
+    from ..lm import (
         TrainingError,
         checkpoint_for,
+        data_files,
         evaluate,
         load_trained,
+        require_file,
         resolve_device,
         unk_warning,
     )
@@ -185,9 +181,9 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
 @click.option("--notrain", is_flag=True, help="Do not train: use the model saved in save_path.")
 @click.option("--novalid", is_flag=True, help="Skip validation (not allowed when training).")
 @click.option("--notest", is_flag=True, help="Skip the test (batch size 1, 1 step).")
-@_device
-@_threads
-@_train_progress
+@device_option(configured=True)
+@threads_option()
+@progress_option(_TRAIN_PROGRESS)
 def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
                 device: str | None, threads: int | None, progress: bool) -> None:
     """The original's `main.py --config F [--notrain] [--novalid] [--notest] [--device cpu]`.
@@ -197,7 +193,8 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
     grad_interm/max_delay/grad_dir compute the state gradients of the validation
     text (all time steps at once) with --notrain --notest.
     """
-    from ..training import TrainingError, run_legacy
+    from ..legacy import run_legacy
+    from ..lm import TrainingError
 
     try:
         with reading(config_file):
@@ -217,7 +214,4 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
         click.echo(f"Test Perplexity: {result.test_ppl:.3f}")
 
 
-def register(group: click.Group) -> None:
-    group.add_command(train_command)
-    group.add_command(eval_command)
-    group.add_command(run_command)
+COMMANDS = [train_command, eval_command, run_command]

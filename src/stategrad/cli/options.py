@@ -1,0 +1,198 @@
+"""The options several commands share, each bundle defined once.
+
+A bundle is a decorator that adds a group of options to a command, so every command
+spells, types and documents them alike.  Where commands differ on purpose (the model
+is required by one and optional for another; a report draws bands by default, the
+tables only on request) the bundle takes that as an argument; the help texts that
+only say what an option is stay the same everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import click
+
+from ..data import BUILTIN_CLASS_SETS
+from ._inputs import check_encoding
+
+Decorator = Callable[[Callable], Callable]
+
+
+def _stack(*options: Decorator) -> Decorator:
+    """Apply ``options`` so they appear in ``--help`` in the order given."""
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
+
+
+# --- model loading: --model/--vocab/--trusted ----------------------------------------------
+
+
+def model_options(model_help: str | None = None, *, required: bool = False,
+                  must_exist: bool = False) -> Decorator:
+    """--model (what it is for: ``model_help``), --vocab and --trusted, as ``load_model``
+    takes them.  ``must_exist`` lets click refuse a missing file before anything runs."""
+    path = click.Path(exists=must_exist, dir_okay=False)
+    return _stack(
+        click.option("--model", "model_path", required=required, type=path, help=model_help),
+        click.option("--vocab", "vocab_path", type=path,
+                     help="Vocabulary of a model trained elsewhere: 'word<TAB>id' lines or one "
+                          "word per line."),
+        click.option("--trusted", is_flag=True,
+                     help="Allow a pickled module file (unpickling runs code from it)."),
+    )
+
+
+# --- normalisation: --normalize/--force --------------------------------------------------
+
+NORMALIZE_HELP = ("Embedding statistics (.npz from embedding-stats, or the original's "
+                  "_D_norm_grad.npy): analyse G L instead of G.")
+
+
+def force_option(f: Callable) -> Callable:
+    """--force for every command that takes --normalize."""
+    return click.option("--force", is_flag=True,
+                        help="Use --normalize statistics made from another model than the one "
+                             "analysed (wrong numbers; warns).")(f)
+
+
+def normalize_options(help: str = NORMALIZE_HELP, *, required: bool = False,
+                      must_exist: bool = True) -> Decorator:
+    """--normalize (what the command does with it: ``help``) and --force."""
+    path = click.Path(exists=True) if must_exist else click.Path(dir_okay=False)
+    return _stack(click.option("--normalize", "normalize", required=required, type=path,
+                               default=None, help=help),
+                  force_option)
+
+
+# --- confidence intervals: --ci/--level/--n-boot/--seed ----------------------------------
+
+
+def interval_options(f: Callable) -> Callable:
+    """--ci and its settings, for the tables that can draw confidence bands on request."""
+    return _stack(
+        click.option("--ci", type=click.Choice(["jackknife", "bootstrap"]),
+                     help="Confidence intervals from the result's blocks (a result computed "
+                          "with --block-size): delete-one-block jackknife or block bootstrap."),
+        click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     default=0.95, show_default=True, help="Confidence level of the intervals."),
+        click.option("--n-boot", type=click.IntRange(min=1), default=200, show_default=True,
+                     help="Bootstrap resamples."),
+        click.option("--seed", "ci_seed", type=int, default=0, show_default=True,
+                     help="Seed of the bootstrap's resamples."),
+    )(f)
+
+
+def band_options(f: Callable) -> Callable:
+    """The report's bands: drawn by default (jackknife), 'none' turns them off."""
+    return _stack(
+        click.option("--ci", type=click.Choice(["jackknife", "bootstrap", "none"]),
+                     default="jackknife", show_default=True, help="Confidence band estimator."),
+        click.option("--level", default=0.95, show_default=True,
+                     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="Confidence level of the bands."),
+        click.option("--n-boot", default=200, show_default=True, type=click.IntRange(2),
+                     help="Bootstrap resamples (with --ci bootstrap)."),
+        click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap."),
+    )(f)
+
+
+# --- word classes --------------------------------------------------------------------------
+
+
+def class_options(func: Callable) -> Callable:
+    """Add ``--classes/--pos-map/--tag-map/--class-words/--class-map``: the classes a
+    command defines (see ``data_commands.classes_from_options``)."""
+    return _stack(
+        click.option(
+            "--classes", "classes", multiple=True, metavar="SPEC",
+            help=(
+                "Word classes defined by POS tags (needs --pos-map): a built-in set "
+                f"({', '.join(BUILTIN_CLASS_SETS)}; 'ptb:nouns+verbs' keeps some of its classes) "
+                "or a class file with one tag per line, named after the file (nouns.txt -> "
+                "nouns). Repeat the option or separate with commas. A word counts for every "
+                "class one of its possible tags is in."
+            ),
+        ),
+        click.option(
+            "--pos-map", type=click.Path(exists=True, dir_okay=False),
+            help=(
+                "Word -> possible tags map ('word TAG TAG ...' per line, the original's format; "
+                "`stategrad prepare-tagged` writes one)."
+            ),
+        ),
+        click.option(
+            "--tag-map", type=click.Path(exists=True, dir_okay=False),
+            help=(
+                "Fine -> universal tag map for the universal class sets: 'FINE<TAB>UNIVERSAL' "
+                "per line (e.g. ../shared/data/tagsets/en-brown.map). Needed for Brown tags; "
+                "PTB tags have a built-in table."
+            ),
+        ),
+        click.option(
+            "--class-words", multiple=True, type=click.Path(exists=True, dir_okay=False),
+            help="A class given as a word list, one word per line, named after the file. Repeatable.",
+        ),
+        click.option(
+            "--class-map", type=click.Path(exists=True, dir_okay=False),
+            help="Classes given as 'word<TAB>class' lines (a word may have several classes).",
+        ),
+    )(func)
+
+
+def show_classes_option(help: str = "Classes to show, comma separated (default: every class "
+                                    "of the result).") -> Decorator:
+    """--classes of the commands that show classes a result already has."""
+    return click.option("--classes", default=None, help=help)
+
+
+# --- output tables: --csv/--json -----------------------------------------------------------
+
+
+def table_options(csv_help: str = "Write the table as CSV.",
+                  json_help: str = "Write it as JSON.") -> Decorator:
+    """--csv and --json of the commands that print a table."""
+    return _stack(click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help=csv_help),
+                  click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                               help=json_help))
+
+
+# --- text encoding -------------------------------------------------------------------------
+
+def encoding_option(help: str | None = None) -> Decorator:
+    """--encoding of the texts a command reads; an unknown codec is a usage error."""
+    return click.option("--encoding", default="utf-8", show_default=True, help=help,
+                        callback=check_encoding)
+
+
+# --- running: --device/--threads/--progress ------------------------------------------------
+
+
+def _check_device(ctx, param, value: str) -> str:
+    # torch.device accepts many names the engine cannot run on, and rejects others with a traceback.
+    if re.fullmatch(r"cpu|cuda(:\d+)?", value) is None:
+        raise click.BadParameter(f"{value!r} is not one of cpu, cuda, cuda:N")
+    return value
+
+
+def device_option(*, configured: bool = False) -> Decorator:
+    """--device: a device name (default cpu), or with ``configured`` an override of the
+    configuration's training.device (which also knows 'auto')."""
+    if configured:
+        return click.option("--device", default=None, metavar="cpu|cuda|cuda:N|auto",
+                            help="Overrides training.device of the configuration.")
+    return click.option("--device", default="cpu", show_default=True, callback=_check_device,
+                        help="cpu, cuda or cuda:N.")
+
+
+def threads_option(help: str = "CPU threads for PyTorch (torch.set_num_threads).") -> Decorator:
+    return click.option("--threads", type=click.IntRange(min=1), default=None, help=help)
+
+
+def progress_option(help: str = "A progress bar; without it, a line on standard error every "
+                                "60 s.") -> Decorator:
+    return click.option("--progress/--no-progress", default=True, show_default=True, help=help)

@@ -1,0 +1,137 @@
+"""The numbers the demo's criteria read: identity memory of the ground-truth classes,
+the model's scores on the planted targets, and the plain memory curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..analysis import EmbeddingStats, embedding_matrix, memory_curves
+from ..gradients import GradientResult
+from ..lm import LanguageModel
+from ..synth import SynthCorpus
+from .settings import DemoError
+
+
+def trigger_classes(corpus: SynthCorpus) -> dict[str, int]:
+    """Trigger class name -> its delay k, shortest first."""
+    truth = corpus.metadata["ground_truth"]
+    spans = {name: int(t["memory_span"]) for name, t in truth.items() if "target_of" in t}
+    return dict(sorted(spans.items(), key=lambda kv: kv[1]))
+
+
+def class_subspace(embeddings: np.ndarray, word_ids: Sequence[int],
+                   whitening: np.ndarray | None = None, *, rtol: float = 1e-6) -> np.ndarray:
+    """Orthonormal basis (E, r) of the directions in which the words of a class differ:
+    the span of ``x_w - mean`` over the words (of ``Z (x_w - mean)`` with ``whitening`` Z)."""
+    X = np.asarray(embeddings, dtype=np.float64)[np.asarray(word_ids, dtype=np.int64)]
+    if len(X) < 2:
+        raise DemoError("a class needs at least two words to have identity directions")
+    dev = X - X.mean(axis=0)
+    if whitening is not None:
+        dev = dev @ np.asarray(whitening, dtype=np.float64).T
+    _, s, vh = np.linalg.svd(dev, full_matrices=False)
+    keep = s > rtol * s[0]
+    return vh[keep].T
+
+
+def identity_memory(result: GradientResult, class_name: str, basis: np.ndarray,
+                    L: np.ndarray | None = None) -> np.ndarray:
+    """Per delay, the sum of the singular values of ``Gbar_{d,c} L P`` (``Gbar_{d,c} P``
+    without ``L``): how strongly the state d steps later still depends on which word of
+    the class was read.  NaN where the class has no occurrence at that delay."""
+    out = np.full(result.max_delay, np.nan)
+    c = result.class_index(class_name)
+    for i in range(result.max_delay):
+        if result.counts[i, c] == 0:
+            continue
+        G = result.sums[i, c] / result.counts[i, c]
+        if L is not None:
+            G = G @ L
+        out[i] = np.linalg.svd(G @ basis, compute_uv=False).sum()
+    return out
+
+
+@dataclass
+class TargetScores:
+    """How well a model predicts the planted targets, and its cross-entropy on the text."""
+
+    cross_entropy: float  # nats per predicted token, state carried from the text's start
+    accuracy: dict[str, float]  # per trigger class: argmax == intended target at due positions
+    target_nll: dict[str, float]  # per trigger class: mean -log p(target) at due positions
+    due_positions: dict[str, int]
+
+
+@torch.no_grad()
+def target_scores(model: LanguageModel, corpus: SynthCorpus, tokens: np.ndarray) -> TargetScores:
+    """Score ``model`` on ``tokens`` in one pass from the zero state (batch 1)."""
+    module = model.module
+    module.eval()
+    device = next(module.parameters()).device
+    inputs = torch.as_tensor(np.asarray(tokens[:-1], dtype=np.int64), device=device)[:, None]
+    logits, _ = module(inputs, module.init_state(1, device))
+    logp = torch.log_softmax(logits[:, 0].double(), dim=-1).cpu().numpy()
+    nxt = np.asarray(tokens[1:], dtype=np.int64)
+    nll = -logp[np.arange(len(nxt)), nxt]  # nll[i]: the word at i + 1
+    index = {w: i for i, w in enumerate(model.vocab.words)}
+    truth = corpus.metadata["ground_truth"]
+    acc, tnll, npos = {}, {}, {}
+    for name, k in trigger_classes(corpus).items():
+        pos_list, want_list = [], []
+        for trig, tgt in truth[name]["target_of"].items():
+            if trig not in index or tgt not in index:
+                continue
+            p = np.flatnonzero(tokens == index[trig])
+            p = p[p + k < len(tokens)]
+            pos_list.append(p + k)
+            want_list.append(np.full(len(p), index[tgt]))
+        due = np.concatenate(pos_list) if pos_list else np.zeros(0, dtype=np.int64)
+        want = np.concatenate(want_list) if want_list else np.zeros(0, dtype=np.int64)
+        npos[name] = int(due.size)
+        if due.size == 0:
+            acc[name], tnll[name] = float("nan"), float("nan")
+            continue
+        rows = due - 1  # the prediction of the word at `due` is made one step earlier
+        acc[name] = float(np.mean(logp[rows].argmax(axis=1) == want))
+        tnll[name] = float(np.mean(-logp[rows, want]))
+    return TargetScores(float(nll.mean()), acc, tnll, npos)
+
+
+def measure(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
+            corpus: SynthCorpus, scores: TargetScores) -> dict[str, Any]:
+    """Every number the criteria use (curves as lists, per class and raw/normalised)."""
+    W = embedding_matrix(model)
+    index = {w: i for i, w in enumerate(model.vocab.words)}
+    names = [*trigger_classes(corpus), "filler"]
+    curves: dict[str, dict[str, list[float]]] = {"normalised": {}, "raw": {}}
+    for name in names:
+        ids = [index[w] for w in corpus.metadata["classes"][name] if w in index]
+        curves["normalised"][name] = identity_memory(
+            result, name, class_subspace(W, ids, stats.whitening), stats.cholesky).tolist()
+        curves["raw"][name] = identity_memory(result, name, class_subspace(W, ids)).tolist()
+    # The method's plain memory curve (all embedding directions), for comparison: it mixes
+    # the identity directions with those every word of a class shares.
+    full = {variant: {c.class_name: c.totals for c in
+                      memory_curves(result, normalize=norm_, classes=names).curves}
+            for variant, norm_ in (("normalised", stats), ("raw", None))}
+    entropy = corpus.metadata["entropy"]
+    ideal = corpus.metadata["empirical"]["valid"]["cross_entropy_nats"]
+    forgetting = {k: v - entropy["rate_nats_per_token"]
+                  for k, v in entropy["rate_if_values_forgotten"].items()}
+    return {
+        "identity_memory": curves,
+        "memory_curve": full,
+        "cross_entropy": scores.cross_entropy,
+        "ideal_cross_entropy": ideal,
+        "entropy_rate": entropy["rate_nats_per_token"],
+        "forgetting_cost": forgetting,
+        "target_accuracy": scores.accuracy,
+        "target_nll": scores.target_nll,
+        "due_positions": scores.due_positions,
+        "spans": trigger_classes(corpus),
+        "variance": corpus.metadata["config"]["variance"],
+    }

@@ -1,0 +1,508 @@
+"""The state gradient engine: ``G(t, d) = d s_{t+d} / d x_t`` for every t and d < D in one pass.
+
+How it works (see ``docs/engine.md`` for the derivation):
+
+Forward-mode differentiation along the text.  For every start position t still
+"in flight" (t > k - D at step k) the engine carries the E tangent columns of
+``d state_k / d x_t`` for every layer up to the analysed one.  One step of the
+RNN is a linear map on those tangents.  For an LSTM,
+
+    dc' = dpre_i a_i + dpre_f a_f + dpre_g a_g + f * dc,   dh' = dpre_o a_o + tau * dc',
+    dpre = dx W_ih^T + dh W_hh^T,
+
+and because every gate coefficient ``a_*`` scales a *column* of ``W^T``, the
+coefficients fold into two H x H matrices built once per step (``M_c``, ``M_h``):
+the whole step for all D*E tangents is one (D E x H) @ (H x 2H) product plus two
+element-wise terms.  That is half the 8 E H^2 flops per Jacobian of the plain
+(H x 4H) product.  GRU and tanh/ReLU RNN cells fold the same way.
+
+Finished matrices are gathered over a window of steps and added into their
+(delay, class) sums with one batched matrix product, so per-class accumulation
+costs a small fraction of the recurrence even for a dozen classes.  Sums are
+kept in the compute dtype per chunk of start positions and folded into float64.
+
+The pass is a loop of small named steps over one ``_Pass`` object (everything that
+goes from one step to the next, which is also what the running-state file stores):
+``_step`` advances every tangent by one position, ``_flush`` adds a finished window
+into the sums and closes chunks, ``_save``/``_restore`` write and read the running state.
+The cells live in ``cells.py``, the accumulation in ``accumulate.py``, the file in
+``running_state.py``.
+"""
+
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data import ClassSet
+from ..lm import RNNLM, LanguageModel, model_hash
+from .accumulate import accumulate
+from .blocks import BlockSpill
+from .cells import _layers, _WindowMaps, forward_window
+from .coverage import coverage_record, sampling_rule
+from .options import (
+    EngineError,
+    EngineOptions,
+    _resolve_layer,
+    _sample_mask,
+    _text_identity,
+    check_options,
+    max_rows,
+    usable_positions,
+)
+from .pass_state import _Pass, spill_block
+from .progress import _Progress
+from .result import GradientResult
+from .running_state import RunningStateFile, restore_pass, save_pass
+from .running_state import remove_running_state as _remove_running_state
+
+# A pair callback receives (step k, start positions of the rows, tangents (A, E, H)
+# of the analysed state: row a is d s_k / d x_{starts[a]} transposed).
+PairCallback = Callable[[int, np.ndarray, torch.Tensor], None]
+
+
+def _unwrap(model: LanguageModel | RNNLM | torch.nn.Module) -> tuple[torch.nn.Module, list[str] | None, str]:
+    if isinstance(model, LanguageModel):
+        return model.module, list(model.vocab.words), model.identity()
+    vocab = None
+    return model, vocab, model_hash(model)
+
+
+class StateGradientEngine:
+    """One pass over ``tokens`` accumulating state gradients; resumable and sliceable.
+
+    Most users call :func:`compute_state_gradients`.  The class exists so that a run
+    can be checkpointed, resumed, and split into slices of start positions.
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel | RNNLM | torch.nn.Module,
+        tokens: Sequence[int] | np.ndarray,
+        options: EngineOptions,
+        classes: ClassSet | None = None,
+    ):
+        self.module, self.vocab, self.model_identity = _unwrap(model)
+        self.tokens = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64))
+        if self.tokens.ndim != 1:
+            raise EngineError("tokens must be a 1-d sequence of ids")
+        self.opts = options
+        o = options
+        self.device = check_options(o)
+        self.layer = _resolve_layer(self.module, o.layer)
+        self.layers = _layers(self.module, self.layer, self.device, o.dtype)
+        self.cell = self.layers[0].cell
+        if o.state == "cell" and self.cell != "lstm":
+            raise EngineError(f"a {self.cell.upper()} has no cell state; use state='hidden'")
+        emb = self.module.embedding if hasattr(self.module, "embedding") else self.module.encoder
+        self.embedding = emb.weight.detach().to(self.device, o.dtype)
+        V = self.embedding.shape[0]
+        if len(self.tokens) and (self.tokens.min() < 0 or self.tokens.max() >= V):
+            raise EngineError(
+                f"token ids must lie in 0..{V - 1} (the model's vocabulary); found "
+                f"{self.tokens.min()}..{self.tokens.max()}: was the text read with another vocabulary?"
+            )
+        self.classes = classes if classes is not None else ClassSet.only_all(V)
+        if self.classes.vocab_size != V:
+            raise EngineError(
+                f"classes are defined over {self.classes.vocab_size} words, the model has {V}"
+            )
+        self.E = self.embedding.shape[1]
+        self.H = self.layers[0].w_hh_t.shape[0]
+        self.C = len(self.classes)
+        self.D = o.max_delay
+        self.sample_mask = _sample_mask(len(self.tokens), o)
+        self._membership = self.classes.membership
+
+    # -- positions and states --------------------------------------------------------------
+    def _last_input(self) -> int:
+        """One past the last position that takes part (see ``usable_positions``)."""
+        return usable_positions(len(self.tokens), self.opts)
+
+    def _max_rows(self) -> int:
+        return max_rows(self.sample_mask, self.D)
+
+    def initial_state(self, start: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The recurrent state before position ``start``: a cheap no-grad forward pass
+        (the fused module) over the tokens before it, or zeros at 0; in segment mode,
+        the state carried into ``start``'s segment is what the model computed."""
+        return self.states_before([start])[start]
+
+    def states_before(self, starts: Sequence[int], chunk: int | None = None, device=None
+                      ) -> dict[int, list[tuple[torch.Tensor, torch.Tensor | None]]]:
+        """The recurrent state before each of ``starts`` (per layer (h, c), c None but for
+        an LSTM), from ONE forward pass over the text, ``chunk`` tokens at a time (None:
+        all up to a start at once).  On ``device`` (default: the engine's)."""
+        device = self.device if device is None else torch.device(device)
+        L = self.layer + 1
+        lstm = self.cell == "lstm"
+
+        def snapshot(state) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+            if state is None:
+                zeros = torch.zeros(self.H, device=device, dtype=self.opts.dtype)
+                return [(zeros.clone(), zeros.clone() if lstm else None) for _ in range(L)]
+            h, c = state if lstm else (state, None)
+            return [(h[l, 0].to(device).clone(), c[l, 0].to(device).clone() if lstm else None)
+                    for l in range(L)]
+
+        out = {}
+        wanted = sorted(set(int(s) for s in starts))
+        if wanted == [0]:
+            return {0: snapshot(None)}
+        with torch.no_grad():
+            # A copy, so that the user's module keeps its device and dtype.
+            rnn = copy.deepcopy(self.module.rnn).to(self.device, self.opts.dtype).eval()
+            state, pos = None, 0
+            for target in wanted:
+                while pos < target:
+                    hi = target if chunk is None else min(target, pos + chunk)
+                    ids = torch.as_tensor(self.tokens[pos:hi], device=self.device)
+                    _, state = rnn(self.embedding[ids].unsqueeze(1), state)
+                    pos = hi
+                out[target] = snapshot(state)
+        return out
+
+    def identity(self) -> dict[str, str]:
+        """The model, the text and the class membership this engine works on, as hashes:
+        the part of every run fingerprint (running state, parts directory) that names
+        the inputs."""
+        return {
+            "model": self.model_identity,
+            "text_sha256": _text_identity(self.tokens, None)["sha256"],
+            "class_membership": hashlib.sha256(
+                np.ascontiguousarray(self._membership).tobytes()).hexdigest(),
+        }
+
+    def _fingerprint(self, start: int, stop: int) -> dict[str, Any]:
+        """What must agree for a running state to belong to this run: the inputs and
+        every option that changes the numbers (including window and chunk size, which
+        change the order of additions: resume is bit for bit), and the slice."""
+        o = self.opts
+        ident = self.identity()
+        return {
+            "model": ident["model"],
+            "text": ident["text_sha256"],
+            "options": repr((o.max_delay, o.state, self.layer, o.semantics, o.segment_length,
+                             str(o.dtype), o.block_size, o.sample_every, o.sample_fraction,
+                             o.seed, o.window, o.chunk_size, len(self.classes),
+                             self.classes.names)),
+            "class_membership": ident["class_membership"],
+            "slice": (int(start), int(stop)),
+        }
+
+    # -- the pass ------------------------------------------------------------------------
+    def run(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        initial_state=None,
+        progress: bool | str = True,
+        on_pairs: PairCallback | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: float = 300.0,
+        text_info: dict[str, Any] | None = None,
+        stop_after_steps: int | None = None,
+        keep_checkpoint: bool = False,
+    ) -> GradientResult:
+        """Accumulate G(t, d) for start positions ``start <= t < stop`` and every d < D
+        (pairs run past ``stop`` up to D - 1 steps, so slices add up to the whole).
+
+        ``progress``: True draws a progress bar, ``"log"`` prints a line to standard error
+        every minute instead (runs without a terminal), False is silent.
+        ``checkpoint_path``: the running state is saved there every ``checkpoint_every``
+        seconds and, if the file exists, the run resumes from it; a damaged one is renamed
+        to ``<checkpoint>.damaged`` and the run starts afresh, one of another run is refused.
+        ``keep_checkpoint`` leaves the running state in place at the end, for a caller that
+        stores the result first and then calls :meth:`remove_running_state`.
+        ``stop_after_steps`` ends early (after a checkpoint) -- used to test interruption.
+        """
+        p = self._new_pass(start, stop, initial_state)
+        file = None
+        if checkpoint_path is not None:
+            file = RunningStateFile(checkpoint_path, self._fingerprint(p.start, p.stop),
+                                    (self.D, self.C, self.E, self.H), sorted(p.bufs),
+                                    self.layer + 1, self.cell == "lstm")
+            restore_pass(p, file, self._max_rows())
+        bar = _Progress(progress, p.start, p.end, p.k)
+        last_save = time.monotonic()
+        while p.k < p.end:
+            self._step(p, on_pairs)
+            bar.update(p.k, p.steps_done)
+            if p.slot == max(1, self.opts.window) or p.k == p.end:
+                self._flush(p, final=p.k == p.end)
+                asked = stop_after_steps is not None and p.steps_done >= stop_after_steps
+                if file is not None and p.k < p.end and (
+                        time.monotonic() - last_save >= checkpoint_every or asked):
+                    save_pass(p, file)
+                    last_save = time.monotonic()
+                if asked and p.k < p.end:
+                    bar.close()
+                    raise InterruptedRun(p.k)
+        bar.close()
+        self._flush(p, final=True)
+        if checkpoint_path is not None and not keep_checkpoint:
+            self.remove_running_state(checkpoint_path)
+        return self._result(p, text_info)
+
+    def _new_pass(self, start: int, stop: int | None, initial_state) -> _Pass:
+        """The pass over ``[start, stop)`` before its first step: checked range, zero
+        tangents and sums, the state before ``start``."""
+        o = self.opts
+        last_input = self._last_input()
+        stop = last_input if stop is None else min(stop, last_input)
+        if not 0 <= start <= stop:
+            raise EngineError(f"bad slice [{start}, {stop}) of a text of {last_input} usable positions")
+        end = min(stop + self.D - 1, last_input) if stop > start else start  # last step + 1
+        if o.semantics == "segment" and stop > start:
+            seg = o.segment_length
+            end = min(end, ((stop - 1) // seg + 1) * seg)
+        D, E, H, C = self.D, self.E, self.H, self.C
+        dev, dt = self.device, o.dtype
+        A_max = self._max_rows()
+        lstm = self.cell == "lstm"
+        chosen = (self.layer, "c" if o.state == "cell" else "h")
+        # The analysed state keeps W+1 slots (one per step of the window); others two.
+        bufs = {(l, comp): torch.zeros(max(1, o.window) + 1 if (l, comp) == chosen else 2,
+                                       A_max, E, H, device=dev, dtype=dt)
+                for l in range(self.layer + 1) for comp in (("h", "c") if lstm else ("h",))}
+        state = initial_state if initial_state is not None else self.initial_state(start)
+        return _Pass(
+            start=start, stop=stop, end=end, k=start,
+            hs=[s[0].to(dev, dt).clone() for s in state],
+            cs=[s[1].to(dev, dt).clone() if s[1] is not None else None for s in state],
+            bufs=bufs, chosen=chosen, cur={key: 0 for key in bufs},
+            scratch=torch.empty(A_max * E, 2 * H, device=dev, dtype=dt) if lstm else None,
+            total=torch.zeros(D, C, E * H, dtype=torch.float64, device=dev),
+            total_counts=np.zeros((D, C), dtype=np.int64),
+            spill=BlockSpill(D, C, H, E) if o.block_size else None,
+            chunk=o.block_size or o.chunk_size,
+        )
+
+    def _input_projection(self, p: _Pass, pos: int) -> torch.Tensor:
+        """Layer 0's input projection at ``pos``, computed for a span of positions at once."""
+        base = pos - pos % 1024
+        if base not in p.x_proj:
+            p.x_proj.clear()
+            ids = torch.as_tensor(self.tokens[base : base + 1024], device=self.device)
+            p.x_proj[base] = self.embedding[ids] @ self.layers[0].w_ih_t + self.layers[0].bias
+        return p.x_proj[base][pos - base]
+
+    def _step(self, p: _Pass, on_pairs: PairCallback | None) -> None:
+        """Advance every tangent in flight by one position, k -> k + 1.
+
+        Which rows go on: the oldest is dropped if its delay would reach D, all at a
+        segment boundary; a row for k is added if k is a start position of this slice."""
+        k = p.k
+        seg = self.opts.segment_length if self.opts.semantics == "segment" else None
+        if seg is not None and k % seg == 0:
+            keep = 0
+        else:
+            keep = len(p.starts)
+            if keep and k - p.starts[keep - 1] >= self.D:
+                keep -= 1
+        inject = p.start <= k < p.stop and (self.sample_mask is None or self.sample_mask[k])
+        if p.slot == 0:  # a new window: its forward pass and tangent maps, all at once
+            n = min(max(1, self.opts.window), p.end - k)
+            p.window_maps = forward_window(
+                self.layers, k, n, p.hs, p.cs, lambda pos: self._input_projection(p, pos))
+        below = None  # the new dh tangent of the layer below
+        for l in range(len(self.layers)):
+            below = self._layer_step(p, l, keep, inject, below)
+        p.starts = np.concatenate([[k], p.starts[:keep]]) if inject else p.starts[:keep]
+        p.slot += 1
+        p.window_steps.append(k)
+        p.window_starts.append(p.starts)
+        n_rows = keep + int(inject)
+        if on_pairs is not None and n_rows:
+            on_pairs(k, p.starts, p.bufs[p.chosen][p.slot][:n_rows])
+        p.k += 1
+        p.steps_done += 1
+
+    def _layer_step(self, p: _Pass, l: int, keep: int, inject: bool,
+                    below: torch.Tensor | None) -> torch.Tensor:
+        """One layer's tangents at step k from its previous ones (the first ``keep`` rows)
+        and the layer below's new dh (``below``); a fresh row at the top if ``inject``.
+        Returns this layer's new dh buffer."""
+        E, H = self.E, self.H
+        lstm = self.cell == "lstm"
+        wm = p.window_maps[l]
+        s = p.slot
+        maps = _WindowMaps(wm.m_in[s], wm.m_rec[s], None if wm.diag_c is None else wm.diag_c[s],
+                           None if wm.diag_h is None else wm.diag_h[s])
+        old_h, new_h = p.slots(s, (l, "h"))
+        if lstm:
+            old_c, new_c = p.slots(s, (l, "c"))
+        shift = 1 if inject else 0
+        n_rows = keep + shift
+        if n_rows:
+            # GRU/RNN tangents are written straight into their buffer; an LSTM's
+            # [dc | dh] product goes to scratch and is combined on the way out.
+            out = p.scratch[: n_rows * E] if lstm else new_h[:n_rows].view(-1, H)
+            rec_out = out[shift * E :]
+            if l == 0:
+                if keep:
+                    torch.mm(old_h[:keep].view(-1, H), maps.m_rec, out=rec_out)
+                if inject:
+                    out[:E].copy_(maps.m_in)
+            else:
+                torch.mm(below[:n_rows].view(-1, H), maps.m_in, out=out)
+                if keep:
+                    rec_out.addmm_(old_h[:keep].view(-1, H), maps.m_rec)
+            if lstm:
+                nc = new_c[:n_rows].view(-1, H)
+                nh = new_h[:n_rows].view(-1, H)
+                lo = shift * E
+                if shift:
+                    nc[:lo].copy_(out[:lo, :H])
+                    nh[:lo].copy_(out[:lo, H:])
+                if keep:
+                    prev_c = old_c[:keep].view(-1, H)
+                    torch.addcmul(out[lo:, :H], prev_c, maps.diag_c, out=nc[lo:])
+                    torch.addcmul(out[lo:, H:], prev_c, maps.diag_h, out=nh[lo:])
+            elif keep and maps.diag_h is not None:
+                rec_out.addcmul_(old_h[:keep].view(-1, H), maps.diag_h)
+        for comp in (("h", "c") if lstm else ("h",)):
+            if (l, comp) != p.chosen:
+                p.cur[(l, comp)] = 1 - p.cur[(l, comp)]
+        return new_h
+
+    def _flush(self, p: _Pass, final: bool = False) -> None:
+        """Add the window's finished matrices into their sums, close the chunks whose
+        every pair is done (all starts < the oldest row in flight), start a new window."""
+        if p.window_steps:
+            accumulate(p.bufs[p.chosen], p.window_steps, p.window_starts, p.accs, p.chunk,
+                       self.tokens, self._membership, self.D, self.C, self.H, self.E)
+        oldest_open = math.inf if final else p.starts[-1] if len(p.starts) else p.k
+        for b in sorted(p.accs):
+            if (b + 1) * p.chunk <= oldest_open:
+                acc = p.accs.pop(b)
+                p.total.add_(acc.sums.to(torch.float64))
+                p.total_counts[...] += acc.counts
+                if self.opts.block_size:
+                    sums = acc.sums.to(torch.float32).cpu().numpy()
+                    p.closed_blocks[b] = (spill_block(p.spill, b, sums), acc.counts)
+        # The last step of this window becomes slot 0 of the next.
+        if p.slot != 0:
+            p.bufs[p.chosen][0].copy_(p.bufs[p.chosen][p.slot])
+        p.slot = 0
+        p.window_steps.clear()
+        p.window_starts.clear()
+
+    # -- the running state -------------------------------------------------------------------
+    @classmethod
+    def remove_running_state(cls, path) -> None:
+        """Delete a running-state file and its block files: only once the result is stored."""
+        _remove_running_state(path)
+
+    # -- the result --------------------------------------------------------------------------
+    def _result(self, p: _Pass, text_info: dict[str, Any] | None) -> GradientResult:
+        o = self.opts
+        D, C, E, H = self.D, self.C, self.E, self.H
+        sums = p.total.view(D, C, E, H).transpose(2, 3).cpu().numpy()
+        block_kwargs: dict[str, Any] = {}
+        order = sorted(p.closed_blocks)
+        if o.block_size and order:
+            block_kwargs = dict(
+                block_sums=p.spill.blocks(order),  # on disk, written delay by delay
+                block_counts=np.stack([p.closed_blocks[b][1] for b in order]),
+                block_starts=np.array([b * o.block_size for b in order], dtype=np.int64),
+            )
+        text_identity = _text_identity(self.tokens, text_info)
+        metadata = {
+            "semantics": o.semantics,
+            "segment_length": o.segment_length,
+            "state": o.state,
+            "layer": self.layer,
+            "cell": self.cell,
+            "max_delay": D,
+            "model_identity": self.model_identity,
+            "text": text_identity,
+            "slice": {"start": int(p.start), "stop": int(p.stop)},
+            "coverage": coverage_record(
+                text_identity["sha256"], text_identity["tokens"], p.start, p.stop,
+                sampling_rule(o.sample_every, o.sample_fraction, o.seed)),
+            "class_definitions": self.classes.definitions,
+            "sampling": {
+                "every": o.sample_every,
+                "fraction": o.sample_fraction,
+                "seed": o.seed if o.sample_fraction is not None else None,
+                "starts_used": int(p.total_counts[0, 0]),
+            },
+            "block_size": o.block_size,
+            "dtype": str(o.dtype).replace("torch.", ""),
+            "dtype_family": "float",
+            "device": str(self.device),
+            "stategrad_version": __version__,
+            "torch_version": torch.__version__,
+            "resumed": p.resumed,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return GradientResult(sums=sums, counts=p.total_counts, classes=list(self.classes.names),
+                              vocab=self.vocab or [], metadata=metadata, **block_kwargs)
+
+
+class InterruptedRun(RuntimeError):
+    """Raised when a run stops early on purpose (``stop_after_steps``); resumable."""
+
+    def __init__(self, position: int):
+        super().__init__(f"stopped at position {position}; rerun with the same checkpoint to resume")
+        self.position = position
+
+
+def compute_state_gradients(
+    model: LanguageModel | RNNLM | torch.nn.Module,
+    tokens: Sequence[int] | np.ndarray,
+    *,
+    max_delay: int,
+    state: str = "cell",
+    layer: int = -1,
+    classes: ClassSet | None = None,
+    semantics: str = "carry",
+    segment_length: int | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    block_size: int | None = None,
+    sample_every: int | None = None,
+    sample_fraction: float | None = None,
+    seed: int = 0,
+    start: int = 0,
+    stop: int | None = None,
+    initial_state=None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    progress: bool = False,
+    on_pairs: PairCallback | None = None,
+    text_info: dict[str, Any] | None = None,
+) -> GradientResult:
+    """Sums and counts of ``G(t, d) = d s_{t+d} / d x_t`` per delay d < ``max_delay`` and class.
+
+    ``semantics="carry"`` differentiates the model run over the whole text (exact);
+    ``"segment"`` reproduces the original code: segments of ``segment_length`` tokens
+    whose initial state is a constant.  ``layer`` counts from 0 (-1: the top layer).
+    ``block_size`` keeps sums per block of that many start positions for confidence
+    intervals.  ``sample_every``/``sample_fraction`` use a subset of start positions.
+    """
+    with torch.no_grad():
+        engine = StateGradientEngine(
+            model,
+            tokens,
+            EngineOptions(max_delay=max_delay, state=state, layer=layer, semantics=semantics,
+                          segment_length=segment_length, device=device, dtype=dtype,
+                          block_size=block_size, sample_every=sample_every,
+                          sample_fraction=sample_fraction, seed=seed),
+            classes,
+        )
+        return engine.run(start, stop, initial_state=initial_state, progress=progress,
+                          on_pairs=on_pairs, checkpoint_path=checkpoint_path,
+                          checkpoint_every=checkpoint_every, text_info=text_info)

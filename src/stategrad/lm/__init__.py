@@ -1,0 +1,75 @@
+"""The language model: the RNN LM module and its checkpoints, the TOML training
+configuration, training (one process or DDP under torchrun).
+
+Other subpackages, the command line and the public API import from here, never from
+the modules inside, so the modules can be split without breaking them."""
+
+from __future__ import annotations
+
+from ..atomic import torch_save_atomic
+from ..data import unk_warning
+from .checkpoints import load_model, read_checkpoint, save_checkpoint
+from .config import (
+    ConfigError,
+    TrainConfig,
+    TrainingOptions,
+    data_files,
+    learning_rate_for_epoch,
+    load_toml_config,
+    require_file,
+    validate_config,
+)
+from .ddp import TrainingSync
+from .errors import NonFiniteLossError, TrainingError
+from .loop import EpochProgress, evaluate, perplexity, train_epoch
+from .models import RNNLM, LanguageModel, ModelError, ModelSpec, model_hash
+from .optim import (
+    EarlyStopping,
+    LogUniformSampler,
+    learning_rate,
+    make_optimizer,
+    sampled_softmax_cost,
+)
+from .prepare import build_model, resolve_device
+from .rundir import LAST
+from .training import TrainingSummary, checkpoint_for, load_trained, train
+
+__all__ = [
+    "ConfigError",
+    "EarlyStopping",
+    "EpochProgress",
+    "LAST",
+    "LanguageModel",
+    "LogUniformSampler",
+    "ModelError",
+    "ModelSpec",
+    "NonFiniteLossError",
+    "RNNLM",
+    "TrainConfig",
+    "TrainingError",
+    "TrainingOptions",
+    "TrainingSummary",
+    "TrainingSync",
+    "build_model",
+    "checkpoint_for",
+    "data_files",
+    "evaluate",
+    "learning_rate",
+    "learning_rate_for_epoch",
+    "load_model",
+    "load_toml_config",
+    "load_trained",
+    "make_optimizer",
+    "model_hash",
+    "perplexity",
+    "read_checkpoint",
+    "require_file",
+    "resolve_device",
+    "sampled_softmax_cost",
+    "save_checkpoint",
+    "torch_save_atomic",
+    "train",
+    "train_epoch",
+    "unk_warning",
+    "validate_config",
+]
