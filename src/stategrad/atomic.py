@@ -7,11 +7,12 @@ file untouched, and the temporary file is removed on any error.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -59,21 +60,31 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     into place; on any error the temp file is removed, an earlier file at ``path`` stays,
     and the OSError is raised again (the caller names the file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
+    with synced_temp(path) as fd:
         with open(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
+    return path
+
+
+@contextlib.contextmanager
+def synced_temp(path: Path) -> Iterator[int]:
+    """A new temp file beside ``path`` (its descriptor; the caller writes and syncs it),
+    renamed over ``path`` when the block ends without error and removed when it fails.
+    Temp files of earlier writes a kill -9 interrupted are removed once ``path`` is in
+    place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        yield fd
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     remove_stale_temps(path)
-    return path
 
 
 def remove_stale_temps(path: Path) -> None:

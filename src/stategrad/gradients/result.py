@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import current_umask, remove_stale_temps
+from ..atomic import synced_temp
 from .blocks import BlockSums, _delay_of, _FileBlocks, _StackedBlocks
 from .coverage import merged_coverage
 from .errors import EmptyClassError, ResultError, _reason
@@ -324,24 +323,14 @@ def write_h5_atomic(path: Path, write: Callable[[Any, Callable[[], None]], None]
     """
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with open(fd, "r+b", buffering=0) as raw:
-            guarded = _GuardedFile(raw)
-            # The with closes every HDF5 object before the file is judged or removed.
-            with h5py.File(guarded, "w") as f:
-                write(f, guarded.check)
-                guarded.check()
-            guarded.check()  # closing writes too
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    remove_stale_temps(path)
+    with synced_temp(path) as fd, open(fd, "r+b", buffering=0) as raw:
+        guarded = _GuardedFile(raw)
+        # The with closes every HDF5 object before the file is judged or removed.
+        with h5py.File(guarded, "w") as f:
+            write(f, guarded.check)
+            guarded.check()
+        guarded.check()  # closing writes too
+        os.fsync(raw.fileno())
 
 
 def json_default(obj: Any) -> Any:
