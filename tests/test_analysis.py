@@ -247,7 +247,7 @@ def test_memory_span_definition_and_edge_cases():
     exact = analysis.memory_span(np.array([10.0, 1.0, 0.5]), np.ones(3, dtype=int), 0.1)
     assert exact.delay == 2  # "below" is strict: 1.0 is not below 1.0
     never = analysis.memory_span(np.array([10.0, 9.0, 8.0]), np.ones(3, dtype=int), 0.1)
-    assert never.status == "never" and never.delay is None and never.format() == ">2"
+    assert never.status == "never" and never.delay is None and never.format() == "never"
     # a delay without occurrences is skipped, never taken as a fall
     skipped = analysis.memory_span(np.array([10.0, np.nan, 0.5]), np.array([4, 0, 3]), 0.1)
     assert skipped.delay == 2
@@ -278,6 +278,20 @@ def test_memory_curves_sum_singular_values_per_class(tmp_path):
     data = json.loads(report.to_json(tmp_path / "m.json").read_text())
     assert data["spans"][0]["span"] == 3 and data["spans"][1]["empty_delays"] == [4]
     assert report.to_csv(tmp_path / "m.csv").read_text().startswith("class,delay,count,sum,sv_1")
+
+
+def test_memory_span_that_never_falls_says_never(tmp_path):
+    # Singular-value sums 10, 9, 8 (a rank-1 mean gradient): never below 0.1 x 10.
+    sums = np.zeros((3, 1, 2, 2))
+    sums[:, 0, 0, 0] = [10.0, 9.0, 8.0]
+    result = GradientResult(sums=sums, counts=np.ones((3, 1), dtype=int), classes=["all"],
+                            vocab=[], metadata={})
+    report = analysis.memory_curves(result, fraction=0.1)
+    span_line = [ln for ln in report.format().splitlines() if ln.strip().startswith("all")]
+    assert span_line and span_line[-1].split()[-1] == "never"
+    assert ">2" not in report.format()
+    data = json.loads(report.to_json(tmp_path / "m.json").read_text())
+    assert data["spans"][0]["status"] == "never" and data["spans"][0]["span"] is None
 
 
 # --- difference vectors, relative memory, subspace cosine ------------------------------------

@@ -47,7 +47,7 @@ class MemorySpan:
         if self.status == "falls":
             return str(self.delay)
         if self.status == "never":
-            return f">{self.max_delay}"
+            return "never"
         return "undefined"
 
 
@@ -199,7 +199,7 @@ class MemoryReport:
                 lines.append(" " * 6 + "".join(_fmt_band(c, i) for c in self.curves))
         lines.append("")
         lines.append(f"memory span: first delay whose sum is below {self.fraction:g} x the sum at "
-                     "delay 0 ('>D': never within the delays computed)")
+                     f"delay 0 (never: not within the delays computed, 0-{self.curves[0].span.max_delay if self.curves else 0})")
         if self.interval:
             lines.append(f"[range over the {self.interval} replicates; 'k never': k replicates "
                          "do not fall]")
