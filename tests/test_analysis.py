@@ -294,6 +294,27 @@ def test_memory_span_that_never_falls_says_never(tmp_path):
     assert data["spans"][0]["status"] == "never" and data["spans"][0]["span"] is None
 
 
+@pytest.mark.parametrize("n_classes", [2, 14])
+def test_memory_table_shows_every_interval_for_any_number_of_classes(n_classes, monkeypatch):
+    from stategrad.analysis.memory import MemoryCurve, MemoryReport
+
+    monkeypatch.setenv("COLUMNS", "80")
+    curves = []
+    for k in range(n_classes):
+        totals = [10.0 / (d + 1) ** (1 + k / 10) for d in range(4)]
+        span = analysis.memory_span(np.array(totals), np.ones(4), 0.1)
+        curves.append(MemoryCurve(
+            f"class_{k}", list(range(4)), [3] * 4, totals, totals, span,
+            [t * 0.9 for t in totals], [t * 1.1 for t in totals], (1, 2), 0))
+    text = MemoryReport(False, 0.1, curves, "jackknife", 0.95).format()
+    assert "][" not in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for c in curves:
+        assert c.class_name in text
+        for lo, hi in zip(c.lower, c.upper, strict=True):
+            assert f"[{lo:.3g}, {hi:.3g}]" in text
+
+
 # --- difference vectors, relative memory, subspace cosine ------------------------------------
 
 
