@@ -94,9 +94,12 @@ def _file_sha256(path: Path) -> str:
 @click.option("--sample-fraction", type=click.FloatRange(0, 1, min_open=True),
               help="Use a random fraction of start positions (see --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample-fraction.")
-@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
-              help="First start position (slices of a text merge into the whole).")
-@click.option("--stop", type=click.IntRange(min=0), help="One past the last start position.")
+@click.option("--slice-start", "--start", "start", type=click.IntRange(min=0), default=0,
+              show_default=True,
+              help="First start position (slices of a text merge into the whole). Under "
+                   "torchrun write --slice-start: torchrun takes --start for its --start-method.")
+@click.option("--slice-stop", "--stop", "stop", type=click.IntRange(min=0),
+              help="One past the last start position.")
 @device_option()
 @click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
 @threads_option()
@@ -143,7 +146,8 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     if sample_every and sample_fraction:
         raise click.UsageError("give --sample-every or --sample-fraction, not both")
     if stop is not None and stop <= start:
-        raise click.BadParameter(f"{stop} is not after --start {start}", param_hint="--stop")
+        raise click.BadParameter(f"{stop} is not after --slice-start {start}",
+                                 param_hint="--slice-stop/--stop")
     if threads:
         torch.set_num_threads(threads)
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
@@ -238,7 +242,7 @@ def _read_inputs(model_path, vocab_path, trusted, text_path, no_eos, encoding, s
         raise click.ClickException(f"{text_path} holds no tokens")
     if start >= len(tokens):
         raise click.BadParameter(f"{start} is past the end of {text_path} ({len(tokens)} tokens)",
-                                 param_hint="--start")
+                                 param_hint="--slice-start/--start")
     warning = unk_warning(tokens, lm.vocab)
     if warning:
         click.echo(warning, err=True)
