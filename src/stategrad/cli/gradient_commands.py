@@ -430,6 +430,9 @@ def inspect_command(result_path, as_json):
     text = m.get("text", {})
     click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens)")
     click.echo(f"  model identity: {str(m.get('model_identity'))[:16]}...")
+    click.echo(f"  sampling: {_sampling_text(m.get('sampling'))}")
+    if isinstance(m.get("slice"), dict):
+        click.echo(f"  slice: start positions [{m['slice']['start']}, {m['slice']['stop']})")
     for entry in m.get("coverage") or []:
         ranges = ", ".join(f"[{a}, {b})" for a, b in entry["ranges"]) or "none"
         click.echo(f"  start positions {ranges} of text {entry['text'][:12]}... "
@@ -441,6 +444,21 @@ def inspect_command(result_path, as_json):
     click.echo("  class           count(d=0)  count(d=D-1)")
     for j, name in enumerate(res.classes):
         click.echo(f"  {name:<15} {res.counts[0, j]:>10,}  {res.counts[-1, j]:>12,}")
+
+
+def _sampling_text(sampling) -> str:
+    """The sampling of start positions recorded in a result, in words."""
+    if not isinstance(sampling, dict):
+        return "not recorded"
+    if sampling.get("every") and sampling["every"] > 1:
+        text = f"one start position in {sampling['every']}"
+    elif sampling.get("fraction") is not None and sampling["fraction"] < 1:
+        text = f"a random fraction {sampling['fraction']:g} of start positions (seed {sampling.get('seed')})"
+    else:
+        text = "every start position"
+    if sampling.get("starts_used") is not None:
+        text += f", {sampling['starts_used']:,} start positions used"
+    return text
 
 
 COMMANDS = [gradients_command, merge_command, inspect_command]
