@@ -359,6 +359,14 @@ def test_relative_memory_and_subspace_cosine_match_definitions():
         assert 0 <= row["relative"] <= 1 + 1e-12 and 0 <= row["cosine"] <= 1 + 1e-12
     assert table.rows[3]["relative"] is None and table.empty == [("verbs", 3)]
     assert "no occurrences at delay(s) 3" in table.format()
+    text = table.format()
+    # the share column is explained under the table, and shows the same numbers
+    assert "share: the part of the sum of all singular values that the top 2 hold" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["delay"])
+    for row, line in zip(table.rows[:3], lines[header + 2:header + 5], strict=True):
+        assert line.split()[0] == str(row["delay"])
+        assert float(line.split()[-1]) == pytest.approx(row["share"], rel=1e-4)
 
 
 def test_relative_memory_is_one_along_the_best_kept_direction():
