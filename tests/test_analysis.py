@@ -247,7 +247,7 @@ def test_memory_span_definition_and_edge_cases():
     exact = analysis.memory_span(np.array([10.0, 1.0, 0.5]), np.ones(3, dtype=int), 0.1)
     assert exact.delay == 2  # "below" is strict: 1.0 is not below 1.0
     never = analysis.memory_span(np.array([10.0, 9.0, 8.0]), np.ones(3, dtype=int), 0.1)
-    assert never.status == "never" and never.delay is None and never.format() == ">2"
+    assert never.status == "never" and never.delay is None and never.format() == "never"
     # a delay without occurrences is skipped, never taken as a fall
     skipped = analysis.memory_span(np.array([10.0, np.nan, 0.5]), np.array([4, 0, 3]), 0.1)
     assert skipped.delay == 2
@@ -278,6 +278,41 @@ def test_memory_curves_sum_singular_values_per_class(tmp_path):
     data = json.loads(report.to_json(tmp_path / "m.json").read_text())
     assert data["spans"][0]["span"] == 3 and data["spans"][1]["empty_delays"] == [4]
     assert report.to_csv(tmp_path / "m.csv").read_text().startswith("class,delay,count,sum,sv_1")
+
+
+def test_memory_span_that_never_falls_says_never(tmp_path):
+    # Singular-value sums 10, 9, 8 (a rank-1 mean gradient): never below 0.1 x 10.
+    sums = np.zeros((3, 1, 2, 2))
+    sums[:, 0, 0, 0] = [10.0, 9.0, 8.0]
+    result = GradientResult(sums=sums, counts=np.ones((3, 1), dtype=int), classes=["all"],
+                            vocab=[], metadata={})
+    report = analysis.memory_curves(result, fraction=0.1)
+    span_line = [ln for ln in report.format().splitlines() if ln.strip().startswith("all")]
+    assert span_line and span_line[-1].split()[-1] == "never"
+    assert ">2" not in report.format()
+    data = json.loads(report.to_json(tmp_path / "m.json").read_text())
+    assert data["spans"][0]["status"] == "never" and data["spans"][0]["span"] is None
+
+
+@pytest.mark.parametrize("n_classes", [2, 14])
+def test_memory_table_shows_every_interval_for_any_number_of_classes(n_classes, monkeypatch):
+    from stategrad.analysis.memory import MemoryCurve, MemoryReport
+
+    monkeypatch.setenv("COLUMNS", "80")
+    curves = []
+    for k in range(n_classes):
+        totals = [10.0 / (d + 1) ** (1 + k / 10) for d in range(4)]
+        span = analysis.memory_span(np.array(totals), np.ones(4), 0.1)
+        curves.append(MemoryCurve(
+            f"class_{k}", list(range(4)), [3] * 4, totals, totals, span,
+            [t * 0.9 for t in totals], [t * 1.1 for t in totals], (1, 2), 0))
+    text = MemoryReport(False, 0.1, curves, "jackknife", 0.95).format()
+    assert "][" not in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for c in curves:
+        assert c.class_name in text
+        for lo, hi in zip(c.lower, c.upper, strict=True):
+            assert f"[{lo:.3g}, {hi:.3g}]" in text
 
 
 # --- difference vectors, relative memory, subspace cosine ------------------------------------
@@ -324,6 +359,14 @@ def test_relative_memory_and_subspace_cosine_match_definitions():
         assert 0 <= row["relative"] <= 1 + 1e-12 and 0 <= row["cosine"] <= 1 + 1e-12
     assert table.rows[3]["relative"] is None and table.empty == [("verbs", 3)]
     assert "no occurrences at delay(s) 3" in table.format()
+    text = table.format()
+    # the share column is explained under the table, and shows the same numbers
+    assert "share: the part of the sum of all singular values that the top 2 hold" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["delay"])
+    for row, line in zip(table.rows[:3], lines[header + 2:header + 5], strict=True):
+        assert line.split()[0] == str(row["delay"])
+        assert float(line.split()[-1]) == pytest.approx(row["share"], rel=1e-4)
 
 
 def test_relative_memory_is_one_along_the_best_kept_direction():

@@ -280,3 +280,24 @@ def test_learning_rate_schedule():
     assert rates[7] == pytest.approx(0.64)
     assert rates[8] == pytest.approx(0.8 ** 3)
     assert learning_rate_for_epoch(TrainingOptions(learning_rate=0.1), 10) == 0.1
+
+
+def test_readme_tour_config_agrees_with_the_tour_commands():
+    """The tour (README "A tour") runs in a working folder: its config's paths are the
+    files the tour's earlier steps make there, and its save_path holds the model/best.pt
+    the later steps read."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("## A tour", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert '"$REPO/configs/tour.toml"' in tour and "cd ~/stategrad-tour" in tour
+    config = load_toml_config(CONFIGS / "tour.toml")
+    files = data_files(config)
+    assert f"-o {files.train.as_posix()}" in tour  # written by prepare-tagged
+    linked = re.search(r"ln -sf (.*) data/\n", tour).group(1).split()
+    assert sorted(Path(p.strip('"')).name for p in linked) == \
+        sorted(p.name for p in (files.valid, files.test))
+    assert {files.valid.parent.as_posix(), files.test.parent.as_posix()} == {"data"}
+    best = (Path(config.output.save_path) / "best.pt").as_posix()
+    uses = re.findall(r"--model (\S+)", tour)
+    assert uses and set(uses) == {best}
+    # every path the tour reads is absolute-by-variable or inside the working folder
+    assert not re.search(r"[\s\"](\.\./shared|experiments|src|configs)/", tour)

@@ -166,10 +166,14 @@ def test_slices_merge_to_the_whole(semantics):
     parts = [compute_state_gradients(model, tokens, start=a, stop=b, **kw)
              for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     merged = parts[0]
+    first_sums, first_counts = parts[0].sums.copy(), parts[0].counts.copy()
     for p in parts[1:]:
         merged = merged.merge(p)
     np.testing.assert_array_equal(merged.counts, whole.counts)
     assert_close(merged.sums, whole.sums)
+    # merge returns a new result and leaves both operands as they were (README: res = res.merge)
+    np.testing.assert_array_equal(parts[0].sums, first_sums)
+    np.testing.assert_array_equal(parts[0].counts, first_counts)
 
 
 def test_resume_after_interruption_gives_the_same_result(tmp_path):

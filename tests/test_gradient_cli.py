@@ -76,6 +76,21 @@ def test_slices_merge_on_the_command_line(setup):
     whole, merged = load_result(tmp / "whole.h5"), load_result(tmp / "m.h5")
     np.testing.assert_array_equal(whole.counts, merged.counts)
     np.testing.assert_allclose(merged.sums, whole.sums, rtol=1e-10, atol=1e-14)
+    # The names torchrun leaves alone give the same slices as --start/--stop.
+    assert run(["gradients", *common, "--slice-stop", 9, "--out", tmp / "a2.h5"]).exit_code == 0
+    assert run(["gradients", *common, "--slice-start", 9, "--out", tmp / "b2.h5"]).exit_code == 0
+    for name in ("a", "b"):
+        a, b = load_result(tmp / f"{name}.h5"), load_result(tmp / f"{name}2.h5")
+        np.testing.assert_array_equal(a.counts, b.counts)
+        np.testing.assert_array_equal(a.sums, b.sums)
+
+
+def test_slice_options_pass_through_torchrun():
+    from torch.distributed.run import get_args_parser
+
+    argv = ["--nproc-per-node", "2", "-m", "stategrad", "gradients", "--slice-start", "3",
+            "--slice-stop", "9"]
+    assert get_args_parser().parse_args(argv).training_script_args[-4:] == argv[-4:]
 
 
 def test_raw_output_and_original_layout(setup):

@@ -82,6 +82,7 @@ def test_sentence_map_second_layer_and_unknown_words():
     smap = sentence_map(model, words, state="cell", layer=0)
     assert smap.unknown == ["dog"]
     assert list(smap.token_ids) == [1, 0, 3]
+    assert smap.words == ["the", "<unk>", "sat"]  # labelled as the model read it
     G = _autograd_pairs(model, [1, 0, 3], "cell", layer=0)
     np.testing.assert_allclose(smap.matrix[0, 2], np.linalg.norm(G[0, 2]), rtol=1e-9)
     with pytest.raises(ReportError, match="empty"):
@@ -205,6 +206,7 @@ def test_report_and_sentence_commands(tmp_path):
     G = _autograd_pairs(model, model.vocab.encode("the cat sat on a mat".split()), "hidden")
     assert float(rows[1][3]) == pytest.approx(np.linalg.norm(G[0, 2]), rel=1e-5)
     assert rows[2][1] == ""  # k < t: no influence
+    assert rows[0][5] == rows[5][0] == "<unk>"  # "a" is not in the vocabulary
 
     (tmp_path / "text.txt").write_text("the cat sat\non the mat\n")
     res = runner.invoke(main, ["sentence", "--model", str(tmp_path / "lm.pt"), "--text",

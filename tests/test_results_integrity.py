@@ -176,6 +176,15 @@ def test_sampled_runs_record_their_rule_and_overlap_all_the_same(env, tmp_path):
     assert rules == [{"rule": "every", "every": 3},
                      {"rule": "fraction", "fraction": 0.5, "seed": 7}]
     one_error_line(run(["merge", every, frac, "--out", tmp_path / "m.h5"]), "[30, 60)")
+    # inspect's text output says how each was sampled and which slice it holds
+    for path, sampling, piece in ((every, "one start position in 3", "[0, 60)"),
+                                  (frac, "fraction 0.5 of start positions (seed 7)", "[30, 80)")):
+        r = run(["inspect", path])
+        assert r.exit_code == 0, r.output
+        used = int(load_result(path).counts[0, 0])
+        assert "sampling: " in r.output and sampling in r.output
+        assert f"{used:,} start positions used" in r.output
+        assert f"slice: start positions {piece}" in r.output
 
 
 def test_union_of_coverage_joins_ranges_of_one_text_and_rule():

@@ -18,7 +18,16 @@ from ._blas import single_threaded_blas
 from .errors import AnalysisError
 from .normalization import Normalizer, check_normalizer, normalization_info, normalizer_matrix
 from .spectra import class_list, spectra
-from .tables import empty_notes, fmt, none_if_nan, normalization_line, write_csv, write_json
+from .tables import (
+    band_cell,
+    cell,
+    empty_notes,
+    none_if_nan,
+    normalization_line,
+    text_table,
+    write_csv,
+    write_json,
+)
 
 SpanStatus = Literal["falls", "never", "undefined"]
 
@@ -47,7 +56,7 @@ class MemorySpan:
         if self.status == "falls":
             return str(self.delay)
         if self.status == "never":
-            return f">{self.max_delay}"
+            return "never"
         return "undefined"
 
 
@@ -130,10 +139,6 @@ class MemoryCurveArrays:
     span: MemorySpan
 
 
-#: Most classes whose interval lines the text table of a memory report shows.
-MAX_BAND_COLUMNS = 6
-
-
 @dataclass
 class MemoryReport:
     normalized: bool
@@ -185,26 +190,21 @@ class MemoryReport:
         kind = "normalised (G L)" if self.normalized else "raw (G)"
         names = [c.class_name for c in self.curves]
         lines = [f"memory curves: sum of {kind} singular values per delay"]
-        # A line of intervals under every delay is readable for a few classes only.
-        show_bands = bool(self.interval) and len(self.curves) <= MAX_BAND_COLUMNS
-        if show_bands:
-            lines.append(f"(with its {100 * self.level:g}% {self.interval} interval)")
-        elif self.interval:
-            lines.append(f"({100 * self.level:g}% {self.interval} intervals: in --csv/--json, "
-                         f"or here for at most {MAX_BAND_COLUMNS} classes given with --classes)")
-        lines.append(f"{'delay':>6}" + "".join(f"{n[:14]:>15}" for n in names))
+        if self.interval:
+            lines.append(f"(under each value its {100 * self.level:g}% {self.interval} interval)")
+        rows = []
         for i, d in enumerate(self.curves[0].delays if self.curves else []):
-            lines.append(f"{d:>6}" + "".join(fmt(c.totals[i], 15) for c in self.curves))
-            if show_bands:
-                lines.append(" " * 6 + "".join(_fmt_band(c, i) for c in self.curves))
+            rows.append([str(d)] + [_memory_cell(c, i, bool(self.interval)) for c in self.curves])
+        lines.append(text_table(["delay", *names], rows, separate_rows=bool(self.interval)))
         lines.append("")
+        last = self.curves[0].span.max_delay if self.curves else 0
         lines.append(f"memory span: first delay whose sum is below {self.fraction:g} x the sum at "
-                     "delay 0 ('>D': never within the delays computed)")
+                     f"delay 0\n(never: not within the delays computed, 0-{last})")
         if self.interval:
             lines.append(f"[range over the {self.interval} replicates; 'k never': k replicates "
                          "do not fall]")
-        for c in self.curves:
-            lines.append(f"  {c.class_name:<14}{c.span_text():>8}")
+        lines.append(text_table(["class", "span"], [[c.class_name, c.span_text()]
+                                                    for c in self.curves]))
         lines.extend(empty_notes([(c.class_name, d) for c in self.curves for d in c.empty_delays]))
         lines.extend(normalization_line(self.normalization))
         return "\n".join(lines)
@@ -219,12 +219,14 @@ class MemoryReport:
                                   "curves": self.rows(), "spans": self.span_rows()})
 
 
-def _fmt_band(curve: MemoryCurve, i: int) -> str:
-    lo = curve.lower[i] if curve.lower else None
-    hi = curve.upper[i] if curve.upper else None
-    if lo is None or hi is None:
-        return f"{'':>15}"
-    return f"{f'[{lo:.3g}, {hi:.3g}]':>15}"
+def _memory_cell(curve: MemoryCurve, i: int, band: bool) -> str:
+    """The sum at the i-th delay, with its interval on a second line."""
+    text = cell(curve.totals[i])
+    if band:
+        lo = curve.lower[i] if curve.lower else None
+        hi = curve.upper[i] if curve.upper else None
+        text += "\n" + band_cell(lo, hi)
+    return text
 
 
 @single_threaded_blas

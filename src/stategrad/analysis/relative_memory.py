@@ -27,7 +27,16 @@ from .normalization import (
     renamed_keyword,
 )
 from .spectra import spectra
-from .tables import empty_notes, fmt, none_if_nan, normalization_line, write_csv, write_json
+from .tables import (
+    band_cell,
+    cell,
+    empty_notes,
+    none_if_nan,
+    normalization_line,
+    text_table,
+    write_csv,
+    write_json,
+)
 
 
 def word_ids(vocab: Any, words: Iterable[str]) -> tuple[np.ndarray, list[str]]:
@@ -187,6 +196,12 @@ def whitened_direction(
     return zv / norm
 
 
+#: What the ``share`` column of the table is, printed under it.
+SHARE_NOTE = ("share: the part of the sum of all singular values that the top {k} hold, i.e. "
+              "how much\nof the state's memory the cosine's subspace stands for (a property "
+              "of the gradients, not of n)")
+
+
 @dataclass
 class RelativeMemoryTable:
     """Per delay: ``relative`` = |Gbar_d^norm n| / s_1, ``cosine`` = |V_k n| (top_k
@@ -216,20 +231,20 @@ class RelativeMemoryTable:
     def format(self) -> str:
         lines = [f"relative memory of {self.label} (class {self.class_name}, "
                  f"subspace of the top {self.top_k} right singular vectors)"]
-        header = f"{'delay':>6}{'count':>10}{'relative':>11}{'cosine':>11}{'share':>11}"
+        columns = ["delay", "count", "relative", "cosine", "share"]
         if self.interval:
             lines.append(f"(with {100 * self.level:g}% {self.interval} intervals)")
-            header += f"{'relative interval':>22}{'cosine interval':>22}"
-        lines.append(header)
+            columns += ["relative interval", "cosine interval"]
+        rows = []
         for r in self.rows:
-            line = (f"{r['delay']:>6}{r['count']:>10}" + fmt(r["relative"])
-                    + fmt(r["cosine"]) + fmt(r["share"]))
+            row = [str(r["delay"]), f"{r['count']:,}", cell(r["relative"]), cell(r["cosine"]),
+                   cell(r["share"])]
             if self.interval:
-                for what in ("relative", "cosine"):
-                    lo, hi = r.get(f"{what}_lower"), r.get(f"{what}_upper")
-                    cell = "" if lo is None or hi is None else f"[{lo:.3g}, {hi:.3g}]"
-                    line += f"{cell:>22}"
-            lines.append(line)
+                row += [band_cell(r.get(f"{what}_lower"), r.get(f"{what}_upper"))
+                        for what in ("relative", "cosine")]
+            rows.append(row)
+        lines.append(text_table(columns, rows))
+        lines.append(SHARE_NOTE.format(k=self.top_k))
         lines.extend(empty_notes(self.empty))
         lines.extend(normalization_line(self.normalization))
         return "\n".join(lines)

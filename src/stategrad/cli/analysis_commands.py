@@ -272,7 +272,9 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
                     csv_path, json_path, ci, level, n_boot, ci_seed):
     """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
     property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
-    plural minus singular nouns)."""
+    plural minus singular nouns).  The column share is the sum of the top-k singular
+    values over the sum of all: how much of the state's memory the cosine's subspace
+    stands for (it does not depend on n)."""
     from .. import analysis
 
     if (diff is None) == (vector_path is None):

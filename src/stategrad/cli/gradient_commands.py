@@ -94,9 +94,12 @@ def _file_sha256(path: Path) -> str:
 @click.option("--sample-fraction", type=click.FloatRange(0, 1, min_open=True),
               help="Use a random fraction of start positions (see --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample-fraction.")
-@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
-              help="First start position (slices of a text merge into the whole).")
-@click.option("--stop", type=click.IntRange(min=0), help="One past the last start position.")
+@click.option("--slice-start", "--start", "start", type=click.IntRange(min=0), default=0,
+              show_default=True,
+              help="First start position (slices of a text merge into the whole). Under "
+                   "torchrun write --slice-start: torchrun takes --start for its --start-method.")
+@click.option("--slice-stop", "--stop", "stop", type=click.IntRange(min=0),
+              help="One past the last start position.")
 @device_option()
 @click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
 @threads_option()
@@ -143,7 +146,8 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     if sample_every and sample_fraction:
         raise click.UsageError("give --sample-every or --sample-fraction, not both")
     if stop is not None and stop <= start:
-        raise click.BadParameter(f"{stop} is not after --start {start}", param_hint="--stop")
+        raise click.BadParameter(f"{stop} is not after --slice-start {start}",
+                                 param_hint="--slice-stop/--stop")
     if threads:
         torch.set_num_threads(threads)
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
@@ -238,7 +242,7 @@ def _read_inputs(model_path, vocab_path, trusted, text_path, no_eos, encoding, s
         raise click.ClickException(f"{text_path} holds no tokens")
     if start >= len(tokens):
         raise click.BadParameter(f"{start} is past the end of {text_path} ({len(tokens)} tokens)",
-                                 param_hint="--start")
+                                 param_hint="--slice-start/--start")
     warning = unk_warning(tokens, lm.vocab)
     if warning:
         click.echo(warning, err=True)
@@ -426,6 +430,9 @@ def inspect_command(result_path, as_json):
     text = m.get("text", {})
     click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens)")
     click.echo(f"  model identity: {str(m.get('model_identity'))[:16]}...")
+    click.echo(f"  sampling: {_sampling_text(m.get('sampling'))}")
+    if isinstance(m.get("slice"), dict):
+        click.echo(f"  slice: start positions [{m['slice']['start']}, {m['slice']['stop']})")
     for entry in m.get("coverage") or []:
         ranges = ", ".join(f"[{a}, {b})" for a, b in entry["ranges"]) or "none"
         click.echo(f"  start positions {ranges} of text {entry['text'][:12]}... "
@@ -437,6 +444,21 @@ def inspect_command(result_path, as_json):
     click.echo("  class           count(d=0)  count(d=D-1)")
     for j, name in enumerate(res.classes):
         click.echo(f"  {name:<15} {res.counts[0, j]:>10,}  {res.counts[-1, j]:>12,}")
+
+
+def _sampling_text(sampling) -> str:
+    """The sampling of start positions recorded in a result, in words."""
+    if not isinstance(sampling, dict):
+        return "not recorded"
+    if sampling.get("every") and sampling["every"] > 1:
+        text = f"one start position in {sampling['every']}"
+    elif sampling.get("fraction") is not None and sampling["fraction"] < 1:
+        text = f"a random fraction {sampling['fraction']:g} of start positions (seed {sampling.get('seed')})"
+    else:
+        text = "every start position"
+    if sampling.get("starts_used") is not None:
+        text += f", {sampling['starts_used']:,} start positions used"
+    return text
 
 
 COMMANDS = [gradients_command, merge_command, inspect_command]

@@ -170,7 +170,8 @@ class GradientResult:
         return problems
 
     def merge(self, other: GradientResult, *, allow_unknown_coverage: bool = False) -> GradientResult:
-        """The result of both texts (or both disjoint parts of one text).
+        """The result of both texts (or both disjoint parts of one text), as a new
+        result: ``self`` and ``other`` are left unchanged (``res = res.merge(other)``).
 
         Refuses results that cover a start position of the same text twice (it would be
         counted twice), and results without a coverage record (written by an older

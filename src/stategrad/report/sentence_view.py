@@ -97,7 +97,8 @@ def sentence_map(
 ) -> SentenceMap:
     """Compute the sentence gradients of ``model`` (a :class:`stategrad.lm.LanguageModel`)
     for ``text``, then their map (:func:`sentence_map_from_gradients`).  Words outside
-    its vocabulary become ``<unk>`` (and are listed in ``unknown``).  ``L=`` is the
+    its vocabulary become ``<unk>``, also in the map's labels (and are listed in
+    ``unknown``).  ``L=`` is the
     deprecated name of ``normalize=``."""
     _check_measure(measure)  # before the gradients: a typo should not cost a backward pass
     L = resolve_normalizer(normalize, L)
@@ -106,6 +107,8 @@ def sentence_map(
     unknown = [w for w in words if w not in vocab]
     ids = vocab.encode(words)
     G = sentence_gradients(model, ids, state=state, layer=layer)  # (T, T, H, E)
+    # Label each position with the word the model read there: <unk> for an unknown word.
+    words = [w if w in vocab else vocab.words[int(i)] for w, i in zip(words, ids, strict=True)]
     return sentence_map_from_gradients(G, words, ids, state=state, layer=layer, normalize=L,
                                        measure=measure, unknown=unknown)
 
