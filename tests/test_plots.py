@@ -180,3 +180,33 @@ def test_sentence_heatmap_and_files(tmp_path):
         P.plot_sentence(m, words[:3])
     with pytest.raises(P.PlotError, match="format"):
         P.write_figure(fig, tmp_path / "x.bmp")
+
+
+def test_sixteen_classes_never_share_a_look():
+    curves = [P.Curve(f"c{j}", np.arange(4), np.arange(4) + j + 1.0, color=j) for j in range(16)]
+    ax = P.plot_curves(curves).axes[0]
+    looks = {(to_hex(line.get_color()), line.get_linestyle(), line.get_marker()) for line in ax.lines}
+    assert len(ax.lines) == 16 and len(looks) == 16
+    # two results of 8 classes each: line style tells the results apart, colour the classes
+    curves = [P.Curve(f"r{i} c{j}", np.arange(4), np.ones(4), color=j, style=i)
+              for i in range(2) for j in range(8)]
+    ax = P.plot_curves(curves).axes[0]
+    assert len({(to_hex(x.get_color()), x.get_linestyle(), x.get_marker()) for x in ax.lines}) == 16
+
+
+def test_axis_is_log_when_values_span_more_than_two_decades():
+    x = np.arange(10)
+    steep = [P.Curve("a", x, 10.0 ** -x.astype(float))]   # 9 decades
+    flat = [P.Curve("a", x, 1.0 + x / 10)]               # less than one
+    assert P.plot_curves(steep).axes[0].get_yscale() == "log"
+    assert P.plot_curves(flat).axes[0].get_yscale() == "linear"
+    assert P.plot_curves(steep, log_scale=False).axes[0].get_yscale() == "linear"
+    assert P.plot_curves(flat, log_scale=True).axes[0].get_yscale() == "log"
+    # exactly two decades stays linear; values at zero stay linear (log would hide them)
+    assert P.plot_curves([P.Curve("a", x[:2], np.array([1.0, 100.0]))]).axes[0].get_yscale() == "linear"
+    assert P.plot_curves([P.Curve("a", x, np.r_[0.0, steep[0].y[1:]])]).axes[0].get_yscale() == "linear"
+    from matplotlib.colors import LogNorm
+    fig = P.plot_heatmap([np.array([[1.0, 1e-4], [1e-2, 1e-3]])], ["a", "b"])
+    assert isinstance(fig.axes[0].images[0].norm, LogNorm)
+    fig = P.plot_heatmap([np.array([[1.0, 0.5], [0.2, 0.3]])], ["a", "b"])
+    assert not isinstance(fig.axes[0].images[0].norm, LogNorm)

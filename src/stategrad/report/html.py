@@ -57,7 +57,7 @@ class _Plan:
     level: float
     n_boot: int
     seed: int
-    log_scale: bool
+    log_scale: bool | None
     band_text: str
 
     @property
@@ -120,7 +120,7 @@ def build_report(
     classes: Sequence[str] | None = None,
     top_k: int = 5,
     spectrum_delays: Sequence[int] | None = None,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     ci: str = "jackknife",
     level: float = 0.95,
     n_boot: int = 200,
@@ -138,7 +138,8 @@ def build_report(
     Several results are overlaid on the same axes (labels from ``labels``, else from
     their metadata).  ``normalize`` (statistics, the Cholesky factor L of the embedding
     covariance, or a stats file; ``L=`` is its deprecated name) adds the normalised
-    figures.  ``difference_vectors`` (name -> embedding-space vector) add the relative
+    figures.  ``log_scale`` True or False forces the memory axes' scale; None chooses log
+    where the values span more than two decades.  ``difference_vectors`` (name -> embedding-space vector) add the relative
     memory and subspace cosine curves.  ``extra_figures`` are copied into ``figures/``
     and shown after the report's own."""
     L = resolve_normalizer(normalize, L)

@@ -43,13 +43,17 @@ from .style import (  # noqa: F401  (re-exported: the figures' look and files)
     DELAY_LABEL,
     HEATMAP_CMAP,
     LINESTYLES,
+    LOG_SPAN,
+    MARKERS,
     NORMALISED_TITLE,
     OKABE_ITO,
     STYLE,
     SV_SUM_LABEL,
     Curve,
     PlotError,
+    auto_log,
     new_figure,
+    pen,
     save_figure,
     write_figure,
 )
@@ -77,27 +81,29 @@ def plot_curves(
     xlabel: str = DELAY_LABEL,
     ylabel: str = SV_SUM_LABEL,
     title: str | None = None,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     bands: bool = True,
     integer_x: bool = True,
 ) -> Figure:
-    """Lines with shaded confidence bands.  ``log_scale`` puts y on a log axis."""
+    """Lines with shaded confidence bands.  ``log_scale`` True puts y on a log axis, False
+    on a linear one; None (default) chooses log when the values span more than two
+    decades (:data:`LOG_SPAN`)."""
     if not curves:
         raise PlotError("nothing to plot: no curves")
     fig = new_figure()
     with matplotlib.rc_context(STYLE):
         ax = fig.add_subplot()
         for c in curves:
-            color = OKABE_ITO[c.color % len(OKABE_ITO)]
-            style = LINESTYLES[c.style % len(LINESTYLES)]
-            ax.plot(c.x, c.y, color=color, linestyle=style, label=c.label)
+            kw = pen(c.color, c.style)
+            color = kw["color"]
+            ax.plot(c.x, c.y, label=c.label, **kw)
             if bands and c.lower is not None and c.upper is not None and np.isfinite(c.lower).any():
                 ax.fill_between(c.x, c.lower, c.upper, color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if title:
             ax.set_title(title)
-        if log_scale:
+        if auto_log([c.y for c in curves], log_scale):
             ax.set_yscale("log")
         if integer_x:
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -106,14 +112,15 @@ def plot_curves(
     return fig
 
 
-def _heatmap_norm(matrices: Sequence[np.ndarray], log_scale: bool):
-    """One colour scale for every panel."""
+def _heatmap_norm(matrices: Sequence[np.ndarray], log_scale: bool | None):
+    """One colour scale for every panel (log when ``log_scale``, or when None and the
+    values span more than two decades)."""
     from matplotlib.colors import LogNorm, Normalize
 
     finite = np.concatenate([m[np.isfinite(m)].ravel() for m in matrices])
     if finite.size == 0:
         raise PlotError("the heat map has no finite values (every cell empty?)")
-    if log_scale:
+    if auto_log([finite], log_scale):
         positive = finite[finite > 0]
         return LogNorm(positive.min(), positive.max()) if positive.size else Normalize()
     return Normalize(finite.min(), finite.max())
@@ -126,7 +133,7 @@ def plot_heatmap(
     titles: Sequence[str] | None = None,
     xlabel: str = DELAY_LABEL,
     colorbar_label: str = SV_SUM_LABEL,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
 ) -> Figure:
     """One heat map per matrix (rows x delays), stacked, on one shared colour scale."""
     if not matrices:
@@ -208,7 +215,7 @@ def plot_memory_curves(
     classes: Sequence[str] | None = None,
     ci: str = "jackknife",
     level: float = 0.95,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     n_boot: int = 200,
     seed: int = 0,
 ) -> Figure:
@@ -232,7 +239,7 @@ def plot_topk(
     normalize=None,
     ci: str = "jackknife",
     level: float = 0.95,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
 ) -> Figure:
     L = normalizer_matrix(normalize)
     entries = _entries(results, labels, L, [class_name], ci, 200, 0)
@@ -267,7 +274,7 @@ def plot_class_heatmap(
     labels: Sequence[str] | None = None,
     normalize=None,
     classes: Sequence[str] | None = None,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
 ) -> Figure:
     results, labels = _labels(results, labels)
     L = normalizer_matrix(normalize)
