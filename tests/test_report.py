@@ -258,3 +258,16 @@ def test_extra_figures_are_embedded_with_their_numbers(tmp_path):
 
         build_report([block_result()], tmp_path / "y", extra_figures=[
             ExtraFigure(tmp_path / "notes.txt", "notes")])
+
+
+def test_tables_and_csv_headers_have_no_tex_markup(tmp_path):
+    a = block_result(D=6, H=5, E=4, seed=1)
+    path = build_report([a], tmp_path / "rep", spectrum_delays=[0, 2], top_k=3)
+    page = path.read_text(encoding="utf-8")
+    head = next(csv.reader((tmp_path / "rep/figures/topk_raw.csv").open()))
+    assert head[:4] == ["delay", "s_1", "s_1 lower", "s_1 upper"] and "s_3" in head
+    for f in (tmp_path / "rep/figures").glob("*.csv"):
+        assert "$" not in f.read_text(encoding="utf-8").splitlines()[0], f.name
+    ths = re.findall(r"<th>(.*?)</th>", page)
+    assert "s<sub>1</sub>" in ths and "s<sub>3</sub> upper" in ths
+    assert not any("$" in t or "s_{" in t for t in ths)

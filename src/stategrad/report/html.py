@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -83,12 +84,22 @@ def _fmt(v: float) -> str:
     return "" if not np.isfinite(v) else f"{v:.4g}"
 
 
+def plain_label(label: str) -> str:
+    """A figure label without matplotlib's TeX markup, for tables and CSV headers:
+    ``$s_{1}$`` -> ``s_1``."""
+    if "$" not in label:
+        return label
+    return re.sub(r"\$([^$]*)\$",
+                  lambda m: m.group(1).replace("{", "").replace("}", "").replace("\\", ""), label)
+
+
 def _curve_table(curves: Sequence[P.Curve], xname: str, with_band: bool) -> Table:
     head = [xname]
     for c in curves:
-        head.append(c.label)
+        label = plain_label(c.label)
+        head.append(label)
         if with_band:
-            head += [f"{c.label} lower", f"{c.label} upper"]
+            head += [f"{label} lower", f"{label} upper"]
     xs = sorted({float(x) for c in curves for x in c.x})
     rows = []
     for x in xs:

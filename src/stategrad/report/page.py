@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,8 +55,13 @@ nav ul{columns:2;font-size:.92em}
 """
 
 
+def _head_html(text: str) -> str:
+    """A column name, escaped, with a singular value's index as a subscript (s_1 -> s<sub>1</sub>)."""
+    return re.sub(r"\bs_(\d+)\b", r"s<sub>\1</sub>", html.escape(text))
+
+
 def table_html(head: Sequence[str] | None, rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in head or ())
+    h = "".join(f"<th>{_head_html(str(x))}</th>" for x in head or ())
     thead = f"<thead><tr>{h}</tr></thead>" if head else ""
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in row) + "</tr>"
                    for row in rows)
