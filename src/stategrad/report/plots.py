@@ -61,6 +61,21 @@ from .style import (  # noqa: F401  (re-exported: the figures' look and files)
 # --- drawing --------------------------------------------------------------------------------
 
 
+def text_inches(text: str, size: float = 8.0) -> float:
+    """The width of ``text`` set in the figures' font at ``size`` pt, in inches."""
+    from matplotlib.textpath import TextPath
+
+    with matplotlib.rc_context(STYLE):
+        return TextPath((0, 0), text, size=size).get_extents().width / 72.0
+
+
+def _legend_columns(fig: Figure, labels: Sequence[str]) -> int:
+    """As many legend columns (at most 3) as fit the figure's width."""
+    em = STYLE["legend.fontsize"] / 72.0
+    column = max(text_inches(str(x)) for x in labels) + (2.2 + 0.8 + 2.0) * em
+    return int(max(1, min(3, (fig.get_figwidth() - 0.1 + 2.0 * em) // column)))
+
+
 def _legend(fig: Figure, ax, n: int) -> None:
     if n == 0:
         return
@@ -68,8 +83,9 @@ def _legend(fig: Figure, ax, n: int) -> None:
         if n <= 4:
             ax.legend(frameon=False, handlelength=2.2)
         else:
-            # Many series: a legend below the axes keeps the data readable at column width.
-            ncol = 2 if n <= 12 else 3
+            # Many series: a legend below the axes keeps the data readable at column width,
+            # in as many columns as the labels leave room for.
+            ncol = _legend_columns(fig, ax.get_legend_handles_labels()[1])
             fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center",
                        ncol=ncol, frameon=False, handlelength=2.2)
             fig.set_figheight(fig.get_figheight() + 0.16 * ((n + ncol - 1) // ncol))
@@ -140,6 +156,9 @@ def plot_heatmap(
         raise PlotError("nothing to plot: no matrices")
     rows = matrices[0].shape[0]
     height = 0.55 + len(matrices) * (0.35 + 0.16 * rows)
+    # The colour bar (90% of the panels' height) must be as long as its label, which is
+    # otherwise cut off at the top and bottom of a short figure.
+    height = max(height, 0.55 + (text_inches(colorbar_label) + 0.15) / 0.9)
     fig = new_figure(height=min(max(height, 1.6), 9.0))
     norm = _heatmap_norm(matrices, log_scale)
     with matplotlib.rc_context(STYLE):
