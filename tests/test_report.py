@@ -271,3 +271,19 @@ def test_tables_and_csv_headers_have_no_tex_markup(tmp_path):
     ths = re.findall(r"<th>(.*?)</th>", page)
     assert "s<sub>1</sub>" in ths and "s<sub>3</sub> upper" in ths
     assert not any("$" in t or "s_{" in t for t in ths)
+
+
+def test_class_definitions_read_as_lists_and_run_tables_are_whole(tmp_path):
+    defs = {"all": "every word", "nouns": {"tags": ["NN", "NNS"], "builtin": "ptb", "source": "tags.txt"},
+            "verbs": {"words": [f"w{i}" for i in range(30)], "source": "verbs.txt"}}
+    a = block_result(D=6, H=5, E=4, seed=1, metadata={"class_definitions": defs})
+    page = build_report([a], tmp_path / "rep", spectrum_delays=[0, 2]).read_text(encoding="utf-8")
+    counts = re.search(r'<table class="counts">.*?</table>', page, re.S).group(0)
+    assert "{'" not in counts and "['" not in counts and "&#x27;" not in counts
+    assert "<dt>tags</dt><dd>NN, NNS</dd>" in counts and "<dt>built-in</dt><dd>ptb</dd>" in counts
+    assert "<dd>w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, … (30 in all)</dd>" in counts
+    assert "<td>every word</td>" in counts
+    # neither the metadata nor the class table sits in a (clipping) scroll box
+    for cls in ("kv", "counts"):
+        assert f'<div class="scroll"><table class="{cls}">' not in page
+        assert f'<table class="{cls}">' in page
