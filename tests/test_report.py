@@ -249,6 +249,13 @@ def test_extra_figures_are_embedded_with_their_numbers(tmp_path):
     assert (tmp_path / "out/figures/extra_1.png").read_bytes() == \
         (tmp_path / "identity_memory.png").read_bytes()
     assert (tmp_path / "out/figures/extra_1.csv").is_file()
+    # a carried raster gets an SVG too (like every figure), holding the very same pixels
+    svg = ET.parse(tmp_path / "out/figures/extra_1.svg").getroot()
+    image = svg.find("{http://www.w3.org/2000/svg}image")
+    assert image.get("href") == f"data:image/png;base64,{png}"
+    h, w = plt.imread(tmp_path / "identity_memory.png").shape[:2]
+    assert (svg.get("width"), svg.get("height")) == (str(w), str(h)) == (image.get("width"), image.get("height"))
+    assert 'href="figures/extra_1.svg">SVG</a>' in page
     bad = CliRunner().invoke(main, ["report", str(tmp_path / "a.h5"), "--out", str(tmp_path / "x"),
                                     "--figure", str(tmp_path / "missing.png")])
     assert bad.exit_code != 0 and "extra figure not found" in bad.output

@@ -9,6 +9,7 @@ the markup is in :mod:`.page`, the sentence view in :mod:`.sentence_view`.
 
 from __future__ import annotations
 
+import base64
 import csv
 import os
 import re
@@ -348,6 +349,8 @@ def _extra_figure(extra: ExtraFigure, key: str, fig_dir: Path) -> PageFigure:
     copied = fig_dir / f"{key}{extra.image.suffix.lower()}"
     shutil.copyfile(extra.image, copied)
     files = [copied]
+    if copied.suffix != ".svg":
+        files.append(_svg_wrapping(data, IMAGE_TYPES[copied.suffix], fig_dir / f"{key}.svg", extra.image))
     head: list[str] = []
     rows: list[list[str]] = []
     if extra.table is not None:
@@ -358,6 +361,31 @@ def _extra_figure(extra: ExtraFigure, key: str, fig_dir: Path) -> PageFigure:
         shutil.copyfile(extra.table, files[-1])
     return PageFigure(key, extra.title, extra.caption, data, files, head, rows,
                       IMAGE_TYPES[extra.image.suffix.lower()])
+
+
+def _svg_wrapping(data: bytes, mime: str, path: Path, source: Path) -> Path:
+    """An SVG of a carried raster image: the same pixels embedded at their own size (a
+    figure made elsewhere has no vector form to recover), so that ``figures/`` holds an
+    SVG of every figure, as for the report's own."""
+    import io
+    import xml.sax.saxutils as sax
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception as exc:  # noqa: BLE001  (any unreadable image: one clear message)
+        raise ReportError(f"extra figure {source}: cannot read the image ({exc})") from exc
+    href = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">\n'
+        f"<title>{sax.escape(source.name)}</title>\n"
+        f'<image width="{width}" height="{height}" href="{href}" xlink:href="{href}"/>\n</svg>\n',
+        encoding="utf-8")
+    return path
 
 
 def _unique(labels: list[str]) -> list[str]:
