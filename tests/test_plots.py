@@ -262,6 +262,11 @@ def test_no_text_is_cut_off():
         "top-k": P.plot_topk([short, block_result(D=8, seed=5)]),
         "spectra": P.plot_spectra(short),
         "sentence": P.plot_sentence(np.triu(np.ones((3, 3))), ["a", "b", "c"]),
+        "sentence, long label": P.plot_sentence(np.triu(np.ones((3, 3))), ["the", "cat", "sat"],
+                                                colorbar_label="top singular value of G L(t, k - t)"),
+        "sentence, long word": P.plot_sentence(np.triu(np.ones((3, 3))), ["internationalization", "is", "long"],
+                                               colorbar_label="top singular value of G L(t, k - t)",
+                                               title="a title"),
     }
     for name, fig in figs.items():
         assert _outside(fig) == [], name

@@ -191,7 +191,11 @@ def plot_sentence(
     if matrix.shape != (T, T):
         raise PlotError(f"sentence matrix is {matrix.shape} for {T} words")
     side = min(max(COLUMN_WIDTH_IN, 0.9 + 0.22 * T), 12.0)
-    fig = new_figure(width=side, height=side * 0.85)
+    # Room for the colour bar's label beside the panel, which loses the height of the
+    # (rotated) word labels and the axis label below it.
+    words_in = max(text_inches(str(w)) for w in words) if T else 0.0
+    need = (text_inches(colorbar_label) + 0.15) / 0.85 + words_in + 0.5 + (0.25 if title else 0.0)
+    fig = new_figure(width=side, height=min(max(side * 0.85, need), 14.0))
     with matplotlib.rc_context(STYLE):
         ax = fig.add_subplot()
         image = ax.imshow(np.ma.masked_invalid(matrix), cmap=HEATMAP_CMAP, interpolation="nearest")
