@@ -180,3 +180,97 @@ def test_sentence_heatmap_and_files(tmp_path):
         P.plot_sentence(m, words[:3])
     with pytest.raises(P.PlotError, match="format"):
         P.write_figure(fig, tmp_path / "x.bmp")
+
+
+def test_sixteen_classes_never_share_a_look():
+    curves = [P.Curve(f"c{j}", np.arange(4), np.arange(4) + j + 1.0, color=j) for j in range(16)]
+    ax = P.plot_curves(curves).axes[0]
+    looks = {(to_hex(line.get_color()), line.get_linestyle(), line.get_marker()) for line in ax.lines}
+    assert len(ax.lines) == 16 and len(looks) == 16
+    # two results of 8 classes each: line style tells the results apart, colour the classes
+    curves = [P.Curve(f"r{i} c{j}", np.arange(4), np.ones(4), color=j, style=i)
+              for i in range(2) for j in range(8)]
+    ax = P.plot_curves(curves).axes[0]
+    assert len({(to_hex(x.get_color()), x.get_linestyle(), x.get_marker()) for x in ax.lines}) == 16
+
+
+def test_axis_is_log_when_values_span_more_than_two_decades():
+    x = np.arange(10)
+    steep = [P.Curve("a", x, 10.0 ** -x.astype(float))]   # 9 decades
+    flat = [P.Curve("a", x, 1.0 + x / 10)]               # less than one
+    assert P.plot_curves(steep).axes[0].get_yscale() == "log"
+    assert P.plot_curves(flat).axes[0].get_yscale() == "linear"
+    assert P.plot_curves(steep, log_scale=False).axes[0].get_yscale() == "linear"
+    assert P.plot_curves(flat, log_scale=True).axes[0].get_yscale() == "log"
+    # exactly two decades stays linear; values at zero stay linear (log would hide them)
+    assert P.plot_curves([P.Curve("a", x[:2], np.array([1.0, 100.0]))]).axes[0].get_yscale() == "linear"
+    assert P.plot_curves([P.Curve("a", x, np.r_[0.0, steep[0].y[1:]])]).axes[0].get_yscale() == "linear"
+    from matplotlib.colors import LogNorm
+    fig = P.plot_heatmap([np.array([[1.0, 1e-4], [1e-2, 1e-3]])], ["a", "b"])
+    assert isinstance(fig.axes[0].images[0].norm, LogNorm)
+    fig = P.plot_heatmap([np.array([[1.0, 0.5], [0.2, 0.3]])], ["a", "b"])
+    assert not isinstance(fig.axes[0].images[0].norm, LogNorm)
+
+
+FOURTEEN = ("all", "to", "nouns", "pronouns", "verbs", "adjectives", "adverbs", "determiners",
+            "prepositions", "conjunctions", "numbers", "punctuation", "proper nouns", "other")
+
+
+def _outside(fig) -> list[str]:
+    """Texts drawn (partly) outside the figure, as saved: each text's window extent is
+    compared with the figure's box after an Agg draw with the figure's own layout."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    with matplotlib.rc_context(P.STYLE):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+    box = fig.bbox
+    drawn = [t for ax in fig.axes for t in (ax.xaxis.label, ax.yaxis.label, ax.title)]
+    for ax in fig.axes:
+        # only the ticks inside the view limits are drawn
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = sorted(lim)
+            drawn += [tick.label1 for tick in axis.get_major_ticks()
+                      if lo - 1e-9 <= tick.get_loc() <= hi + 1e-9]
+    drawn += [t for lg in fig.legends + [ax.get_legend() for ax in fig.axes] if lg is not None
+              for t in lg.get_texts()]
+    drawn += [t for t in fig.findobj(Text) if t in fig.texts]
+    bad = []
+    for t in drawn:
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        e = t.get_window_extent(renderer)
+        if e.x0 < box.x0 - 1 or e.y0 < box.y0 - 1 or e.x1 > box.x1 + 1 or e.y1 > box.y1 + 1:
+            bad.append(t.get_text())
+    return bad
+
+
+def test_no_text_is_cut_off():
+    r = block_result(D=20, classes=FOURTEEN, per_block=tuple(range(40, 26, -1)))
+    r2 = block_result(D=20, classes=FOURTEEN, per_block=tuple(range(40, 26, -1)), seed=3,
+                      metadata={"cell": "gru"})
+    short = block_result(D=8)
+    figs = {
+        "memory, 14 classes": P.plot_memory_curves(r),
+        "memory, 2 x 14 classes": P.plot_memory_curves([r, r2]),
+        "heat map, 14 classes": P.plot_class_heatmap(r),
+        "heat map, 3 classes, normalised": P.plot_class_heatmap(short, normalize=np.eye(4)),
+        "heat map, 1 class, normalised": P.plot_class_heatmap(short, classes=["all"], normalize=np.eye(4)),
+        "top-k": P.plot_topk([short, block_result(D=8, seed=5)]),
+        "spectra": P.plot_spectra(short),
+        "sentence": P.plot_sentence(np.triu(np.ones((3, 3))), ["a", "b", "c"]),
+        "sentence, long label": P.plot_sentence(np.triu(np.ones((3, 3))), ["the", "cat", "sat"],
+                                                colorbar_label="top singular value of G L(t, k - t)"),
+        "sentence, long word": P.plot_sentence(np.triu(np.ones((3, 3))), ["internationalization", "is", "long"],
+                                               colorbar_label="top singular value of G L(t, k - t)",
+                                               title="a title"),
+    }
+    for name, fig in figs.items():
+        assert _outside(fig) == [], name
+    # the check itself sees a label that sticks out
+    fig = P.plot_class_heatmap(short, normalize=np.eye(4))
+    fig.axes[-1].set_ylabel("a colour bar label far too long for this short figure, " * 3)
+    assert _outside(fig)

@@ -251,6 +251,13 @@ def test_extra_figures_are_embedded_with_their_numbers(tmp_path):
     assert (tmp_path / "out/figures/extra_1.png").read_bytes() == \
         (tmp_path / "identity_memory.png").read_bytes()
     assert (tmp_path / "out/figures/extra_1.csv").is_file()
+    # a carried raster gets an SVG too (like every figure), holding the very same pixels
+    svg = ET.parse(tmp_path / "out/figures/extra_1.svg").getroot()
+    image = svg.find("{http://www.w3.org/2000/svg}image")
+    assert image.get("href") == f"data:image/png;base64,{png}"
+    h, w = plt.imread(tmp_path / "identity_memory.png").shape[:2]
+    assert (svg.get("width"), svg.get("height")) == (str(w), str(h)) == (image.get("width"), image.get("height"))
+    assert 'href="figures/extra_1.svg">SVG</a>' in page
     bad = CliRunner().invoke(main, ["report", str(tmp_path / "a.h5"), "--out", str(tmp_path / "x"),
                                     "--figure", str(tmp_path / "missing.png")])
     assert bad.exit_code != 0 and "extra figure not found" in bad.output
@@ -260,3 +267,32 @@ def test_extra_figures_are_embedded_with_their_numbers(tmp_path):
 
         build_report([block_result()], tmp_path / "y", extra_figures=[
             ExtraFigure(tmp_path / "notes.txt", "notes")])
+
+
+def test_tables_and_csv_headers_have_no_tex_markup(tmp_path):
+    a = block_result(D=6, H=5, E=4, seed=1)
+    path = build_report([a], tmp_path / "rep", spectrum_delays=[0, 2], top_k=3)
+    page = path.read_text(encoding="utf-8")
+    head = next(csv.reader((tmp_path / "rep/figures/topk_raw.csv").open()))
+    assert head[:4] == ["delay", "s_1", "s_1 lower", "s_1 upper"] and "s_3" in head
+    for f in (tmp_path / "rep/figures").glob("*.csv"):
+        assert "$" not in f.read_text(encoding="utf-8").splitlines()[0], f.name
+    ths = re.findall(r"<th>(.*?)</th>", page)
+    assert "s<sub>1</sub>" in ths and "s<sub>3</sub> upper" in ths
+    assert not any("$" in t or "s_{" in t for t in ths)
+
+
+def test_class_definitions_read_as_lists_and_run_tables_are_whole(tmp_path):
+    defs = {"all": "every word", "nouns": {"tags": ["NN", "NNS"], "builtin": "ptb", "source": "tags.txt"},
+            "verbs": {"words": [f"w{i}" for i in range(30)], "source": "verbs.txt"}}
+    a = block_result(D=6, H=5, E=4, seed=1, metadata={"class_definitions": defs})
+    page = build_report([a], tmp_path / "rep", spectrum_delays=[0, 2]).read_text(encoding="utf-8")
+    counts = re.search(r'<table class="counts">.*?</table>', page, re.S).group(0)
+    assert "{'" not in counts and "['" not in counts and "&#x27;" not in counts
+    assert "<dt>tags</dt><dd>NN, NNS</dd>" in counts and "<dt>built-in</dt><dd>ptb</dd>" in counts
+    assert "<dd>w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, … (30 in all)</dd>" in counts
+    assert "<td>every word</td>" in counts
+    # neither the metadata nor the class table sits in a (clipping) scroll box
+    for cls in ("kv", "counts"):
+        assert f'<div class="scroll"><table class="{cls}">' not in page
+        assert f'<table class="{cls}">' in page

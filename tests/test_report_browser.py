@@ -39,7 +39,9 @@ window.addEventListener('error',function(e){var t=e.target;
 window.addEventListener('load',function(){
  var imgs=[].slice.call(document.images);
  var p=document.createElement('pre');p.id='stategrad-probe';
- p.textContent=JSON.stringify({errors:errs,images:imgs.length,
+ var cut=[].slice.call(document.querySelectorAll('table.kv,table.counts')).filter(function(t){
+  return t.getBoundingClientRect().right>document.documentElement.clientWidth+1||t.closest('.scroll');});
+ p.textContent=JSON.stringify({errors:errs,images:imgs.length,cut:cut.length,
   widths:imgs.map(function(i){return i.complete?i.naturalWidth:-1;})});
  document.body.appendChild(p);});
 })();</script>"""
@@ -58,9 +60,15 @@ def _console_lines(stderr: str) -> list[str]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    a = block_result(D=12, H=8, E=4, seed=1)
-    b = block_result(D=12, H=8, E=4, seed=2, metadata={"cell": "gru"})
-    return build_report([a, b], out, normalize=np.eye(4) * 0.5, spectrum_delays=[0, 4])
+    defs = {"all": "every word", "nouns": {"tags": ["NN", "NNS", "NNP", "NNPS"], "builtin": "ptb",
+                                           "source": "/data/" + "penn-treebank-tags/" * 6 + "nouns.txt"},
+            "verbs": {"words": [f"verb{i}" for i in range(40)], "source": "verbs.txt"}}
+    a = block_result(D=12, H=8, E=4, seed=1, metadata={"class_definitions": defs})
+    b = block_result(D=12, H=8, E=4, seed=2, metadata={"cell": "gru", "class_definitions": defs})
+    # a long path in the metadata: the table must wrap it, not cut it off
+    sources = ["/home/someone/experiments/" + "a-rather-long-folder-name/" * 8 + "lstm.h5", "gru.h5"]
+    return build_report([a, b], out, normalize=np.eye(4) * 0.5, spectrum_delays=[0, 4],
+                        sources=sources)
 
 
 def test_probe_detects_errors(tmp_path):
@@ -87,6 +95,7 @@ def test_report_opens_without_errors(report, tmp_path):
     assert match, "the page never finished loading"
     probe = json.loads(match.group(1))
     assert probe["errors"] == []
+    assert probe["cut"] == 0  # metadata and class tables shown whole, not in a scroll box
     assert probe["images"] == 8
     assert all(w > 100 for w in probe["widths"]), probe["widths"]
     # The unmodified report: no console output at all (it has no script).

@@ -86,7 +86,8 @@ def _extra_figure(spec: str):
 @show_classes_option("Comma-separated classes to show (default: every class all results share).")
 @click.option("--label", "labels", multiple=True,
               help="Legend label of each result, in order (default: from its metadata).")
-@click.option("--log-scale", is_flag=True, help="Logarithmic y axis for memory curves.")
+@click.option("--log-scale", is_flag=True, help="Logarithmic y axis for memory curves (default: log where the values "
+              "span more than two decades).")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1),
               help="How many of the largest singular values to plot against delay.")
 @click.option("--spectrum-delays", default=None,
@@ -153,7 +154,7 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             normalisation_source=_normalisation_text(normalize),
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
-            log_scale=log_scale, ci=ci, level=level, n_boot=n_boot, seed=seed,
+            log_scale=log_scale or None, ci=ci, level=level, n_boot=n_boot, seed=seed,
             difference_vectors=vectors or None, subspace_k=subspace_k, sentences=maps,
             extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
         )

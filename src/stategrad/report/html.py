@@ -9,8 +9,10 @@ the markup is in :mod:`.page`, the sentence view in :mod:`.sentence_view`.
 
 from __future__ import annotations
 
+import base64
 import csv
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,7 +59,7 @@ class _Plan:
     level: float
     n_boot: int
     seed: int
-    log_scale: bool
+    log_scale: bool | None
     band_text: str
 
     @property
@@ -83,12 +85,22 @@ def _fmt(v: float) -> str:
     return "" if not np.isfinite(v) else f"{v:.4g}"
 
 
+def plain_label(label: str) -> str:
+    """A figure label without matplotlib's TeX markup, for tables and CSV headers:
+    ``$s_{1}$`` -> ``s_1``."""
+    if "$" not in label:
+        return label
+    return re.sub(r"\$([^$]*)\$",
+                  lambda m: m.group(1).replace("{", "").replace("}", "").replace("\\", ""), label)
+
+
 def _curve_table(curves: Sequence[P.Curve], xname: str, with_band: bool) -> Table:
     head = [xname]
     for c in curves:
-        head.append(c.label)
+        label = plain_label(c.label)
+        head.append(label)
         if with_band:
-            head += [f"{c.label} lower", f"{c.label} upper"]
+            head += [f"{label} lower", f"{label} upper"]
     xs = sorted({float(x) for c in curves for x in c.x})
     rows = []
     for x in xs:
@@ -120,7 +132,7 @@ def build_report(
     classes: Sequence[str] | None = None,
     top_k: int = 5,
     spectrum_delays: Sequence[int] | None = None,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     ci: str = "jackknife",
     level: float = 0.95,
     n_boot: int = 200,
@@ -138,7 +150,8 @@ def build_report(
     Several results are overlaid on the same axes (labels from ``labels``, else from
     their metadata).  ``normalize`` (statistics, the Cholesky factor L of the embedding
     covariance, or a stats file; ``L=`` is its deprecated name) adds the normalised
-    figures.  ``difference_vectors`` (name -> embedding-space vector) add the relative
+    figures.  ``log_scale`` True or False forces the memory axes' scale; None chooses log
+    where the values span more than two decades.  ``difference_vectors`` (name -> embedding-space vector) add the relative
     memory and subspace cosine curves.  ``extra_figures`` are copied into ``figures/``
     and shown after the report's own."""
     L = resolve_normalizer(normalize, L)
@@ -336,6 +349,8 @@ def _extra_figure(extra: ExtraFigure, key: str, fig_dir: Path) -> PageFigure:
     copied = fig_dir / f"{key}{extra.image.suffix.lower()}"
     shutil.copyfile(extra.image, copied)
     files = [copied]
+    if copied.suffix != ".svg":
+        files.append(_svg_wrapping(data, IMAGE_TYPES[copied.suffix], fig_dir / f"{key}.svg", extra.image))
     head: list[str] = []
     rows: list[list[str]] = []
     if extra.table is not None:
@@ -346,6 +361,31 @@ def _extra_figure(extra: ExtraFigure, key: str, fig_dir: Path) -> PageFigure:
         shutil.copyfile(extra.table, files[-1])
     return PageFigure(key, extra.title, extra.caption, data, files, head, rows,
                       IMAGE_TYPES[extra.image.suffix.lower()])
+
+
+def _svg_wrapping(data: bytes, mime: str, path: Path, source: Path) -> Path:
+    """An SVG of a carried raster image: the same pixels embedded at their own size (a
+    figure made elsewhere has no vector form to recover), so that ``figures/`` holds an
+    SVG of every figure, as for the report's own."""
+    import io
+    import xml.sax.saxutils as sax
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception as exc:  # noqa: BLE001  (any unreadable image: one clear message)
+        raise ReportError(f"extra figure {source}: cannot read the image ({exc})") from exc
+    href = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">\n'
+        f"<title>{sax.escape(source.name)}</title>\n"
+        f'<image width="{width}" height="{height}" href="{href}" xlink:href="{href}"/>\n</svg>\n',
+        encoding="utf-8")
+    return path
 
 
 def _unique(labels: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +46,12 @@ figcaption{font-size:.92em;color:#333;max-width:640px}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;white-space:nowrap}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
-table.kv td{text-align:left}
+table.kv td,table.counts td:last-child{text-align:left;white-space:normal;
+ overflow-wrap:anywhere}
+table.kv td:first-child{white-space:nowrap}
+table.counts td:last-child{min-width:18em}table.counts th:last-child{text-align:left}
+dl.defs{margin:0}dl.defs dt{display:inline;font-style:italic}dl.defs dt:after{content:": "}
+dl.defs dd{display:inline;margin:0}dl.defs dd:after{content:"";display:block}
 .scroll{overflow:auto;max-height:420px;max-width:100%}
 details{margin:.4em 0 1.2em}summary{cursor:pointer;color:#0072B2}
 .note{background:#fff8e1;border-left:4px solid #E69F00;padding:.4em .8em}
@@ -54,13 +60,27 @@ nav ul{columns:2;font-size:.92em}
 """
 
 
-def table_html(head: Sequence[str] | None, rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in head or ())
+def _head_html(text: str) -> str:
+    """A column name, escaped, with a singular value's index as a subscript (s_1 -> s<sub>1</sub>)."""
+    return re.sub(r"\bs_(\d+)\b", r"s<sub>\1</sub>", html.escape(text))
+
+
+class Markup(str):
+    """A table cell that is HTML already (not escaped again)."""
+
+
+def table_html(head: Sequence[str] | None, rows: Sequence[Sequence[str]], cls: str = "",
+               scroll: bool = True) -> str:
+    """A table; ``scroll`` puts it in a scroll box (for the long tables of numbers), else
+    it is shown whole, its text cells wrapping."""
+    h = "".join(f"<th>{_head_html(str(x))}</th>" for x in head or ())
     thead = f"<thead><tr>{h}</tr></thead>" if head else ""
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(
+        f"<td>{x if isinstance(x, Markup) else html.escape(str(x))}</td>" for x in row) + "</tr>"
+        for row in rows)
     attr = f' class="{cls}"' if cls else ""
-    return f'<div class="scroll"><table{attr}>{thead}<tbody>{body}</tbody></table></div>'
+    table = f"<table{attr}>{thead}<tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>' if scroll else table
 
 
 def _short(value: Any, n: int = 12) -> str:
@@ -99,15 +119,40 @@ def _metadata_rows(r: GradientResult, label: str, source: str | None) -> list[li
     return [row for row in rows if row[1] not in ("", " / ")]
 
 
+#: How the keys of a class definition read in the page.
+_DEFINITION_KEYS = {"tags": "tags", "words": "words", "source": "from", "builtin": "built-in",
+                    "tag_map": "tag map"}
+
+
+def _listing(values, n: int = 12) -> str:
+    values = list(values)
+    return ", ".join(map(str, values[:n])) + (f", … ({len(values)} in all)" if len(values) > n else "")
+
+
+def definition_html(d: Any) -> str:
+    """A class definition as the page shows it: a word or tag list, or a short list of
+    "key: value" lines for a mapping (never a Python repr)."""
+    if d is None or d == "":
+        return ""
+    if isinstance(d, dict):
+        items = "".join(
+            f"<dt>{html.escape(_DEFINITION_KEYS.get(str(k), str(k).replace('_', ' ')))}</dt>"
+            f"<dd>{html.escape(_listing(v) if isinstance(v, (list, tuple, set)) else str(v))}</dd>"
+            for k, v in d.items())
+        return f'<dl class="defs">{items}</dl>'
+    if isinstance(d, (list, tuple, set)):
+        return html.escape(_listing(sorted(d) if isinstance(d, set) else d))
+    return html.escape(str(d))
+
+
 def _count_rows(r: GradientResult) -> list[list[str]]:
     defs = r.metadata.get("class_definitions") or {}
     rows = []
     for c, name in enumerate(r.classes):
         blocks = str(int((r.block_counts[:, 0, c] > 0).sum())) if r.has_blocks else ""
         d = defs.get(name, "") if isinstance(defs, dict) else ""
-        if isinstance(d, (list, tuple)):
-            d = ", ".join(map(str, d[:12])) + (f", … ({len(d)} in all)" if len(d) > 12 else "")
-        rows.append([name, str(int(r.counts[0, c])), str(int(r.counts[-1, c])), blocks, _short(d, 80)])
+        rows.append([name, str(int(r.counts[0, c])), str(int(r.counts[-1, c])), blocks,
+                     Markup(definition_html(d))])
     return rows
 
 
@@ -138,10 +183,11 @@ def page_html(title, results, labels, sources, classes, figures, notes, L, norm_
     for i, (r, lab) in enumerate(zip(results, labels, strict=True)):
         src = sources[i] if sources else None
         parts.append(f"<h3>{html.escape(lab)}</h3>")
-        parts.append(table_html(None, _metadata_rows(r, lab, src), "kv"))
+        parts.append(table_html(None, _metadata_rows(r, lab, src), "kv", scroll=False))
         parts.append("<p>Occurrences per class (start positions t with a word of the class):</p>")
         parts.append(table_html(["class", "at delay 0", f"at delay {r.max_delay - 1}",
-                             "blocks with occurrences", "definition"], _count_rows(r)))
+                                 "blocks with occurrences", "definition"], _count_rows(r),
+                                "counts", scroll=False))
         parts.append("<details><summary>Full metadata (JSON)</summary><pre>"
                      + html.escape(json.dumps(r.metadata, indent=1, sort_keys=True, default=str))
                      + "</pre></details>")

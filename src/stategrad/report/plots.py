@@ -43,18 +43,37 @@ from .style import (  # noqa: F401  (re-exported: the figures' look and files)
     DELAY_LABEL,
     HEATMAP_CMAP,
     LINESTYLES,
+    LOG_SPAN,
+    MARKERS,
     NORMALISED_TITLE,
     OKABE_ITO,
     STYLE,
     SV_SUM_LABEL,
     Curve,
     PlotError,
+    auto_log,
     new_figure,
+    pen,
     save_figure,
     write_figure,
 )
 
 # --- drawing --------------------------------------------------------------------------------
+
+
+def text_inches(text: str, size: float = 8.0) -> float:
+    """The width of ``text`` set in the figures' font at ``size`` pt, in inches."""
+    from matplotlib.textpath import TextPath
+
+    with matplotlib.rc_context(STYLE):
+        return TextPath((0, 0), text, size=size).get_extents().width / 72.0
+
+
+def _legend_columns(fig: Figure, labels: Sequence[str]) -> int:
+    """As many legend columns (at most 3) as fit the figure's width."""
+    em = STYLE["legend.fontsize"] / 72.0
+    column = max(text_inches(str(x)) for x in labels) + (2.2 + 0.8 + 2.0) * em
+    return int(max(1, min(3, (fig.get_figwidth() - 0.1 + 2.0 * em) // column)))
 
 
 def _legend(fig: Figure, ax, n: int) -> None:
@@ -64,8 +83,9 @@ def _legend(fig: Figure, ax, n: int) -> None:
         if n <= 4:
             ax.legend(frameon=False, handlelength=2.2)
         else:
-            # Many series: a legend below the axes keeps the data readable at column width.
-            ncol = 2 if n <= 12 else 3
+            # Many series: a legend below the axes keeps the data readable at column width,
+            # in as many columns as the labels leave room for.
+            ncol = _legend_columns(fig, ax.get_legend_handles_labels()[1])
             fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center",
                        ncol=ncol, frameon=False, handlelength=2.2)
             fig.set_figheight(fig.get_figheight() + 0.16 * ((n + ncol - 1) // ncol))
@@ -77,27 +97,29 @@ def plot_curves(
     xlabel: str = DELAY_LABEL,
     ylabel: str = SV_SUM_LABEL,
     title: str | None = None,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     bands: bool = True,
     integer_x: bool = True,
 ) -> Figure:
-    """Lines with shaded confidence bands.  ``log_scale`` puts y on a log axis."""
+    """Lines with shaded confidence bands.  ``log_scale`` True puts y on a log axis, False
+    on a linear one; None (default) chooses log when the values span more than two
+    decades (:data:`LOG_SPAN`)."""
     if not curves:
         raise PlotError("nothing to plot: no curves")
     fig = new_figure()
     with matplotlib.rc_context(STYLE):
         ax = fig.add_subplot()
         for c in curves:
-            color = OKABE_ITO[c.color % len(OKABE_ITO)]
-            style = LINESTYLES[c.style % len(LINESTYLES)]
-            ax.plot(c.x, c.y, color=color, linestyle=style, label=c.label)
+            kw = pen(c.color, c.style)
+            color = kw["color"]
+            ax.plot(c.x, c.y, label=c.label, **kw)
             if bands and c.lower is not None and c.upper is not None and np.isfinite(c.lower).any():
                 ax.fill_between(c.x, c.lower, c.upper, color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if title:
             ax.set_title(title)
-        if log_scale:
+        if auto_log([c.y for c in curves], log_scale):
             ax.set_yscale("log")
         if integer_x:
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -106,14 +128,15 @@ def plot_curves(
     return fig
 
 
-def _heatmap_norm(matrices: Sequence[np.ndarray], log_scale: bool):
-    """One colour scale for every panel."""
+def _heatmap_norm(matrices: Sequence[np.ndarray], log_scale: bool | None):
+    """One colour scale for every panel (log when ``log_scale``, or when None and the
+    values span more than two decades)."""
     from matplotlib.colors import LogNorm, Normalize
 
     finite = np.concatenate([m[np.isfinite(m)].ravel() for m in matrices])
     if finite.size == 0:
         raise PlotError("the heat map has no finite values (every cell empty?)")
-    if log_scale:
+    if auto_log([finite], log_scale):
         positive = finite[finite > 0]
         return LogNorm(positive.min(), positive.max()) if positive.size else Normalize()
     return Normalize(finite.min(), finite.max())
@@ -126,13 +149,16 @@ def plot_heatmap(
     titles: Sequence[str] | None = None,
     xlabel: str = DELAY_LABEL,
     colorbar_label: str = SV_SUM_LABEL,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
 ) -> Figure:
     """One heat map per matrix (rows x delays), stacked, on one shared colour scale."""
     if not matrices:
         raise PlotError("nothing to plot: no matrices")
     rows = matrices[0].shape[0]
     height = 0.55 + len(matrices) * (0.35 + 0.16 * rows)
+    # The colour bar (90% of the panels' height) must be as long as its label, which is
+    # otherwise cut off at the top and bottom of a short figure.
+    height = max(height, 0.55 + (text_inches(colorbar_label) + 0.15) / 0.9)
     fig = new_figure(height=min(max(height, 1.6), 9.0))
     norm = _heatmap_norm(matrices, log_scale)
     with matplotlib.rc_context(STYLE):
@@ -165,7 +191,11 @@ def plot_sentence(
     if matrix.shape != (T, T):
         raise PlotError(f"sentence matrix is {matrix.shape} for {T} words")
     side = min(max(COLUMN_WIDTH_IN, 0.9 + 0.22 * T), 12.0)
-    fig = new_figure(width=side, height=side * 0.85)
+    # Room for the colour bar's label beside the panel, which loses the height of the
+    # (rotated) word labels and the axis label below it.
+    words_in = max(text_inches(str(w)) for w in words) if T else 0.0
+    need = (text_inches(colorbar_label) + 0.15) / 0.85 + words_in + 0.5 + (0.25 if title else 0.0)
+    fig = new_figure(width=side, height=min(max(side * 0.85, need), 14.0))
     with matplotlib.rc_context(STYLE):
         ax = fig.add_subplot()
         image = ax.imshow(np.ma.masked_invalid(matrix), cmap=HEATMAP_CMAP, interpolation="nearest")
@@ -208,7 +238,7 @@ def plot_memory_curves(
     classes: Sequence[str] | None = None,
     ci: str = "jackknife",
     level: float = 0.95,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
     n_boot: int = 200,
     seed: int = 0,
 ) -> Figure:
@@ -232,7 +262,7 @@ def plot_topk(
     normalize=None,
     ci: str = "jackknife",
     level: float = 0.95,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
 ) -> Figure:
     L = normalizer_matrix(normalize)
     entries = _entries(results, labels, L, [class_name], ci, 200, 0)
@@ -267,7 +297,7 @@ def plot_class_heatmap(
     labels: Sequence[str] | None = None,
     normalize=None,
     classes: Sequence[str] | None = None,
-    log_scale: bool = False,
+    log_scale: bool | None = None,
 ) -> Figure:
     results, labels = _labels(results, labels)
     L = normalizer_matrix(normalize)

@@ -32,6 +32,14 @@ OKABE_ITO = (
     "#F0E442",  # yellow
 )
 LINESTYLES = ("-", "--", ":", "-.")
+#: After the eight colours, series are told apart by a marker as well (colour index 8-15
+#: gets circles, 16-23 triangles, ...), so that up to 8 x (1 + len(MARKERS)) series --
+#: e.g. 14 word classes -- never share a look.
+MARKERS = ("o", "^", "s")
+#: Above this ratio of the largest to the smallest positive value (two decades) an
+#: automatically chosen axis is logarithmic: on a linear one every curve after the first
+#: few delays lies flat on zero.
+LOG_SPAN = 100.0
 COLUMN_WIDTH_IN = 3.4
 #: A perceptually uniform map that reads in grey scale and for colour-blind readers.
 HEATMAP_CMAP = "viridis"
@@ -79,6 +87,29 @@ class Curve:
     upper: np.ndarray | None = None
     color: int = 0  # index into OKABE_ITO
     style: int = 0  # index into LINESTYLES
+
+
+def pen(color: int, style: int = 0) -> dict:
+    """Keyword arguments of ``Axes.plot`` for colour index ``color`` and line style
+    ``style``: distinct for every colour index below ``8 * (1 + len(MARKERS))``."""
+    cycle = color // len(OKABE_ITO)
+    kw = {"color": OKABE_ITO[color % len(OKABE_ITO)],
+          "linestyle": LINESTYLES[style % len(LINESTYLES)]}
+    if cycle:
+        kw.update(marker=MARKERS[(cycle - 1) % len(MARKERS)], markersize=3, markevery=0.1)
+    return kw
+
+
+def auto_log(values, log_scale: bool | None) -> bool:
+    """``log_scale`` when given; else True when the finite positive values span more than
+    :data:`LOG_SPAN` (and there are no values at or below zero to hide)."""
+    if log_scale is not None:
+        return bool(log_scale)
+    v = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in values]) if values else np.array([])
+    v = v[np.isfinite(v)]
+    if v.size == 0 or (v <= 0).any():
+        return False
+    return float(v.max() / v.min()) > LOG_SPAN
 
 
 def resolve_normalizer(normalize=None, L: np.ndarray | None = None) -> np.ndarray | None:
