@@ -234,11 +234,18 @@ def _spec_from_foreign_state(state: dict[str, torch.Tensor], cell: str | None) -
     gate_rows = state["rnn.weight_ih_l0"].shape[0]
     hidden = state["rnn.weight_hh_l0"].shape[1]
     ratio = gate_rows // hidden
-    inferred = {4: "lstm", 3: "gru", 1: "rnn_tanh"}.get(ratio)
+    inferred = {4: "lstm", 3: "gru", 1: "rnn"}.get(ratio)
     if inferred is None:
         raise ModelError(f"cannot tell the cell type from weight_ih_l0 of shape {tuple(state['rnn.weight_ih_l0'].shape)}")
+    if inferred == "rnn" and cell is None:
+        # tanh and ReLU RNNs have the same weights: reading one as the other is silently wrong
+        raise ModelError("an nn.RNN state dict does not record its nonlinearity: give "
+                         "--nonlinearity tanh or relu (nonlinearity= in load_model)")
     if cell is not None:
         cell = normalise_cell(cell)
+        if {"lstm": 4, "gru": 3}.get(cell, 1) != ratio and cell.startswith("rnn_"):
+            raise ModelError(f"--nonlinearity is for nn.RNN models; these weights are an "
+                             f"{inferred.upper()}'s")
         if {"lstm": 4, "gru": 3}.get(cell, 1) != ratio:
             raise ModelError(f"cell {cell!r} does not match weights shaped for {inferred!r}")
     else:
@@ -283,11 +290,14 @@ def load_model(
 
     - a stategrad checkpoint (vocabulary inside);
     - a ``word_language_model`` state dict (``torch.save(model.state_dict())``), with
-      ``vocab`` a ``word<TAB>id`` file or one word per line in id order;
+      ``vocab`` a ``word<TAB>id`` file or one word per line in id order; an ``nn.RNN``
+      state dict also needs ``nonlinearity`` ('tanh' or 'relu'): its weights do not say;
     - the whole pickled module that example saves (``torch.save(model)``) -- only with
       ``trusted=True``, because unpickling runs code from the file.
     """
     path = Path(path)
+    if nonlinearity not in (None, "tanh", "relu"):
+        raise ModelError(f"nonlinearity must be 'tanh' or 'relu', not {nonlinearity!r}")
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     payload = _load_file(path, trusted)
@@ -306,10 +316,16 @@ def load_model(
             raise ModelError(f"{path}: bidirectional RNNs are not language models; not supported")
         state = payload.state_dict()
         if isinstance(rnn, nn.RNN):
+            if nonlinearity is not None and nonlinearity != rnn.nonlinearity:
+                raise ModelError(f"{path}: the pickled module's RNN uses {rnn.nonlinearity}, "
+                                 f"not --nonlinearity {nonlinearity}")
             cell = "rnn_relu" if rnn.nonlinearity == "relu" else "rnn_tanh"
+        elif nonlinearity is not None:
+            raise ModelError(f"{path}: --nonlinearity is for nn.RNN models; this one is an "
+                             f"{type(rnn).__name__}")
         payload = state
     elif nonlinearity is not None:
-        cell = "rnn_relu" if nonlinearity == "relu" else cell
+        cell = "rnn_relu" if nonlinearity == "relu" else "rnn_tanh"
 
     if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
         if vocab is None:
