@@ -241,7 +241,7 @@ def test_an_rnn_state_dict_needs_its_nonlinearity(tmp_path):
     text.write_text("w1 w4 w2 w0 w3\nw2 w1 w0 w0 w3 w4\n")
     common = ["gradients", "--model", tmp_path / "sd.pt", "--vocab", tmp_path / "vocab.txt",
               "--text", text, "--max-delay", 3, "--state", "hidden", "--dtype", "float64",
-              "--no-progress"]
+              "--no-progress", "--force"]  # random weights: no better than a unigram model
     r = run(common + ["--out", tmp_path / "none.h5"])
     assert r.exit_code != 0 and "--nonlinearity" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1

@@ -26,6 +26,7 @@ from ..data import (
     prepare_tagged,
     read_pos_map,
     read_tokens,
+    word_language_model_vocab,
 )
 from ._inputs import writing
 from .options import class_options, encoding_option
@@ -391,4 +392,29 @@ def show_classes_command(
         )
 
 
-COMMANDS = [prepare_tagged_command, convert_embeddings_command, show_classes_command]
+@click.command("vocab")
+@click.option("--word-language-model", "wlm_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="The data folder (--data) a model of PyTorch's word_language_model example "
+                   "was trained on: train.txt, valid.txt, test.txt.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Vocabulary file to write ('word<TAB>id'), for --vocab.")
+@encoding_option()
+def vocab_command(wlm_dir, out, encoding):
+    """Rebuild the vocabulary a word_language_model model was trained with.
+
+    That example saves none; its ids follow first appearance over train, valid and
+    test, with <eos> after every line.  The same words in another order would run and
+    give wrong numbers, so give the model this file as --vocab.
+    """
+    try:
+        vocab = word_language_model_vocab(wlm_dir, encoding=encoding)
+    except CorpusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with writing(out, "-o"):
+        vocab.save(out)
+    click.echo(f"wrote {out}: {len(vocab)} words")
+
+
+COMMANDS = [prepare_tagged_command, convert_embeddings_command, show_classes_command,
+            vocab_command]

@@ -338,5 +338,5 @@ def load_model(
                 f"{module.spec.vocab_size} rows"
             )
         module.eval()
-        return LanguageModel(module, vocabulary, str(path))
+        return LanguageModel(module, vocabulary, str(path), foreign=True)
     raise ModelError(f"{path}: unrecognised model file content ({type(payload).__name__})")
