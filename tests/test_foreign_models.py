@@ -128,3 +128,58 @@ def test_the_right_vocabulary_passes_and_a_shuffled_one_is_refused(trained, tmp_
                       "--force"])
     assert r.exit_code == 0, r.output
     assert "WARNING" in r.output and "vocabulary order probably does not match" in r.output
+
+
+MODEL_CODE = '''
+from torch import nn
+
+
+class RNNModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Embedding(6, 3)
+        self.rnn = nn.GRU(3, 4, 1)
+        self.decoder = nn.Linear(4, 6)
+'''
+
+
+def test_a_pickled_module_needs_the_code_defining_it(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    code = tmp_path / "code"
+    code.mkdir()
+    name = "wlm_pickled_model_i15"
+    (code / f"{name}.py").write_text(MODEL_CODE)
+    monkeypatch.syspath_prepend(str(code))
+    torch.manual_seed(2)
+    module = importlib.import_module(name).RNNModel()
+    torch.save(module, tmp_path / "whole.pt")
+    torch.save(module.state_dict(), tmp_path / "sd.pt")
+    monkeypatch.delitem(sys.modules, name)
+    sys.path.remove(str(code))  # as for a user without the example's model.py at hand
+    (tmp_path / "vocab.txt").write_text("".join(f"w{i}\n" for i in range(5)) + "<eos>\n")
+
+    with pytest.raises(ModelError, match=f"{name}.*--code-path"):
+        load_model(tmp_path / "whole.pt", tmp_path / "vocab.txt", trusted=True)
+    text = tmp_path / "text.txt"
+    text.write_text("w1 w2 w3\nw0 w4\n")
+    common = ["gradients", "--model", tmp_path / "whole.pt", "--vocab", tmp_path / "vocab.txt",
+              "--trusted", "--text", text, "--max-delay", 2, "--state", "hidden",
+              "--no-progress", "--force"]
+    r = run(common + ["--out", tmp_path / "a.h5"])
+    assert r.exit_code == 1 and name in r.output and "--code-path" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    r = run(common + ["--code-path", code, "--out", tmp_path / "b.h5"])
+    assert r.exit_code == 0, r.output
+    assert str(code) not in sys.path  # only while unpickling
+
+    lm = load_model(tmp_path / "whole.pt", tmp_path / "vocab.txt", trusted=True, code_path=code)
+    ref = load_model(tmp_path / "sd.pt", tmp_path / "vocab.txt")
+    for key, value in ref.module.state_dict().items():
+        torch.testing.assert_close(lm.module.state_dict()[key], value, rtol=0, atol=0)
+    # without --vocab: a pickled module, not "a bare state dict"
+    with pytest.raises(ModelError, match="pickled module") as err:
+        load_model(tmp_path / "whole.pt", trusted=True, code_path=code)
+    assert "bare state dict" not in str(err.value) and "--vocab" in str(err.value)
+

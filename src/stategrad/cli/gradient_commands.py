@@ -125,7 +125,7 @@ def _file_sha256(path: Path) -> str:
 @click.option("--force", is_flag=True,
               help="Go on (with a warning) when a model from elsewhere predicts the text worse "
                    "than a unigram model, i.e. its --vocab order probably does not match.")
-def gradients_command(model_path, vocab_path, trusted, nonlinearity, text_path, state, layer, max_delay, classes,
+def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, state, layer, max_delay, classes,
                       pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
                       block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
                       threads, tf32, checkpoint_path, checkpoint_every, raw_path, raw_positions,
@@ -152,7 +152,7 @@ def gradients_command(model_path, vocab_path, trusted, nonlinearity, text_path, 
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
     _check_writable(Path(out_path), "the result")
     _check_writable(checkpoint, "the running state")
-    lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, text_path, no_eos, encoding, start,
+    lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
                               force)
     class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
                                      tag_map=tag_map)
@@ -230,13 +230,13 @@ def _provenance(lm, model_path, text_path, no_eos, encoding) -> tuple[dict, dict
     return text_info, run_info, model_info
 
 
-def _read_inputs(model_path, vocab_path, trusted, nonlinearity, text_path, no_eos, encoding, start,
+def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
                  force=False):
     """The model and the tokens of the text, checked against --start; warns of <unk>; a
     model from elsewhere that predicts the text worse than a unigram model is refused
     (its vocabulary order probably does not match) unless ``force``."""
     try:
-        lm = load_model(model_path, vocab_path, trusted, nonlinearity)
+        lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         with reading(text_path, "--text"):
             tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
     except (ModelError, CorpusError) as exc:

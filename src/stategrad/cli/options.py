@@ -34,8 +34,8 @@ def _stack(*options: Decorator) -> Decorator:
 
 def model_options(model_help: str | None = None, *, required: bool = False,
                   must_exist: bool = False) -> Decorator:
-    """--model (what it is for: ``model_help``), --vocab, --trusted and --nonlinearity, as
-    ``load_model`` takes them.  ``must_exist`` lets click refuse a missing file before anything runs."""
+    """--model (what it is for: ``model_help``), --vocab, --trusted, --nonlinearity and
+    --code-path, as ``load_model`` takes them.  ``must_exist`` lets click refuse a missing file before anything runs."""
     path = click.Path(exists=must_exist, dir_okay=False)
     return _stack(
         click.option("--model", "model_path", required=required, type=path, help=model_help),
@@ -47,6 +47,9 @@ def model_options(model_help: str | None = None, *, required: bool = False,
         click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
                      help="The nonlinearity of an nn.RNN state dict (required for one: its "
                           "weights do not say)."),
+        click.option("--code-path", type=click.Path(exists=True, file_okay=False),
+                     help="Folder of the Python module that defines a pickled module's class "
+                          "(word_language_model's model.py), when it is not importable."),
     )
 
 
