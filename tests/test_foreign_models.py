@@ -183,3 +183,31 @@ def test_a_pickled_module_needs_the_code_defining_it(tmp_path, monkeypatch):
         load_model(tmp_path / "whole.pt", trusted=True, code_path=code)
     assert "bare state dict" not in str(err.value) and "--vocab" in str(err.value)
 
+
+def test_eval_scores_a_model_from_elsewhere(trained, tmp_path):
+    tmp, vocab = trained
+    vocab.save(tmp_path / "vocab.txt")
+    r = run(["eval", "--model", tmp / "model.pt", "--vocab", tmp_path / "vocab.txt",
+             "--split", tmp / "valid.txt", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    # batch 1, 1 step: every token after the first, the state carried, as computed apart
+    expected, _ = _independent_perplexities(tmp, vocab.words)
+    ppl = float(r.output.split("perplexity:")[1].split()[0])
+    assert ppl == pytest.approx(expected, rel=1e-3)
+    r = run(["eval", "--model", tmp / "model.pt", "--split", tmp / "valid.txt"])
+    assert r.exit_code == 1 and "not a stategrad checkpoint" in r.output
+
+
+def test_show_classes_takes_the_vocabulary_of_a_model(trained, tmp_path):
+    tmp, vocab = trained
+    vocab.save(tmp_path / "vocab.txt")
+    (tmp_path / "animals.txt").write_text("cat\ndog\nbird\nfish\nhorse\n")
+    args = ["show-classes", "--class-words", tmp_path / "animals.txt", "--text", tmp / "valid.txt"]
+    r = run(args + ["--model", tmp / "model.pt", "--vocab", tmp_path / "vocab.txt"])
+    assert r.exit_code == 0, r.output
+    tokens = [w for line in (tmp / "valid.txt").read_text().splitlines() for w in line.split()]
+    n = sum(w in {"cat", "dog", "bird", "fish"} for w in tokens)
+    row = next(line for line in r.output.splitlines() if line.startswith("animals"))
+    assert row.split()[1:3] == ["4", str(n)]  # horse is not in the model's vocabulary
+    r = run(args + ["--model", tmp / "model.pt"])
+    assert r.exit_code == 1 and "vocabulary" in r.output and "Traceback" not in r.output

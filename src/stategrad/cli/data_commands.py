@@ -28,8 +28,8 @@ from ..data import (
     read_tokens,
     word_language_model_vocab,
 )
-from ._inputs import writing
-from .options import class_options, encoding_option
+from ._inputs import load_model, writing
+from .options import class_options, encoding_option, model_options
 
 
 def classes_from_options(
@@ -327,12 +327,8 @@ def convert_embeddings_command(
 
 
 @click.command("show-classes")
-@click.option(
-    "--vocab",
-    "vocab_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Vocabulary file ('word<TAB>id').",
-)
+@model_options("Use this model's vocabulary (a checkpoint, or a model from elsewhere with "
+               "--vocab).", must_exist=True)
 @click.option(
     "--train-text",
     type=click.Path(exists=True, dir_okay=False),
@@ -347,7 +343,11 @@ def convert_embeddings_command(
 @class_options
 @encoding_option()
 def show_classes_command(
-    vocab_file,
+    model_path,
+    vocab_path,
+    trusted,
+    nonlinearity,
+    code_path,
     train_text,
     vocab_size,
     text,
@@ -363,13 +363,18 @@ def show_classes_command(
     Use it to check --classes/--pos-map/--tag-map/--class-words/--class-map before a
     long gradient run.
     """
+    from ..lm import ModelError  # torch, only for this command
+
     try:
-        vocab = _vocab_from_options(vocab_file, train_text, vocab_size, encoding)
+        if model_path:
+            vocab = load_model(model_path, vocab_path, trusted, nonlinearity, code_path).vocab
+        else:
+            vocab = _vocab_from_options(vocab_path, train_text, vocab_size, encoding)
         class_set = classes_from_options(
             vocab, classes, pos_map, class_words, class_map, encoding, tag_map=tag_map
         )
         tokens = read_tokens(text, vocab, encoding=encoding) if text else None
-    except CorpusError as exc:
+    except (CorpusError, ModelError) as exc:
         raise click.ClickException(str(exc)) from exc
     types = class_set.membership.sum(axis=0)
     counts = class_set.counts_in(tokens) if tokens is not None else None
