@@ -213,3 +213,59 @@ def test_segment_length_comes_from_the_checkpoint(setup):
     assert res.metadata["segment_length"] == 4
     np.testing.assert_array_equal(res.counts, ref.counts)
     np.testing.assert_allclose(res.sums, ref.sums, rtol=1e-12)
+
+
+class ReluRNNModel(nn.Module):  # word_language_model's RNN_RELU
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Embedding(6, 3)
+        self.rnn = nn.RNN(3, 4, 1, nonlinearity="relu")
+        self.decoder = nn.Linear(4, 6)
+
+
+def test_an_rnn_state_dict_needs_its_nonlinearity(tmp_path):
+    torch.manual_seed(4)
+    foreign = ReluRNNModel()
+    with torch.no_grad():  # keep most units active so ReLU and tanh differ clearly
+        foreign.rnn.bias_ih_l0.add_(1.0)
+    torch.save(foreign.state_dict(), tmp_path / "sd.pt")
+    words = ["w0", "w1", "w2", "w3", "w4", "<eos>"]
+    (tmp_path / "vocab.txt").write_text("".join(f"{w}\n" for w in words))
+    tokens = np.array([1, 4, 2, 0, 3, 2, 1])
+    # Independent reference: autograd through the foreign ReLU module itself.
+    x0 = foreign.encoder.weight[torch.as_tensor(tokens)].detach().double()
+    rnn = foreign.rnn.double()
+    J = torch.autograd.functional.jacobian(lambda x: rnn(x.unsqueeze(1))[0][:, 0], x0)
+    ref = np.stack([J[k, :, t, :].numpy() for t in range(len(tokens))
+                    for k in range(len(tokens))]).reshape(len(tokens), len(tokens), 4, 3)
+    with pytest.raises(ModelError, match="--nonlinearity tanh or relu"):
+        load_model(tmp_path / "sd.pt", tmp_path / "vocab.txt")
+    lm = load_model(tmp_path / "sd.pt", tmp_path / "vocab.txt", nonlinearity="relu")
+    G = sentence_gradients(lm, tokens, state="hidden", dtype=torch.float64)
+    np.testing.assert_allclose(G, ref, rtol=1e-6, atol=1e-7)
+    # read as tanh, the same weights give other numbers: the option matters
+    wrong = load_model(tmp_path / "sd.pt", tmp_path / "vocab.txt", nonlinearity="tanh")
+    G_tanh = sentence_gradients(wrong, tokens, state="hidden", dtype=torch.float64)
+    assert np.abs(G_tanh - ref).max() > 0.1 * np.abs(ref).max()
+    torch.save(RNNModel().state_dict(), tmp_path / "gru.pt")
+    with pytest.raises(ModelError, match="nn.RNN models"):
+        load_model(tmp_path / "gru.pt", tmp_path / "vocab.txt", nonlinearity="relu")
+
+    # On the command line: without --nonlinearity one line naming it; with it, the API's numbers.
+    text = tmp_path / "text.txt"
+    text.write_text("w1 w4 w2 w0 w3\nw2 w1 w0 w0 w3 w4\n")
+    common = ["gradients", "--model", tmp_path / "sd.pt", "--vocab", tmp_path / "vocab.txt",
+              "--text", text, "--max-delay", 3, "--state", "hidden", "--dtype", "float64",
+              "--no-progress", "--force"]  # random weights: no better than a unigram model
+    r = run(common + ["--out", tmp_path / "none.h5"])
+    assert r.exit_code != 0 and "--nonlinearity" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = run(common + ["--nonlinearity", "relu", "--out", tmp_path / "relu.h5"])
+    assert r.exit_code == 0, r.output
+    res = load_result(tmp_path / "relu.h5")
+    from stategrad.data import read_tokens
+
+    api = compute_state_gradients(lm, read_tokens(text, lm.vocab), max_delay=3, state="hidden",
+                                  dtype=torch.float64)
+    np.testing.assert_allclose(res.sums, api.sums, rtol=1e-12)
+    np.testing.assert_array_equal(res.counts, api.counts)

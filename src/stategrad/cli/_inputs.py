@@ -65,12 +65,14 @@ def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
-def load_model(path: str, vocab: str | None, trusted: bool):
-    """The model of --model/--vocab/--trusted; a file that is not one names --model."""
+def load_model(path: str, vocab: str | None, trusted: bool, nonlinearity: str | None = None,
+               code_path: str | None = None):
+    """The model of --model/--vocab/--trusted/--nonlinearity/--code-path; a file that is
+    not one names --model."""
     from ..lm import load_model as load
 
     with reading(path, "--model"):
-        return load(path, vocab, trusted=trusted)
+        return load(path, vocab, trusted=trusted, nonlinearity=nonlinearity, code_path=code_path)
 
 
 def checked_normalizer(path: str | None, identities: dict[str, str | None], embedding_size: int,

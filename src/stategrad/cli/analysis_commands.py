@@ -98,7 +98,7 @@ def _checked(stats, L):
               "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
 @click.option("--ridge", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Add RIDGE * I to a singular or nearly singular covariance.")
-def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings_path, out,
+def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, text, weighting, embeddings_path, out,
                     legacy_prefix, ridge):
     """Normalisation to equal variance: mean, covariance, Cholesky factor L and
     whitening matrix Z = L^-1 of a model's embeddings, token weighted over a text or
@@ -128,7 +128,7 @@ def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings
                     X, ridge=ridge, metadata={"embeddings": str(embeddings_path),
                                               "weighting": weighting})
             else:
-                model = load_model(model_path, vocab_path, trusted)
+                model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
                 stats = analysis.embedding_stats_for_model(
                     model, text, weighting=weighting or "token", ridge=ridge)
         for w in caught:
@@ -161,7 +161,7 @@ def embedding_stats(model_path, vocab_path, trusted, text, weighting, embeddings
               help="Also write the embedding of every token of this text.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for words.npy/words.dict (and tokens.npy/tokens.dict).")
-def export_embeddings(model_path, vocab_path, trusted, text, out_dir):
+def export_embeddings(model_path, vocab_path, trusted, nonlinearity, code_path, text, out_dir):
     """Write a model's embeddings: words.npy (V x E, row = word id) with
     words.dict (word<TAB>id), and with --text the original's save_embedding
     output as one file, tokens.npy (N x E, one row per token) with tokens.dict
@@ -170,7 +170,7 @@ def export_embeddings(model_path, vocab_path, trusted, text, out_dir):
     from ..data import read_tokens
 
     try:
-        model = load_model(model_path, vocab_path, trusted)
+        model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         out = Path(out_dir)
         for p in analysis.export_word_embeddings(model, out / "words.npy"):
             note(f"wrote {p}")
@@ -267,7 +267,7 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
               help="Write the difference vector as .npy.")
 @table_options()
 @interval_options
-def relative_memory(result_path, normalize, force, model_path, vocab_path, trusted, diff, vector_path,
+def relative_memory(result_path, normalize, force, model_path, vocab_path, trusted, nonlinearity, code_path, diff, vector_path,
                     pos_map_path, weight_text, keep_shared, class_name, top_k, save_vector,
                     csv_path, json_path, ci, level, n_boot, ci_seed):
     """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
@@ -289,7 +289,7 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
         else:
             if not model_path:
                 raise click.UsageError("--diff needs --model (the embeddings to average)")
-            model = load_model(model_path, vocab_path, trusted)
+            model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
             _check_result_model(result, model)
             v = _difference_from_specs(result, model, diff, pos_map_path, weight_text,
                                        "keep" if keep_shared else "drop")
@@ -341,7 +341,7 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
               help="Write the per-tag mean embeddings (.npz, key = tag).")
 @click.option("--confusion", type=click.Path(dir_okay=False),
               help="Write the held-out confusion matrix as CSV.")
-def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_text, tags,
+def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path, tagged_path, normalize_text, tags,
           tag_map_path, c_grid, cv, test_fraction, min_examples, seed, splits, class_means,
           confusion):
     """POS probe: logistic regression from input embeddings to POS tags, accuracy on
@@ -352,7 +352,7 @@ def probe(model_path, vocab_path, trusted, pos_map_path, tagged_path, normalize_
     if (pos_map_path is None) == (tagged_path is None):
         raise click.UsageError("give --pos-map (word types) or --tagged (running text)")
     try:
-        model = load_model(model_path, vocab_path, trusted)
+        model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         tag_map = read_tag_map(tag_map_path) if tag_map_path else None
         kwargs = dict(tags=split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
                       cv=cv, test_fraction=test_fraction, min_examples=min_examples,

@@ -26,9 +26,10 @@ from ..data import (
     prepare_tagged,
     read_pos_map,
     read_tokens,
+    word_language_model_vocab,
 )
-from ._inputs import writing
-from .options import class_options, encoding_option
+from ._inputs import load_model, writing
+from .options import class_options, encoding_option, model_options
 
 
 def classes_from_options(
@@ -326,12 +327,8 @@ def convert_embeddings_command(
 
 
 @click.command("show-classes")
-@click.option(
-    "--vocab",
-    "vocab_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Vocabulary file ('word<TAB>id').",
-)
+@model_options("Use this model's vocabulary (a checkpoint, or a model from elsewhere with "
+               "--vocab).", must_exist=True)
 @click.option(
     "--train-text",
     type=click.Path(exists=True, dir_okay=False),
@@ -346,7 +343,11 @@ def convert_embeddings_command(
 @class_options
 @encoding_option()
 def show_classes_command(
-    vocab_file,
+    model_path,
+    vocab_path,
+    trusted,
+    nonlinearity,
+    code_path,
     train_text,
     vocab_size,
     text,
@@ -362,13 +363,18 @@ def show_classes_command(
     Use it to check --classes/--pos-map/--tag-map/--class-words/--class-map before a
     long gradient run.
     """
+    from ..lm import ModelError  # torch, only for this command
+
     try:
-        vocab = _vocab_from_options(vocab_file, train_text, vocab_size, encoding)
+        if model_path:
+            vocab = load_model(model_path, vocab_path, trusted, nonlinearity, code_path).vocab
+        else:
+            vocab = _vocab_from_options(vocab_path, train_text, vocab_size, encoding)
         class_set = classes_from_options(
             vocab, classes, pos_map, class_words, class_map, encoding, tag_map=tag_map
         )
         tokens = read_tokens(text, vocab, encoding=encoding) if text else None
-    except CorpusError as exc:
+    except (CorpusError, ModelError) as exc:
         raise click.ClickException(str(exc)) from exc
     types = class_set.membership.sum(axis=0)
     counts = class_set.counts_in(tokens) if tokens is not None else None
@@ -391,4 +397,29 @@ def show_classes_command(
         )
 
 
-COMMANDS = [prepare_tagged_command, convert_embeddings_command, show_classes_command]
+@click.command("vocab")
+@click.option("--word-language-model", "wlm_dir", required=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="The data folder (--data) a model of PyTorch's word_language_model example "
+                   "was trained on: train.txt, valid.txt, test.txt.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Vocabulary file to write ('word<TAB>id'), for --vocab.")
+@encoding_option()
+def vocab_command(wlm_dir, out, encoding):
+    """Rebuild the vocabulary a word_language_model model was trained with.
+
+    That example saves none; its ids follow first appearance over train, valid and
+    test, with <eos> after every line.  The same words in another order would run and
+    give wrong numbers, so give the model this file as --vocab.
+    """
+    try:
+        vocab = word_language_model_vocab(wlm_dir, encoding=encoding)
+    except CorpusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with writing(out, "-o"):
+        vocab.save(out)
+    click.echo(f"wrote {out}: {len(vocab)} words")
+
+
+COMMANDS = [prepare_tagged_command, convert_embeddings_command, show_classes_command,
+            vocab_command]

@@ -27,7 +27,7 @@ from ..gradients import (
     load_result,
     parse_index_spec,
 )
-from ..lm import ModelError
+from ..lm import ModelError, check_vocabulary_order
 from ._inputs import load_model, reading
 from .data_commands import classes_from_options
 from .options import (
@@ -125,11 +125,14 @@ def _file_sha256(path: Path) -> str:
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
 @encoding_option()
 @progress_option()
-def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, max_delay, classes,
+@click.option("--force", is_flag=True,
+              help="Go on (with a warning) when a model from elsewhere predicts the text worse "
+                   "than a unigram model, i.e. its --vocab order probably does not match.")
+def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, state, layer, max_delay, classes,
                       pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
                       block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
                       threads, tf32, checkpoint_path, checkpoint_every, raw_path, raw_positions,
-                      raw_delays, export_dir, no_eos, encoding, progress):
+                      raw_delays, export_dir, no_eos, encoding, progress, force):
     """Compute state gradients G(t, d) = d s_(t+d) / d x_t for every position t and delay
     d < D of a text, in one streaming pass, and save their sums and counts per delay and
     word class.
@@ -153,7 +156,8 @@ def gradients_command(model_path, vocab_path, trusted, text_path, state, layer, 
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
     _check_writable(Path(out_path), "the result")
     _check_writable(checkpoint, "the running state")
-    lm, tokens = _read_inputs(model_path, vocab_path, trusted, text_path, no_eos, encoding, start)
+    lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
+                              force)
     class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
                                      tag_map=tag_map)
     options = engine_options(lm, max_delay=max_delay, state=state, layer=layer,
@@ -230,10 +234,13 @@ def _provenance(lm, model_path, text_path, no_eos, encoding) -> tuple[dict, dict
     return text_info, run_info, model_info
 
 
-def _read_inputs(model_path, vocab_path, trusted, text_path, no_eos, encoding, start):
-    """The model and the tokens of the text, checked against --start; warns of <unk>."""
+def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
+                 force=False):
+    """The model and the tokens of the text, checked against --start; warns of <unk>; a
+    model from elsewhere that predicts the text worse than a unigram model is refused
+    (its vocabulary order probably does not match) unless ``force``."""
     try:
-        lm = load_model(model_path, vocab_path, trusted)
+        lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         with reading(text_path, "--text"):
             tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
     except (ModelError, CorpusError) as exc:
@@ -246,6 +253,13 @@ def _read_inputs(model_path, vocab_path, trusted, text_path, no_eos, encoding, s
     warning = unk_warning(tokens, lm.vocab)
     if warning:
         click.echo(warning, err=True)
+    if lm.foreign:
+        try:
+            mismatch = check_vocabulary_order(lm, tokens, force=force)
+        except ModelError as exc:
+            raise click.ClickException(f"--vocab {vocab_path}: {exc}") from exc
+        if mismatch:
+            click.echo(f"WARNING: --vocab {vocab_path}: {mismatch} (going on: --force)", err=True)
     return lm, tokens
 
 

@@ -29,13 +29,13 @@ def _stack(*options: Decorator) -> Decorator:
     return decorate
 
 
-# --- model loading: --model/--vocab/--trusted ----------------------------------------------
+# --- model loading: --model/--vocab/--trusted/--nonlinearity ------------------------------
 
 
 def model_options(model_help: str | None = None, *, required: bool = False,
                   must_exist: bool = False) -> Decorator:
-    """--model (what it is for: ``model_help``), --vocab and --trusted, as ``load_model``
-    takes them.  ``must_exist`` lets click refuse a missing file before anything runs."""
+    """--model (what it is for: ``model_help``), --vocab, --trusted, --nonlinearity and
+    --code-path, as ``load_model`` takes them.  ``must_exist`` lets click refuse a missing file before anything runs."""
     path = click.Path(exists=must_exist, dir_okay=False)
     return _stack(
         click.option("--model", "model_path", required=required, type=path, help=model_help),
@@ -44,6 +44,12 @@ def model_options(model_help: str | None = None, *, required: bool = False,
                           "word per line."),
         click.option("--trusted", is_flag=True,
                      help="Allow a pickled module file (unpickling runs code from it)."),
+        click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
+                     help="The nonlinearity of an nn.RNN state dict (required for one: its "
+                          "weights do not say)."),
+        click.option("--code-path", type=click.Path(exists=True, file_okay=False),
+                     help="Folder of the Python module that defines a pickled module's class "
+                          "(word_language_model's model.py), when it is not importable."),
     )
 
 

@@ -114,7 +114,7 @@ def _extra_figure(spec: str):
 @click.option("--title", default="State gradient report", show_default=True)
 def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
            ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab_path,
-           trusted, state, measure, extra_figures, title):
+           trusted, nonlinearity, code_path, state, measure, extra_figures, title):
     """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
 
     Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
@@ -136,7 +136,7 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
                 loaded.append(load_result(p))
         for p, r in zip(results, loaded, strict=True):
             check_finite(r, p)
-        model = load_model(model_path, vocab_path, trusted) if sentences else None
+        model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path) if sentences else None
         identities = {p: r.metadata.get("model_identity") for p, r in zip(results, loaded, strict=True)}
         if model is not None:
             identities[model_path] = model.identity()
@@ -180,7 +180,7 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
               help="Figure file (.png, .svg or .pdf).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the matrix of numbers as CSV.")
-def sentence(sentence, model_path, vocab_path, trusted, text, start, length, state, layer,
+def sentence(sentence, model_path, vocab_path, trusted, nonlinearity, code_path, text, start, length, state, layer,
              normalize, force, measure, out, csv_path):
     """Heat map of how strongly each earlier word of SENTENCE still moves the state at
     each later word: the size of every G(t, k - t), computed exactly on the spot.
@@ -191,7 +191,7 @@ def sentence(sentence, model_path, vocab_path, trusted, text, start, length, sta
 
     words = _sentence_words(sentence, text, start, length)
     try:
-        model = load_model(model_path, vocab_path, trusted)
+        model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         _, L = checked_normalizer(normalize, {model_path: model.identity()},
                                   model.spec.embedding_size, force)
         smap = sentence_map(model, words, state=state, layer=layer, normalize=L,

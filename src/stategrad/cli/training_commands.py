@@ -12,8 +12,8 @@ import click
 from ..data import CorpusError
 from ..legacy import load_config, load_run
 from ..lm import ConfigError, ModelError, TrainConfig, read_checkpoint
-from ._inputs import reading
-from .options import device_option, progress_option, threads_option
+from ._inputs import load_model, reading
+from .options import device_option, model_options, progress_option, threads_option
 
 _ERRORS = (ConfigError, CorpusError, ModelError)
 
@@ -100,8 +100,8 @@ def _config_from_checkpoint(path: Path) -> TrainConfig | None:
 @click.command("eval")
 @click.argument("config_file", metavar="[CONFIG]", required=False,
                 type=click.Path(dir_okay=False))
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint to evaluate (default: save_path/best.pt of CONFIG).")
+@model_options("Checkpoint to evaluate (default: save_path/best.pt of CONFIG), or a model from "
+               "elsewhere with --vocab.")
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best",
               show_default=True, help="Which checkpoint of save_path, without --model.")
 @click.option("--split", default="test", show_default=True, metavar="valid|test|PATH",
@@ -114,7 +114,8 @@ def _config_from_checkpoint(path: Path) -> TrainConfig | None:
 @device_option(configured=True)
 @threads_option()
 @progress_option("Show a progress bar.")
-def eval_command(config_file: str | None, model_path: str | None, which: str, split: str,
+def eval_command(config_file: str | None, model_path: str | None, vocab_path: str | None,
+                 trusted: bool, nonlinearity: str | None, code_path: str | None, which: str, split: str,
                  batch_size: int | None, num_steps: int | None, device: str | None,
                  threads: int | None, progress: bool) -> None:
     """Report the perplexity of a trained model on a text.
@@ -144,7 +145,8 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
         with reading(config_file):
             config = load_config(config_file) if config_file else None
         path = Path(model_path) if model_path else checkpoint_for(config, which)
-        if config is None:
+        foreign = vocab_path is not None  # a model from elsewhere carries no configuration
+        if config is None and not foreign:
             config = _config_from_checkpoint(path)
         dev = resolve_device(device or (config.training.device if config else "cpu"))
         if threads:
@@ -160,7 +162,11 @@ def eval_command(config_file: str | None, model_path: str | None, which: str, sp
         is_valid = split == "valid"
         bs = batch_size or (config.training.batch_size if is_valid else 1)
         ns = num_steps or (config.training.num_steps if is_valid else 1)
-        model = load_trained(path, dev)
+        if foreign:
+            model = load_model(str(path), vocab_path, trusted, nonlinearity, code_path)
+            model.module.to(dev)
+        else:
+            model = load_trained(path, dev)
         opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding} if config else {}
         with reading(text, "--split"):
             tokens = read_tokens(text, model.vocab, **opts)

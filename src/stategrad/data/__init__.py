@@ -58,6 +58,7 @@ from .tagged import (
     iter_tagged_sentences,
     normalize_sentence,
 )
+from .word_language_model import word_language_model_vocab
 
 __all__ = [
     "ALL",
@@ -105,6 +106,7 @@ __all__ = [
     "universal_classes",
     "universal_mapping",
     "unk_warning",
+    "word_language_model_vocab",
     "word_tags_from_counts",
     "write_pos_map",
 ]

@@ -33,6 +33,7 @@ from .optim import (
 from .prepare import build_model, resolve_device
 from .rundir import LAST
 from .training import TrainingSummary, checkpoint_for, load_trained, train
+from .vocab_check import check_vocabulary_order, vocabulary_fit
 
 __all__ = [
     "ConfigError",
@@ -51,6 +52,7 @@ __all__ = [
     "TrainingSummary",
     "TrainingSync",
     "build_model",
+    "check_vocabulary_order",
     "checkpoint_for",
     "data_files",
     "evaluate",
@@ -72,4 +74,5 @@ __all__ = [
     "train_epoch",
     "unk_warning",
     "validate_config",
+    "vocabulary_fit",
 ]

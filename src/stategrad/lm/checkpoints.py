@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -167,9 +168,11 @@ def module_from_checkpoint(payload: dict[str, Any]) -> tuple[RNNLM, Vocabulary]:
     return module, vocab
 
 
-def _load_file(path: Path, trusted: bool) -> Any:
+def _load_file(path: Path, trusted: bool, code_path: str | os.PathLike | None = None) -> Any:
     """``torch.load`` with the safe loader, or, when the file holds pickled objects and
-    ``trusted``, the full one.  Any failure is one line naming the file."""
+    ``trusted``, the full one, with ``code_path`` (the folder of the modules that define
+    the pickled classes) importable while it runs.  Any failure is one line naming the
+    file."""
     try:
         with open(path, "rb") as f:
             head = f.read(2)
@@ -188,10 +191,25 @@ def _load_file(path: Path, trusted: bool) -> Any:
                 f"{path} holds pickled Python objects (a whole pickled module?): loading it "
                 "runs code from the file; pass trusted=True / --trusted if you trust it"
             ) from None
+    added = str(Path(code_path).resolve()) if code_path is not None else None
+    if added is not None:
+        if not Path(added).is_dir():
+            raise ModelError(f"code path not found: {code_path} (--code-path)")
+        sys.path.insert(0, added)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        where = f"it is not in --code-path {code_path}" if added else "give --code-path DIR"
+        raise ModelError(
+            f"{path} is a pickled module whose class is defined in module {exc.name!r}, which "
+            f"cannot be imported: {where}, the folder holding {exc.name}.py (code_path= in "
+            "load_model)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - unpickling can raise anything
         raise ModelError(f"{path} could not be unpickled ({_load_detail(exc)})") from None
+    finally:
+        if added is not None and added in sys.path:
+            sys.path.remove(added)
 
 
 def _holds_pickled_objects(head: bytes, exc: Exception) -> bool:
@@ -234,11 +252,18 @@ def _spec_from_foreign_state(state: dict[str, torch.Tensor], cell: str | None) -
     gate_rows = state["rnn.weight_ih_l0"].shape[0]
     hidden = state["rnn.weight_hh_l0"].shape[1]
     ratio = gate_rows // hidden
-    inferred = {4: "lstm", 3: "gru", 1: "rnn_tanh"}.get(ratio)
+    inferred = {4: "lstm", 3: "gru", 1: "rnn"}.get(ratio)
     if inferred is None:
         raise ModelError(f"cannot tell the cell type from weight_ih_l0 of shape {tuple(state['rnn.weight_ih_l0'].shape)}")
+    if inferred == "rnn" and cell is None:
+        # tanh and ReLU RNNs have the same weights: reading one as the other is silently wrong
+        raise ModelError("an nn.RNN state dict does not record its nonlinearity: give "
+                         "--nonlinearity tanh or relu (nonlinearity= in load_model)")
     if cell is not None:
         cell = normalise_cell(cell)
+        if {"lstm": 4, "gru": 3}.get(cell, 1) != ratio and cell.startswith("rnn_"):
+            raise ModelError(f"--nonlinearity is for nn.RNN models; these weights are an "
+                             f"{inferred.upper()}'s")
         if {"lstm": 4, "gru": 3}.get(cell, 1) != ratio:
             raise ModelError(f"cell {cell!r} does not match weights shaped for {inferred!r}")
     else:
@@ -278,19 +303,26 @@ def load_model(
     trusted: bool = False,
     cell: str | None = None,
     nonlinearity: str | None = None,
+    code_path: str | os.PathLike | None = None,
 ) -> LanguageModel:
     """Open a model for analysis.
 
     - a stategrad checkpoint (vocabulary inside);
     - a ``word_language_model`` state dict (``torch.save(model.state_dict())``), with
-      ``vocab`` a ``word<TAB>id`` file or one word per line in id order;
+      ``vocab`` a ``word<TAB>id`` file or one word per line in id order; an ``nn.RNN``
+      state dict also needs ``nonlinearity`` ('tanh' or 'relu'): its weights do not say;
     - the whole pickled module that example saves (``torch.save(model)``) -- only with
-      ``trusted=True``, because unpickling runs code from the file.
+      ``trusted=True``, because unpickling runs code from the file, and ``vocab``;
+      ``code_path`` is the folder of the module defining its class (the example's
+      ``model.py``) when that is not importable.
     """
     path = Path(path)
+    if nonlinearity not in (None, "tanh", "relu"):
+        raise ModelError(f"nonlinearity must be 'tanh' or 'relu', not {nonlinearity!r}")
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
-    payload = _load_file(path, trusted)
+    payload = _load_file(path, trusted, code_path)
+    what = "a bare state dict"
 
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         check_checkpoint(payload, path)
@@ -306,14 +338,21 @@ def load_model(
             raise ModelError(f"{path}: bidirectional RNNs are not language models; not supported")
         state = payload.state_dict()
         if isinstance(rnn, nn.RNN):
+            if nonlinearity is not None and nonlinearity != rnn.nonlinearity:
+                raise ModelError(f"{path}: the pickled module's RNN uses {rnn.nonlinearity}, "
+                                 f"not --nonlinearity {nonlinearity}")
             cell = "rnn_relu" if rnn.nonlinearity == "relu" else "rnn_tanh"
+        elif nonlinearity is not None:
+            raise ModelError(f"{path}: --nonlinearity is for nn.RNN models; this one is an "
+                             f"{type(rnn).__name__}")
         payload = state
+        what = "a pickled module, which holds no vocabulary"
     elif nonlinearity is not None:
-        cell = "rnn_relu" if nonlinearity == "relu" else cell
+        cell = "rnn_relu" if nonlinearity == "relu" else "rnn_tanh"
 
     if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
         if vocab is None:
-            raise ModelError(f"{path} is a bare state dict: give its vocabulary file too")
+            raise ModelError(f"{path} is {what}: give its vocabulary file too (--vocab)")
         vocabulary = vocab if isinstance(vocab, Vocabulary) else Vocabulary.load(vocab)
         module = _module_from_foreign_state(payload, cell)
         if len(vocabulary) != module.spec.vocab_size:
@@ -322,5 +361,5 @@ def load_model(
                 f"{module.spec.vocab_size} rows"
             )
         module.eval()
-        return LanguageModel(module, vocabulary, str(path))
+        return LanguageModel(module, vocabulary, str(path), foreign=True)
     raise ModelError(f"{path}: unrecognised model file content ({type(payload).__name__})")

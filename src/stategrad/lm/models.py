@@ -148,6 +148,7 @@ class LanguageModel:
     vocab: Vocabulary
     source: str = ""
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    foreign: bool = False  # trained elsewhere: its vocabulary order is the user's word
 
     @property
     def spec(self) -> ModelSpec:
