@@ -157,6 +157,9 @@ def test_parallel_splits_give_the_previous_paths_choice_and_accuracy():
     # Same folds, same fits: equal up to the order of floating-point sums.
     assert fast.split_accuracies == pytest.approx([acc for _, acc in before], abs=1e-9)
     assert 0.4 < np.mean(fast.split_accuracies) < 0.99  # neither trivial nor chance
+    one = repeated_probe(data, 1, seed=3, Cs=Cs, n_jobs=2)  # parallel cross-validation
+    assert (one.best_C, one.accuracy) == (fast.best_C, fast.accuracy)
+    assert one.cv_accuracy == pytest.approx(fast.cv_accuracy, abs=1e-12)
     with pytest.raises(ProbeError, match="n_jobs must be at least 1"):
         repeated_probe(data, 2, n_jobs=0)
 

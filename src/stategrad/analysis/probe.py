@@ -262,6 +262,7 @@ def train_probe(
     min_examples: int = 5,
     seed: int = 0,
     max_iter: int = 500,
+    n_jobs: int = 1,
 ) -> ProbeResult:
     """Fit the probe on ``1 - test_fraction`` of the words, choose C among ``Cs`` by
     ``cv``-fold cross-validation (folds by word), and measure on the held-out words.
@@ -269,7 +270,8 @@ def train_probe(
     Tags with fewer than ``min_examples`` examples are left out (reported in
     ``dropped_tags``), as the original's ``--freq_cutoff``.  Cross-validation
     scores are unweighted accuracies over the (collapsed) examples; the held-out
-    accuracy and confusion matrix are weighted by tokens in running-text mode."""
+    accuracy and confusion matrix are weighted by tokens in running-text mode.  The
+    cross-validation fits run in ``n_jobs`` processes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import confusion_matrix
     from sklearn.model_selection import GridSearchCV, GroupKFold, GroupShuffleSplit
@@ -291,7 +293,7 @@ def train_probe(
 
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     search = GridSearchCV(pipeline, {"logisticregression__C": list(Cs)},
-                          cv=GroupKFold(n_splits=cv), n_jobs=1, error_score="raise")
+                          cv=GroupKFold(n_splits=cv), n_jobs=n_jobs, error_score="raise")
     # Warnings about a fold lacking a tag are expected with folds by word; the
     # folds still rank the C values.
     import warnings
@@ -368,13 +370,13 @@ def repeated_probe(data: ProbeData, splits: int, *, seed: int = 0, n_jobs: int |
     be far from the typical; the spread over splits shows it.  Returns the first split's
     result with ``split_accuracies`` and ``split_majorities`` of all of them.
 
-    The splits run in ``n_jobs`` processes (default: one per CPU, at most one per split;
-    1 runs them here), each fit single-threaded; the results do not depend on
-    ``n_jobs``.  ``progress`` shows a progress bar over the splits on standard error."""
+    The splits run in ``n_jobs`` processes (default: one per CPU; 1 runs them here), or
+    with one split its cross-validation fits do; each fit is single-threaded, and the
+    results do not depend on ``n_jobs``.  ``progress`` shows a progress bar over the splits on standard error."""
     if splits < 1:
         raise ProbeError(f"splits must be at least 1, got {splits}")
     if n_jobs is None:
-        n_jobs = min(splits, os.cpu_count() or 1)
+        n_jobs = os.cpu_count() or 1
     if n_jobs < 1:
         raise ProbeError(f"n_jobs must be at least 1, got {n_jobs}")
     bar = None
@@ -386,7 +388,8 @@ def repeated_probe(data: ProbeData, splits: int, *, seed: int = 0, n_jobs: int |
         if n_jobs == 1 or splits == 1:
             results = []
             for i in range(splits):
-                results.append(train_probe(data, seed=seed + i, **kwargs))
+                # One split: its cross-validation fits in parallel instead.
+                results.append(train_probe(data, seed=seed + i, n_jobs=n_jobs, **kwargs))
                 if bar is not None:
                     bar.update()
         else:
