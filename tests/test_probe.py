@@ -127,6 +127,43 @@ def test_repeated_splits_report_each_splits_accuracy():
         repeated_probe(data, 0)
 
 
+def _previous_path(data, seed, Cs):
+    """The probe as it was before the speed-up, written out here: a grid search over C
+    with word folds on one word split, default BLAS threads, no worker processes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, GroupKFold, GroupShuffleSplit
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, test = next(GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
+                       .split(data.X, data.y, groups=data.groups))
+    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+                          {"logisticregression__C": list(Cs)}, cv=GroupKFold(n_splits=3))
+    search.fit(data.X[train], data.y[train], groups=data.groups[train])
+    pred = search.predict(data.X[test])
+    return search.best_params_["logisticregression__C"], float((pred == data.y[test]).mean())
+
+
+def test_parallel_splits_give_the_previous_paths_choice_and_accuracy():
+    rng = np.random.default_rng(11)
+    W, vocab, word_tags = _clustered(rng, V=200, spread=2.0)
+    data = type_examples(W, vocab, word_tags)
+    Cs = (0.01, 0.1, 1.0, 10.0)
+    fast = repeated_probe(data, 4, seed=3, Cs=Cs, n_jobs=2)
+    serial = repeated_probe(data, 4, seed=3, Cs=Cs, n_jobs=1)
+    assert fast.split_accuracies == serial.split_accuracies
+    before = [_previous_path(data, s, Cs) for s in (3, 4, 5, 6)]
+    assert fast.best_C == before[0][0]
+    # Same folds, same fits: equal up to the order of floating-point sums.
+    assert fast.split_accuracies == pytest.approx([acc for _, acc in before], abs=1e-9)
+    assert 0.4 < np.mean(fast.split_accuracies) < 0.99  # neither trivial nor chance
+    one = repeated_probe(data, 1, seed=3, Cs=Cs, n_jobs=2)  # parallel cross-validation
+    assert (one.best_C, one.accuracy) == (fast.best_C, fast.accuracy)
+    assert one.cv_accuracy == pytest.approx(fast.cv_accuracy, abs=1e-12)
+    with pytest.raises(ProbeError, match="n_jobs must be at least 1"):
+        repeated_probe(data, 2, n_jobs=0)
+
+
 def test_rare_tags_are_left_out_and_too_little_data_is_an_error():
     rng = np.random.default_rng(4)
     W, vocab, word_tags = _clustered(rng, V=60)
@@ -169,6 +206,13 @@ def test_cli_probe_on_a_model(tmp_path):
                                     str(tmp_path / "cm.csv"), "--splits", "2"])
     assert out.exit_code == 0, out.output
     assert "held-out accuracy" in out.output and "over 2 random word splits" in out.output
+    assert "probe: 100%" in out.stderr and "2/2" in out.stderr  # the progress bar
+    quiet = CliRunner().invoke(main, ["probe", "--model", str(tmp_path / "m.pt"), "--pos-map",
+                                      str(pos), "--C", "1", "--splits", "2", "--jobs", "1",
+                                      "--no-progress"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "probe:" not in quiet.stderr
+    assert quiet.stdout == out.stdout.split("wrote")[0]
     with np.load(tmp_path / "means.npz") as means:
         assert sorted(means.files) == sorted(TAGS)
         nn = [i for i, w in enumerate(words) if "NN" in word_tags[w]]

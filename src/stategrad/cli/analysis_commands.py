@@ -31,6 +31,7 @@ from .options import (
     interval_options,
     model_options,
     normalize_options,
+    progress_option,
     show_classes_option,
     table_options,
 )
@@ -337,13 +338,17 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
 @click.option("--splits", type=click.IntRange(min=1), default=1, show_default=True,
               help="Repeat on this many random word splits and report the spread of the "
                    "accuracy (a few frequent held-out words can move it a lot).")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes for the splits (default: one per CPU); the results do not "
+                   "depend on it.")
+@progress_option("A progress bar over the splits on standard error.")
 @click.option("--class-means", type=click.Path(dir_okay=False),
               help="Write the per-tag mean embeddings (.npz, key = tag).")
 @click.option("--confusion", type=click.Path(dir_okay=False),
               help="Write the held-out confusion matrix as CSV.")
-def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path, tagged_path, normalize_text, tags,
-          tag_map_path, c_grid, cv, test_fraction, min_examples, seed, splits, class_means,
-          confusion):
+def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path, tagged_path,
+          normalize_text, tags, tag_map_path, c_grid, cv, test_fraction, min_examples, seed,
+          splits, jobs, progress, class_means, confusion):
     """POS probe: logistic regression from input embeddings to POS tags, accuracy on
     held-out words, confusion matrix and per-tag mean embeddings."""
     from ..analysis import pos_probe, read_tag_map
@@ -356,7 +361,7 @@ def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path
         tag_map = read_tag_map(tag_map_path) if tag_map_path else None
         kwargs = dict(tags=split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
                       cv=cv, test_fraction=test_fraction, min_examples=min_examples,
-                      seed=seed, splits=splits)
+                      seed=seed, splits=splits, n_jobs=jobs, progress=progress)
         if pos_map_path:
             result = pos_probe(model, pos_map=read_pos_map(pos_map_path), **kwargs)
         else:
