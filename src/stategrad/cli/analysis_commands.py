@@ -14,7 +14,6 @@ from typing import Any
 import click
 import numpy as np
 
-from ..analysis import UncertaintyError
 from ._inputs import (
     checked_normalizer,
     errors,
@@ -224,6 +223,7 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
     with --ci also their confidence bands and the range of each span over the
     resampling replicates."""
     from .. import analysis
+    from ..analysis import UncertaintyError
 
     try:
         result = load_result(result_path, blocks=ci is not None)
@@ -277,6 +277,7 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
     values over the sum of all: how much of the state's memory the cosine's subspace
     stands for (it does not depend on n)."""
     from .. import analysis
+    from ..analysis import UncertaintyError
 
     if (diff is None) == (vector_path is None):
         raise click.UsageError("give --diff A B (with --model) or --vector FILE")

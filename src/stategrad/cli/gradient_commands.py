@@ -9,25 +9,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
-import torch
 
-from ..data import CorpusError, read_tokens, unk_warning
-from ..gradients import (
-    EngineError,
-    EngineOptions,
-    RawError,
-    RawPairWriter,
-    ResultError,
-    StateGradientEngine,
-    coverage_overlaps,
-    iter_raw_pairs,
-    load_result,
-    parse_index_spec,
-)
-from ..lm import ModelError, check_vocabulary_order
 from ._inputs import load_model, reading
 from .data_commands import classes_from_options
 from .options import (
@@ -39,7 +24,13 @@ from .options import (
     threads_option,
 )
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..gradients import EngineOptions
+
+# torch is imported by the commands that compute, not to list --help (see cli/__init__)
+_DTYPES = ("float32", "float64")
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -101,7 +92,7 @@ def _file_sha256(path: Path) -> str:
 @click.option("--slice-stop", "--stop", "stop", type=click.IntRange(min=0),
               help="One past the last start position.")
 @device_option()
-@click.option("--dtype", type=click.Choice(sorted(_DTYPES)), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(_DTYPES), default="float32", show_default=True)
 @threads_option()
 @click.option("--tf32", is_flag=True,
               help="On CUDA, TF32 matrix products (faster, less exact; the error against "
@@ -146,6 +137,10 @@ def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, 
     (a damaged one is renamed to OUT.partial.damaged and the run starts afresh).
     Under torchrun the text is split across the workers (see docs/distributed.md).
     """
+    import torch
+
+    from ..gradients import EngineError, ResultError, StateGradientEngine
+
     if sample_every and sample_fraction:
         raise click.UsageError("give --sample-every or --sample-fraction, not both")
     if stop is not None and stop <= start:
@@ -207,6 +202,10 @@ def engine_options(lm, *, max_delay: int, state: str, layer: int, semantics: str
     """The EngineOptions of the command line's options, for the single-process and the
     torchrun run alike.  --semantics segment without --segment-length takes the model's
     num_steps."""
+    import torch
+
+    from ..gradients import EngineOptions
+
     if semantics == "segment" and segment_length is None:
         # Checkpoints trained here keep it under [training]; the original's flat configs at the top.
         segment_length = (lm.config.get("training", {}).get("num_steps")
@@ -215,13 +214,15 @@ def engine_options(lm, *, max_delay: int, state: str, layer: int, semantics: str
             raise click.UsageError("--semantics segment needs --segment-length (the model "
                                    "does not record its num_steps)")
     return EngineOptions(max_delay=max_delay, state=state, layer=layer, semantics=semantics,
-                         segment_length=segment_length, device=device, dtype=_DTYPES[dtype],
+                         segment_length=segment_length, device=device, dtype=getattr(torch, dtype),
                          block_size=block_size, sample_every=sample_every,
                          sample_fraction=sample_fraction, seed=seed)
 
 
 def _provenance(lm, model_path, text_path, no_eos, encoding) -> tuple[dict, dict, dict]:
     """What the result records of how it was made: the text, the command, the model."""
+    import torch
+
     text_info = {"path": str(Path(text_path).resolve()), "file_sha256": _file_sha256(Path(text_path)),
                  "no_eos": no_eos, "encoding": encoding}
     ctx = click.get_current_context()
@@ -239,6 +240,9 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
     """The model and the tokens of the text, checked against --start; warns of <unk>; a
     model from elsewhere that predicts the text worse than a unigram model is refused
     (its vocabulary order probably does not match) unless ``force``."""
+    from ..data import CorpusError, read_tokens, unk_warning
+    from ..lm import ModelError, check_vocabulary_order
+
     try:
         lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         with reading(text_path, "--text"):
@@ -266,7 +270,12 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
 def _run_distributed(lm, tokens, options, class_set, *, tf32: bool, model_info: dict, **run):
     """Under torchrun (or for --tf32): the sliced run, and with --tf32 the precision check."""
     from ..comm import DistributedError
-    from ..gradients import compute_state_gradients_distributed, precision_error
+    from ..gradients import (
+        EngineError,
+        ResultError,
+        compute_state_gradients_distributed,
+        precision_error,
+    )
 
     try:
         compute_state_gradients_distributed(lm, tokens, options, class_set, tf32=tf32,
@@ -282,6 +291,10 @@ def _run_single(engine, start, stop, progress, writer, checkpoint: Path, checkpo
                 text_info):
     """The engine's pass in this process: (result, seconds).  A failure or Ctrl-C drops the
     raw file being written; Ctrl-C leaves the running state to resume from."""
+    import torch
+
+    from ..gradients import EngineError
+
     if checkpoint.is_file():
         click.echo(f"resuming from {checkpoint}", err=True)
     began = time.perf_counter()
@@ -314,6 +327,8 @@ class _RawOutput:
     @classmethod
     def open(cls, engine, options, tokens, model_path, text_info, raw_path, export_dir, raw_positions,
              raw_delays) -> _RawOutput:
+        from ..gradients import RawPairWriter
+
         if not (raw_path or export_dir):
             return cls()
         if export_dir:
@@ -343,6 +358,7 @@ class _RawOutput:
         click.echo(f"{self.writer.count:,} individual matrices"
                    + (f" -> {self.raw_path}" if self.raw_path else ""))
         if self.export_dir:
+            from ..gradients import iter_raw_pairs
             from ..legacy import EXPORT_TIME_STEP, export_original_layout, np2npz
 
             summary = export_original_layout(self.export_dir, iter_raw_pairs(self.writer.path),
@@ -358,6 +374,8 @@ class _RawOutput:
 
 
 def _index_spec(spec: str, n: int, option: str) -> np.ndarray:
+    from ..gradients import RawError, parse_index_spec
+
     try:
         chosen = parse_index_spec(spec, n)
     except RawError as exc:
@@ -377,6 +395,8 @@ def _index_spec(spec: str, n: int, option: str) -> np.ndarray:
 def merge_command(results, out_path, allow_unknown_coverage):
     """Add up results of disjoint parts of a text (or of several texts) into one.
     Results that cover a start position of the same text twice are refused."""
+    from ..gradients import ResultError, load_result
+
     seen: dict[Path, str] = {}
     for path in results:
         key = Path(path).resolve()
@@ -407,6 +427,8 @@ def _check_coverage(path: str, coverage: list | None, earlier: list[tuple[str, l
                     allow_unknown: bool) -> None:
     """Refuse a result that overlaps an earlier input, naming both files, and one without a
     coverage record unless allowed (then warn: the merge may count positions twice)."""
+    from ..gradients import coverage_overlaps
+
     if coverage is None:
         if not allow_unknown:
             raise click.ClickException(
@@ -428,6 +450,8 @@ def _check_coverage(path: str, coverage: list | None, earlier: list[tuple[str, l
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def inspect_command(result_path, as_json):
     """Show what a result file holds: shapes, counts per class, and how it was made."""
+    from ..gradients import ResultError, load_result  # NumPy and h5py only: no torch
+
     try:
         with reading(result_path):
             res = load_result(result_path, blocks=False)

@@ -6,16 +6,24 @@ import errno
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..data import CorpusError
-from ..legacy import load_config, load_run
-from ..lm import ConfigError, ModelError, TrainConfig, read_checkpoint
 from ._inputs import load_model, reading
 from .options import device_option, model_options, progress_option, threads_option
 
-_ERRORS = (ConfigError, CorpusError, ModelError)
+if TYPE_CHECKING:
+    from ..lm import TrainConfig
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    """The failures these commands turn into one line; imported here, not at the top, so
+    that listing the commands (--help) does not load torch."""
+    from ..data import CorpusError
+    from ..lm import ConfigError, ModelError, TrainingError
+
+    return (ConfigError, CorpusError, ModelError, TrainingError, OSError)
 
 
 def _fail(exc: Exception, config_file: str | None = None) -> click.ClickException:
@@ -25,6 +33,8 @@ def _fail(exc: Exception, config_file: str | None = None) -> click.ClickExceptio
         hint = " (is the disk full?)" if exc.errno == errno.ENOSPC else ""
         return click.ClickException(f"writing the run of {config_file}: "
                                     f"{exc.strerror or exc}{hint}")
+    from ..lm import ConfigError
+
     message = str(exc)
     if isinstance(exc, ConfigError) and config_file and config_file not in message:
         message = f"{config_file}: {message}"
@@ -69,7 +79,8 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
     and a log file.  An interrupted run continues with --resume and gives the same
     result as an uninterrupted one.
     """
-    from ..lm import TrainingError, train
+    from ..legacy import load_config
+    from ..lm import train
 
     try:
         with reading(config_file):
@@ -78,7 +89,7 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
             config.output.keep_epoch_checkpoints = True
         summary = train(config, resume=resume, overwrite=overwrite, device=device,
                         threads=threads, progress=progress or "log", echo=_echo)
-    except (*_ERRORS, TrainingError, OSError) as exc:
+    except _errors() as exc:
         raise _fail(exc, config_file) from None
     _ignore_interrupts()
     if summary.interrupted:
@@ -91,6 +102,8 @@ def train_command(config_file: str, resume: bool, overwrite: bool, keep_epochs: 
 
 
 def _config_from_checkpoint(path: Path) -> TrainConfig | None:
+    from ..lm import TrainConfig, read_checkpoint
+
     stored = read_checkpoint(path).get("config") or {}
     if not stored:
         return None
@@ -128,8 +141,9 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
     import torch
 
     from ..data import read_tokens
+    from ..legacy import load_config
     from ..lm import (
-        TrainingError,
+        ConfigError,
         checkpoint_for,
         data_files,
         evaluate,
@@ -175,7 +189,7 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
                 click.echo(warning, err=True)
             ppl = evaluate(model, tokens, batch_size=bs, num_steps=ns, device=dev,
                            progress=progress)
-    except (*_ERRORS, TrainingError, OSError) as exc:
+    except _errors() as exc:
         raise _fail(exc) from None
     click.echo(f"{split if split in ('valid', 'test') else text} perplexity: {ppl:.3f} "
                f"(model {path}, batch size {bs}, {ns} step{'s' if ns > 1 else ''})")
@@ -199,8 +213,7 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
     grad_interm/max_delay/grad_dir compute the state gradients of the validation
     text (all time steps at once) with --notrain --notest.
     """
-    from ..legacy import run_legacy
-    from ..lm import TrainingError
+    from ..legacy import load_run, run_legacy
 
     try:
         with reading(config_file):
@@ -208,7 +221,7 @@ def run_command(config_file: str, notrain: bool, novalid: bool, notest: bool,
         result = run_legacy(run, do_train=not notrain, do_valid=not novalid, do_test=not notest,
                             device=device, threads=threads, progress=progress or "log",
                             echo=_echo)
-    except (*_ERRORS, TrainingError, OSError) as exc:
+    except _errors() as exc:
         raise _fail(exc, config_file) from None
     _ignore_interrupts()
     if result.summary is not None and result.summary.history:
