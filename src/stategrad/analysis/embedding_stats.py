@@ -475,8 +475,10 @@ def embedding_stats_for_model(
         tokens = text
         text_meta: dict[str, Any] = {"source": "token array"}
     else:
+        # read as the model reads texts unless told: a model from elsewhere reads them plainly
+        read_kwargs.setdefault("tokenization", getattr(model, "tokenization", "original"))
         tokens = read_tokens(text, model.vocab, **read_kwargs)
-        text_meta = file_identity(text)
+        text_meta = file_identity(text) | {"tokenization": read_kwargs["tokenization"]}
     text_meta["tokens"] = int(len(tokens))
     meta = {"model": model_meta, "text": text_meta, "weighting": "token"}
     if len(tokens) == 0:

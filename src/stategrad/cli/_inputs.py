@@ -75,6 +75,50 @@ def load_model(path: str, vocab: str | None, trusted: bool, nonlinearity: str | 
         return load(path, vocab, trusted=trusted, nonlinearity=nonlinearity, code_path=code_path)
 
 
+def read_model_text(lm, path, *, option: str = "--text", tokenization: str | None = None,
+                    no_eos: bool = False, encoding: str = "utf-8"):
+    """The tokens of the text ``path`` (given as ``option``) for the model ``lm``, read
+    by --tokenization or else by the model's own rule (``lm.tokenization``: what a
+    stategrad checkpoint was trained with, plain for a model from elsewhere)."""
+    from ..data import read_tokens
+
+    with reading(path, option):
+        return read_tokens(path, lm.vocab, no_eos=no_eos, encoding=encoding,
+                           tokenization=tokenization or lm.tokenization)
+
+
+#: Below this many tokens the text's own unigram model fits it too well to judge a model
+#: by (10 tokens of a sentence: a unigram perplexity of at most 10), so there is no check.
+MIN_CHECK_TOKENS = 200
+
+
+def check_vocabulary(lm, tokens, *, force: bool, vocab_path: str | None = None,
+                     text: str | None = None) -> None:
+    """The vocabulary-order check of every command that takes a model from elsewhere: run
+    once per command, on the first tokens of the text it reads (``tokens``; None when it
+    reads none).  A model that predicts the text worse than a unigram model is refused
+    (its --vocab order probably does not match) unless ``force``, then warned about; a
+    text too short to tell, or none, gets a warning that nothing was checked.  Models
+    trained here carry their vocabulary and are not checked."""
+    if not lm.foreign:
+        return
+    from ..lm import ModelError, check_vocabulary_order
+
+    label = f"--vocab {vocab_path}" if vocab_path else f"--model {lm.source}"
+    if tokens is None or len(tokens) < MIN_CHECK_TOKENS:
+        where = f"{text} has only {len(tokens)} tokens" if tokens is not None else "no text"
+        click.echo(f"warning: {label}: the vocabulary order of a model from elsewhere is not "
+                   f"checked ({where}; it needs {MIN_CHECK_TOKENS}): make sure it is the one "
+                   "the model was trained with", err=True)
+        return
+    try:
+        mismatch = check_vocabulary_order(lm, tokens, force=force)
+    except ModelError as exc:
+        raise click.ClickException(f"{label}: {exc}") from exc
+    if mismatch:
+        click.echo(f"WARNING: {label}: {mismatch} (going on: --force)", err=True)
+
+
 def checked_normalizer(path: str | None, identities: dict[str, str | None], embedding_size: int,
                        force: bool, need_stats: bool = False):
     """The --normalize file (statistics, or None for a bare L; and L), refused when it was

@@ -15,12 +15,14 @@ import click
 import numpy as np
 
 from ._inputs import (
+    check_vocabulary,
     checked_normalizer,
     errors,
     fail,
     load_model,
     load_result,
     note,
+    read_model_text,
     reading,
     split_list,
     write_tables,
@@ -33,6 +35,8 @@ from .options import (
     progress_option,
     show_classes_option,
     table_options,
+    tokenization_option,
+    vocab_force_option,
 )
 
 
@@ -98,8 +102,10 @@ def _checked(stats, L):
               "PREFIX_covar.npy, PREFIX_D_norm_grad.npy (L) and PREFIX_Z_norm_emb.npy (Z).")
 @click.option("--ridge", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Add RIDGE * I to a singular or nearly singular covariance.")
+@tokenization_option
+@vocab_force_option
 def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, text, weighting, embeddings_path, out,
-                    legacy_prefix, ridge):
+                    legacy_prefix, ridge, tokenization, force):
     """Normalisation to equal variance: mean, covariance, Cholesky factor L and
     whitening matrix Z = L^-1 of a model's embeddings, token weighted over a text or
     type weighted over the embedding table, with the original's sanity checks."""
@@ -129,8 +135,12 @@ def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, te
                                               "weighting": weighting})
             else:
                 model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
+                if text and model.foreign:  # type weighting does not depend on the order
+                    check_vocabulary(model, read_model_text(model, text, tokenization=tokenization),
+                                     force=force, vocab_path=vocab_path, text=text)
+                read = {"tokenization": tokenization} if tokenization else {}
                 stats = analysis.embedding_stats_for_model(
-                    model, text, weighting=weighting or "token", ridge=ridge)
+                    model, text, weighting=weighting or "token", ridge=ridge, **read)
         for w in caught:
             note(f"warning: {w.message}")
     except errors() as exc:
@@ -161,22 +171,24 @@ def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, te
               help="Also write the embedding of every token of this text.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for words.npy/words.dict (and tokens.npy/tokens.dict).")
-def export_embeddings(model_path, vocab_path, trusted, nonlinearity, code_path, text, out_dir):
+@tokenization_option
+@vocab_force_option
+def export_embeddings(model_path, vocab_path, trusted, nonlinearity, code_path, text, out_dir,
+                      tokenization, force):
     """Write a model's embeddings: words.npy (V x E, row = word id) with
     words.dict (word<TAB>id), and with --text the original's save_embedding
     output as one file, tokens.npy (N x E, one row per token) with tokens.dict
     (word<TAB>row of its first occurrence)."""
     from .. import analysis
-    from ..data import read_tokens
 
     try:
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
+        tokens = read_model_text(model, text, tokenization=tokenization) if text else None
+        check_vocabulary(model, tokens, force=force, vocab_path=vocab_path, text=text)
         out = Path(out_dir)
         for p in analysis.export_word_embeddings(model, out / "words.npy"):
             note(f"wrote {p}")
-        if text:
-            with reading(text, "--text"):
-                tokens = read_tokens(text, model.vocab)
+        if tokens is not None:
             for p in analysis.export_token_embeddings(model, tokens, out / "tokens.npy"):
                 note(f"wrote {p}")
     except errors() as exc:
@@ -242,7 +254,8 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
 @click.command("relative-memory")
 @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
 @normalize_options("Embedding statistics (.npz from embedding-stats, or the original's "
-                   "PREFIX_D_norm_grad.npy with its sibling files).", required=True)
+                   "PREFIX_D_norm_grad.npy with its sibling files).", required=True,
+                   vocab_check=True)
 @model_options("The model, for the embeddings the difference vector is taken from.")
 @click.option("--diff", nargs=2, metavar="A B",
               help="Two word sets; v = mean embedding of A minus that of B.  Each is a "
@@ -255,6 +268,7 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
 @click.option("--weight-text", type=click.Path(exists=True, dir_okay=False),
               help="Weight each word's embedding by its count in this text (default: each "
                    "word once).")
+@tokenization_option
 @click.option("--keep-shared", is_flag=True,
               help="Keep words that are in both sets of --diff in both means (the "
                    "original's way); by default they are left out of both.")
@@ -269,8 +283,8 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
 @table_options()
 @interval_options
 def relative_memory(result_path, normalize, force, model_path, vocab_path, trusted, nonlinearity, code_path, diff, vector_path,
-                    pos_map_path, weight_text, keep_shared, class_name, top_k, save_vector,
-                    csv_path, json_path, ci, level, n_boot, ci_seed):
+                    pos_map_path, weight_text, tokenization, keep_shared, class_name, top_k,
+                    save_vector, csv_path, json_path, ci, level, n_boot, ci_seed):
     """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
     property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
     plural minus singular nouns).  The column share is the sum of the top-k singular
@@ -293,7 +307,16 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
                 raise click.UsageError("--diff needs --model (the embeddings to average)")
             model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
             _check_result_model(result, model)
-            v = _difference_from_specs(result, model, diff, pos_map_path, weight_text,
+            weights = None
+            if weight_text:
+                weights = read_model_text(model, weight_text, option="--weight-text",
+                                          tokenization=tokenization)
+                check_vocabulary(model, weights, force=force, vocab_path=vocab_path,
+                                 text=weight_text)
+            elif model.identity() != result.metadata.get("model_identity"):
+                # the same model (vocabulary included) was checked when the result was made
+                check_vocabulary(model, None, force=force, vocab_path=vocab_path)
+            v = _difference_from_specs(result, model, diff, pos_map_path, weights,
                                        "keep" if keep_shared else "drop")
             click.echo(f"difference vector {v.label}: {v.n_words[0]} vs {v.n_words[1]} words"
                        + (f", {v.n_tokens[0]} vs {v.n_tokens[1]} tokens" if v.n_tokens else ""))
@@ -347,9 +370,10 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
               help="Write the per-tag mean embeddings (.npz, key = tag).")
 @click.option("--confusion", type=click.Path(dir_okay=False),
               help="Write the held-out confusion matrix as CSV.")
+@vocab_force_option
 def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path, tagged_path,
           normalize_text, tags, tag_map_path, c_grid, cv, test_fraction, min_examples, seed,
-          splits, jobs, progress, class_means, confusion):
+          splits, jobs, progress, class_means, confusion, force):
     """POS probe: logistic regression from input embeddings to POS tags, accuracy on
     held-out words, confusion matrix and per-tag mean embeddings."""
     from ..analysis import pos_probe, read_tag_map
@@ -359,6 +383,9 @@ def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path
         raise click.UsageError("give --pos-map (word types) or --tagged (running text)")
     try:
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
+        check_vocabulary(model, _tagged_ids(tagged_path, normalize_text, model)
+                         if tagged_path and model.foreign else None,
+                         force=force, vocab_path=vocab_path, text=tagged_path)
         tag_map = read_tag_map(tag_map_path) if tag_map_path else None
         kwargs = dict(tags=split_list(tags), tag_map=tag_map, Cs=_float_list(c_grid, "--C"),
                       cv=cv, test_fraction=test_fraction, min_examples=min_examples,
@@ -412,9 +439,26 @@ def _tagged_tokens(path: str, normalize: bool):
         yield from sentence
 
 
-def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shared="drop"):
+def _tagged_ids(path: str, normalize: bool, model, limit: int = 5000) -> np.ndarray:
+    """The first words of a tagged text as the model's ids, <eos> after each sentence:
+    what the vocabulary check runs the model over."""
+    from ..data import EOS, UNK, iter_tagged_sentences, normalize_sentence
+
+    words: list[str] = []
+    for sentence in iter_tagged_sentences(path):
+        if normalize:
+            sentence = normalize_sentence(sentence)
+        words += [word for word, _ in sentence] + [EOS]
+        if len(words) >= limit:
+            break
+    if UNK not in model.vocab:  # nothing to read an unknown word as: leave it out
+        words = [w for w in words if w in model.vocab]
+    return model.vocab.encode(words)
+
+
+def _difference_from_specs(result, model, specs, pos_map_path, weight_tokens, shared="drop"):
     from .. import analysis
-    from ..data import read_class_file, read_pos_map, read_tokens
+    from ..data import read_class_file, read_pos_map
 
     pos_map = read_pos_map(pos_map_path) if pos_map_path else None
     definitions = result.metadata.get("class_definitions") or {}
@@ -452,7 +496,7 @@ def _difference_from_specs(result, model, specs, pos_map_path, weight_text, shar
             note(f"{spec}: {len(missing)} of its words are not in the vocabulary (ignored)")
         ids.append(found)
     counts = None
-    if weight_text:
-        counts = np.bincount(read_tokens(weight_text, model.vocab), minlength=len(model.vocab))
+    if weight_tokens is not None:
+        counts = np.bincount(weight_tokens, minlength=len(model.vocab))
     return analysis.difference_vector(W, ids[0], ids[1], token_counts=counts,
                                       label=f"{specs[0]} - {specs[1]}", shared=shared)

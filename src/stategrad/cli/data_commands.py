@@ -29,7 +29,7 @@ from ..data import (
     word_language_model_vocab,
 )
 from ._inputs import load_model, writing
-from .options import class_options, encoding_option, model_options
+from .options import class_options, encoding_option, model_options, tokenization_option
 
 
 def classes_from_options(
@@ -73,12 +73,14 @@ def classes_from_options(
 
 
 def _vocab_from_options(
-    vocab_file: str | None, text: str | None, vocab_size: int | None, encoding: str
+    vocab_file: str | None, text: str | None, vocab_size: int | None, encoding: str,
+    tokenization: str = "original",
 ):
     if vocab_file:
         return Vocabulary.load(vocab_file, encoding=encoding)
     if text:
-        return Vocabulary.build(text, max_size=vocab_size, encoding=encoding)
+        return Vocabulary.build(text, max_size=vocab_size, encoding=encoding,
+                                tokenization=tokenization)
     raise click.UsageError("give the vocabulary: --vocab FILE, or --train-text FILE to build it")
 
 
@@ -341,6 +343,7 @@ def convert_embeddings_command(
     help="Count class tokens in this text (e.g. the validation text) and list its words missing from the POS map.",
 )
 @class_options
+@tokenization_option
 @encoding_option()
 def show_classes_command(
     model_path,
@@ -356,6 +359,7 @@ def show_classes_command(
     tag_map,
     class_words,
     class_map,
+    tokenization,
     encoding,
 ):
     """Show what the word-class options give: words and tokens per class.
@@ -367,13 +371,16 @@ def show_classes_command(
 
     try:
         if model_path:
-            vocab = load_model(model_path, vocab_path, trusted, nonlinearity, code_path).vocab
+            model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
+            vocab, tokenization = model.vocab, tokenization or model.tokenization
         else:
-            vocab = _vocab_from_options(vocab_path, train_text, vocab_size, encoding)
+            vocab = _vocab_from_options(vocab_path, train_text, vocab_size, encoding,
+                                        tokenization or "original")
         class_set = classes_from_options(
             vocab, classes, pos_map, class_words, class_map, encoding, tag_map=tag_map
         )
-        tokens = read_tokens(text, vocab, encoding=encoding) if text else None
+        tokens = read_tokens(text, vocab, encoding=encoding,
+                             tokenization=tokenization or "original") if text else None
     except (CorpusError, ModelError) as exc:
         raise click.ClickException(str(exc)) from exc
     types = class_set.membership.sum(axis=0)

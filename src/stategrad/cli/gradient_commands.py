@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._inputs import load_model, reading
+from ._inputs import check_vocabulary, load_model, read_model_text, reading
 from .data_commands import classes_from_options
 from .options import (
     class_options,
@@ -22,6 +22,8 @@ from .options import (
     model_options,
     progress_option,
     threads_option,
+    tokenization_option,
+    vocab_force_option,
 )
 
 if TYPE_CHECKING:
@@ -114,16 +116,15 @@ def _file_sha256(path: Path) -> str:
                    "DIR/timestep_all/delay_<d> to np2npz.py.  DIR must hold no timestep_* "
                    "folder yet.")
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
+@tokenization_option
 @encoding_option()
 @progress_option()
-@click.option("--force", is_flag=True,
-              help="Go on (with a warning) when a model from elsewhere predicts the text worse "
-                   "than a unigram model, i.e. its --vocab order probably does not match.")
+@vocab_force_option
 def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, state, layer, max_delay, classes,
                       pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
                       block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
                       threads, tf32, checkpoint_path, checkpoint_every, raw_path, raw_positions,
-                      raw_delays, export_dir, no_eos, encoding, progress, force):
+                      raw_delays, export_dir, no_eos, tokenization, encoding, progress, force):
     """Compute state gradients G(t, d) = d s_(t+d) / d x_t for every position t and delay
     d < D of a text, in one streaming pass, and save their sums and counts per delay and
     word class.
@@ -152,7 +153,7 @@ def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, 
     _check_writable(Path(out_path), "the result")
     _check_writable(checkpoint, "the running state")
     lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
-                              force)
+                              force, tokenization)
     class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
                                      tag_map=tag_map)
     options = engine_options(lm, max_delay=max_delay, state=state, layer=layer,
@@ -160,6 +161,7 @@ def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, 
                              dtype=dtype, block_size=block_size, sample_every=sample_every,
                              sample_fraction=sample_fraction, seed=seed)
     text_info, run_info, model_info = _provenance(lm, model_path, text_path, no_eos, encoding)
+    text_info["tokenization"] = tokenization or lm.tokenization
     from ..comm import is_distributed_launch
 
     if is_distributed_launch() or tf32:
@@ -236,17 +238,17 @@ def _provenance(lm, model_path, text_path, no_eos, encoding) -> tuple[dict, dict
 
 
 def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
-                 force=False):
+                 force=False, tokenization=None):
     """The model and the tokens of the text, checked against --start; warns of <unk>; a
     model from elsewhere that predicts the text worse than a unigram model is refused
     (its vocabulary order probably does not match) unless ``force``."""
-    from ..data import CorpusError, read_tokens, unk_warning
-    from ..lm import ModelError, check_vocabulary_order
+    from ..data import CorpusError, unk_warning
+    from ..lm import ModelError
 
     try:
         lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
-        with reading(text_path, "--text"):
-            tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
+        tokens = read_model_text(lm, text_path, tokenization=tokenization, no_eos=no_eos,
+                                 encoding=encoding)
     except (ModelError, CorpusError) as exc:
         raise click.ClickException(str(exc)) from exc
     if len(tokens) == 0:
@@ -257,13 +259,7 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
     warning = unk_warning(tokens, lm.vocab)
     if warning:
         click.echo(warning, err=True)
-    if lm.foreign:
-        try:
-            mismatch = check_vocabulary_order(lm, tokens, force=force)
-        except ModelError as exc:
-            raise click.ClickException(f"--vocab {vocab_path}: {exc}") from exc
-        if mismatch:
-            click.echo(f"WARNING: --vocab {vocab_path}: {mismatch} (going on: --force)", err=True)
+    check_vocabulary(lm, tokens, force=force, vocab_path=vocab_path, text=text_path)
     return lm, tokens
 
 
@@ -466,7 +462,8 @@ def inspect_command(result_path, as_json):
     click.echo(f"  state {m.get('state')} of layer {m.get('layer')} ({m.get('cell')}), "
                f"semantics {m.get('semantics')}, dtype {m.get('dtype')}")
     text = m.get("text", {})
-    click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens)")
+    click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens, "
+               f"tokenization {text.get('tokenization') or 'not recorded'})")
     click.echo(f"  model identity: {str(m.get('model_identity'))[:16]}...")
     click.echo(f"  sampling: {_sampling_text(m.get('sampling'))}")
     if isinstance(m.get("slice"), dict):

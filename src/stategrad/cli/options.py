@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import click
 
-from ..data import BUILTIN_CLASS_SETS
+from ..data import BUILTIN_CLASS_SETS, TOKENIZATIONS
 from ._inputs import check_encoding
 
 Decorator = Callable[[Callable], Callable]
@@ -53,26 +53,57 @@ def model_options(model_help: str | None = None, *, required: bool = False,
     )
 
 
+# --- texts read for a model: --tokenization, and --force past the vocabulary check ----------
+
+TOKENIZATION_HELP = ("How the text becomes tokens.  original: one sentence per line, <eos> "
+                     "after each, <UNK> read as <unk>, and in a path containing 'wikitext' "
+                     "' . ' also ends a sentence.  plain: <eos> after each line, every word "
+                     "as written ('.' kept), as PyTorch's word_language_model reads it.  "
+                     "Default: what a stategrad model was trained with; plain for a model "
+                     "from elsewhere.")
+
+
+def tokenization_option(f: Callable) -> Callable:
+    """--tokenization of every command that reads a text for a model (None: the model's
+    own rule, ``LanguageModel.tokenization``; see ``_inputs.read_model_text``)."""
+    return click.option("--tokenization", type=click.Choice(TOKENIZATIONS), default=None,
+                        help=TOKENIZATION_HELP)(f)
+
+
+VOCAB_FORCE_HELP = ("Go on (with a warning) when a model from elsewhere predicts the text "
+                    "worse than a unigram model, i.e. its --vocab order probably does not "
+                    "match.")
+
+
+def vocab_force_option(f: Callable) -> Callable:
+    """--force of the commands whose only check to override is the vocabulary order."""
+    return click.option("--force", is_flag=True, help=VOCAB_FORCE_HELP)(f)
+
+
 # --- normalisation: --normalize/--force --------------------------------------------------
 
 NORMALIZE_HELP = ("Embedding statistics (.npz from embedding-stats, or the original's "
                   "_D_norm_grad.npy): analyse G L instead of G.")
 
 
-def force_option(f: Callable) -> Callable:
+FORCE_HELP = ("Use --normalize statistics made from another model than the one analysed "
+              "(wrong numbers; warns).")
+
+
+def force_option(f: Callable, help: str = FORCE_HELP) -> Callable:
     """--force for every command that takes --normalize."""
-    return click.option("--force", is_flag=True,
-                        help="Use --normalize statistics made from another model than the one "
-                             "analysed (wrong numbers; warns).")(f)
+    return click.option("--force", is_flag=True, help=help)(f)
 
 
 def normalize_options(help: str = NORMALIZE_HELP, *, required: bool = False,
-                      must_exist: bool = True) -> Decorator:
-    """--normalize (what the command does with it: ``help``) and --force."""
+                      must_exist: bool = True, vocab_check: bool = False) -> Decorator:
+    """--normalize (what the command does with it: ``help``) and --force; with
+    ``vocab_check`` --force also goes past the vocabulary check of a text read for a model."""
     path = click.Path(exists=True) if must_exist else click.Path(dir_okay=False)
+    force_help = FORCE_HELP + (" Also: " + VOCAB_FORCE_HELP if vocab_check else "")
     return _stack(click.option("--normalize", "normalize", required=required, type=path,
                                default=None, help=help),
-                  force_option)
+                  lambda f: force_option(f, force_help))
 
 
 # --- confidence intervals: --ci/--level/--n-boot/--seed ----------------------------------

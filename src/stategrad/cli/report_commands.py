@@ -8,8 +8,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ._inputs import checked_normalizer, load_model, reading
-from .options import band_options, model_options, normalize_options, show_classes_option
+from ._inputs import check_vocabulary, checked_normalizer, load_model, read_model_text, reading
+from .options import (
+    band_options,
+    model_options,
+    normalize_options,
+    show_classes_option,
+    tokenization_option,
+)
 
 
 def _int_list(text: str | None, what: str) -> list[int] | None:
@@ -47,13 +53,15 @@ def _load_vector(spec: str) -> tuple[str, np.ndarray]:
     return name, v.ravel()
 
 
-def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, length: int) -> list[str]:
+def _sentence_words(sentence: tuple[str, ...], text: str | None, start: int, length: int,
+                    tokenization: str = "original") -> list[str]:
     if text is not None:
         if sentence:
             raise click.UsageError("give either a sentence or --text, not both")
         from ..data import iter_words
 
-        words = list(itertools.islice(iter_words(text), start, start + length))
+        words = list(itertools.islice(iter_words(text, tokenization=tokenization), start,
+                                      start + length))
         if not words:
             raise click.UsageError(f"{text} has no words from position {start} on")
         return words
@@ -137,6 +145,8 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
         for p, r in zip(results, loaded, strict=True):
             check_finite(r, p)
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path) if sentences else None
+        if model is not None:  # typed sentences: too short to check a vocabulary order on
+            check_vocabulary(model, None, force=force, vocab_path=vocab_path)
         identities = {p: r.metadata.get("model_identity") for p, r in zip(results, loaded, strict=True)}
         if model is not None:
             identities[model_path] = model.identity()
@@ -167,21 +177,23 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
 @model_options("Model checkpoint (or state dict with --vocab).", required=True)
 @click.option("--text", type=click.Path(dir_okay=False), default=None,
               help="Take the words from this text file instead (with --start/--length).")
+@tokenization_option
 @click.option("--start", default=0, show_default=True, type=click.IntRange(0),
               help="First word of the span of --text (0-based, <eos> counts as a word).")
 @click.option("--length", default=20, show_default=True, type=click.IntRange(1, 400),
               help="Number of words of the span of --text.")
 @click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True)
 @click.option("--layer", default=-1, show_default=True, help="Layer (0-based; -1: the top one).")
-@normalize_options("Embedding statistics: show G L instead of G.", must_exist=False)
+@normalize_options("Embedding statistics: show G L instead of G.", must_exist=False,
+                   vocab_check=True)
 @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
               help="Size of each G(t, d): Frobenius norm or top singular value.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Figure file (.png, .svg or .pdf).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the matrix of numbers as CSV.")
-def sentence(sentence, model_path, vocab_path, trusted, nonlinearity, code_path, text, start, length, state, layer,
-             normalize, force, measure, out, csv_path):
+def sentence(sentence, model_path, vocab_path, trusted, nonlinearity, code_path, text, tokenization,
+             start, length, state, layer, normalize, force, measure, out, csv_path):
     """Heat map of how strongly each earlier word of SENTENCE still moves the state at
     each later word: the size of every G(t, k - t), computed exactly on the spot.
 
@@ -189,9 +201,17 @@ def sentence(sentence, model_path, vocab_path, trusted, nonlinearity, code_path,
     """
     from ..report import plot_sentence_map, sentence_map, write_figure
 
-    words = _sentence_words(sentence, text, start, length)
+    words = _sentence_words(sentence, None, start, length) if text is None else None
     try:
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
+        if text is not None:
+            rule = tokenization or model.tokenization
+            with reading(text, "--text"):
+                words = _sentence_words(sentence, text, start, length, rule)
+        # the span is too short to check a vocabulary order on: the text it comes from is not
+        check_vocabulary(model, read_model_text(model, text, tokenization=tokenization)
+                         if text is not None and model.foreign else None,
+                         force=force, vocab_path=vocab_path, text=text)
         _, L = checked_normalizer(normalize, {model_path: model.identity()},
                                   model.spec.embedding_size, force)
         smap = sentence_map(model, words, state=state, layer=layer, normalize=L,

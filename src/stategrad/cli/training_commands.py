@@ -10,8 +10,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._inputs import load_model, reading
-from .options import device_option, model_options, progress_option, threads_option
+from ._inputs import check_vocabulary, load_model, read_model_text, reading
+from .options import (
+    device_option,
+    model_options,
+    progress_option,
+    threads_option,
+    tokenization_option,
+    vocab_force_option,
+)
 
 if TYPE_CHECKING:
     from ..lm import TrainConfig
@@ -124,13 +131,15 @@ def _config_from_checkpoint(path: Path) -> TrainConfig | None:
                    "batch size for valid.")
 @click.option("--num-steps", type=click.IntRange(min=1), default=None,
               help="Default: 1 for test and files, training.num_steps for valid.")
+@tokenization_option
 @device_option(configured=True)
 @threads_option()
 @progress_option("Show a progress bar.")
+@vocab_force_option
 def eval_command(config_file: str | None, model_path: str | None, vocab_path: str | None,
                  trusted: bool, nonlinearity: str | None, code_path: str | None, which: str, split: str,
-                 batch_size: int | None, num_steps: int | None, device: str | None,
-                 threads: int | None, progress: bool) -> None:
+                 batch_size: int | None, num_steps: int | None, tokenization: str | None,
+                 device: str | None, threads: int | None, progress: bool, force: bool) -> None:
     """Report the perplexity of a trained model on a text.
 
     With CONFIG, the model is save_path/best.pt and valid/test are the configured
@@ -140,7 +149,6 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
     """
     import torch
 
-    from ..data import read_tokens
     from ..legacy import load_config
     from ..lm import (
         ConfigError,
@@ -182,8 +190,11 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
         else:
             model = load_trained(path, dev)
         opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding} if config else {}
+        if tokenization is None and config is not None and not foreign:
+            tokenization = config.data.tokenization
+        tokens = read_model_text(model, text, option="--split", tokenization=tokenization, **opts)
+        check_vocabulary(model, tokens, force=force, vocab_path=vocab_path, text=str(text))
         with reading(text, "--split"):
-            tokens = read_tokens(text, model.vocab, **opts)
             warning = unk_warning(tokens, model.vocab)
             if warning:
                 click.echo(warning, err=True)

@@ -5,6 +5,8 @@ Tokens are held as ``numpy.int32`` arrays, never as lists of Python strings, so 
 the original code's rules (``docs/original-behaviour.md`` of the project's spec):
 one sentence per line, ``<eos>`` appended per line unless ``no_eos``,
 ``<UNK>`` rewritten to ``<unk>``, and for WikiText ``" . "`` also ends a sentence.
+That is the tokenization ``original``; ``plain`` is PyTorch's word_language_model
+example's (``<eos>`` per line, every word as written, no rule taken from the path).
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ class CorpusError(ValueError):
     """A corpus or vocabulary file that cannot be used as asked."""
 
 
+#: How a line of text becomes tokens.  original: the original code's rules (``<UNK>`` read
+#: as ``<unk>``; in a path containing ``wikitext``, `` . `` also ends a sentence).  plain:
+#: word_language_model's ``line.split() + ['<eos>']``, ``.`` kept as a word.
+TOKENIZATIONS = ("original", "plain")
+
+
+def check_tokenization(tokenization: str) -> str:
+    if tokenization not in TOKENIZATIONS:
+        raise CorpusError(f"tokenization must be one of {', '.join(TOKENIZATIONS)}, "
+                          f"not {tokenization!r}")
+    return tokenization
+
+
 def _open_text(path: str | os.PathLike, encoding: str):
     path = Path(path)
     if not path.is_file():
@@ -43,14 +58,22 @@ def iter_sentences(
     no_eos: bool = False,
     wikitext: bool | None = None,
     encoding: str = "utf-8",
+    tokenization: str = "original",
 ) -> Iterator[list[str]]:
-    """Yield the words of each line of ``path`` the original's way.
+    """Yield the words of each line of ``path`` by the rule ``tokenization`` (see
+    ``TOKENIZATIONS``).
 
-    ``wikitext=None`` decides from the path, as the original does (``WikiText``
-    anywhere in it, case-insensitively).
+    With ``original``, ``wikitext=None`` decides from the path, as the original does
+    (``WikiText`` anywhere in it, case-insensitively); ``plain`` has no WikiText rule.
     """
-    if wikitext is None:
+    if check_tokenization(tokenization) == "plain":
+        if wikitext:
+            raise CorpusError("the WikiText rule (' . ' ends a sentence) is part of the "
+                              "'original' tokenization, not of 'plain'")
+        wikitext = False
+    elif wikitext is None:
         wikitext = "wikitext" in str(path).lower()
+    rewrite_unk = tokenization == "original"
     with _open_text(path, encoding) as handle:
         try:
             for line in handle:
@@ -60,7 +83,9 @@ def iter_sentences(
                     # or a line-initial ". " also ends a sentence; padding the line
                     # with spaces reproduces that line by line.
                     line = (" " + line.rstrip("\n") + " ").replace(" . ", f" {EOS} ")
-                words = [UNK if w == "<UNK>" else w for w in line.split()]
+                words = line.split()
+                if rewrite_unk:
+                    words = [UNK if w == "<UNK>" else w for w in words]
                 if not no_eos:
                     words.append(EOS)
                 if words:
@@ -221,11 +246,15 @@ def read_tokens(
     no_eos: bool = False,
     wikitext: bool | None = None,
     encoding: str = "utf-8",
+    tokenization: str = "original",
 ) -> np.ndarray:
-    """All tokens of ``path`` as an int32 id array (unknown words -> ``<unk>``)."""
+    """All tokens of ``path`` as an int32 id array (unknown words -> ``<unk>``), read by
+    the rule ``tokenization``: ``original`` or ``plain`` (see ``TOKENIZATIONS``; a
+    model's own rule is ``LanguageModel.tokenization``)."""
     chunks: list[np.ndarray] = []
     buffer: list[str] = []
-    for sentence in iter_sentences(path, no_eos=no_eos, wikitext=wikitext, encoding=encoding):
+    for sentence in iter_sentences(path, no_eos=no_eos, wikitext=wikitext, encoding=encoding,
+                                   tokenization=tokenization):
         buffer.extend(sentence)
         if len(buffer) >= _CHUNK:
             chunks.append(vocab.encode(buffer))

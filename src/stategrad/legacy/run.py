@@ -129,7 +129,8 @@ def run_legacy(
         return result
     model = load_trained(checkpoint_for(config, "last"), dev)
     files = data_files(config)
-    opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding}
+    opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding,
+            "tokenization": config.data.tokenization}
     if run.gradients and do_valid and not do_train:
         valid = read_tokens(require_file(files.valid, "valid"), model.vocab, **opts)
         result.gradients = _valid_gradients(run, model, valid, files.valid, dev, progress, say)

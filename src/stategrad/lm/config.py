@@ -46,6 +46,11 @@ class DataConfig(BaseModel):
     """Also write the vocabulary to this file (it is always written to ``save_path/vocab.txt``)."""
     encoding: str = "utf-8"
     no_eos: bool = False
+    tokenization: Literal["original", "plain"] = "original"
+    """How a line becomes tokens: ``original`` (the original code's rules, with the
+    WikiText rule for paths containing ``wikitext``) or ``plain`` (word_language_model's:
+    ``<eos>`` per line, ``.`` kept).  Recorded in the checkpoints, so analyses read texts
+    the way the model was trained."""
 
     @model_validator(mode="after")
     def _encoding_known(self) -> DataConfig:

@@ -238,8 +238,11 @@ def evaluate(
 
 def evaluate_file(model: LanguageModel, path: str | os.PathLike, *, batch_size: int = 1,
                   num_steps: int = 1, device: str | torch.device = "cpu",
-                  no_eos: bool = False, encoding: str = "utf-8", progress: bool = False) -> float:
-    """Perplexity of a text file under ``model`` (its own vocabulary, unknown words -> <unk>)."""
-    tokens = read_tokens(path, model.vocab, no_eos=no_eos, encoding=encoding)
+                  no_eos: bool = False, encoding: str = "utf-8", progress: bool = False,
+                  tokenization: str | None = None) -> float:
+    """Perplexity of a text file under ``model`` (its own vocabulary, unknown words -> <unk>),
+    read by ``tokenization`` (default: the model's, ``model.tokenization``)."""
+    tokens = read_tokens(path, model.vocab, no_eos=no_eos, encoding=encoding,
+                         tokenization=tokenization or model.tokenization)
     return evaluate(model, tokens, batch_size=batch_size, num_steps=num_steps, device=device,
                     progress=progress)

@@ -154,6 +154,16 @@ class LanguageModel:
     def spec(self) -> ModelSpec:
         return self.module.spec
 
+    @property
+    def tokenization(self) -> str:
+        """How to read a text for this model by default: the rule a stategrad checkpoint
+        was trained with (``original`` for checkpoints that predate the setting), ``plain``
+        (word_language_model's) for a model from elsewhere."""
+        if self.foreign:
+            return "plain"
+        data = self.config.get("data") if isinstance(self.config, dict) else None
+        return (data or {}).get("tokenization") or "original"
+
     def identity(self) -> str:
         """SHA-256 of the parameters (names, shapes, float64 values) and the vocabulary."""
         return model_hash(self.module, self.vocab)

@@ -19,7 +19,7 @@ def build_vocabulary(config: TrainConfig) -> Vocabulary:
     d = config.data
     files = data_files(config)
     train = require_file(files.train, "train")
-    opts = {"no_eos": d.no_eos, "encoding": d.encoding}
+    opts = {"no_eos": d.no_eos, "encoding": d.encoding, "tokenization": d.tokenization}
     if d.vocab_file is not None:
         vocab = Vocabulary.load(d.vocab_file, encoding=d.encoding)
         words = list(vocab.words)
@@ -38,7 +38,8 @@ def build_vocabulary(config: TrainConfig) -> Vocabulary:
 
 
 def read_split(config: TrainConfig, path: Path, vocab: Vocabulary) -> np.ndarray:
-    return read_tokens(path, vocab, no_eos=config.data.no_eos, encoding=config.data.encoding)
+    return read_tokens(path, vocab, no_eos=config.data.no_eos, encoding=config.data.encoding,
+                       tokenization=config.data.tokenization)
 
 
 def _require_words(tokens: np.ndarray, vocab: Vocabulary, path: Path) -> None:
