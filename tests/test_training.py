@@ -142,17 +142,20 @@ def test_evaluate_matches_stepwise_computation():
             total += F.cross_entropy(logits[0].double(), torch.tensor([int(tokens[i + 1])])).item()
     expected = math.exp(total / (len(tokens) - 1))
     assert evaluate(module, tokens, batch_size=1, num_steps=1, chunk=16) == pytest.approx(expected, rel=1e-5)
-    # validation mode: 3 rows of 41, 41 // 4 - 1 = 9 batches of 4 steps per row
-    rows = tokens[:123].reshape(3, 41)
-    state, total = None, 0.0
-    with torch.no_grad():
-        for b in range(9):
-            x = torch.tensor(rows[:, b * 4: b * 4 + 4].T.astype(np.int64))
-            y = torch.tensor(rows[:, b * 4 + 1: b * 4 + 5].T.astype(np.int64))
-            logits, state = module(x, state)
-            total += F.cross_entropy(logits.reshape(-1, 17).double(), y.reshape(-1), reduction="sum").item()
-    expected = math.exp(total / (9 * 4 * 3))
-    assert evaluate(module, tokens, batch_size=3, num_steps=4) == pytest.approx(expected, rel=1e-5)
+    # batches: every position of every row after its first, each row run on its own from a
+    # zero state, whatever num_steps (the last partial window of a row is scored too)
+    for batch_size in (3, 10):
+        rows = tokens[: len(tokens) // batch_size * batch_size].reshape(batch_size, -1)
+        total = 0.0
+        with torch.no_grad():
+            for row in rows:
+                logits, _ = module(torch.tensor(row[:-1].astype(np.int64)).unsqueeze(1))
+                total += F.cross_entropy(logits[:, 0].double(), torch.tensor(row[1:].astype(np.int64)),
+                                         reduction="sum").item()
+        expected = math.exp(total / rows[:, 1:].size)
+        for num_steps in (4, 5, 35):
+            assert evaluate(module, tokens, batch_size=batch_size, num_steps=num_steps) == \
+                pytest.approx(expected, rel=1e-5), (batch_size, num_steps)
     assert module.training is False
 
 

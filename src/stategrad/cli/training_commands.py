@@ -130,7 +130,9 @@ def _config_from_checkpoint(path: Path) -> TrainConfig | None:
               help="Default: 1 for test and files (the original's test mode), the training "
                    "batch size for valid.")
 @click.option("--num-steps", type=click.IntRange(min=1), default=None,
-              help="Default: 1 for test and files, training.num_steps for valid.")
+              help="Default: 1 for test and files, training.num_steps for valid.  Every "
+                   "position is scored with the state carried, so it does not change the "
+                   "number.")
 @tokenization_option
 @device_option(configured=True)
 @threads_option()
@@ -144,8 +146,9 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
 
     With CONFIG, the model is save_path/best.pt and valid/test are the configured
     files; with --model only, the configuration stored in the checkpoint is used.
-    Scored as the original: test mode is batch size 1 and 1 step (every token after
-    the first), validation uses the training batch size and num_steps.
+    The text is cut into batch-size rows and every token of a row after its first is
+    scored (test mode, batch size 1: every token after the first); validation uses the
+    training batch size.  The original also dropped the last partial window of each row.
     """
     import torch
 

@@ -194,13 +194,17 @@ def evaluate(
     chunk: int = 512,
     progress: bool = False,
 ) -> float:
-    """Perplexity of ``tokens`` scored the original's way.
+    """Perplexity of ``tokens``: the mean negative log-likelihood of every position.
 
-    The text is cut into ``batch_size`` rows; the original scores the first
-    ``(len_row // num_steps - 1) * num_steps`` positions of every row, carrying the
-    state.  The same positions are scored here in chunks of up to ``chunk`` steps:
-    with the state carried the result is the same, and test mode (batch 1, 1 step)
-    does not take one Python iteration per token.
+    The text is cut into ``batch_size`` rows of ``len(tokens) // batch_size`` tokens
+    (the last ``len(tokens) % batch_size`` tokens are left out) and every token of a row
+    after its first is scored, the state carried from the start of the row, as PyTorch's
+    word_language_model scores.  (The original scored only ``(len_row // num_steps - 1)
+    * num_steps`` positions of each row, dropping its last partial window and one more;
+    at batch size 1 and 1 step, test mode, that was already every token after the first.)
+    With the state carried, ``num_steps`` does not change the number; positions are
+    scored in chunks of up to ``chunk`` steps, so test mode does not take one Python
+    iteration per token.
     """
     module = model.module if isinstance(model, LanguageModel) else model
     device = torch.device(device)
@@ -208,13 +212,13 @@ def evaluate(
     module.eval()
     try:
         data = _rows_tensor(np.asarray(tokens), batch_size, device)
-        limit = num_batches(data.shape[0], num_steps) * num_steps
-        if limit == 0:
+        limit = data.shape[0] - 1  # every position of a row after its first
+        if limit < 1:
             raise CorpusError(f"{len(tokens)} tokens are too few to evaluate with batch_size="
-                              f"{batch_size}, num_steps={num_steps}")
+                              f"{batch_size} (each row needs two)")
         # bound the (steps, batch, V) logits of one chunk to about 64 MB of float32
         vocab_size = module.decoder.out_features
-        step = max(num_steps, min(chunk, (1 << 24) // (batch_size * vocab_size)))
+        step = max(1, min(chunk, (1 << 24) // (batch_size * vocab_size)))
         state = module.init_state(batch_size, device)
         total = torch.zeros((), dtype=torch.float64, device=device)
         positions = range(0, limit, step)
