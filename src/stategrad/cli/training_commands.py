@@ -33,7 +33,11 @@ def _errors() -> tuple[type[Exception], ...]:
     return (ConfigError, CorpusError, ModelError, TrainingError, OSError)
 
 
-def _fail(exc: Exception, config_file: str | None = None) -> click.ClickException:
+def _fail(exc: Exception, config_file: str | None = None, *,
+          keys_of: str | None = None) -> click.ClickException:
+    """One error line; with ``config_file`` a ConfigError names it, and when the
+    configuration (``config_file`` or ``keys_of``) is the original's .config, the keys it
+    names are the .config keys the user wrote (data_path, not data.path)."""
     if isinstance(exc, OSError) and exc.filename:  # a read-only folder, a full disk
         return click.ClickException(f"{exc.filename}: {exc.strerror or exc}")
     if isinstance(exc, OSError) and config_file:  # a write that failed without a file name
@@ -45,6 +49,11 @@ def _fail(exc: Exception, config_file: str | None = None) -> click.ClickExceptio
     message = str(exc)
     if isinstance(exc, ConfigError) and config_file and config_file not in message:
         message = f"{config_file}: {message}"
+    source = config_file or keys_of
+    if source and Path(source).suffix.lower() != ".toml":
+        from ..legacy import config_key_names
+
+        message = config_key_names(message)
     return click.ClickException(message)
 
 
@@ -204,7 +213,7 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
             ppl = evaluate(model, tokens, batch_size=bs, num_steps=ns, device=dev,
                            progress=progress)
     except _errors() as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, keys_of=config_file) from None
     click.echo(f"{split if split in ('valid', 'test') else text} perplexity: {ppl:.3f} "
                f"(model {path}, batch size {bs}, {ns} step{'s' if ns > 1 else ''})")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .config import (
     LegacyRun,
+    config_key_names,
     convert_legacy_value,
     legacy_to_run,
     load_config,
@@ -40,6 +41,7 @@ __all__ = [
     "LegacyResult",
     "LegacyRun",
     "check_export_target",
+    "config_key_names",
     "convert_legacy_value",
     "export_original_layout",
     "export_result_averages",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,37 @@ _LEGACY_KEYS = (
 ).split()
 
 
+# The TOML key of each setting a .config file gives, and the .config key that gives it:
+# errors found after the conversion name the key the user wrote.
+_CONFIG_KEY_OF = {
+    "data.path": "data_path", "data.vocab_file": "read_vocab_from_file",
+    "data.save_vocab": "save_dict", "data.encoding": "encoding", "data.no_eos": "no_eos",
+    "data.vocab_size": "vocab_size",
+    "model.cell": "basic_cell", "model.num_layers": "num_layers", "model.hidden_size": "size",
+    "model.embedding_size": "embedding_size", "model.init_scale": "init_scale",
+    "model.forget_bias": "forget_bias", "model.dropout": "dropout (a keep probability there)",
+    "model.embedding_dropout": "no_emb_dropout",
+    "model.pretrained_embeddings": "pretrained_embeddings",
+    "model.fixed_embeddings": "fixed_embeddings",
+    **{f"training.{k}": k for k in ("optimizer", "learning_rate", "lr_decay", "max_epoch",
+                                    "max_max_epoch", "batch_size", "num_steps",
+                                    "max_grad_norm", "early_stop", "softmax")},
+    "output.save_path": "save_path", "output.log_file": "log_dir/log",
+}
+
+
+def config_key_names(message: str) -> str:
+    """``message`` with the TOML keys of the settings of a ``.config`` file replaced by the
+    ``.config`` keys that set them (``data.path`` -> ``data_path``)."""
+    # the files of data.path: train.txt (or train_<k>k-unk.txt with vocab k) in data_path
+    message = re.sub(r"set data\.path \(a folder with (\w+)\.txt\) or data\.\w+",
+                     r"set data_path (a folder with \1.txt)", message)
+    message = re.sub(r"\(set by data\.path or data\.\w+\)", "(set by data_path)",
+                     message)
+    return re.sub(r"\b(?:data|model|training|output)\.\w+\b",
+                  lambda m: _CONFIG_KEY_OF.get(m.group(0), m.group(0)), message)
+
+
 @dataclass
 class LegacyRun:
     """A ``.config`` file: the training configuration plus the original's run-mode options."""
@@ -108,8 +140,11 @@ def legacy_to_run(raw: dict[str, Any], source: str = "configuration") -> LegacyR
                           "token embeddings are written)")
     gradients = {k: raw[k] for k in GRADIENT_KEYS if k in raw} or None
 
-    config = validate_config({"data": data, "model": model, "training": training,
-                              "output": output}, source)
+    try:
+        config = validate_config({"data": data, "model": model, "training": training,
+                                  "output": output}, source)
+    except ConfigError as exc:
+        raise ConfigError(config_key_names(str(exc))) from None
     return LegacyRun(config=config, source=source, raw=dict(raw), other_test=other_test,
                      valid_as_test=valid_as_test, save_embedding=save_embedding,
                      gradients=gradients, notes=notes)
@@ -262,6 +297,7 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
 
 __all__ = [
     "GRADIENT_KEYS",
+    "config_key_names",
     "LegacyRun",
     "convert_legacy_value",
     "is_toml",

@@ -20,6 +20,7 @@ from ..lm import (
     LAST,
     ConfigError,
     LanguageModel,
+    TrainingError,
     TrainingSummary,
     checkpoint_for,
     data_files,
@@ -127,7 +128,7 @@ def run_legacy(
     need_model = (do_valid and not do_train) or do_test
     if not need_model:
         return result
-    model = load_trained(checkpoint_for(config, "last"), dev)
+    model = load_trained(_saved_model(config), dev)
     files = data_files(config)
     opts = {"no_eos": config.data.no_eos, "encoding": config.data.encoding,
             "tokenization": config.data.tokenization}
@@ -139,7 +140,6 @@ def run_legacy(
         result.valid_ppl = evaluate(model, valid, batch_size=config.training.batch_size,
                                     num_steps=config.training.num_steps, device=dev,
                                     progress=progress is True)
-        say(f"Valid Perplexity: {result.valid_ppl:.3f}")
     if do_test and run.save_embedding is not None:
         result.embeddings = save_embedding_table(model, run.save_embedding)
         say(f"embedding table ({len(model.vocab)} words) written to {result.embeddings[0]}, "
@@ -148,6 +148,16 @@ def run_legacy(
     if do_test:
         result.test_ppl = _test(run, model, files, opts, dev, progress, say)
     return result
+
+
+def _saved_model(config) -> Path:
+    """save_path/last.pt (or best.pt) for --notrain; run itself trains, so without one the
+    way out is to drop --notrain."""
+    try:
+        return checkpoint_for(config, "last")
+    except TrainingError:
+        raise TrainingError(f"no trained model in {config.output.save_path} yet (expected "
+                            f"{LAST}): run without --notrain to train it first") from None
 
 
 def _train(config, dev, threads, progress, say) -> TrainingSummary:
@@ -191,9 +201,9 @@ def _test(run: LegacyRun, model: LanguageModel, files, opts, dev, progress, say)
     warning = unk_warning(tokens, model.vocab)
     if warning:
         say(warning)
-    ppl = evaluate(model, tokens, batch_size=1, num_steps=1, device=dev, progress=progress is True)
-    say(f"Test Perplexity: {ppl:.3f} ({test_file})")
-    return ppl
+    # the perplexity itself is the caller's to print (stategrad run: once, on stdout)
+    say(f"test mode (batch size 1, 1 step) on {test_file}")
+    return evaluate(model, tokens, batch_size=1, num_steps=1, device=dev, progress=progress is True)
 
 
 __all__ = ["LegacyResult", "run_legacy", "save_embedding_table"]
