@@ -26,6 +26,7 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..gradients import GradientResult, json_default
+from .embeddings import file_identity
 from .errors import AnalysisError
 
 STATE_STATS_FORMAT = "stategrad-state-stats"
@@ -100,11 +101,20 @@ def load_state_stats(path: str | os.PathLike) -> StateStats:
         raise StateStatsError(f"{path} is not a readable state-stats file ({exc})") from exc
 
 
-def state_stats_for_model(model: Any, tokens: np.ndarray, *, state: str = "cell",
-                          layer: int = -1, text_meta: dict | None = None) -> StateStats:
-    """Mean and covariance of ``state`` of ``layer`` (-1: the last) over ``tokens`` run
-    through the model in one stream from a zero state, as the gradients are computed."""
+def state_stats_for_model(model: Any, text: str | os.PathLike | np.ndarray, *,
+                          state: str = "cell", layer: int = -1) -> StateStats:
+    """Mean and covariance of ``state`` of ``layer`` (-1: the last) over a text (a file,
+    read as for the gradients, or an array of token ids) run through the model in one
+    stream from a zero state."""
     import torch
+
+    from ..data import read_tokens
+
+    if isinstance(text, np.ndarray):
+        tokens, text_meta = text, {"source": "token array"}
+    else:
+        tokens, text_meta = read_tokens(text, model.vocab), file_identity(text)
+    text_meta["tokens"] = int(len(tokens))
 
     if state not in STATES:
         raise StateStatsError(f"state must be one of {STATES}, got {state!r}")
@@ -138,7 +148,7 @@ def state_stats_for_model(model: Any, tokens: np.ndarray, *, state: str = "cell"
     mean = total / n
     cov = (outer - n * np.outer(mean, mean)) / (n - 1)
     meta = {"model": {"identity": model.identity(), "source": str(getattr(model, "source", ""))},
-            "state": state, "layer": layer, "text": text_meta or {"tokens": n}}
+            "state": state, "layer": layer, "text": text_meta}
     return StateStats(mean, (cov + cov.T) / 2, n, meta)
 
 
