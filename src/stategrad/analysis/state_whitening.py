@@ -106,50 +106,101 @@ def state_stats_for_model(model: Any, text: str | os.PathLike | np.ndarray, *,
     """Mean and covariance of ``state`` of ``layer`` (-1: the last) over a text (a file,
     read as for the gradients, or an array of token ids) run through the model in one
     stream from a zero state."""
-    import torch
-
     from ..data import read_tokens
 
+    spec = model.module.spec
+    if state not in STATES:
+        raise StateStatsError(f"state must be one of {STATES}, got {state!r}")
+    if state == "cell" and spec.cell != "lstm":
+        raise StateStatsError(f"a {spec.cell} has no cell state; use --state hidden")
+    if not -spec.num_layers <= layer < spec.num_layers:
+        raise StateStatsError(f"the model has {spec.num_layers} layer(s); no layer {layer}")
+    layer %= spec.num_layers
     if isinstance(text, np.ndarray):
         tokens, text_meta = text, {"source": "token array"}
     else:
         tokens, text_meta = read_tokens(text, model.vocab), file_identity(text)
-    text_meta["tokens"] = int(len(tokens))
-
-    if state not in STATES:
-        raise StateStatsError(f"state must be one of {STATES}, got {state!r}")
-    module = model.module
-    spec = module.spec
-    if state == "cell" and spec.cell != "lstm":
-        raise StateStatsError(f"a {spec.cell} has no cell state; use --state hidden")
-    n_layers = spec.num_layers
-    layer = layer % n_layers if -n_layers <= layer < n_layers else None
-    if layer is None:
-        raise StateStatsError(f"the model has {n_layers} layer(s); no layer {layer}")
     tokens = np.asarray(tokens, dtype=np.int64)
-    if len(tokens) < 2:
+    text_meta["tokens"] = n = int(len(tokens))
+    if n < 2:
         raise StateStatsError("state statistics need a text of at least two tokens")
-    H = spec.hidden_size
-    total, outer = np.zeros(H), np.zeros((H, H))
-    module.eval()
-    with torch.no_grad():
-        st = module.init_state(1, "cpu")
-        for start in range(0, len(tokens), 256):
-            states = []
-            for tok in tokens[start:start + 256]:
-                emb = module.embedding(torch.tensor([[int(tok)]]))
-                _, st = module.rnn(emb, st)
-                h = st[1] if (state == "cell") else (st[0] if isinstance(st, tuple) else st)
-                states.append(h[layer, 0].double().numpy())
-            S = np.stack(states)
-            total += S.sum(axis=0)
-            outer += S.T @ S
-    n = len(tokens)
+    total, outer = np.zeros(spec.hidden_size), np.zeros((spec.hidden_size,) * 2)
+    for S in _LayerStates(model.module, layer, state).run(tokens):
+        total += S.sum(axis=0)
+        outer += S.T @ S
     mean = total / n
     cov = (outer - n * np.outer(mean, mean)) / (n - 1)
     meta = {"model": {"identity": model.identity(), "source": str(getattr(model, "source", ""))},
             "state": state, "layer": layer, "text": text_meta}
     return StateStats(mean, (cov + cov.T) / 2, n, meta)
+
+
+class _LayerStates:
+    """The states of one layer over a text, in chunks, in one stream from zero.
+
+    Each layer runs over a chunk in one call of a one-layer float64 copy of itself
+    (stepping the stacked module token by token is thousands of times slower).  The cell
+    state, which torch does not return per step, follows from the hidden states: the
+    gates of step t depend only on the layer's input at t and h_{t-1}, and then
+    ``c_t = f_t c_{t-1} + i_t g_t`` is a cheap elementwise recurrence."""
+
+    CHUNK = 8192  # tokens per call: bounds the (CHUNK, H) arrays
+
+    def __init__(self, module: Any, layer: int, state: str) -> None:
+        import torch
+
+        spec = module.spec
+        kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(spec.cell, torch.nn.RNN)
+        extra = {} if kind is not torch.nn.RNN else \
+            {"nonlinearity": "tanh" if spec.cell == "rnn_tanh" else "relu"}
+        self.layers = []
+        with torch.no_grad():
+            for k in range(layer + 1):
+                size = spec.embedding_size if k == 0 else spec.hidden_size
+                one = kind(size, spec.hidden_size, 1, **extra).double()
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(one, f"{name}_l0").copy_(getattr(module.rnn, f"{name}_l{k}"))
+                self.layers.append(one)
+        self.embedding = module.embedding.weight.detach().double()
+        self.state, self.H = state, spec.hidden_size
+
+    def run(self, tokens: np.ndarray):
+        import torch
+
+        carry = [None] * len(self.layers)
+        c_prev = np.zeros(self.H)
+        with torch.no_grad():
+            for start in range(0, len(tokens), self.CHUNK):
+                x = self.embedding[torch.as_tensor(tokens[start:start + self.CHUNK])]
+                h_before = None
+                for k, one in enumerate(self.layers):
+                    layer_in = x
+                    h_before = torch.zeros(self.H, dtype=x.dtype) if carry[k] is None else \
+                        (carry[k][0] if isinstance(carry[k], tuple) else carry[k])[0, 0]
+                    out, carry[k] = one(x[:, None], carry[k])
+                    x = out[:, 0]
+                if self.state == "hidden":
+                    yield x.numpy()
+                    continue
+                one = self.layers[-1]
+                h_prev = torch.cat([h_before[None], x[:-1]])
+                z = (layer_in @ one.weight_ih_l0.T + one.bias_ih_l0
+                     + h_prev @ one.weight_hh_l0.T + one.bias_hh_l0).numpy()
+                c = _cell_states(z, c_prev)
+                c_prev = c[-1]
+                yield c
+
+
+def _cell_states(z: np.ndarray, c0: np.ndarray) -> np.ndarray:
+    """LSTM cell states from the pre-activations ``z`` (T, 4H; torch's i, f, g, o)."""
+    H = z.shape[1] // 4
+    sig = 1.0 / (1.0 + np.exp(-z[:, :2 * H]))
+    i, f, g = sig[:, :H], sig[:, H:], np.tanh(z[:, 2 * H:3 * H])
+    c = np.empty_like(g)
+    prev = c0
+    for t in range(len(g)):
+        prev = c[t] = f[t] * prev + i[t] * g[t]
+    return c
 
 
 def check_state_stats(stats: StateStats, result: GradientResult, name: str, path: str,

@@ -124,8 +124,7 @@ def state_stats(model_path, vocab_path, trusted, nonlinearity, code_path, text, 
 
     try:
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
-        with reading(text, "--text"):
-            stats = analysis.state_stats_for_model(model, text, state=state, layer=layer)
+        stats = analysis.state_stats_for_model(model, text, state=state, layer=layer)
         _ = stats.whitening  # a singular covariance is an error now, not at use
     except errors() as exc:
         raise fail(exc) from exc
