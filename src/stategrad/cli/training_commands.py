@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,7 +69,7 @@ def _echo(message: str) -> None:
     # through tqdm so an active progress bar is not torn
     from tqdm import tqdm
 
-    tqdm.write(message, file=click.get_text_stream("stderr"))
+    tqdm.write(message, file=sys.stderr)  # looked up now: click's test runner swaps it
 
 
 # train and run print a line every 60 s without the bar; eval has nothing to report between
