@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._inputs import check_vocabulary, load_model, read_model_text, reading
+from ._inputs import check_vocabulary, load_model, read_model_text, reading, warn
 from .options import (
     device_option,
     model_options,
@@ -210,7 +210,7 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
         with reading(text, "--split"):
             warning = unk_warning(tokens, model.vocab)
             if warning:
-                click.echo(warning, err=True)
+                warn(warning)
             ppl = evaluate(model, tokens, batch_size=bs, num_steps=ns, device=dev,
                            progress=progress)
     except _errors() as exc:
