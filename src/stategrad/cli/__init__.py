@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 import click
 
@@ -68,6 +69,11 @@ class _Main(click.Group):
     """
 
     def invoke(self, ctx: click.Context):
+        from ._inputs import is_other_rank
+
+        if is_other_rank():
+            # under torchrun every rank meets the same warnings: rank 0 prints them
+            warnings.simplefilter("ignore")
         try:
             return super().invoke(ctx)
         except click.exceptions.ClickException as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import os
 import pickle
 import zipfile
 from collections.abc import Iterator
@@ -53,6 +54,22 @@ def _labelled(message: str, path, what: str) -> str:
         return message
     label = f"{what} {path}" if what else str(path)
     return f"{label}: {message}"
+
+
+def is_other_rank() -> bool:
+    """True in the processes of a torchrun launch other than rank 0.  Read from the
+    environment torchrun sets, so that it costs no torch import."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    except ValueError:
+        return False
+
+
+def warn(message: str) -> None:
+    """A warning line on standard error, printed once: under torchrun every rank reads the
+    same inputs and would print the same line, so only rank 0 prints it."""
+    if not is_other_rank():
+        click.echo(message, err=True)
 
 
 def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -107,16 +124,16 @@ def check_vocabulary(lm, tokens, *, force: bool, vocab_path: str | None = None,
     label = f"--vocab {vocab_path}" if vocab_path else f"--model {lm.source}"
     if tokens is None or len(tokens) < MIN_CHECK_TOKENS:
         where = f"{text} has only {len(tokens)} tokens" if tokens is not None else "no text"
-        click.echo(f"warning: {label}: the vocabulary order of a model from elsewhere is not "
-                   f"checked ({where}; it needs {MIN_CHECK_TOKENS}): make sure it is the one "
-                   "the model was trained with", err=True)
+        warn(f"warning: {label}: the vocabulary order of a model from elsewhere is not "
+             f"checked ({where}; it needs {MIN_CHECK_TOKENS}): make sure it is the one "
+             "the model was trained with")
         return
     try:
         mismatch = check_vocabulary_order(lm, tokens, force=force)
     except ModelError as exc:
         raise click.ClickException(f"{label}: {exc}") from exc
     if mismatch:
-        click.echo(f"WARNING: {label}: {mismatch} (going on: --force)", err=True)
+        warn(f"WARNING: {label}: {mismatch} (going on: --force)")
 
 
 def checked_normalizer(path: str | None, identities: dict[str, str | None], embedding_size: int,
@@ -130,7 +147,7 @@ def checked_normalizer(path: str | None, identities: dict[str, str | None], embe
 
     stats, L, notes = check(path, identities, embedding_size, force=force, need_stats=need_stats)
     for line in notes:
-        click.echo(("WARNING: " if line.startswith("--force") else "warning: ") + line, err=True)
+        warn(("WARNING: " if line.startswith("--force") else "warning: ") + line)
     return stats, L
 
 

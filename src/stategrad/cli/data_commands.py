@@ -28,7 +28,7 @@ from ..data import (
     read_tokens,
     word_language_model_vocab,
 )
-from ._inputs import load_model, writing
+from ._inputs import load_model, warn, writing
 from .options import class_options, encoding_option, model_options, tokenization_option
 
 
@@ -66,7 +66,7 @@ def classes_from_options(
         raise click.UsageError(str(exc)) from exc
     for w in caught:
         if issubclass(w.category, ClassWarning):
-            click.echo(f"warning: {w.message}", err=True)
+            warn(f"warning: {w.message}")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return class_set

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._inputs import check_vocabulary, load_model, read_model_text, reading
+from ._inputs import check_vocabulary, load_model, read_model_text, reading, warn
 from .data_commands import classes_from_options
 from .options import (
     class_options,
@@ -258,7 +258,7 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
                                  param_hint="--slice-start/--start")
     warning = unk_warning(tokens, lm.vocab)
     if warning:
-        click.echo(warning, err=True)
+        warn(warning)
     check_vocabulary(lm, tokens, force=force, vocab_path=vocab_path, text=text_path)
     return lm, tokens
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ._inputs import check_vocabulary, load_model, read_model_text, reading
+from ._inputs import check_vocabulary, load_model, read_model_text, reading, warn
 from .options import (
     device_option,
     model_options,
@@ -68,7 +69,7 @@ def _echo(message: str) -> None:
     # through tqdm so an active progress bar is not torn
     from tqdm import tqdm
 
-    tqdm.write(message, file=click.get_text_stream("stderr"))
+    tqdm.write(message, file=sys.stderr)  # looked up now: click's test runner swaps it
 
 
 # train and run print a line every 60 s without the bar; eval has nothing to report between
@@ -209,7 +210,7 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
         with reading(text, "--split"):
             warning = unk_warning(tokens, model.vocab)
             if warning:
-                click.echo(warning, err=True)
+                warn(warning)
             ppl = evaluate(model, tokens, batch_size=bs, num_steps=ns, device=dev,
                            progress=progress)
     except _errors() as exc:
