@@ -93,16 +93,17 @@ class StackLM(nn.Module):
 
 # --- the independent reference: autograd through the models' own modules, float64 -------
 
-def _toy_states(model, state, layer):
+def _protocol_states(model, state, layer):
+    """Through the model's own step (float64 copy), as any user would run it."""
     m = copy.deepcopy(model).double()
 
     def run(x):
         s, out = m.initial_state(1, "cpu", torch.float64), []
         for k in range(x.shape[0]):
             s = m.step(x[k : k + 1], s)
-            out.append(s[state].reshape(-1))
+            out.append(m.select(s, state, layer)[0])
         return torch.stack(out)
-    return run, m.emb.weight
+    return run, m.embed(torch.arange(V))
 
 
 def _fused_states(model, state, layer):
@@ -127,7 +128,8 @@ def _fused_states(model, state, layer):
 
 
 def reference(model, tokens, state, layer, D, membership):
-    run, emb = (_toy_states if isinstance(model, ToyLM) else _fused_states)(model, state, layer)
+    run, emb = (_fused_states if hasattr(model, "decoder") else _protocol_states)(
+        model, state, layer)
     x0 = emb[torch.as_tensor(tokens)].detach().clone()
     J = torch.autograd.functional.jacobian(run, x0).numpy()  # (T, H, T, E)
     T, H, C = len(tokens), J.shape[1], membership.shape[1]
@@ -304,3 +306,23 @@ def test_adapter_logits_match_the_module():
             state = lm.step(lm.embed(t.view(1)), state)
             got.append(lm.logits(state)[0])
     torch.testing.assert_close(torch.stack(got), expected)
+
+
+def test_the_readme_example_works():
+    """The README's protocol example, run as written, against autograd."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Any recurrent model", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace["ToyLM"](V, E, 4).eval()
+    tokens = np.random.default_rng(9).integers(0, V, size=10)
+    cs = classes()
+    ref, counts, _ = reference(model, tokens, "hidden", 0, 4, cs.membership)
+    res = compute_state_gradients(model, tokens, max_delay=4, state="hidden", classes=cs,
+                                  dtype=torch.float64)
+    np.testing.assert_array_equal(res.counts, counts)
+    assert_close(res.sums, ref)
