@@ -274,7 +274,7 @@ def memory_curves(
     seed: int = 0,
     simultaneous: bool = False,
     floor: bool | None = None,
-    n_flips: int = 1000,
+    n_flips: int = 200,
 ) -> MemoryReport:
     """Memory curve (sum of singular values of ``Gbar_d L`` against d) and
     :class:`MemorySpan` of every class.

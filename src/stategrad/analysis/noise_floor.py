@@ -36,10 +36,17 @@ simultaneous 95% floor in about 11% of simulations instead of 5%; with 30 blocks
 
 The floor of a cell is the ``level`` quantile of ``theta(M*)``; a value above it is
 distinguishable from noise.  Since a curve is judged over many delays, ``simultaneous``
-(the default) sets one per-delay quantile for all delays of a class from the null's own
-maximum over delays (the Westfall-Young max-statistic, on per-delay ranks): a class with
-no memory then crosses its floor at *any* of the delays judged with probability
-``1 - level``, not at each.
+(the default) makes the floor hold for all delays of a class at once: a class with no
+memory then crosses its floor at *any* of the ``D`` delays judged with probability about
+``1 - level``, not at each.  With enough draws (``n_flips >= 10 D / (1 - level)``) one
+per-delay quantile is set from the null's own maximum over delays (the Westfall-Young
+max-statistic, on per-delay ranks), which also uses the correlation between delays;
+with fewer the floor is ``exp(m + z_{1 - (1 - level) / D} s)`` with ``m``, ``s`` the mean
+and standard deviation of the log of the draws (Bonferroni with a log-normal tail: a
+quantile that extreme cannot be read off a few hundred draws, and the null of a sum of
+singular values is positive and right-skewed).  Measured on memoryless synthetic classes
+(10 blocks, 5 delays, 200 simulations each): rank method with 2,500 draws 6% false
+alarms, log-normal Bonferroni with 200 draws 1.5% (conservative; a normal tail gave 7-8%).
 """
 
 from __future__ import annotations
@@ -63,6 +70,11 @@ from .uncertainty import (
 )
 
 NULLS = ("flip", "deviations")
+
+#: The simultaneous floor reads a per-delay quantile as extreme as ``1 - (1 - level) / D``
+#: off the draws' ranks only with at least this many draws per ``D / (1 - level)``;
+#: with fewer it uses a normal tail (Bonferroni) from the draws' mean and spread.
+RANK_DRAWS_PER_TEST = 10
 
 #: Sign draws evaluated at once (bounds the (R, H, E) working set).
 _CHUNK = 256
@@ -113,7 +125,7 @@ def noise_floor(
     fn: Callable[[np.ndarray], np.ndarray] | None = None,
     normalize: Normalizer = None,
     level: float = 0.95,
-    n_flips: int = 1000,
+    n_flips: int = 200,
     seed: int = 0,
     simultaneous: bool = True,
     from_delay: int = 1,
@@ -194,15 +206,31 @@ def _summarise(est, null, names, level, simultaneous, from_delay) -> NoiseFloor:
         p_value = np.where(ok, ((finite & (null >= est[None])).sum(axis=0) + 1.0) / (R + 1.0),
                            np.nan)
     q = np.full(est.shape[1:], level)  # per-delay quantile level, (C', K)
-    if simultaneous:
+    n_judged = max(est.shape[0] - from_delay, 1)
+    ranks = simultaneous and null.shape[0] >= RANK_DRAWS_PER_TEST * n_judged / (1.0 - level)
+    if ranks:
         q = _simultaneous_level(null, level, from_delay)
     floor = np.full(est.shape, np.nan)
     for d, j, k in zip(*np.nonzero(ok), strict=True):
         draws = null[finite[:, d, j, k], d, j, k]
         floor[d, j, k] = np.quantile(draws, level if d < from_delay else q[j, k], method="higher")
+    if simultaneous and not ranks:
+        floor[from_delay:] = _gaussian_bonferroni(null[:, from_delay:], level, n_judged)
     above = np.isfinite(est) & (est > floor)
     return NoiseFloor(est, floor, null_mean, p_value, above, names, level, null.shape[0],
                       simultaneous, from_delay)
+
+
+def _gaussian_bonferroni(null: np.ndarray, level: float, n_tests: int) -> np.ndarray:
+    """Per delay: the ``1 - (1 - level) / n_tests`` quantile of a log-normal fitted to the
+    draws (see the module: too few draws to read so extreme a quantile off them)."""
+    from scipy.stats import norm
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = np.log(np.where(null > 0, null, np.nan))
+        mean = np.nanmean(logs, axis=0)
+        sd = np.nanstd(logs, axis=0, ddof=1)
+    return np.exp(mean + norm.ppf(1.0 - (1.0 - level) / n_tests) * sd)
 
 
 def _simultaneous_level(null: np.ndarray, level: float, from_delay: int) -> np.ndarray:

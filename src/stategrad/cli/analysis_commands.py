@@ -222,7 +222,7 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
 @simultaneous_option
 @click.option("--floor/--no-floor", "floor", default=None,
               help="The noise floor of every class and delay (default: with --ci).")
-@click.option("--n-flips", type=click.IntRange(min=20), default=1000, show_default=True,
+@click.option("--n-flips", type=click.IntRange(min=20), default=200, show_default=True,
               help="Random sign draws of the noise floor.")
 @click.option("--compare", "compare_pair", nargs=2, metavar="A B", default=None,
               help="Paired difference of class A minus class B on the same blocks, instead "
