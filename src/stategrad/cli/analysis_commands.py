@@ -236,6 +236,8 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
     whose curve never clears it is "not distinguishable from noise")."""
     from .. import analysis
 
+    if simultaneous and ci is None and compare_pair is None:
+        raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
     try:
         result = load_result(result_path, blocks=ci is not None or bool(floor) or
                              compare_pair is not None)
