@@ -107,3 +107,31 @@ def test_statistic_and_errors():
         noise_floor(bare)
     with pytest.raises(UncertaintyError, match="null"):
         noise_floor(r, null="shuffle")
+
+
+def test_memory_reports_a_memoryless_class_as_noise(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from stategrad.cli import main
+
+    rng = np.random.default_rng(8)
+    quiet, kept = _no_memory(rng), _no_memory(rng)
+    kept[1:] = 0.6 * rng.normal(size=(D - 1, H, E))
+    a, b = _result(rng, quiet), _result(rng, kept)
+    both = GradientResult(sums=np.concatenate([a.sums, b.sums], axis=1),
+                          counts=np.concatenate([a.counts, b.counts], axis=1),
+                          classes=["quiet", "kept"], vocab=["a"],
+                          block_sums=np.concatenate([a.block_sums, b.block_sums], axis=2),
+                          block_counts=np.concatenate([a.block_counts, b.block_counts], axis=2),
+                          block_starts=a.block_starts)
+    both.save(tmp_path / "g.h5")
+    out = CliRunner().invoke(main, ["memory", str(tmp_path / "g.h5"), "--floor", "--json",
+                                    str(tmp_path / "m.json"), "--csv", str(tmp_path / "m.csv")])
+    assert out.exit_code == 0, out.output
+    assert "quiet" in out.output and "not distinguishable from noise" in out.output
+    spans = {s["class"]: s for s in json.loads((tmp_path / "m.json").read_text())["spans"]}
+    assert spans["quiet"]["distinguishable"] is False and spans["kept"]["distinguishable"] is True
+    header = (tmp_path / "m.csv").read_text().splitlines()[0]
+    assert header == "class,delay,count,sum,sv_1,floor,above_floor"  # no band without --ci
