@@ -215,7 +215,7 @@ class MemoryReport:
                          f"interval{sim})")
         if self.floor:
             lines.append("(floor: what a class of the same size and blocks with no memory "
-                         "would give; '*' marks values above it)")
+                         "would give;\n'*' marks values above it)")
         rows = []
         for i, d in enumerate(self.curves[0].delays if self.curves else []):
             rows.append([str(d)] + [_memory_cell(c, i, bool(self.interval), self.floor)
@@ -227,7 +227,7 @@ class MemoryReport:
                      f"delay 0\n(never: not within the delays computed, 0-{last})")
         if self.interval:
             lines.append(f"[{100 * self.level:g}% percentile interval of the span over block "
-                         "bootstrap resamples; 'never': beyond the last delay]")
+                         "bootstrap resamples;\n'never': beyond the last delay]")
         lines.append(text_table(["class", "span"], [[c.class_name, c.span_text()]
                                                     for c in self.curves]))
         lines.extend(empty_notes([(c.class_name, d) for c in self.curves for d in c.empty_delays]))
@@ -274,7 +274,7 @@ def memory_curves(
     seed: int = 0,
     simultaneous: bool = False,
     floor: bool | None = None,
-    n_flips: int = 1000,
+    n_flips: int = 200,
 ) -> MemoryReport:
     """Memory curve (sum of singular values of ``Gbar_d L`` against d) and
     :class:`MemorySpan` of every class.

@@ -233,7 +233,7 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
 @simultaneous_option
 @click.option("--floor/--no-floor", "floor", default=None,
               help="The noise floor of every class and delay (default: with --ci).")
-@click.option("--n-flips", type=click.IntRange(min=20), default=1000, show_default=True,
+@click.option("--n-flips", type=click.IntRange(min=20), default=200, show_default=True,
               help="Random sign draws of the noise floor.")
 @click.option("--compare", "compare_pair", nargs=2, metavar="A B", default=None,
               help="Paired difference of class A minus class B on the same blocks, instead "
@@ -248,6 +248,8 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
     from .. import analysis
     from ..analysis import UncertaintyError
 
+    if simultaneous and ci is None and compare_pair is None:
+        raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
     try:
         result = load_result(result_path, blocks=ci is not None or bool(floor) or
                              compare_pair is not None)

@@ -143,6 +143,7 @@ def build_report(
     extra_figures: Sequence[ExtraFigure] = (),
     title: str = "State gradient report",
     L: np.ndarray | None = None,
+    compare: tuple[str, str] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/figures/*.{png,svg,csv}``; return the
     report's path.
@@ -153,7 +154,8 @@ def build_report(
     figures.  ``log_scale`` True or False forces the memory axes' scale; None chooses log
     where the values span more than two decades.  ``difference_vectors`` (name -> embedding-space vector) add the relative
     memory and subspace cosine curves.  ``extra_figures`` are copied into ``figures/``
-    and shown after the report's own."""
+    and shown after the report's own.  ``compare`` (two class names) adds the paired
+    difference of their memory curves on the same blocks."""
     L = resolve_normalizer(normalize, L)
     results = list(results)
     if not results:
@@ -172,6 +174,8 @@ def build_report(
         _spectral_sections(figures, plan, L, top_k, spectrum_delays)
     if difference_vectors:
         _direction_sections(figures, plan, L, difference_vectors, subspace_k)
+    if compare:
+        _compare_section(figures, plan, L, compare)
     for i, smap in enumerate(sentences):
         _sentence_section(figures, i, smap)
     for i, extra in enumerate(extras):
@@ -232,6 +236,23 @@ def _spectrum_delays(results: list[GradientResult], delays: Sequence[int] | None
 
 
 # --- sections -------------------------------------------------------------------------------
+
+def _compare_section(figures: _Figures, plan: _Plan, L: np.ndarray | None,
+                     pair: tuple[str, str]) -> None:
+    """The paired difference of two classes' memory curves on the same blocks."""
+    curves = P.paired_difference_curves(plan.results, plan.labels, pair, normalize=L,
+                                        ci=plan.ci, level=plan.level, n_boot=plan.n_boot,
+                                        seed=plan.seed)
+    what = "Gbar_d L" if L is not None else "Gbar_d"
+    figures.add("compare", f"Paired difference: {pair[0]} - {pair[1]}",
+                f"Sum of the singular values of {what} of {pair[0]} minus that of {pair[1]}, "
+                f"with its {100 * plan.level:g}% interval over the same blocks (paired: both "
+                "classes resampled together, so what the text does to both cancels). Where "
+                "the band excludes 0 the classes differ.",
+                P.plot_curves(curves, ylabel="difference of sums of singular values",
+                              log_scale=False),
+                _curve_table(curves, "delay", True))
+
 
 def _spectral_sections(figures: _Figures, plan: _Plan, L: np.ndarray | None, top_k: int,
                        spectrum_delays: Sequence[int]) -> None:
