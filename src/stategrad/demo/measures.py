@@ -3,18 +3,22 @@ the model's scores on the planted targets, and the plain memory curves."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..analysis import EmbeddingStats, embedding_matrix, memory_curves
+from ..analysis import (
+    EmbeddingStats,
+    class_subspace,
+    embedding_matrix,
+    identity_memory,
+    memory_curves,
+)
 from ..gradients import GradientResult
 from ..lm import LanguageModel
 from ..synth import SynthCorpus
-from .settings import DemoError
 
 
 def trigger_classes(corpus: SynthCorpus) -> dict[str, int]:
@@ -22,38 +26,6 @@ def trigger_classes(corpus: SynthCorpus) -> dict[str, int]:
     truth = corpus.metadata["ground_truth"]
     spans = {name: int(t["memory_span"]) for name, t in truth.items() if "target_of" in t}
     return dict(sorted(spans.items(), key=lambda kv: kv[1]))
-
-
-def class_subspace(embeddings: np.ndarray, word_ids: Sequence[int],
-                   whitening: np.ndarray | None = None, *, rtol: float = 1e-6) -> np.ndarray:
-    """Orthonormal basis (E, r) of the directions in which the words of a class differ:
-    the span of ``x_w - mean`` over the words (of ``Z (x_w - mean)`` with ``whitening`` Z)."""
-    X = np.asarray(embeddings, dtype=np.float64)[np.asarray(word_ids, dtype=np.int64)]
-    if len(X) < 2:
-        raise DemoError("a class needs at least two words to have identity directions")
-    dev = X - X.mean(axis=0)
-    if whitening is not None:
-        dev = dev @ np.asarray(whitening, dtype=np.float64).T
-    _, s, vh = np.linalg.svd(dev, full_matrices=False)
-    keep = s > rtol * s[0]
-    return vh[keep].T
-
-
-def identity_memory(result: GradientResult, class_name: str, basis: np.ndarray,
-                    L: np.ndarray | None = None) -> np.ndarray:
-    """Per delay, the sum of the singular values of ``Gbar_{d,c} L P`` (``Gbar_{d,c} P``
-    without ``L``): how strongly the state d steps later still depends on which word of
-    the class was read.  NaN where the class has no occurrence at that delay."""
-    out = np.full(result.max_delay, np.nan)
-    c = result.class_index(class_name)
-    for i in range(result.max_delay):
-        if result.counts[i, c] == 0:
-            continue
-        G = result.sums[i, c] / result.counts[i, c]
-        if L is not None:
-            G = G @ L
-        out[i] = np.linalg.svd(G @ basis, compute_uv=False).sum()
-    return out
 
 
 @dataclass

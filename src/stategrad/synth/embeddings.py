@@ -25,7 +25,10 @@ def default_scales(config: SynthConfig) -> dict[str, float]:
         # squeezed (its raw gradients grow), so raw gradient sizes rank the classes backwards
         # and only the equal-variance normalisation restores the true order.  Scales run
         # geometrically from 1/3 to 3 with the delay: a condition number of 9.
-        by_delay = sorted(config.triggers, key=lambda t: t.delay)
+        # Among the classes remembered by identity when there are any (properties keep
+        # scale 1 next to them).
+        ranked = [t for t in config.triggers if t.remembered == "identity"] or config.triggers
+        by_delay = sorted(ranked, key=lambda t: t.delay)
         n = len(by_delay)
         for i, t in enumerate(by_delay):
             frac = i / (n - 1) if n > 1 else 1.0
@@ -119,7 +122,10 @@ def _present_groups(language, vocab: Vocabulary,
     """Per group (``eos``, ``filler``, ``target``, each trigger class) the vocabulary rows
     of its words that occur in the text, and the groups that have any."""
     group_of: dict[str, str] = {}
+    subsets = language.property_classes()  # subsets of other classes: not groups
     for name, members in language.classes().items():
+        if name in subsets:
+            continue
         for w in members:
             group_of[w] = name
     group_of[EOS] = "eos"
