@@ -53,7 +53,8 @@ def test_linear_statistic_equals_classical_block_formula():
     expected = np.sqrt(block_means.var(ddof=1) / 10)
     assert b.se[0, 0, 0] == pytest.approx(expected, rel=1e-10)
     assert b.estimate[0, 0, 0] == pytest.approx(r.sums[0, 0, 0, 0] / r.counts[0, 0], rel=1e-12)
-    assert b.upper[0, 0, 0] - b.estimate[0, 0, 0] == pytest.approx(1.959964 * expected, rel=1e-5)
+    # Student t with B - 1 = 9 degrees of freedom (scipy.stats.t.ppf(0.975, 9)), not z = 1.96
+    assert b.upper[0, 0, 0] - b.estimate[0, 0, 0] == pytest.approx(2.262157 * expected, rel=1e-5)
 
 
 def test_jackknife_se_and_coverage_match_analytic_spread():
@@ -204,11 +205,14 @@ def test_no_blocks_means_no_interval():
 # --- intervals in the memory and relative-memory tables ------------------------------------
 
 
-def _direct_jackknife(values: np.ndarray, ok: np.ndarray, z: float = 1.959963984540054):
-    """Half width of the jackknife interval from leave-one-block-out values."""
+def _direct_jackknife(values: np.ndarray, ok: np.ndarray, level: float = 0.95):
+    """Half width of the jackknife interval from leave-one-block-out values (Student t,
+    B - 1 degrees of freedom)."""
+    from scipy.stats import t
+
     v = values[ok]
     b = len(v)
-    return z * np.sqrt((b - 1) / b * ((v - v.mean()) ** 2).sum())
+    return t.ppf(0.5 + level / 2, b - 1) * np.sqrt((b - 1) / b * ((v - v.mean()) ** 2).sum())
 
 
 def test_memory_curves_band_and_span_range_against_direct_jackknife():
@@ -266,7 +270,6 @@ def test_relative_memory_intervals_against_direct_jackknife():
     table = relative_memory(r, v, stats, c="all", top_k=2, interval="jackknife", level=0.9)
     n = stats.whitening @ v
     n /= np.linalg.norm(n)
-    z = 1.6448536269514722
     B = r.block_sums.shape[0]
     for d, row in enumerate(table.rows):
         rel, cos = np.empty(B), np.empty(B)
@@ -277,7 +280,7 @@ def test_relative_memory_intervals_against_direct_jackknife():
             rel[b] = np.linalg.norm(m @ n) / s[0]
             cos[b] = np.linalg.norm(vt[:2] @ n)
         for what, vals in (("relative", rel), ("cosine", cos)):
-            half = _direct_jackknife(vals, np.ones(B, bool), z)
+            half = _direct_jackknife(vals, np.ones(B, bool), 0.9)
             assert row[f"{what}_lower"] == pytest.approx(row[what] - half, rel=1e-8, abs=1e-12)
             assert row[f"{what}_upper"] == pytest.approx(row[what] + half, rel=1e-8, abs=1e-12)
     assert table.interval == "jackknife" and "relative interval" in table.format()

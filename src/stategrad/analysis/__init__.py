@@ -14,7 +14,9 @@ embeddings of a reference text.  The mathematics is the project's ``method.md``:
   ``n = Z v / |Z v|``; relative memory ``|Gbar_d L n| / s_1`` and subspace cosine ``|V_k n|``.
 - ``identity``: identity memory, the sum of singular values of ``Gbar_{d,c} L P_c``
   (``P_c`` the directions in which class c's words differ).
-- ``uncertainty``: jackknife / bootstrap bands over the result's blocks; ``probe``: the
+- ``uncertainty``: jackknife / bootstrap bands over the result's blocks (Student t,
+  bias correction, simultaneous bands); ``noise_floor``: what a statistic would be for a
+  class without memory (sign-flipped blocks); ``probe``: the
   POS probe; ``embeddings``: embedding arrays in and out; ``tables``: shared formatting.
 
 A (delay, class) cell without occurrences has no average: the functions say so
@@ -48,6 +50,7 @@ from .embeddings import (
 from .errors import AnalysisError
 from .identity import IdentityTable, class_subspace, identity_memory, identity_table
 from .memory import MemoryCurveArrays, memory_curve_arrays, memory_curves, memory_span
+from .noise_floor import NoiseFloor, noise_floor
 from .normalization import checked_normalizer, normalization_info, normalizer_matrix
 from .probe import (
     ProbeData,
@@ -80,6 +83,7 @@ from .uncertainty import (
     replicates,
     singular_values,
     sv_sum,
+    t_quantile,
     top_k,
 )
 
@@ -90,6 +94,7 @@ __all__ = [
     "EmbeddingStats",
     "LEGACY_SUFFIXES",
     "MemoryCurveArrays",
+    "NoiseFloor",
     "ProbeData",
     "ProbeError",
     "Replicates",
@@ -120,6 +125,7 @@ __all__ = [
     "memory_curve_arrays",
     "memory_curves",
     "memory_span",
+    "noise_floor",
     "normalization_info",
     "normalizer_matrix",
     "pos_probe",
@@ -134,6 +140,7 @@ __all__ = [
     "spectra",
     "spectrum",
     "sv_sum",
+    "t_quantile",
     "text_examples",
     "top_k",
     "train_probe",
