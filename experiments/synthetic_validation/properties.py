@@ -7,10 +7,11 @@ compute the state gradients of the validation text for the hidden and the cell s
 per property (difference ``n`` of the carriers' value classes ``_v1 - _v0``, class of all
 carriers) locate:
 
-- ``absolute`` / ``absolute_ratio`` = |Gbar_d L n| (/ its delay-0 value): delay of the
-  largest fall (they have the same fall) and the 10%-of-delay-0 span of the ratio;
-- ``relative`` (as in the papers) = |Gbar_d L n| / s_1 and the subspace ``cosine``: the
-  delay of their largest fall;
+- ``absolute`` / ``absolute_ratio`` = |Gbar_d L n| (/ its delay-0 value; the two have
+  the same falls and bends), the papers' ``relative`` = |Gbar_d L n| / s_1 and the
+  subspace ``cosine``: the delay of their largest bend down (``largest_bend``: most
+  negative second difference of the log curve) and of their largest fall ratio
+  (``largest_fall``); the 10%-of-delay-0 span of ``absolute_ratio``;
 - the papers' memory span: first delay where the carriers' memory curve (sum of singular
   values of Gbar_d L) falls below 10% of delay 0.
 
@@ -35,10 +36,13 @@ from stategrad.analysis import (
     class_difference_vector,
     embedding_matrix,
     embedding_stats_for_model,
+    largest_bend,
+    largest_fall,
     memory_curves,
     relative_memory,
 )
 from stategrad.data import read_tokens
+from stategrad.demo import target_scores
 from stategrad.gradients import compute_state_gradients
 from stategrad.lm import TrainConfig, load_trained, train
 from stategrad.synth import generate_corpus, preset, property_class
@@ -68,16 +72,12 @@ def locate(result, stats, W, classes, carrier: str) -> dict:
     v = class_difference_vector(W, classes, f"{carrier}_v1", f"{carrier}_v0")
     table = relative_memory(result, v, stats, c=carrier)
     span = memory_curves(result, normalize=stats, classes=[carrier], fraction=0.1).curves[0].span
-    ratio = table.curve("absolute_ratio")
-    below = np.flatnonzero(ratio[1:] < 0.1)
     return {
-        "fall_absolute": table.largest_fall("absolute"),
-        "fall_relative": table.largest_fall("relative"),
-        "fall_cosine": table.largest_fall("cosine"),
-        "span10_absolute_ratio": int(below[0]) + 1 if below.size else None,
         "span10_papers": span.delay,
         "curves": {k: table.curve(k).tolist() for k in
-                   ("absolute", "absolute_ratio", "relative", "cosine", "relative_null")},
+                   ("absolute", "absolute_ratio", "relative", "cosine", "relative_null",
+                    "absolute_floor")},
+        "signal": [bool(r["absolute_signal"]) for r in table.rows],
     }
 
 
@@ -96,7 +96,9 @@ def run(name: str, seed: int, out: Path, epochs: int) -> dict:
     classes = corpus.class_set(model.vocab)
     stats = embedding_stats_for_model(model, corpus.path("train"))
     W = embedding_matrix(model)
+    scores = target_scores(model, corpus, valid)
     row = {"setting": name, "seed": seed, "train_seconds": round(t_train, 1),
+           "cross_entropy": scores.cross_entropy, "accuracy": scores.accuracy,
            "valid_ppl": summary.best_valid_ppl,
            "ideal_ce": corpus.metadata["empirical"]["valid"]["cross_entropy_nats"], "states": {}}
     for state in ("hidden", "cell"):
@@ -109,25 +111,38 @@ def run(name: str, seed: int, out: Path, epochs: int) -> dict:
     return row
 
 
-MEASURES = ("fall_absolute", "fall_relative", "fall_cosine", "span10_absolute_ratio", "span10_papers")
+def locators(p: dict) -> dict[str, int | None]:
+    """Every candidate locator of one property, from its stored curves."""
+    c = {k: np.asarray(v, dtype=np.float64) for k, v in p["curves"].items()}
+    signal = np.asarray(p["signal"], dtype=bool) if "signal" in p else None
+    out = {}
+    for key in ("absolute", "relative", "cosine"):
+        out[f"bend {key}"] = largest_bend(c[key], signal=signal)
+        out[f"fall {key}"] = largest_fall(c[key], signal=signal)
+        out[f"bend {key}, noise ignored"] = largest_bend(c[key])
+        out[f"fall {key}, noise ignored"] = largest_fall(c[key])
+    below = np.flatnonzero(c["absolute_ratio"][1:] < 0.1)
+    out["10% span absolute_ratio"] = int(below[0]) + 1 if below.size else None
+    out["10% span papers (memory curve)"] = p["span10_papers"]
+    return out
 
 
 def summarise(rows: list[dict]) -> None:
-    print("| setting | state | measure | within 1 of K (runs x properties) | located - K |")
+    print("| setting | state | locator | within 1 of K | located - K (per seed and property) |")
     print("|---|---|---|---|---|")
     for name in dict.fromkeys(r["setting"] for r in rows):
+        sel = [r for r in rows if r["setting"] == name]
         for state in ("hidden", "cell"):
-            for m in MEASURES:
-                hits, offs = 0, []
-                for r in rows:
-                    if r["setting"] != name:
-                        continue
-                    for p in r["states"][state].values():
-                        got = p[m]
-                        off = None if got is None else got - p["distance"]
-                        offs.append("-" if off is None else f"{off:+d}")
-                        hits += off is not None and abs(off) <= 1
-                print(f"| {name} | {state} | {m} | {hits}/{len(offs)} | {' '.join(offs)} |")
+            found: dict[str, list] = {}
+            for r in sel:
+                for p in r["states"][state].values():
+                    for key, got in locators(p).items():
+                        found.setdefault(key, []).append(
+                            None if got is None else got - p["distance"])
+            for key, offs in found.items():
+                hits = sum(o is not None and abs(o) <= 1 for o in offs)
+                text = " ".join("-" if o is None else f"{o:+d}" for o in offs)
+                print(f"| {name} ({len(sel)} seeds) | {state} | {key} | {hits}/{len(offs)} | {text} |")
 
 
 def main() -> None:

@@ -48,7 +48,13 @@ from .embeddings import (
     read_token_embeddings,
 )
 from .errors import AnalysisError
-from .identity import IdentityTable, class_subspace, identity_memory, identity_table
+from .identity import (
+    IdentityTable,
+    class_subspace,
+    identity_memory,
+    identity_statistic,
+    identity_table,
+)
 from .memory import MemoryCurveArrays, memory_curve_arrays, memory_curves, memory_span
 from .noise_floor import NoiseFloor, noise_floor
 from .normalization import checked_normalizer, normalization_info, normalizer_matrix
@@ -67,6 +73,7 @@ from .relative_memory import (
     DifferenceVector,
     class_difference_vector,
     difference_vector,
+    largest_bend,
     largest_fall,
     mean_embedding,
     relative_memory,
@@ -109,6 +116,7 @@ __all__ = [
     "class_subspace",
     "IdentityTable",
     "identity_memory",
+    "identity_statistic",
     "identity_table",
     "describe",
     "difference_vector",
@@ -133,6 +141,7 @@ __all__ = [
     "read_token_embeddings",
     "relative_memory",
     "largest_fall",
+    "largest_bend",
     "repeated_probe",
     "replicates",
     "singular_value_table",

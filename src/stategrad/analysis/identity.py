@@ -69,7 +69,7 @@ def identity_memory(result: GradientResult, class_name: str, basis: np.ndarray,
     return out
 
 
-def _statistic(basis: np.ndarray, L: np.ndarray | None):
+def identity_statistic(basis: np.ndarray, L: np.ndarray | None):
     """The identity memory of a mean matrix, for the resampling bands."""
     right = basis if L is None else L @ basis
 
@@ -166,7 +166,7 @@ def identity_table(result: GradientResult, embeddings: np.ndarray,
         values = identity_memory(result, name, basis, L)
         lower = upper = None
         if interval not in (None, "none"):
-            band = uncertainty.band(result, _statistic(basis, L), classes=[name],
+            band = uncertainty.band(result, identity_statistic(basis, L), classes=[name],
                                     method=interval, level=level, n_boot=n_boot, seed=seed)
             lower, upper = band.lower[:, 0, 0], band.upper[:, 0, 0]
         rows.extend(_class_rows(result, name, basis.shape[1], values, lower, upper))

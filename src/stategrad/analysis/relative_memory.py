@@ -29,6 +29,7 @@ from . import direction_null, uncertainty
 from ._blas import single_threaded_blas
 from .embedding_stats import EmbeddingStats
 from .errors import AnalysisError
+from .noise_floor import noise_floor
 from .normalization import (
     Normalizer,
     check_normalizer,
@@ -282,9 +283,17 @@ class RelativeMemoryTable:
         """One column against delay (NaN where the class has no occurrence)."""
         return np.array([np.nan if r[key] is None else r[key] for r in self.rows])
 
-    def largest_fall(self, key: str = "absolute") -> int | None:
-        """The delay of the largest relative fall of a column (see :func:`largest_fall`)."""
-        return largest_fall(self.curve(key), [r["delay"] for r in self.rows])
+    def largest_fall(self, key: str = "absolute", how: str = "bend") -> int | None:
+        """Where a column stops being kept: the delay of its largest bend down
+        (:func:`largest_bend`, the default) or of its largest fall ratio
+        (``how="ratio"``, :func:`largest_fall`)."""
+        locate = {"bend": largest_bend, "ratio": largest_fall}.get(how)
+        if locate is None:
+            raise AnalysisError(f"how must be 'bend' or 'ratio', got {how!r}")
+        signal = None
+        if self.rows and self.rows[0].get("absolute_signal") is not None:
+            signal = np.array([bool(r["absolute_signal"]) for r in self.rows])
+        return locate(self.curve(key), [r["delay"] for r in self.rows], signal=signal)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         return write_csv(path, self._columns(), self.rows)
@@ -296,19 +305,47 @@ class RelativeMemoryTable:
                                   "level": self.level, "rows": self.rows, "empty": self.empty})
 
 
-def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None) -> int | None:
-    """The delay d >= 1 where ``values[d] / values[d - 1]`` is smallest: where a property
-    stops being kept (a planted distance K shows as a fall at K, once the agreeing word
-    has been read).  A ratio, not a difference, so that the large direct effect at delay 0
-    does not win by its size.  ``None`` when no two consecutive values are positive."""
+def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None, *,
+                 start: int = 1, signal: np.ndarray | None = None) -> int | None:
+    """The delay d >= ``start`` where ``values[d] / values[d - 1]`` is smallest: where a
+    property stops being kept (a planted distance K shows as a fall at K, once the agreeing
+    word has been read).  A ratio, not a difference, so that a large value does not win by
+    its size.  ``signal`` (bool per delay): only falls from a value distinguishable from
+    noise count (a ratio of two noise values means nothing).  ``None`` when there is none."""
     v = np.asarray(values, dtype=np.float64)
     delays = list(range(len(v))) if delays is None else list(delays)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = v[1:] / v[:-1]
-    ratio[~np.isfinite(ratio) | (v[:-1] <= 0)] = np.inf
+    bad = ~np.isfinite(ratio) | (v[:-1] <= 0)
+    if signal is not None:
+        bad |= ~np.asarray(signal, dtype=bool)[:-1]
+    ratio[bad] = np.inf
+    ratio[:max(start - 1, 0)] = np.inf
     if not len(ratio) or not np.isfinite(ratio).any():
         return None
     return int(delays[1 + int(np.argmin(ratio))])
+
+
+def largest_bend(values: np.ndarray, delays: Iterable[int] | None = None, *,
+                 start: int = 2, signal: np.ndarray | None = None) -> int | None:
+    """The delay d >= ``start`` (>= 2) where the log curve bends down most: the smallest
+    ``log(values[d] / values[d-1]) - log(values[d-1] / values[d-2])``.  Where a state drops
+    a property (a sharp fall) this is the fall; where it only stops *protecting* it (a
+    leaky cell that lets it decay faster once it has been used) this is the kink, which a
+    fall ratio cannot single out.  ``signal`` as for :func:`largest_fall` (the value before
+    the bend must be distinguishable from noise).  ``None`` when there is none."""
+    v = np.asarray(values, dtype=np.float64)
+    delays = list(range(len(v))) if delays is None else list(delays)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step = np.log(v[1:] / v[:-1])
+    bend = step[1:] - step[:-1]
+    bend[~np.isfinite(bend)] = np.inf
+    if signal is not None:
+        bend[~np.asarray(signal, dtype=bool)[1:-1]] = np.inf
+    bend[:max(start - 2, 0)] = np.inf
+    if not len(bend) or not np.isfinite(bend).any():
+        return None
+    return int(delays[2 + int(np.argmin(bend))])
 
 
 @single_threaded_blas
@@ -359,11 +396,31 @@ def relative_memory(
     n = whitened_direction(vec, normalize=normalize)
     name = result.classes[result.class_index(c)]
     rows = _relative_rows(result, name, L, n, top_k, level)
+    if result.has_blocks:
+        _add_noise_floor(rows, result, name, L, n, level, seed)
     info = normalization_info(normalize)
     if interval in (None, "none"):
         return RelativeMemoryTable(name, label, top_k, rows, normalization=info, level=level)
     _add_bands(rows, result, name, L, n, top_k, interval, level, n_boot, seed)
     return RelativeMemoryTable(name, label, top_k, rows, interval, level, info)
+
+
+def _add_noise_floor(rows: list[dict[str, Any]], result: GradientResult, name: str,
+                     L: np.ndarray, n: np.ndarray, level: float, seed: int) -> None:
+    """``absolute_floor``: the ``level`` quantile of ``|M L n|`` for a class with the same
+    blocks and no memory (sign-flipped block sums, per delay), and ``absolute_signal``
+    whether ``absolute`` is above it (the fall locators only read falls from signal)."""
+    right = L @ n
+
+    def stat(m: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(m @ right, axis=-1)[..., None]
+
+    floor = noise_floor(result, stat, [name], level=level, seed=seed, simultaneous=False)
+    for d, row in enumerate(rows):
+        value = floor.floor[d, 0, 0]
+        row["absolute_floor"] = float(value) if np.isfinite(value) else None
+        row["absolute_signal"] = (None if row["absolute_floor"] is None or row["absolute"] is None
+                                  else bool(row["absolute"] > row["absolute_floor"]))
 
 
 def _property_statistic(n: np.ndarray, L: np.ndarray, top_k: int):

@@ -11,10 +11,15 @@ import torch
 
 from ..analysis import (
     EmbeddingStats,
+    class_difference_vector,
     class_subspace,
     embedding_matrix,
     identity_memory,
+    identity_statistic,
+    largest_bend,
     memory_curves,
+    noise_floor,
+    relative_memory,
 )
 from ..gradients import GradientResult
 from ..lm import LanguageModel
@@ -22,10 +27,52 @@ from ..synth import SynthCorpus
 
 
 def trigger_classes(corpus: SynthCorpus) -> dict[str, int]:
-    """Trigger class name -> its delay k, shortest first."""
+    """Trigger class name -> its delay k, shortest first (classes remembered by identity)."""
     truth = corpus.metadata["ground_truth"]
-    spans = {name: int(t["memory_span"]) for name, t in truth.items() if "target_of" in t}
+    spans = {name: int(t["memory_span"]) for name, t in truth.items()
+             if "target_of" in t and t.get("remembered") == "identity"}
     return dict(sorted(spans.items(), key=lambda kv: kv[1]))
+
+
+def property_classes(corpus: SynthCorpus) -> dict[str, int]:
+    """Carrier class of each planted property -> its distance K, shortest first."""
+    truth = corpus.metadata["ground_truth"]
+    spans = {name: int(t["distance"]) for name, t in truth.items() if "value_classes" in t}
+    return dict(sorted(spans.items(), key=lambda kv: kv[1]))
+
+
+def property_memory(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
+                    corpus: SynthCorpus) -> dict[str, dict[str, Any]]:
+    """Per property: the curves of relative-memory's measures for the direction
+    ``n`` of its value classes (``_v1 - _v0``), on its carriers' gradients, and where each
+    stops being kept (the delay of its largest bend down, from values above noise)."""
+    W = embedding_matrix(model)
+    classes = corpus.class_set(model.vocab)
+    out = {}
+    for name, k in property_classes(corpus).items():
+        v = class_difference_vector(W, classes, f"{name}_v1", f"{name}_v0")
+        table = relative_memory(result, v, stats, c=name)
+        curves = {key: table.curve(key).tolist() for key in
+                  ("absolute", "absolute_ratio", "relative", "cosine", "relative_null",
+                   "absolute_floor")}
+        falls = {key: table.largest_fall(key) for key in ("absolute", "relative", "cosine")}
+        out[name] = {"distance": k, "curves": curves, "fall": falls}
+    return out
+
+
+def filler_noise(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
+                 corpus: SynthCorpus, from_delay: int) -> dict[str, Any]:
+    """Whether the fillers' identity memory can be told from noise (a class of the same
+    blocks and counts with no memory) at any delay from ``from_delay`` on."""
+    W = embedding_matrix(model)
+    index = {w: i for i, w in enumerate(model.vocab.words)}
+    ids = [index[w] for w in corpus.metadata["classes"]["filler"] if w in index]
+    basis = class_subspace(W, ids, stats.whitening)
+    floor = noise_floor(result, identity_statistic(basis, stats.cholesky), ["filler"],
+                        from_delay=from_delay)
+    return {"distinguishable": floor.distinguishable("filler"), "from_delay": from_delay,
+            "floor": floor.floor[:, 0, 0].tolist(), "estimate": floor.estimate[:, 0, 0].tolist(),
+            "p_value": floor.p_value[:, 0, 0].tolist()}
 
 
 @dataclass
@@ -52,7 +99,7 @@ def target_scores(model: LanguageModel, corpus: SynthCorpus, tokens: np.ndarray)
     index = {w: i for i, w in enumerate(model.vocab.words)}
     truth = corpus.metadata["ground_truth"]
     acc, tnll, npos = {}, {}, {}
-    for name, k in trigger_classes(corpus).items():
+    for name, k in {**trigger_classes(corpus), **property_classes(corpus)}.items():
         pos_list, want_list = [], []
         for trig, tgt in truth[name]["target_of"].items():
             if trig not in index or tgt not in index:
@@ -93,7 +140,8 @@ def measure(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
     entropy = corpus.metadata["entropy"]
     ideal = corpus.metadata["empirical"]["valid"]["cross_entropy_nats"]
     forgetting = {k: v - entropy["rate_nats_per_token"]
-                  for k, v in entropy["rate_if_values_forgotten"].items()}
+                  for k, v in entropy["rate_if_values_forgotten"].items()
+                  if k in trigger_classes(corpus)}
     return {
         "identity_memory": curves,
         "memory_curve": full,
@@ -105,5 +153,7 @@ def measure(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
         "target_nll": scores.target_nll,
         "due_positions": scores.due_positions,
         "spans": trigger_classes(corpus),
+        "identity_fall": {name: largest_bend(curves["normalised"][name]) for name in names},
+        "properties": property_classes(corpus),
         "variance": corpus.metadata["config"]["variance"],
     }

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..lm import TrainConfig
-from ..synth import preset
+from ..synth import preset, property_class
 
 SUMMARY_FILE = "summary.json"
 
@@ -41,10 +41,19 @@ class DemoSettings:
     rise_min_span: int = 8
     max_fall: float = 0.5
     max_filler: float = 0.15
+    # Planted properties (distance K, carriers): a binary feature of the carrier that the
+    # word K steps later agrees with; located for each state in property_states.
+    properties: tuple[tuple[int, int], ...] = ((4, 8), (9, 8))
+    property_states: tuple[str, ...] = ("hidden", "cell")
+    # The fillers' identity memory must not be told from noise from this delay on.
+    noise_from_delay: int = 3
 
     def synth_config(self):
+        base = preset("demo")
+        props = tuple(property_class(k, n) for k, n in self.properties)
         return preset("demo", seed=self.seed, variance=self.variance,
-                      train_tokens=self.train_tokens, valid_tokens=self.valid_tokens)
+                      train_tokens=self.train_tokens, valid_tokens=self.valid_tokens,
+                      triggers=(*base.triggers, *props))
 
     def train_config(self, data_dir: Path, model_dir: Path) -> TrainConfig:
         synth = self.synth_config()

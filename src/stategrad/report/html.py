@@ -44,6 +44,8 @@ class ExtraFigure:
     title: str
     caption: str = ""
     table: Path | None = None
+    #: Shown first, before the report's own figures (what the reader should see first).
+    lead: bool = False
 
 
 @dataclass
@@ -171,6 +173,9 @@ def build_report(
     figures = _Figures(out / "figures")
     figures.fig_dir.mkdir(parents=True, exist_ok=True)
 
+    for i, extra in enumerate(extras):
+        if extra.lead:
+            figures.items.append(_extra_figure(extra, f"extra_{i + 1}", figures.fig_dir))
     if identity is not None:
         _identity_section(figures, plan, L, *identity)
     if difference_vectors:
@@ -181,7 +186,8 @@ def build_report(
     for i, smap in enumerate(sentences):
         _sentence_section(figures, i, smap)
     for i, extra in enumerate(extras):
-        figures.items.append(_extra_figure(extra, f"extra_{i + 1}", figures.fig_dir))
+        if not extra.lead:
+            figures.items.append(_extra_figure(extra, f"extra_{i + 1}", figures.fig_dir))
 
     page = page_html(title, results, labels, sources, plan.classes, figures.items,
                      _band_notes(results, labels, ci), L, normalisation_source, plan.ci_used, level)
@@ -387,7 +393,7 @@ def _check_extra(extra: ExtraFigure) -> ExtraFigure:
     table = Path(extra.table) if extra.table is not None else None
     if table is not None and not table.is_file():
         raise ReportError(f"table of extra figure {image.name} not found: {table}")
-    return ExtraFigure(image, extra.title, extra.caption, table)
+    return ExtraFigure(image, extra.title, extra.caption, table, extra.lead)
 
 
 def _extra_figure(extra: ExtraFigure, key: str, fig_dir: Path) -> PageFigure:
