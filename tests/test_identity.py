@@ -116,3 +116,39 @@ def test_identity_table_refuses_a_one_word_class_naming_it():
     res = _blocked()
     with pytest.raises(AnalysisError, match="class 'a'.*two words"):
         identity_table(res, np.eye(10, 5), {"a": [2]})
+
+
+def test_memory_measure_identity_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+    from test_analysis import _tiny_model
+
+    from stategrad import analysis
+    from stategrad.cli import main
+
+    model, text = _tiny_model(tmp_path)
+    runner = CliRunner()
+    out = runner.invoke(main, ["embedding-stats", "--model", str(tmp_path / "model.pt"),
+                               "--text", str(text), "--out", str(tmp_path / "stats.npz")])
+    assert out.exit_code == 0, out.output
+    rng = np.random.default_rng(15)
+    result = GradientResult(sums=rng.normal(size=(3, 2, 5, 4)), counts=np.array([[4, 2]] * 3),
+                            classes=["all", "low"], vocab=list(model.vocab.words),
+                            metadata={"model_identity": model.identity(),
+                                      "class_definitions": {"all": "every word",
+                                                            "low": ["w1", "w2", "w3"]}})
+    result.save(tmp_path / "g.h5")
+    args = ["memory", str(tmp_path / "g.h5"), "--normalize", str(tmp_path / "stats.npz"),
+            "--measure", "identity", "--classes", "low"]
+    out = runner.invoke(main, args + ["--model", str(tmp_path / "model.pt"),
+                                      "--json", str(tmp_path / "id.json")])
+    assert out.exit_code == 0, out.output
+    assert "identity memory" in out.output
+    rows = json.loads((tmp_path / "id.json").read_text())["rows"]
+    stats = analysis.load_embedding_stats(tmp_path / "stats.npz")
+    W = analysis.embedding_matrix(model)
+    ids = [model.vocab[w] for w in ("w1", "w2", "w3")]
+    want = identity_memory(result, "low", class_subspace(W, ids, stats.whitening), stats.cholesky)
+    assert [r["identity"] for r in rows] == pytest.approx(list(want), rel=1e-8)
+    # Without a model there are no word embeddings: a usage error, no traceback.
+    out = runner.invoke(main, args)
+    assert out.exit_code == 2 and "--model" in out.output and "Traceback" not in out.output

@@ -51,9 +51,14 @@ class DemoSettings:
     def synth_config(self):
         base = preset("demo")
         props = tuple(property_class(k, n) for k, n in self.properties)
+        # The unequal profile's trap stays on the identity triggers (1/3 and 3, as without
+        # properties); the properties' carriers keep scale 1.
+        scales = ({"trigger_k5": 1 / 3, "trigger_k15": 3.0,
+                   **{f"trigger_{p.name}": 1.0 for p in props}}
+                  if self.variance == "unequal" and props else {})
         return preset("demo", seed=self.seed, variance=self.variance,
                       train_tokens=self.train_tokens, valid_tokens=self.valid_tokens,
-                      triggers=(*base.triggers, *props))
+                      triggers=(*base.triggers, *props), scales=scales)
 
     def train_config(self, data_dir: Path, model_dir: Path) -> TrainConfig:
         synth = self.synth_config()

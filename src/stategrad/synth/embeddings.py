@@ -25,10 +25,7 @@ def default_scales(config: SynthConfig) -> dict[str, float]:
         # squeezed (its raw gradients grow), so raw gradient sizes rank the classes backwards
         # and only the equal-variance normalisation restores the true order.  Scales run
         # geometrically from 1/3 to 3 with the delay: a condition number of 9.
-        # Among the classes remembered by identity when there are any (properties keep
-        # scale 1 next to them).
-        ranked = [t for t in config.triggers if t.remembered == "identity"] or config.triggers
-        by_delay = sorted(ranked, key=lambda t: t.delay)
+        by_delay = sorted(config.triggers, key=lambda t: t.delay)
         n = len(by_delay)
         for i, t in enumerate(by_delay):
             frac = i / (n - 1) if n > 1 else 1.0
