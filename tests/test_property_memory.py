@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from stategrad.analysis import largest_fall, relative_memory
+from stategrad.analysis import largest_bend, largest_fall, relative_memory
 from stategrad.analysis.direction_null import cosine_null, mean_square_norm, norm_null
 from stategrad.gradients import GradientResult
 
@@ -111,6 +111,21 @@ def test_largest_fall_is_the_smallest_step_ratio():
     assert largest_fall([1, 1, 1]) in (1, 2)
     assert largest_fall([0, 0, 0]) is None
     assert largest_fall([np.nan, 2, 1]) == 2
+    assert largest_fall([10, 4, 3.9, 3.8, 0.5, 0.4], signal=[1, 1, 1, 0, 1, 1]) == 1
+    assert largest_fall([10, 4, 3.9, 3.8, 3.7], start=2) == 4
+
+
+def test_largest_bend_finds_a_kink_and_a_drop_but_not_tail_noise():
+    d = np.arange(20)
+    kink = np.where(d < 7, 0.98 ** d, 0.98 ** 7 * 0.8 ** (d - 7))  # falls faster from 8 on
+    assert largest_bend(kink) == 8
+    assert largest_bend(5 * kink) == 8  # any positive multiple
+    assert largest_bend(kink, log=True) == 8
+    drop = np.where(d < 9, 0.3, 0.01)
+    drop[0] = 1.0  # the direct effect at delay 0 is much larger
+    tail = drop * (1 + 0.3 * np.random.default_rng(0).standard_normal(20) * (d > 9))
+    assert largest_bend(tail) == 9  # the tail's relative noise is large, its size small
+    assert largest_bend([1.0, 0.5]) is None
 
 
 def test_relative_memory_json_rows_carry_the_issue_keys(tmp_path):

@@ -10,8 +10,9 @@ carriers) locate:
 - ``absolute`` / ``absolute_ratio`` = |Gbar_d L n| (/ its delay-0 value; the two have
   the same falls and bends), the papers' ``relative`` = |Gbar_d L n| / s_1 and the
   subspace ``cosine``: the delay of their largest bend down (``largest_bend``: most
-  negative second difference of the log curve) and of their largest fall ratio
-  (``largest_fall``); the 10%-of-delay-0 span of ``absolute_ratio``;
+  negative second difference of the curve, or of its log) and of their largest fall
+  ratio (``largest_fall``, from delay 1 or 2); the 10%-of-delay-0 span of
+  ``absolute_ratio``;
 - the papers' memory span: first delay where the carriers' memory curve (sum of singular
   values of Gbar_d L) falls below 10% of delay 0.
 
@@ -118,9 +119,9 @@ def locators(p: dict) -> dict[str, int | None]:
     out = {}
     for key in ("absolute", "relative", "cosine"):
         out[f"bend {key}"] = largest_bend(c[key], signal=signal)
+        out[f"log bend {key}"] = largest_bend(c[key], signal=signal, log=True)
         out[f"fall {key}"] = largest_fall(c[key], signal=signal)
-        out[f"bend {key}, noise ignored"] = largest_bend(c[key])
-        out[f"fall {key}, noise ignored"] = largest_fall(c[key])
+        out[f"fall {key} from d=2"] = largest_fall(c[key], signal=signal, start=2)
     below = np.flatnonzero(c["absolute_ratio"][1:] < 0.1)
     out["10% span absolute_ratio"] = int(below[0]) + 1 if below.size else None
     out["10% span papers (memory curve)"] = p["span10_papers"]

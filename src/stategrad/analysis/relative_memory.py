@@ -327,17 +327,21 @@ def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None, *,
 
 
 def largest_bend(values: np.ndarray, delays: Iterable[int] | None = None, *,
-                 start: int = 2, signal: np.ndarray | None = None) -> int | None:
-    """The delay d >= ``start`` (>= 2) where the log curve bends down most: the smallest
-    ``log(values[d] / values[d-1]) - log(values[d-1] / values[d-2])``.  Where a state drops
-    a property (a sharp fall) this is the fall; where it only stops *protecting* it (a
-    leaky cell that lets it decay faster once it has been used) this is the kink, which a
-    fall ratio cannot single out.  ``signal`` as for :func:`largest_fall` (the value before
-    the bend must be distinguishable from noise).  ``None`` when there is none."""
+                 start: int = 2, signal: np.ndarray | None = None,
+                 log: bool = False) -> int | None:
+    """The delay d >= ``start`` (>= 2) where the curve bends down most: the smallest second
+    difference ``(v[d] - v[d-1]) - (v[d-1] - v[d-2])``, i.e. where its fall speeds up most.
+    Where a state drops a property (a sharp fall) this is the fall; where it only stops
+    protecting it (a leaky cell that lets it decay faster once it has been used) it is the
+    kink, which a fall ratio cannot single out.  In the curve's own units (``log=False``),
+    so that the tail, where the values are small and their relative changes mostly noise,
+    does not win; ``log=True`` bends the log curve instead.  ``signal`` as for
+    :func:`largest_fall` (the value before the bend must be distinguishable from noise).
+    The same for any positive multiple of the curve.  ``None`` when there is none."""
     v = np.asarray(values, dtype=np.float64)
     delays = list(range(len(v))) if delays is None else list(delays)
     with np.errstate(invalid="ignore", divide="ignore"):
-        step = np.log(v[1:] / v[:-1])
+        step = np.log(v[1:] / v[:-1]) if log else np.diff(v)
     bend = step[1:] - step[:-1]
     bend[~np.isfinite(bend)] = np.inf
     if signal is not None:

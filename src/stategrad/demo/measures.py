@@ -69,7 +69,7 @@ def filler_noise(result: GradientResult, stats: EmbeddingStats, model: LanguageM
     ids = [index[w] for w in corpus.metadata["classes"]["filler"] if w in index]
     basis = class_subspace(W, ids, stats.whitening)
     floor = noise_floor(result, identity_statistic(basis, stats.cholesky), ["filler"],
-                        from_delay=from_delay)
+                        from_delay=from_delay, n_flips=200)
     return {"distinguishable": floor.distinguishable("filler"), "from_delay": from_delay,
             "floor": floor.floor[:, 0, 0].tolist(), "estimate": floor.estimate[:, 0, 0].tolist(),
             "p_value": floor.p_value[:, 0, 0].tolist()}

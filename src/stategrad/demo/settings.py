@@ -23,9 +23,13 @@ class DemoSettings:
     variance: str = "unequal"
     train_tokens: int = 120_000
     valid_tokens: int = 8_000
-    hidden_size: int = 64
+    hidden_size: int = 96
     epochs: int = 12
     learning_rate: float = 0.005
+    # Halve the learning rate every epoch after decay_after: the properties make the
+    # language harder, and a constant rate stalls short of the ideal model.
+    decay_after: int = 7
+    lr_decay: float = 0.5
     batch_size: int = 20
     num_steps: int = 35
     max_delay: int = 20
@@ -45,6 +49,9 @@ class DemoSettings:
     # word K steps later agrees with; located for each state in property_states.
     properties: tuple[tuple[int, int], ...] = ((4, 8), (9, 8))
     property_states: tuple[str, ...] = ("hidden", "cell")
+    # The states whose property location --check asserts (docs/synthetic-validation.md:
+    # the cell state's is measured and shown, but not reliable enough to assert).
+    property_check_states: tuple[str, ...] = ("hidden",)
     # The fillers' identity memory must not be told from noise from this delay on.
     noise_from_delay: int = 3
 
@@ -71,7 +78,8 @@ class DemoSettings:
                       # what makes the normalisation's effect checkable.
                       "fixed_embeddings": True, "init_scale": 0.1},
             "training": {"optimizer": "adam", "learning_rate": self.learning_rate,
-                         "max_epoch": self.epochs, "max_max_epoch": self.epochs,
+                         "max_epoch": min(self.decay_after, self.epochs),
+                         "max_max_epoch": self.epochs, "lr_decay": self.lr_decay,
                          "batch_size": self.batch_size, "num_steps": self.num_steps,
                          "seed": self.seed + 1, "threads": self.threads},
             "output": {"save_path": str(model_dir)},
