@@ -219,3 +219,31 @@ def test_demo_meets_its_ground_truth_criteria(tmp_path):
     assert saved["passed"] is True
     assert [c["value"] for c in saved["criteria"]] == pytest.approx(
         [c.value for c in summary.criteria])
+
+
+def test_property_and_identity_order_criteria_follow_the_located_delays():
+    s = DemoSettings()
+    m = _measures()
+    m["identity_fall"] = {"trigger_k5": 5, "trigger_k15": 15, "filler": 2}
+    prop = {"trigger_p4": {"distance": 4, "fall": {"absolute": 5, "relative": 12}},
+            "trigger_p9": {"distance": 9, "fall": {"absolute": 9, "relative": 2}}}
+    m["property_memory"] = {"hidden": prop, "cell": {
+        "trigger_p4": {"distance": 4, "fall": {"absolute": 12, "relative": 2}}}}
+    crit = evaluate_criteria(m, s)
+    assert all(c.passed for c in crit), [c.format() for c in crit if not c.passed]
+    located = [c for c in crit if c.name.startswith("property located")]
+    assert len(located) == 2 and all("hidden" in c.name for c in located)  # cell: not asserted
+    # A property found 2 steps off, and identity spans out of order, fail.
+    m["property_memory"]["hidden"]["trigger_p9"]["fall"]["absolute"] = 11
+    m["identity_fall"] = {"trigger_k5": 16, "trigger_k15": 15}
+    failed = [c.name for c in evaluate_criteria(m, s) if not c.passed]
+    assert any(f.startswith("property located: trigger_p9 (hidden") for f in failed)
+    assert any(f.startswith("identity spans in the planted order") for f in failed)
+    assert len(failed) == 2
+    # Asserting the cell state too makes its misplaced property fail.
+    cell = replace(s, property_check_states=("hidden", "cell"))
+    m["property_memory"]["hidden"]["trigger_p9"]["fall"]["absolute"] = 9
+    m["identity_fall"] = {"trigger_k5": 5, "trigger_k15": 15}
+    failed = [c.name for c in evaluate_criteria(m, cell) if not c.passed]
+    assert failed == [c.name for c in evaluate_criteria(m, cell)
+                      if c.name.startswith("property located: trigger_p4 (cell")]
