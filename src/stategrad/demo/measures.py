@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import analysis
 from ..analysis import (
     EmbeddingStats,
     class_difference_vector,
@@ -18,8 +19,6 @@ from ..analysis import (
     identity_statistic,
     largest_bend,
     memory_curves,
-    noise_floor,
-    relative_memory,
 )
 from ..gradients import GradientResult
 from ..lm import LanguageModel
@@ -51,7 +50,7 @@ def property_memory(result: GradientResult, stats: EmbeddingStats, model: Langua
     out = {}
     for name, k in property_classes(corpus).items():
         v = class_difference_vector(W, classes, f"{name}_v1", f"{name}_v0")
-        table = relative_memory(result, v, stats, c=name)
+        table = analysis.relative_memory(result, v, stats, c=name)
         curves = {key: table.curve(key).tolist() for key in
                   ("absolute", "absolute_ratio", "relative", "cosine", "relative_null",
                    "absolute_floor")}
@@ -68,7 +67,7 @@ def filler_noise(result: GradientResult, stats: EmbeddingStats, model: LanguageM
     index = {w: i for i, w in enumerate(model.vocab.words)}
     ids = [index[w] for w in corpus.metadata["classes"]["filler"] if w in index]
     basis = class_subspace(W, ids, stats.whitening)
-    floor = noise_floor(result, identity_statistic(basis, stats.cholesky), ["filler"],
+    floor = analysis.noise_floor(result, identity_statistic(basis, stats.cholesky), ["filler"],
                         from_delay=from_delay, n_flips=200)
     return {"distinguishable": floor.distinguishable("filler"), "from_delay": from_delay,
             "floor": floor.floor[:, 0, 0].tolist(), "estimate": floor.estimate[:, 0, 0].tolist(),
