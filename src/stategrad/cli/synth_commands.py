@@ -250,11 +250,12 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
               help="CPU threads for PyTorch (0: its default); a 64-unit LSTM gains little from more.")
 def demo(out_dir: Path, check: bool, seed: int, threads: int) -> None:
     """Generate a synthetic language with known memory, train a small LSTM on it,
-    compute and analyse its state gradients and write the report (about a minute on a
+    compute and analyse its state gradients and write the report (a few minutes on a
     laptop CPU, no network).
 
-    Triggers fix the word 5 or 15 steps later, fillers need no memory; the report
-    should show exactly that.  The criteria that say so are printed at the end and
+    Triggers fix the word 5 or 15 steps later, properties of a carrier word must be
+    agreed with 4 or 9 steps later, fillers need no memory; the report should show
+    exactly that (identity memory for the triggers, |G L n| for the properties).  The criteria that say so are printed at the end and
     written to OUT/summary.json; --check makes a failed criterion an error.
     """
     from ..demo import DemoError, DemoSettings, describe, run_demo
