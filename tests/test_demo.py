@@ -20,9 +20,7 @@ from stategrad.demo import (
     DemoError,
     DemoSettings,
     DemoSummary,
-    class_subspace,
     evaluate_criteria,
-    identity_memory,
     run_demo,
     target_scores,
 )
@@ -33,24 +31,6 @@ from stategrad.synth import SynthConfig, TriggerClass, generate_corpus
 # --- measures -----------------------------------------------------------------------------
 
 
-def test_class_subspace_spans_within_class_differences():
-    rng = np.random.default_rng(0)
-    W = rng.normal(size=(10, 6))
-    ids = [1, 4, 7]
-    P = class_subspace(W, ids)
-    assert P.shape == (6, 2)  # 3 words differ along 2 directions
-    np.testing.assert_allclose(P.T @ P, np.eye(2), atol=1e-12)
-    dev = W[ids] - W[ids].mean(0)
-    np.testing.assert_allclose(dev @ P @ P.T, dev, atol=1e-12)  # every difference inside
-    # Whitened: the span of Z (x - mean).
-    A = rng.normal(size=(6, 6))
-    Z = np.linalg.inv(np.linalg.cholesky(A @ A.T + np.eye(6)))
-    Pw = class_subspace(W, ids, Z)
-    np.testing.assert_allclose((dev @ Z.T) @ Pw @ Pw.T, dev @ Z.T, atol=1e-10)
-    with pytest.raises(DemoError, match="two words"):
-        class_subspace(W, [3])
-
-
 def _result(D=4, H=5, E=6, seed=0) -> GradientResult:
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, 9, size=(D, 3))
@@ -58,25 +38,6 @@ def _result(D=4, H=5, E=6, seed=0) -> GradientResult:
     sums = rng.normal(size=(D, 3, H, E)) * counts[..., None, None]
     sums[2, 2] = 0
     return GradientResult(sums, counts, ["all", "a", "b"], ["x"] * 10, {})
-
-
-def test_identity_memory_is_the_nuclear_norm_of_the_projected_mean():
-    res = _result()
-    rng = np.random.default_rng(1)
-    P = np.linalg.qr(rng.normal(size=(6, 3)))[0]
-    A = rng.normal(size=(6, 6))
-    L = np.linalg.cholesky(A @ A.T + np.eye(6))
-    got = identity_memory(res, "b", P, L)
-    for d in range(4):
-        if d == 2:
-            assert np.isnan(got[d])  # no occurrence: no value, never a silent zero
-            continue
-        G = res.sums[d, 2] / res.counts[d, 2]
-        want = np.abs(np.linalg.eigvalsh((G @ L @ P).T @ (G @ L @ P))) ** 0.5
-        assert got[d] == pytest.approx(want.sum(), rel=1e-10)
-    raw = identity_memory(res, "a", P)
-    G0 = res.sums[0, 1] / res.counts[0, 1]
-    assert raw[0] == pytest.approx(np.linalg.svd(G0 @ P, compute_uv=False).sum(), rel=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +219,31 @@ def test_demo_meets_its_ground_truth_criteria(tmp_path):
     assert saved["passed"] is True
     assert [c["value"] for c in saved["criteria"]] == pytest.approx(
         [c.value for c in summary.criteria])
+
+
+def test_property_and_identity_order_criteria_follow_the_located_delays():
+    s = DemoSettings()
+    m = _measures()
+    m["identity_fall"] = {"trigger_k5": 5, "trigger_k15": 15, "filler": 2}
+    prop = {"trigger_p4": {"distance": 4, "fall": {"absolute": 5, "relative": 12}},
+            "trigger_p9": {"distance": 9, "fall": {"absolute": 9, "relative": 2}}}
+    m["property_memory"] = {"hidden": prop, "cell": {
+        "trigger_p4": {"distance": 4, "fall": {"absolute": 12, "relative": 2}}}}
+    crit = evaluate_criteria(m, s)
+    assert all(c.passed for c in crit), [c.format() for c in crit if not c.passed]
+    located = [c for c in crit if c.name.startswith("property located")]
+    assert len(located) == 2 and all("hidden" in c.name for c in located)  # cell: not asserted
+    # A property found 2 steps off, and identity spans out of order, fail.
+    m["property_memory"]["hidden"]["trigger_p9"]["fall"]["absolute"] = 11
+    m["identity_fall"] = {"trigger_k5": 16, "trigger_k15": 15}
+    failed = [c.name for c in evaluate_criteria(m, s) if not c.passed]
+    assert any(f.startswith("property located: trigger_p9 (hidden") for f in failed)
+    assert any(f.startswith("identity spans in the planted order") for f in failed)
+    assert len(failed) == 2
+    # Asserting the cell state too makes its misplaced property fail.
+    cell = replace(s, property_check_states=("hidden", "cell"))
+    m["property_memory"]["hidden"]["trigger_p9"]["fall"]["absolute"] = 9
+    m["identity_fall"] = {"trigger_k5": 5, "trigger_k15": 15}
+    failed = [c.name for c in evaluate_criteria(m, cell) if not c.passed]
+    assert failed == [c.name for c in evaluate_criteria(m, cell)
+                      if c.name.startswith("property located: trigger_p4 (cell")]

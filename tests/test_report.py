@@ -127,7 +127,8 @@ def test_report_is_self_contained_and_shows_the_numbers(tmp_path):
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert all(src.startswith("data:") for src in re.findall(r'<img[^>]*src="([^"]+)"', page))
     images = _images(page)
-    assert len(images) == 2 * 4 + 2  # raw and normalised: memory, top-k, spectra, heat map; + 2
+    # raw and normalised: memory, top-k, spectra, heat map; + property, relative, cosine
+    assert len(images) == 2 * 4 + 3
     for svg in images:
         assert ET.fromstring(svg).tag.endswith("svg")
     # Metadata and counts per class.
@@ -145,7 +146,7 @@ def test_report_is_self_contained_and_shows_the_numbers(tmp_path):
     # The same table is in the page.
     assert f"<td>{rows[1][col]}</td>" in page
     for name in ("memory_raw", "topk_normalised", "spectra_raw", "heatmap_normalised",
-                 "relative_memory", "subspace_cosine"):
+                 "property_memory", "relative_memory", "subspace_cosine"):
         for ext in ("png", "svg", "csv"):
             assert (tmp_path / "rep/figures" / f"{name}.{ext}").is_file()
 
@@ -296,3 +297,34 @@ def test_class_definitions_read_as_lists_and_run_tables_are_whole(tmp_path):
     for cls in ("kv", "counts"):
         assert f'<div class="scroll"><table class="{cls}">' not in page
         assert f'<table class="{cls}">' in page
+
+
+def test_report_leads_with_identity_and_property_memory_of_a_class(tmp_path):
+    from stategrad.analysis import identity_table
+
+    r = block_result(D=6, H=5, E=4, seed=3)
+    L = _L(4)
+    W = np.random.default_rng(4).normal(size=(12, 4))
+    words = {"nouns": [1, 2, 3], "verbs": [4, 5, 6, 7]}
+    v = np.array([1.0, -0.5, 0.2, 0.3])
+    path = build_report([r], tmp_path / "rep", normalize=L, difference_vectors={"p": v},
+                        difference_class="verbs", identity=(W, words))
+    page = path.read_text(encoding="utf-8")
+    # The identity figure comes first, then the property figure, then the papers' ones.
+    order = [page.index(t) for t in ("Identity memory per class", "Property memory",
+                                     "Relative memory (as in the papers)", "words of class verbs")]
+    assert order[:3] == sorted(order[:3])
+    rows = list(csv.reader((tmp_path / "rep/figures/identity_memory.csv").open()))
+    col = rows[0].index("verbs")
+    want = identity_table(r, W, words, L).curve("verbs")
+    assert [float(row[col]) for row in rows[1:]] == pytest.approx(list(want), rel=1e-3)
+    # The property figure: |Gbar_d L n| / |Gbar_0 L n| of the class's mean gradients.
+    n = np.linalg.solve(L, v)
+    n /= np.linalg.norm(n)
+    rows = list(csv.reader((tmp_path / "rep/figures/property_memory.csv").open()))
+    col = rows[0].index("p")
+    first = np.linalg.norm(r.mean(0, "verbs") @ L @ n)
+    for row in rows[1:]:
+        d = int(row[0])
+        want = np.linalg.norm(r.mean(d, "verbs") @ L @ n) / first
+        assert float(row[col]) == pytest.approx(want, rel=1e-3)

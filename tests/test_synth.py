@@ -427,3 +427,57 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.exit_code != 0 and "expected K or comma-separated" in r.output
     r = CliRunner().invoke(main, ["synth", str(tmp_path / "x"), "--end-prob", "0.99"])
     assert r.exit_code != 0 and "below 1" in r.output
+
+
+# --- planted properties ------------------------------------------------------------------------
+
+
+def test_properties_agree_at_their_distance_and_come_with_their_classes(tmp_path):
+    from stategrad.synth import property_class
+
+    config = small(triggers=(TriggerClass("k5", 5, n_triggers=3, rate=0.06),
+                             property_class(3, 6, rate=0.08, name="num"),
+                             property_class(7, 4, rate=0.06)), embedding_dim=24)
+    corpus = generate_corpus(config, tmp_path)
+    meta = corpus.metadata
+    classes, truth = meta["classes"], meta["ground_truth"]
+    assert classes["trigger_num_v0"] == ["num_trig0", "num_trig2", "num_trig4"]
+    assert classes["trigger_num_v1"] == ["num_trig1", "num_trig3", "num_trig5"]
+    assert classes["target_num"] == ["num_tgt0", "num_tgt1"]
+    assert truth["trigger_num"]["distance"] == 3
+    assert truth["trigger_num"]["value_classes"] == ["trigger_num_v0", "trigger_num_v1"]
+    assert truth["trigger_p7"]["agreeing_class"] == "target_p7"
+    # The word K later agrees with the carrier's value; the words between are no carrier
+    # or agreeing word of the same property.
+    seen = Counter()
+    for words in sentences(corpus.path("train")):
+        for p, w in enumerate(words):
+            for name, k in (("num", 3), ("p7", 7)):
+                if w.startswith(f"{name}_trig"):
+                    value = int(w.removeprefix(f"{name}_trig")) % 2
+                    assert words[p + k] == f"{name}_tgt{value}"
+                    assert not any(x.startswith(f"{name}_") for x in words[p + 1:p + k])
+                    seen[name] += 1
+    assert seen["num"] > 100 and seen["p7"] > 100
+    # The planted embeddings keep each class's words apart: the value classes differ.
+    cs = corpus.class_set(Vocabulary.build(corpus.path("train")))
+    assert {"trigger_num_v0", "trigger_num_v1", "target_num"} <= set(cs.names)
+    emb = np.load(corpus.embeddings_path)
+    W, words = emb["vectors"], list(emb["words"])
+    mean = {v: W[[words.index(w) for w in classes[f"trigger_num_{v}"]]].mean(0) for v in ("v0", "v1")}
+    assert np.linalg.norm(mean["v1"] - mean["v0"]) > 0.1
+
+
+def test_cli_property_option_adds_properties_to_the_triggers(tmp_path):
+    out = tmp_path / "props"
+    result = CliRunner().invoke(main, [
+        "synth", str(out), "--preset", "demo", "--train-tokens", "4000", "--valid-tokens",
+        "1000", "--test-tokens", "1000", "--property", "4", "--property",
+        "k=7,n=6,rate=0.05,name=number"])
+    assert result.exit_code == 0, result.output
+    truth = json.loads((out / "synth.json").read_text())["ground_truth"]
+    assert {"trigger_k5", "trigger_k15", "trigger_p4", "trigger_number"} <= set(truth)
+    assert truth["trigger_number"]["distance"] == 7 and truth["trigger_p4"]["n_values"] == 2
+    bad = CliRunner().invoke(main, ["synth", str(tmp_path / "bad"), "--property", "k=x"])
+    assert bad.exit_code != 0 and "Error: " in bad.output and "--property" in bad.output
+    assert "Traceback" not in bad.output and not (tmp_path / "bad").exists()

@@ -49,6 +49,7 @@ _API = {
     "memory_curves": "analysis",
     "difference_vector": "analysis",
     "relative_memory": "analysis",
+    "identity_table": "analysis",
     "pos_probe": "analysis",
     # figures and reports
     "build_report": "report",

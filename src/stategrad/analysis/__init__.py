@@ -12,6 +12,8 @@ embeddings of a reference text.  The mathematics is the project's ``method.md``:
   ``memory``: their sum against d (the memory curve) and the memory span.
 - ``relative_memory``: a difference vector ``v`` between two mean embeddings gives
   ``n = Z v / |Z v|``; relative memory ``|Gbar_d L n| / s_1`` and subspace cosine ``|V_k n|``.
+- ``identity``: identity memory, the sum of singular values of ``Gbar_{d,c} L P_c``
+  (``P_c`` the directions in which class c's words differ).
 - ``uncertainty``: jackknife / bootstrap bands over the result's blocks (Student t,
   bias correction, simultaneous bands); ``noise_floor``: what a statistic would be for a
   class without memory (sign-flipped blocks); ``compare``: paired differences on the
@@ -49,6 +51,13 @@ from .embeddings import (
     read_token_embeddings,
 )
 from .errors import AnalysisError
+from .identity import (
+    IdentityTable,
+    class_subspace,
+    identity_memory,
+    identity_statistic,
+    identity_table,
+)
 from .memory import MemoryCurveArrays, memory_curve_arrays, memory_curves, memory_span
 from .noise_floor import NoiseFloor, noise_floor
 from .normalization import checked_normalizer, normalization_info, normalizer_matrix
@@ -67,6 +76,8 @@ from .relative_memory import (
     DifferenceVector,
     class_difference_vector,
     difference_vector,
+    largest_bend,
+    largest_fall,
     mean_embedding,
     relative_memory,
     whitened_direction,
@@ -121,6 +132,11 @@ __all__ = [
     "checked_normalizer",
     "class_difference_vector",
     "class_means",
+    "class_subspace",
+    "IdentityTable",
+    "identity_memory",
+    "identity_statistic",
+    "identity_table",
     "describe",
     "difference_vector",
     "direction_statistic",
@@ -145,6 +161,8 @@ __all__ = [
     "read_tag_map",
     "read_token_embeddings",
     "relative_memory",
+    "largest_fall",
+    "largest_bend",
     "repeated_probe",
     "replicates",
     "singular_value_table",

@@ -1,7 +1,17 @@
-"""Relative memory of a property: a difference vector ``v`` between two mean embeddings
-gives the whitened unit direction ``n = Z v / |Z v|``; ``rel(d) = |Gbar_d L n| / s_1`` says
-how well the state keeps it, the subspace cosine ``|V_k n|`` how much of it lies among the
-top k right singular vectors."""
+"""Memory of a property: a difference vector ``v`` between two mean embeddings gives the
+whitened unit direction ``n = Z v / |Z v|``.
+
+- ``absolute(d) = |Gbar_d L n|``: how much of the property the state d steps later still
+  carries, and ``absolute_ratio(d) = absolute(d) / absolute(0)``.  These locate a planted
+  property's distance (docs/synthetic-validation.md): they fall once the property has been
+  used, even where the whole gradient of the word collapses at the same time.
+- as in the papers: ``relative(d) = |Gbar_d L n| / s_1`` (how well the state keeps the
+  property compared with its best-kept direction) and the subspace cosine ``|V_k n|``
+  (how much of n lies among the top k right singular vectors).  Dividing by ``s_1``
+  cancels a fall that all directions share, so ``relative`` can stay flat where the
+  property is forgotten.
+- baselines: ``relative_null`` / ``cosine_null``, the values for a uniformly random unit
+  direction (:mod:`.direction_null`), with their central band."""
 
 from __future__ import annotations
 
@@ -15,10 +25,11 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from ..gradients import GradientResult
-from . import uncertainty
+from . import direction_null, uncertainty
 from ._blas import single_threaded_blas
 from .embedding_stats import EmbeddingStats
 from .errors import AnalysisError
+from .noise_floor import noise_floor
 from .normalization import (
     Normalizer,
     check_normalizer,
@@ -196,6 +207,18 @@ def whitened_direction(
     return zv / norm
 
 
+#: The values of every row, and which of them get confidence bands / null baselines.
+VALUE_KEYS = ("absolute", "absolute_ratio", "relative", "cosine", "share",
+              "relative_null", "cosine_null", "absolute_null")
+BAND_KEYS = ("absolute", "absolute_ratio", "relative", "cosine")
+NULL_KEYS = ("relative_null", "cosine_null", "absolute_null")
+
+#: What the columns are, printed under the table.
+MEASURE_NOTE = ("absolute = |Gbar_d L n| (the recommended measure: it falls where the property "
+                "is no longer kept);\n"
+                "relative = absolute / s_1 and cosine as in the papers; "
+                "'null': the mean for a uniformly random direction")
+
 #: What the ``share`` column of the table is, printed under it.
 SHARE_NOTE = ("share: the part of the sum of all singular values that the top {k} hold, i.e. "
               "how much\nof the state's memory the cosine's subspace stands for (a property "
@@ -204,15 +227,18 @@ SHARE_NOTE = ("share: the part of the sum of all singular values that the top {k
 
 @dataclass
 class RelativeMemoryTable:
-    """Per delay: ``relative`` = |Gbar_d^norm n| / s_1, ``cosine`` = |V_k n| (top_k
-    right singular vectors), ``share`` = sum of the top_k singular values / sum of all.
+    """Per delay: ``absolute`` = |Gbar_d^norm n|, ``absolute_ratio`` = absolute / its
+    value at delay 0, ``relative`` = absolute / s_1, ``cosine`` = |V_k n| (top_k right
+    singular vectors), ``share`` = sum of the top_k singular values / sum of all, and the
+    random-direction baselines ``relative_null``, ``cosine_null`` (``absolute_null``) with
+    ``<key>_lower`` / ``<key>_upper`` (the central ``level`` band of the null distribution).
     Values are ``None`` where the class has no occurrence at d (see ``empty``)."""
 
     class_name: str
     label: str
     top_k: int
     rows: list[dict[str, Any]]
-    #: With bands, rows also carry relative_lower/upper and cosine_lower/upper.
+    #: With bands, rows also carry <key>_lower/upper for each of BAND_KEYS.
     interval: str | None = None
     level: float | None = None
     #: What the normalisation statistics were computed from (their weighting).
@@ -223,31 +249,51 @@ class RelativeMemoryTable:
         return [(self.class_name, r["delay"]) for r in self.rows if r["count"] == 0]
 
     def _columns(self) -> list[str]:
-        base = ["delay", "count", "relative", "cosine", "share"]
+        base = ["delay", "count", *VALUE_KEYS]
+        base += [f"{key}_{side}" for key in NULL_KEYS for side in ("lower", "upper")]
         if self.interval:
-            base += ["relative_lower", "relative_upper", "cosine_lower", "cosine_upper"]
+            base += [f"{key}_{side}" for key in BAND_KEYS for side in ("lower", "upper")]
         return base
 
     def format(self) -> str:
-        lines = [f"relative memory of {self.label} (class {self.class_name}, "
+        lines = [f"memory of the property {self.label} (class {self.class_name}, "
                  f"subspace of the top {self.top_k} right singular vectors)"]
-        columns = ["delay", "count", "relative", "cosine", "share"]
+        columns = ["delay", "count", "absolute", "abs/abs(0)", "relative", "rel null",
+                   "cosine", "cos null", "share"]
         if self.interval:
             lines.append(f"(with {100 * self.level:g}% {self.interval} intervals)")
-            columns += ["relative interval", "cosine interval"]
+            columns += [f"{key} interval" for key in BAND_KEYS]
         rows = []
         for r in self.rows:
-            row = [str(r["delay"]), f"{r['count']:,}", cell(r["relative"]), cell(r["cosine"]),
-                   cell(r["share"])]
+            row = [str(r["delay"]), f"{r['count']:,}", cell(r["absolute"]),
+                   cell(r["absolute_ratio"]), cell(r["relative"]), cell(r["relative_null"]),
+                   cell(r["cosine"]), cell(r["cosine_null"]), cell(r["share"])]
             if self.interval:
                 row += [band_cell(r.get(f"{what}_lower"), r.get(f"{what}_upper"))
-                        for what in ("relative", "cosine")]
+                        for what in BAND_KEYS]
             rows.append(row)
         lines.append(text_table(columns, rows))
+        lines.append(MEASURE_NOTE)
         lines.append(SHARE_NOTE.format(k=self.top_k))
         lines.extend(empty_notes(self.empty))
         lines.extend(normalization_line(self.normalization))
         return "\n".join(lines)
+
+    def curve(self, key: str = "absolute") -> np.ndarray:
+        """One column against delay (NaN where the class has no occurrence)."""
+        return np.array([np.nan if r[key] is None else r[key] for r in self.rows])
+
+    def largest_fall(self, key: str = "absolute", how: str = "bend") -> int | None:
+        """Where a column stops being kept: the delay of its largest bend down
+        (:func:`largest_bend`, the default) or of its largest fall ratio
+        (``how="ratio"``, :func:`largest_fall`)."""
+        locate = {"bend": largest_bend, "ratio": largest_fall}.get(how)
+        if locate is None:
+            raise AnalysisError(f"how must be 'bend' or 'ratio', got {how!r}")
+        signal = None
+        if self.rows and self.rows[0].get("absolute_signal") is not None:
+            signal = np.array([bool(r["absolute_signal"]) for r in self.rows])
+        return locate(self.curve(key), [r["delay"] for r in self.rows], signal=signal)
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         return write_csv(path, self._columns(), self.rows)
@@ -257,6 +303,53 @@ class RelativeMemoryTable:
                                   "top_k": self.top_k, "normalization": self.normalization,
                                   "interval": self.interval,
                                   "level": self.level, "rows": self.rows, "empty": self.empty})
+
+
+def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None, *,
+                 start: int = 1, signal: np.ndarray | None = None) -> int | None:
+    """The delay d >= ``start`` where ``values[d] / values[d - 1]`` is smallest: where a
+    property stops being kept (a planted distance K shows as a fall at K, once the agreeing
+    word has been read).  A ratio, not a difference, so that a large value does not win by
+    its size.  ``signal`` (bool per delay): only falls from a value distinguishable from
+    noise count (a ratio of two noise values means nothing).  ``None`` when there is none."""
+    v = np.asarray(values, dtype=np.float64)
+    delays = list(range(len(v))) if delays is None else list(delays)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = v[1:] / v[:-1]
+    bad = ~np.isfinite(ratio) | (v[:-1] <= 0)
+    if signal is not None:
+        bad |= ~np.asarray(signal, dtype=bool)[:-1]
+    ratio[bad] = np.inf
+    ratio[:max(start - 1, 0)] = np.inf
+    if not len(ratio) or not np.isfinite(ratio).any():
+        return None
+    return int(delays[1 + int(np.argmin(ratio))])
+
+
+def largest_bend(values: np.ndarray, delays: Iterable[int] | None = None, *,
+                 start: int = 2, signal: np.ndarray | None = None,
+                 log: bool = False) -> int | None:
+    """The delay d >= ``start`` (>= 2) where the curve bends down most: the smallest second
+    difference ``(v[d] - v[d-1]) - (v[d-1] - v[d-2])``, i.e. where its fall speeds up most.
+    Where a state drops a property (a sharp fall) this is the fall; where it only stops
+    protecting it (a leaky cell that lets it decay faster once it has been used) it is the
+    kink, which a fall ratio cannot single out.  In the curve's own units (``log=False``),
+    so that the tail, where the values are small and their relative changes mostly noise,
+    does not win; ``log=True`` bends the log curve instead.  ``signal`` as for
+    :func:`largest_fall` (the value before the bend must be distinguishable from noise).
+    The same for any positive multiple of the curve.  ``None`` when there is none."""
+    v = np.asarray(values, dtype=np.float64)
+    delays = list(range(len(v))) if delays is None else list(delays)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step = np.log(v[1:] / v[:-1]) if log else np.diff(v)
+    bend = step[1:] - step[:-1]
+    bend[~np.isfinite(bend)] = np.inf
+    if signal is not None:
+        bend[~np.asarray(signal, dtype=bool)[1:-1]] = np.inf
+    bend[:max(start - 2, 0)] = np.inf
+    if not len(bend) or not np.isfinite(bend).any():
+        return None
+    return int(delays[2 + int(np.argmin(bend))])
 
 
 @single_threaded_blas
@@ -306,35 +399,106 @@ def relative_memory(
         raise AnalysisError(f"top_k must be between 1 and min(H, E) = {rank}, got {top_k}")
     n = whitened_direction(vec, normalize=normalize)
     name = result.classes[result.class_index(c)]
-    rows = _relative_rows(result, name, L, n, top_k)
+    rows = _relative_rows(result, name, L, n, top_k, level)
+    if result.has_blocks:
+        _add_noise_floor(rows, result, name, L, n, level, seed)
     info = normalization_info(normalize)
     if interval in (None, "none"):
-        return RelativeMemoryTable(name, label, top_k, rows, normalization=info)
-
-    band = uncertainty.band(result, uncertainty.direction_statistic(n[None], L, k=top_k),
-                            classes=[name], method=interval, level=level, n_boot=n_boot,
-                            seed=seed)
-    for d, row in enumerate(rows):
-        for col, what in ((0, "relative"), (1, "cosine")):
-            row[f"{what}_lower"] = none_if_nan(band.lower[d, 0, col:col + 1])[0]
-            row[f"{what}_upper"] = none_if_nan(band.upper[d, 0, col:col + 1])[0]
+        return RelativeMemoryTable(name, label, top_k, rows, normalization=info, level=level)
+    _add_bands(rows, result, name, L, n, top_k, interval, level, n_boot, seed)
     return RelativeMemoryTable(name, label, top_k, rows, interval, level, info)
 
 
+def _add_noise_floor(rows: list[dict[str, Any]], result: GradientResult, name: str,
+                     L: np.ndarray, n: np.ndarray, level: float, seed: int) -> None:
+    """``absolute_floor``: the ``level`` quantile of ``|M L n|`` for a class with the same
+    blocks and no memory (sign-flipped block sums, per delay), and ``absolute_signal``
+    whether ``absolute`` is above it (the fall locators only read falls from signal)."""
+    right = L @ n
+
+    def stat(m: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(m @ right, axis=-1)[..., None]
+
+    floor = noise_floor(result, stat, [name], level=level, seed=seed, simultaneous=False)
+    for d, row in enumerate(rows):
+        value = floor.floor[d, 0, 0]
+        row["absolute_floor"] = float(value) if np.isfinite(value) else None
+        row["absolute_signal"] = (None if row["absolute_floor"] is None or row["absolute"] is None
+                                  else bool(row["absolute"] > row["absolute_floor"]))
+
+
+def _property_statistic(n: np.ndarray, L: np.ndarray, top_k: int):
+    """Per mean matrix M: [absolute, relative, cosine] of the direction n."""
+    base = uncertainty.direction_statistic(n[None], L, k=top_k)
+
+    def stat(m: np.ndarray) -> np.ndarray:
+        rel_cos = base(m)[..., :2]
+        absolute = np.linalg.norm((m @ L) @ n, axis=-1)[..., None]
+        return np.concatenate([absolute, rel_cos], axis=-1)
+
+    return stat
+
+
+def _add_bands(rows: list[dict[str, Any]], result: GradientResult, name: str, L: np.ndarray,
+               n: np.ndarray, top_k: int, interval: str, level: float, n_boot: int,
+               seed: int) -> None:
+    """``<key>_lower`` / ``<key>_upper`` of BAND_KEYS from the same block replicates; the
+    ratio to delay 0 is formed within each replicate, so its band counts the correlation
+    of the two delays."""
+    reps = uncertainty.replicates(result, _property_statistic(n, L, top_k), classes=[name],
+                                  method=interval, n_boot=n_boot, seed=seed)
+    main = reps.derive(level=level)
+    ratio_reps = uncertainty.Replicates(
+        reps.estimate[..., :1] / reps.estimate[:1, ..., :1],
+        reps.replicates[..., :1] / reps.replicates[:, :1, ..., :1],
+        reps.valid & reps.valid[:, :1], reps.classes, reps.method)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = ratio_reps.derive(level=level)
+    for d, row in enumerate(rows):
+        for key, band, col in (("absolute", main, 0), ("relative", main, 1),
+                               ("cosine", main, 2), ("absolute_ratio", ratio, 0)):
+            row[f"{key}_lower"] = none_if_nan(band.lower[d, 0, col:col + 1])[0]
+            row[f"{key}_upper"] = none_if_nan(band.upper[d, 0, col:col + 1])[0]
+
+
 def _relative_rows(result: GradientResult, name: str, L: np.ndarray, n: np.ndarray,
-                   top_k: int) -> list[dict[str, Any]]:
-    """Per delay: count, relative memory, subspace cosine and top-k share of class ``name``
-    (``None`` where the class has no occurrence)."""
+                   top_k: int, level: float = 0.95) -> list[dict[str, Any]]:
+    """Per delay: count, the property measures, the top-k share and the random-direction
+    baselines of class ``name`` (``None`` where the class has no occurrence)."""
     rows = []
+    dim = L.shape[1]
+    directions = direction_null.random_directions(dim)
+    cos_null = direction_null.cosine_null(top_k, dim, level)
     for sp, d in zip(spectra(result, name, normalize=L), result.delays, strict=True):
         row: dict[str, Any] = {"delay": int(d), "count": result.count(int(d), name)}
-        if sp is None:
-            row.update(relative=None, cosine=None, share=None)
-        else:
-            s = sp.singular_values
-            # |G n| = |diag(s) Vh n| because U has orthonormal columns.
-            row["relative"] = float(np.linalg.norm(s * (sp.right_vectors @ n)) / s[0]) if s[0] > 0 else None
-            row["cosine"] = float(np.linalg.norm(sp.right_vectors[:top_k] @ n))
-            row["share"] = float(s[:top_k].sum() / s.sum()) if s.sum() > 0 else None
+        row.update(dict.fromkeys(VALUE_KEYS))
+        row.update({f"{k}_{side}": None for k in NULL_KEYS for side in ("lower", "upper")})
+        if sp is not None:
+            row.update(_spectrum_row(sp.singular_values, sp.right_vectors, n, top_k, dim,
+                                     level, directions))
+            row.update(cosine_null=cos_null[0], cosine_null_lower=cos_null[1],
+                       cosine_null_upper=cos_null[2])
         rows.append(row)
+    first = rows[0]["absolute"] if rows else None
+    for row in rows:
+        row["absolute_ratio"] = (row["absolute"] / first if first and row["absolute"] is not None
+                                 else None)
     return rows
+
+
+def _spectrum_row(s: np.ndarray, vh: np.ndarray, n: np.ndarray, top_k: int, dim: int,
+                  level: float, directions: np.ndarray) -> dict[str, Any]:
+    """The measures of one (delay, class) spectrum (s, Vh)."""
+    # |G n| = |diag(s) Vh n| because U has orthonormal columns.
+    absolute = float(np.linalg.norm(s * (vh @ n)))
+    null = direction_null.norm_null(s, vh, dim, level, directions)
+    out: dict[str, Any] = {
+        "absolute": absolute,
+        "cosine": float(np.linalg.norm(vh[:top_k] @ n)),
+        "share": float(s[:top_k].sum() / s.sum()) if s.sum() > 0 else None,
+        "absolute_null": null[0], "absolute_null_lower": null[1], "absolute_null_upper": null[2],
+    }
+    if s[0] > 0:
+        out.update(relative=absolute / s[0], relative_null=null[0] / s[0],
+                   relative_null_lower=null[1] / s[0], relative_null_upper=null[2] / s[0])
+    return out

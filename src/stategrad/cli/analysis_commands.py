@@ -239,15 +239,31 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
               help="Paired difference of class A minus class B on the same blocks, instead "
                    "of the curves.")
 @click.option("--whiten-state", type=click.Path(exists=True, dir_okay=False), help=WHITEN_HELP)
+@click.option("--measure", type=click.Choice(["memory", "identity"]), default="memory",
+              show_default=True,
+              help="memory: the memory curve (sum of all singular values) and span, as in the "
+                   "papers; identity: the sum of singular values in the directions in which "
+                   "a class's words differ (needs --model), the measure that orders planted "
+                   "spans right (docs/synthetic-validation.md).")
+@model_options("With --measure identity: the model whose embeddings the class's words have.")
+@click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
+              help="With --measure identity: word -> tags map, for classes defined by tags.")
 def memory(result_path, normalize, force, classes, fraction, csv_path, json_path, ci, level, n_boot,
-           ci_seed, simultaneous, floor, n_flips, compare_pair, whiten_state):
-    """Memory curves (sum of singular values against delay) and memory spans per class;
-    with --ci also their confidence bands, bias-corrected sums (sum_bc), the span's
-    percentile interval over block bootstrap resamples, and the noise floor (a span
-    whose curve never clears it is "not distinguishable from noise")."""
+           ci_seed, simultaneous, floor, n_flips, compare_pair, whiten_state, measure, model_path,
+           vocab_path, trusted, nonlinearity, code_path, pos_map_path):
+    """Memory curves (sum of singular values against delay) and memory spans per class,
+    as in the papers; with --ci also their confidence bands, bias-corrected sums (sum_bc),
+    the span's percentile interval over block bootstrap resamples, and the noise floor (a
+    span whose curve never clears it is "not distinguishable from noise").  --measure
+    identity: identity memory per class and delay instead."""
     from .. import analysis
     from ..analysis import UncertaintyError
 
+    if measure == "identity":
+        _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci,
+                         level, n_boot, ci_seed,
+                         (model_path, vocab_path, trusted, nonlinearity, code_path), pos_map_path)
+        return
     if simultaneous and ci is None and compare_pair is None:
         raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
     try:
@@ -272,6 +288,39 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
         raise fail(exc) from exc
     click.echo(report.format())
     write_tables(report, csv_path, json_path)
+
+
+def _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci, level,
+                     n_boot, ci_seed, model_args, pos_map_path):
+    """``memory --measure identity``: the identity table of the result's classes."""
+    from .. import analysis
+    from ..analysis import UncertaintyError
+    from ..data import read_pos_map
+
+    if not model_args[0]:
+        raise click.UsageError("--measure identity needs --model (the class's word embeddings)")
+    try:
+        result = load_result(result_path, blocks=ci is not None)
+        stats, L = _normalizer_for(result, result_path, normalize, force)
+        model = load_model(*model_args)
+        _check_result_model(result, model)
+        definitions = result.metadata.get("class_definitions") or {}
+        pos_map = read_pos_map(pos_map_path) if pos_map_path else None
+        names = split_list(classes) or [c for c in result.classes if c != "all"]
+        class_words = {}
+        for name in names:
+            result.class_index(name)  # an unknown class: the result's error, naming it
+            found, _ = analysis.word_ids(model.vocab, _spec_words(name, definitions, pos_map))
+            class_words[name] = found
+        table = analysis.identity_table(result, analysis.embedding_matrix(model), class_words,
+                                        _checked(stats, L), interval=ci, level=level,
+                                        n_boot=n_boot, seed=ci_seed)
+    except UncertaintyError as exc:
+        raise _fail_with(result_path, exc) from exc
+    except errors() as exc:
+        raise fail(exc) from exc
+    click.echo(table.format())
+    write_tables(table, csv_path, json_path)
 
 # --- relative memory ---------------------------------------------------------------------
 @click.command("relative-memory")
@@ -479,40 +528,45 @@ def _tagged_ids(path: str, normalize: bool, model, limit: int = 5000) -> np.ndar
     return model.vocab.encode(words)
 
 
+def _spec_words(spec: str, definitions: dict, pos_map) -> list[str]:
+    """The words of a word set: words:FILE, tags:FILE, a class of the result (its words
+    or tags) or TAG[,TAG...] (tags need the POS map)."""
+    from .. import analysis
+    from ..data import read_class_file
+
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "words":
+        return read_class_file(rest)
+    if sep and kind == "tags":
+        tags = read_class_file(rest)
+    else:
+        definition = definitions.get(spec)
+        if isinstance(definition, list):
+            return [str(w) for w in definition]
+        if isinstance(definition, dict) and "words" in definition:
+            return [str(w) for w in definition["words"]]
+        tags = (definition.get("tags") if isinstance(definition, dict) else None) or \
+            split_list(spec) or []
+    if pos_map is None:
+        raise analysis.AnalysisError(
+            f"word set {spec!r} is given by tags {tags}: add --pos-map to find its words")
+    wanted = set(tags)
+    words = [w for w, wt in pos_map.items() if wanted.intersection(wt)]
+    if not words:
+        raise analysis.AnalysisError(f"no word of the POS map has a tag in {sorted(wanted)}")
+    return words
+
+
 def _difference_from_specs(result, model, specs, pos_map_path, weight_tokens, shared="drop"):
     from .. import analysis
-    from ..data import read_class_file, read_pos_map
+    from ..data import read_pos_map
 
     pos_map = read_pos_map(pos_map_path) if pos_map_path else None
     definitions = result.metadata.get("class_definitions") or {}
-
-    def words_of(spec: str) -> list[str]:
-        kind, sep, rest = spec.partition(":")
-        if sep and kind == "words":
-            return read_class_file(rest)
-        if sep and kind == "tags":
-            tags = read_class_file(rest)
-        else:
-            definition = definitions.get(spec)
-            if isinstance(definition, list):
-                return [str(w) for w in definition]
-            if isinstance(definition, dict) and "words" in definition:
-                return [str(w) for w in definition["words"]]
-            tags = (definition.get("tags") if isinstance(definition, dict) else None) or \
-                split_list(spec) or []
-        if pos_map is None:
-            raise analysis.AnalysisError(
-                f"word set {spec!r} is given by tags {tags}: add --pos-map to find its words")
-        wanted = set(tags)
-        words = [w for w, wt in pos_map.items() if wanted.intersection(wt)]
-        if not words:
-            raise analysis.AnalysisError(f"no word of the POS map has a tag in {sorted(wanted)}")
-        return words
-
     W = analysis.embedding_matrix(model)
     ids = []
     for spec in specs:
-        found, missing = analysis.word_ids(model.vocab, words_of(spec))
+        found, missing = analysis.word_ids(model.vocab, _spec_words(spec, definitions, pos_map))
         if len(found) == 0:
             raise analysis.AnalysisError(f"none of the words of {spec!r} is in the model's vocabulary")
         if missing:

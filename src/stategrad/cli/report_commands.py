@@ -105,6 +105,12 @@ def _extra_figure(spec: str):
 @click.option("--difference", "differences", multiple=True, metavar="NAME=FILE",
               help="A difference vector in embedding space (.npy or text), e.g. "
                    "plural=nns_minus_nn.npy: adds relative memory and subspace cosine.")
+@click.option("--difference-class", default="all", show_default=True,
+              help="Class of the results whose gradients the --difference curves use (e.g. "
+                   "the class of the words that carry the property).")
+@click.option("--identity", is_flag=True,
+              help="Lead with the identity memory of the classes shown (needs --model: the "
+                   "classes' word embeddings; classes defined by their words).")
 @click.option("--subspace-k", default=5, show_default=True, type=click.IntRange(1),
               help="Size of the singular subspace for the subspace cosine (K equals "
                    "thr = K-1 of the original's cos_subspace_diff_vector.py).")
@@ -125,8 +131,9 @@ def _extra_figure(spec: str):
               help="Add the paired difference of class A's memory curve minus class B's, "
                    "with its interval over the same blocks.")
 def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
-           ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab_path,
-           trusted, nonlinearity, code_path, state, measure, extra_figures, title, compare_pair):
+           ci, level, n_boot, seed, differences, difference_class, identity, subspace_k,
+           sentences, model_path, vocab_path, trusted, nonlinearity, code_path, state, measure,
+           extra_figures, title, compare_pair):
     """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
 
     Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
@@ -139,8 +146,8 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
     if labels and len(labels) != len(results):
         raise click.BadParameter(f"{len(labels)} labels for {len(results)} results",
                                  param_hint="--label")
-    if sentences and model_path is None:
-        raise click.UsageError("--sentence needs --model CHECKPOINT")
+    if (sentences or identity) and model_path is None:
+        raise click.UsageError("--sentence and --identity need --model CHECKPOINT")
     try:
         loaded = []
         for p in results:
@@ -148,7 +155,8 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
                 loaded.append(load_result(p))
         for p, r in zip(results, loaded, strict=True):
             check_finite(r, p)
-        model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path) if sentences else None
+        model = (load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
+                 if sentences or identity else None)
         if model is not None:  # typed sentences: too short to check a vocabulary order on
             check_vocabulary(model, None, force=force, vocab_path=vocab_path)
         identities = {p: r.metadata.get("model_identity") for p, r in zip(results, loaded, strict=True)}
@@ -169,13 +177,30 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
             log_scale=log_scale or None, ci=ci, level=level, n_boot=n_boot, seed=seed,
-            difference_vectors=vectors or None, subspace_k=subspace_k, sentences=maps,
+            difference_vectors=vectors or None, difference_class=difference_class,
+            identity=_identity_input(loaded[0], model, classes) if identity else None,
+            subspace_k=subspace_k, sentences=maps,
             extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
             compare=tuple(compare_pair) if compare_pair else None,
         )
     except _ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {path} and figures in {Path(out_dir) / 'figures'}")
+
+def _identity_input(result, model, classes: str | None):
+    """(embeddings, class -> word ids) of the classes shown, for the identity figure."""
+    from ..analysis import embedding_matrix, word_ids
+    from .analysis_commands import _spec_words
+
+    definitions = result.metadata.get("class_definitions") or {}
+    names = [c.strip() for c in classes.split(",")] if classes else \
+        [c for c in result.classes if c != "all"]
+    words = {}
+    for name in names:
+        result.class_index(name)
+        words[name] = word_ids(model.vocab, _spec_words(name, definitions, None))[0]
+    return embedding_matrix(model), words
+
 
 @click.command("sentence")
 @click.argument("sentence", nargs=-1)

@@ -20,6 +20,7 @@ from ..synth import (
     SynthError,
     TriggerClass,
     generate_corpus,
+    property_class,
 )
 from ._inputs import writing
 
@@ -65,6 +66,41 @@ def _trigger_option(spec: str) -> TriggerClass:
         return parse_trigger(spec)
     except SynthError as exc:
         raise SynthError(f"--trigger: {exc}") from None
+
+
+_PROPERTY_KEYS = {"k": "distance", "distance": "distance", "n": "n_carriers", "rate": "rate",
+                  "name": "name"}
+
+
+def parse_property(spec: str) -> TriggerClass:
+    """``6`` or ``k=6,n=8,rate=0.05,name=number``: a binary property whose carriers' value
+    the word exactly k steps later must agree with."""
+    spec = spec.strip()
+    fields: dict[str, Any] = {}
+    parts = [spec] if spec.isdigit() else spec.split(",")
+    for part in parts:
+        key, sep, value = part.partition("=") if not part.isdigit() else ("k", "=", part)
+        key = key.strip().lower()
+        if not sep or key not in _PROPERTY_KEYS:
+            raise SynthError(f"bad --property spec {spec!r}: expected K or comma-separated "
+                             "key=value with keys k, n, rate, name")
+        fields[_PROPERTY_KEYS[key]] = value.strip()
+    if "distance" not in fields:
+        raise SynthError(f"--property spec {spec!r} has no distance (k=...)")
+    try:
+        for key in ("distance", "n_carriers"):
+            if key in fields:
+                fields[key] = int(fields[key])
+        if "rate" in fields:
+            fields["rate"] = float(fields["rate"])
+    except ValueError as exc:
+        raise SynthError(f"bad number in --property spec {spec!r}: {exc}") from None
+    prop = property_class(**fields)
+    try:
+        prop.check()
+    except SynthError as exc:
+        raise SynthError(f"--property: {exc}") from None
+    return prop
 
 
 @contextlib.contextmanager
@@ -122,6 +158,10 @@ def _base_config(preset_name: str, config_path: Path | None) -> SynthConfig:
 @click.option("--trigger", "triggers", multiple=True, metavar="SPEC",
               help="A trigger class (repeatable; replaces the preset's): K, or "
                    "k=K,n=N,rate=R,remember=identity|feature|class,values=V,name=NAME.")
+@click.option("--property", "properties", multiple=True, metavar="SPEC",
+              help="A planted binary property (repeatable; added to the triggers): K, or "
+                   "k=K,n=N,rate=R,name=NAME: carriers with value 0/1 and the word exactly K "
+                   "steps later agreeing with it.")
 @click.option("--fillers", type=int, help="Number of filler words.")
 @click.option("--filler-zipf", type=float, help="Zipf exponent of the filler distribution (0: uniform).")
 @click.option("--end-prob", type=float, help="Probability of <eos> at a free position.")
@@ -139,6 +179,7 @@ def _base_config(preset_name: str, config_path: Path | None) -> SynthConfig:
                    "target or trigger_<name>.")
 @click.option("--force", is_flag=True, help="Overwrite files of an earlier corpus in OUTDIR.")
 def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tuple[str, ...],
+          properties: tuple[str, ...],
           fillers: int | None, filler_zipf: float | None, end_prob: float | None,
           noise: float | None, train_tokens: int | None, valid_tokens: int | None,
           test_tokens: int | None, seed: int | None, embedding_dim: int | None,
@@ -161,6 +202,9 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
         changes = {k: v for k, v in changes.items() if v is not None}
         if triggers:
             changes["triggers"] = tuple(_trigger_option(t) for t in triggers)
+        if properties:
+            base = changes.get("triggers", config.triggers)
+            changes["triggers"] = (*base, *(parse_property(p) for p in properties))
         if scales:
             changes["scales"] = {**config.scales, **dict(_parse_scale(s) for s in scales)}
         config = replace(config, **changes)
@@ -206,11 +250,12 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
               help="CPU threads for PyTorch (0: its default); a 64-unit LSTM gains little from more.")
 def demo(out_dir: Path, check: bool, seed: int, threads: int) -> None:
     """Generate a synthetic language with known memory, train a small LSTM on it,
-    compute and analyse its state gradients and write the report (about a minute on a
+    compute and analyse its state gradients and write the report (a few minutes on a
     laptop CPU, no network).
 
-    Triggers fix the word 5 or 15 steps later, fillers need no memory; the report
-    should show exactly that.  The criteria that say so are printed at the end and
+    Triggers fix the word 5 or 15 steps later, properties of a carrier word must be
+    agreed with 4 or 9 steps later, fillers need no memory; the report should show
+    exactly that (identity memory for the triggers, |G L n| for the properties).  The criteria that say so are printed at the end and
     written to OUT/summary.json; --check makes a failed criterion an error.
     """
     from ..demo import DemoError, DemoSettings, describe, run_demo

@@ -9,8 +9,6 @@ from __future__ import annotations
 from .criteria import Criterion, DemoSummary, describe, evaluate_criteria
 from .measures import (
     TargetScores,
-    class_subspace,
-    identity_memory,
     measure,
     target_scores,
     trigger_classes,
@@ -25,10 +23,8 @@ __all__ = [
     "DemoSummary",
     "SUMMARY_FILE",
     "TargetScores",
-    "class_subspace",
     "describe",
     "evaluate_criteria",
-    "identity_memory",
     "measure",
     "run_demo",
     "target_scores",

@@ -169,7 +169,38 @@ def evaluate_criteria(m: dict[str, Any], settings: DemoSettings) -> list[Criteri
             add(f"raw ranking wrong: {longest} over {name} at delay {d}",
                 raw[longest][d] / raw[name][d], 1.0, "<",
                 "ratio of raw identity memories; the stretched embeddings make it < 1")
+    _identity_order(add, m)
+    _property_criteria(add, m, settings.property_check_states)
     return out
+
+
+def _identity_order(add, m: dict[str, Any]) -> None:
+    """The delays where the identity curves bend down most come in the planted order."""
+    falls = m.get("identity_fall")
+    if not falls:
+        return
+    spans = m["spans"]
+    ordered = sorted(spans, key=spans.get)
+    located = [falls.get(n) for n in ordered]
+    ok = all(a is not None for a in located) and all(
+        a < b for a, b in zip(located, located[1:], strict=False))
+    add("identity spans in the planted order: " + " < ".join(
+        f"{n} {falls.get(n)}" for n in ordered), float(ok), 1.0, ">=",
+        "1 when the delays where the identity curves bend down most (largest_bend) increase "
+        "with the planted spans, else 0")
+
+
+def _property_criteria(add, m: dict[str, Any], states: tuple[str, ...]) -> None:
+    """Each planted property stops being kept within one step of its distance K."""
+    for state, props in m.get("property_memory", {}).items():
+        if state not in states:
+            continue
+        for name, p in props.items():
+            k, fall = p["distance"], p["fall"]["absolute"]
+            add(f"property located: {name} ({state} state) |Gbar L n| bends down most at delay "
+                f"{fall}, planted {k}", np.nan if fall is None else abs(fall - k), 1.0, "<=",
+                "distance from the planted K of the delay where log |Gbar_d L n| bends down "
+                "most (largest_bend, from values above the noise floor)")
 
 
 def describe(summary: DemoSummary) -> str:
@@ -212,6 +243,13 @@ def describe(summary: DemoSummary) -> str:
             + (", the wrong order, because the embeddings of " + longest + " are stretched "
                "(variance profile 'unequal'): raw gradients shrink by the stretch."
                if m["variance"] == "unequal" else "."))
+    for state, props in m.get("property_memory", {}).items():
+        for name, p in props.items():
+            lines.append(
+                f"{name} (a value the word {p['distance']} steps later must agree with), "
+                f"{state} state: the amount kept, |Gbar L n|, bends down most at delay "
+                f"{p['fall']['absolute']}; the papers' relative memory |Gbar L n| / s_1 at "
+                f"delay {p['fall']['relative']}.")
     plain = m["memory_curve"]["normalised"]
     parts = [f"at delay {k - 1} the curve of {n} is {plain[n][k - 1] / plain['filler'][k - 1]:.1f} x "
              f"the filler's and by delay {k + 1} it has fallen to "

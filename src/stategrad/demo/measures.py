@@ -3,57 +3,75 @@ the model's scores on the planted targets, and the plain memory curves."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..analysis import EmbeddingStats, embedding_matrix, memory_curves
+from .. import analysis
+from ..analysis import (
+    EmbeddingStats,
+    class_difference_vector,
+    class_subspace,
+    embedding_matrix,
+    identity_memory,
+    identity_statistic,
+    largest_bend,
+    memory_curves,
+)
 from ..gradients import GradientResult
 from ..lm import LanguageModel
 from ..synth import SynthCorpus
-from .settings import DemoError
 
 
 def trigger_classes(corpus: SynthCorpus) -> dict[str, int]:
-    """Trigger class name -> its delay k, shortest first."""
+    """Trigger class name -> its delay k, shortest first (classes remembered by identity)."""
     truth = corpus.metadata["ground_truth"]
-    spans = {name: int(t["memory_span"]) for name, t in truth.items() if "target_of" in t}
+    spans = {name: int(t["memory_span"]) for name, t in truth.items()
+             if "target_of" in t and t.get("remembered") == "identity"}
     return dict(sorted(spans.items(), key=lambda kv: kv[1]))
 
 
-def class_subspace(embeddings: np.ndarray, word_ids: Sequence[int],
-                   whitening: np.ndarray | None = None, *, rtol: float = 1e-6) -> np.ndarray:
-    """Orthonormal basis (E, r) of the directions in which the words of a class differ:
-    the span of ``x_w - mean`` over the words (of ``Z (x_w - mean)`` with ``whitening`` Z)."""
-    X = np.asarray(embeddings, dtype=np.float64)[np.asarray(word_ids, dtype=np.int64)]
-    if len(X) < 2:
-        raise DemoError("a class needs at least two words to have identity directions")
-    dev = X - X.mean(axis=0)
-    if whitening is not None:
-        dev = dev @ np.asarray(whitening, dtype=np.float64).T
-    _, s, vh = np.linalg.svd(dev, full_matrices=False)
-    keep = s > rtol * s[0]
-    return vh[keep].T
+def property_classes(corpus: SynthCorpus) -> dict[str, int]:
+    """Carrier class of each planted property -> its distance K, shortest first."""
+    truth = corpus.metadata["ground_truth"]
+    spans = {name: int(t["distance"]) for name, t in truth.items() if "value_classes" in t}
+    return dict(sorted(spans.items(), key=lambda kv: kv[1]))
 
 
-def identity_memory(result: GradientResult, class_name: str, basis: np.ndarray,
-                    L: np.ndarray | None = None) -> np.ndarray:
-    """Per delay, the sum of the singular values of ``Gbar_{d,c} L P`` (``Gbar_{d,c} P``
-    without ``L``): how strongly the state d steps later still depends on which word of
-    the class was read.  NaN where the class has no occurrence at that delay."""
-    out = np.full(result.max_delay, np.nan)
-    c = result.class_index(class_name)
-    for i in range(result.max_delay):
-        if result.counts[i, c] == 0:
-            continue
-        G = result.sums[i, c] / result.counts[i, c]
-        if L is not None:
-            G = G @ L
-        out[i] = np.linalg.svd(G @ basis, compute_uv=False).sum()
+def property_memory(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
+                    corpus: SynthCorpus) -> dict[str, dict[str, Any]]:
+    """Per property: the curves of relative-memory's measures for the direction
+    ``n`` of its value classes (``_v1 - _v0``), on its carriers' gradients, and where each
+    stops being kept (the delay of its largest bend down, from values above noise)."""
+    W = embedding_matrix(model)
+    classes = corpus.class_set(model.vocab)
+    out = {}
+    for name, k in property_classes(corpus).items():
+        v = class_difference_vector(W, classes, f"{name}_v1", f"{name}_v0")
+        table = analysis.relative_memory(result, v, stats, c=name)
+        curves = {key: table.curve(key).tolist() for key in
+                  ("absolute", "absolute_ratio", "relative", "cosine", "relative_null",
+                   "absolute_floor")}
+        falls = {key: table.largest_fall(key) for key in ("absolute", "relative", "cosine")}
+        out[name] = {"distance": k, "curves": curves, "fall": falls}
     return out
+
+
+def filler_noise(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
+                 corpus: SynthCorpus, from_delay: int) -> dict[str, Any]:
+    """Whether the fillers' identity memory can be told from noise (a class of the same
+    blocks and counts with no memory) at any delay from ``from_delay`` on."""
+    W = embedding_matrix(model)
+    index = {w: i for i, w in enumerate(model.vocab.words)}
+    ids = [index[w] for w in corpus.metadata["classes"]["filler"] if w in index]
+    basis = class_subspace(W, ids, stats.whitening)
+    floor = analysis.noise_floor(result, identity_statistic(basis, stats.cholesky), ["filler"],
+                        from_delay=from_delay, n_flips=200)
+    return {"distinguishable": floor.distinguishable("filler"), "from_delay": from_delay,
+            "floor": floor.floor[:, 0, 0].tolist(), "estimate": floor.estimate[:, 0, 0].tolist(),
+            "p_value": floor.p_value[:, 0, 0].tolist()}
 
 
 @dataclass
@@ -80,7 +98,7 @@ def target_scores(model: LanguageModel, corpus: SynthCorpus, tokens: np.ndarray)
     index = {w: i for i, w in enumerate(model.vocab.words)}
     truth = corpus.metadata["ground_truth"]
     acc, tnll, npos = {}, {}, {}
-    for name, k in trigger_classes(corpus).items():
+    for name, k in {**trigger_classes(corpus), **property_classes(corpus)}.items():
         pos_list, want_list = [], []
         for trig, tgt in truth[name]["target_of"].items():
             if trig not in index or tgt not in index:
@@ -121,7 +139,8 @@ def measure(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
     entropy = corpus.metadata["entropy"]
     ideal = corpus.metadata["empirical"]["valid"]["cross_entropy_nats"]
     forgetting = {k: v - entropy["rate_nats_per_token"]
-                  for k, v in entropy["rate_if_values_forgotten"].items()}
+                  for k, v in entropy["rate_if_values_forgotten"].items()
+                  if k in trigger_classes(corpus)}
     return {
         "identity_memory": curves,
         "memory_curve": full,
@@ -133,5 +152,7 @@ def measure(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
         "target_nll": scores.target_nll,
         "due_positions": scores.due_positions,
         "spans": trigger_classes(corpus),
+        "identity_fall": {name: largest_bend(curves["normalised"][name]) for name in names},
+        "properties": property_classes(corpus),
         "variance": corpus.metadata["config"]["variance"],
     }

@@ -220,11 +220,28 @@ def direction_replicates(
     seed: int = 0,
 ) -> Replicates:
     """Relative memory, subspace cosine and top-k share (see
-    :func:`stategrad.analysis.direction_statistic`) of whitened unit ``directions``."""
+    :func:`stategrad.analysis.direction_statistic`) of whitened unit ``directions``, then
+    the absolute amount kept ``|Gbar L n|`` of each: (P rel, P cos, share, P abs)."""
     method = ci if result.has_blocks else "none"
-    statistic = direction_statistic(directions, normalizer_matrix(normalize), k)
+    L = normalizer_matrix(normalize)
+    base = direction_statistic(directions, L, k)
+    dirs = np.atleast_2d(np.asarray(directions, dtype=np.float64))
+
+    def statistic(m: np.ndarray) -> np.ndarray:
+        absolute = np.linalg.norm((m if L is None else m @ L) @ dirs.T, axis=-2)
+        return np.concatenate([base(m), absolute], axis=-1)
+
     return replicates(result, statistic, classes=[class_name], method=method,
                       n_boot=n_boot, seed=seed)
+
+
+def _ratio_to_first_delay(reps: Replicates, columns: slice) -> Replicates:
+    """The replicates of ``columns`` divided by their delay-0 value, replicate by
+    replicate (so a band counts the correlation of the two delays)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        est = reps.estimate[..., columns] / reps.estimate[:1, ..., columns]
+        rep = reps.replicates[..., columns] / reps.replicates[:, :1, ..., columns]
+    return Replicates(est, rep, reps.valid & reps.valid[:, :1], reps.classes, reps.method)
 
 
 def direction_curves(
@@ -234,16 +251,22 @@ def direction_curves(
     kind: str = "relative",
     level: float = 0.95,
 ) -> list[Curve]:
-    """``kind="relative"``: relative memory ``|Gbar n| / s_1``; ``"cosine"``: ``|V_k^T n|``.
-    Colour = direction, line style = result."""
+    """``kind="relative"``: relative memory ``|Gbar n| / s_1``; ``"cosine"``: ``|V_k^T n|``;
+    ``"absolute_ratio"``: ``|Gbar n|`` over its value at delay 0 (needs the replicates of
+    :func:`direction_replicates`).  Colour = direction, line style = result."""
     P = len(names)
-    offset = {"relative": 0, "cosine": P}.get(kind)
+    offset = {"relative": 0, "cosine": P, "absolute_ratio": 0}.get(kind)
     if offset is None:
-        raise PlotError(f"unknown direction measure {kind!r}; use 'relative' or 'cosine'")
+        raise PlotError(f"unknown direction measure {kind!r}; use 'relative', 'cosine' or "
+                        "'absolute_ratio'")
     curves = []
     for i, (label, reps) in enumerate(entries):
-        if reps.estimate.shape[-1] != 2 * P + 1:
+        if reps.estimate.shape[-1] not in (2 * P + 1, 3 * P + 1):
             raise PlotError(f"{P} direction names for replicates of {(reps.estimate.shape[-1] - 1) // 2}")
+        if kind == "absolute_ratio":
+            if reps.estimate.shape[-1] != 3 * P + 1:
+                raise PlotError("these replicates have no absolute amounts kept")
+            reps = _ratio_to_first_delay(reps, slice(2 * P + 1, 3 * P + 1))
         b = reps.derive(None, level=level)
         x = np.arange(b.estimate.shape[0])
         for p, name in enumerate(names):

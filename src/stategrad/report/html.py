@@ -44,6 +44,8 @@ class ExtraFigure:
     title: str
     caption: str = ""
     table: Path | None = None
+    #: Shown first, before the report's own figures (what the reader should see first).
+    lead: bool = False
 
 
 @dataclass
@@ -138,6 +140,8 @@ def build_report(
     n_boot: int = 200,
     seed: int = 0,
     difference_vectors: Mapping[str, np.ndarray] | None = None,
+    difference_class: str = "all",
+    identity: tuple[np.ndarray, Mapping[str, Sequence[int]]] | None = None,
     subspace_k: int = 5,
     sentences: Sequence[SentenceMap] = (),
     extra_figures: Sequence[ExtraFigure] = (),
@@ -153,9 +157,12 @@ def build_report(
     covariance, or a stats file; ``L=`` is its deprecated name) adds the normalised
     figures.  ``log_scale`` True or False forces the memory axes' scale; None chooses log
     where the values span more than two decades.  ``difference_vectors`` (name -> embedding-space vector) add the relative
-    memory and subspace cosine curves.  ``extra_figures`` are copied into ``figures/``
-    and shown after the report's own.  ``compare`` (two class names) adds the paired
-    difference of their memory curves on the same blocks."""
+    memory and subspace cosine curves, led by the absolute amount kept (ratio to delay 0),
+    of the gradients of ``difference_class``.  ``identity`` = (embeddings (V, E), class name
+    -> word ids) leads the report with the identity memory of those classes.
+    ``extra_figures`` are copied into ``figures/`` and shown after the report's own.
+    ``compare`` (two class names) adds the paired difference of their memory curves on the
+    same blocks."""
     L = resolve_normalizer(normalize, L)
     results = list(results)
     if not results:
@@ -169,17 +176,23 @@ def build_report(
     figures = _Figures(out / "figures")
     figures.fig_dir.mkdir(parents=True, exist_ok=True)
 
+    for i, extra in enumerate(extras):
+        if extra.lead:
+            figures.items.append(_extra_figure(extra, f"extra_{i + 1}", figures.fig_dir))
+    if identity is not None:
+        _identity_section(figures, plan, L, *identity)
+    if difference_vectors:
+        _direction_sections(figures, plan, L, difference_vectors, subspace_k, difference_class)
     _spectral_sections(figures, plan, None, top_k, spectrum_delays)
     if L is not None:
         _spectral_sections(figures, plan, L, top_k, spectrum_delays)
-    if difference_vectors:
-        _direction_sections(figures, plan, L, difference_vectors, subspace_k)
     if compare:
         _compare_section(figures, plan, L, compare)
     for i, smap in enumerate(sentences):
         _sentence_section(figures, i, smap)
     for i, extra in enumerate(extras):
-        figures.items.append(_extra_figure(extra, f"extra_{i + 1}", figures.fig_dir))
+        if not extra.lead:
+            figures.items.append(_extra_figure(extra, f"extra_{i + 1}", figures.fig_dir))
 
     page = page_html(title, results, labels, sources, plan.classes, figures.items,
                      _band_notes(results, labels, ci), L, normalisation_source, plan.ci_used, level)
@@ -308,9 +321,39 @@ def _heatmap_section(figures: _Figures, plan: _Plan, mats: list[np.ndarray], var
                 (head, rows))
 
 
+def _identity_section(figures: _Figures, plan: _Plan, L: np.ndarray | None, embeddings,
+                      class_words: Mapping[str, Sequence[int]]) -> None:
+    """Identity memory of each class (sum of singular values of Gbar L P_c), with bands."""
+    from ..analysis import identity_table
+
+    curves = []
+    for i, (result, label) in enumerate(zip(plan.results, plan.labels, strict=True)):
+        ci = plan.ci_used if result.has_blocks else None
+        table = identity_table(result, embeddings, class_words, L, interval=ci,
+                               level=plan.level, n_boot=plan.n_boot, seed=plan.seed)
+        for j, name in enumerate(class_words):
+            y = table.curve(name)
+            lower = table.curve(name, "identity_lower") if ci else None
+            upper = table.curve(name, "identity_upper") if ci else None
+            curves.append(P.Curve(name if len(plan.results) == 1 else f"{label}: {name}",
+                                  np.arange(len(y)), y, lower=lower, upper=upper, color=j,
+                                  style=i))
+    what = "Gbar_{d,c} L P_c" if L is not None else "Gbar_{d,c} P_c"
+    figures.add("identity_memory", "Identity memory per class",
+                f"Sum of the singular values of {what} against delay, P_c the directions in "
+                "which the words of class c differ: how strongly the state still depends on "
+                "which word of the class was read. This is the class measure that recovers "
+                "planted memory spans (docs/synthetic-validation.md); the memory curves below "
+                f"are the papers'. {plan.band_text}",
+                P.plot_curves(curves, ylabel="identity memory", log_scale=plan.log_scale),
+                _curve_table(curves, "delay", plan.has_band))
+
+
 def _direction_sections(figures: _Figures, plan: _Plan, L: np.ndarray | None,
-                        difference_vectors: Mapping[str, np.ndarray], subspace_k: int) -> None:
-    """Relative memory and subspace cosine of the whitened difference vectors."""
+                        difference_vectors: Mapping[str, np.ndarray], subspace_k: int,
+                        class_name: str = "all") -> None:
+    """Property memory (absolute amount kept, to delay 0), then relative memory and
+    subspace cosine (as in the papers) of the whitened difference vectors."""
     names = list(difference_vectors)
     vecs = np.stack([np.asarray(difference_vectors[n], dtype=np.float64).ravel() for n in names])
     E = plan.results[0].embedding_size
@@ -319,18 +362,28 @@ def _direction_sections(figures: _Figures, plan: _Plan, L: np.ndarray | None,
     dirs = P.whiten_directions(vecs, L)
     what = "Gbar_d L" if L is not None else "Gbar_d"
     entries = [(lab, P.direction_replicates(r, dirs, normalize=L, k=subspace_k, ci=plan.ci,
-                                            n_boot=plan.n_boot, seed=plan.seed))
+                                            n_boot=plan.n_boot, seed=plan.seed,
+                                            class_name=class_name))
                for r, lab in zip(plan.results, plan.labels, strict=True)]
     norm_note = ("n = Z v / |Z v| with Z = L^-1" if L is not None
                  else "n = v / |v| (no normalisation given)")
+    words = "all words" if class_name == "all" else f"words of class {class_name}"
+    curves = P.direction_curves(entries, names, kind="absolute_ratio", level=plan.level)
+    figures.add("property_memory", "Property memory",
+                f"|{what} n| / |{what} n| at delay 0 against delay for each difference vector v, "
+                f"{norm_note}; {words}. The amount of the property kept: it falls where the "
+                f"property stops being kept (docs/synthetic-validation.md). {plan.band_text}",
+                P.plot_curves(curves, ylabel="property kept (ratio to delay 0)"),
+                _curve_table(curves, "delay", plan.has_band))
     curves = P.direction_curves(entries, names, kind="relative", level=plan.level)
-    figures.add("relative_memory", "Relative memory",
+    figures.add("relative_memory", "Relative memory (as in the papers)",
                 f"|{what} n| / s_1({what}) against delay for each difference vector v, {norm_note}; "
-                f"all words. {plan.band_text}",
+                f"{words}. Dividing by s_1 cancels a fall that every direction shares, so it "
+                f"can stay flat where the property is forgotten. {plan.band_text}",
                 P.plot_curves(curves, ylabel="relative memory"),
                 _curve_table(curves, "delay", plan.has_band))
     curves = P.direction_curves(entries, names, kind="cosine", level=plan.level)
-    figures.add("subspace_cosine", "Subspace cosine",
+    figures.add("subspace_cosine", "Subspace cosine (as in the papers)",
                 f"|V_k^T n|: cosine between n and the top {subspace_k} right singular vectors of "
                 f"{what} against delay ({norm_note}). {plan.band_text}",
                 P.plot_curves(curves, ylabel=f"cosine with top-{subspace_k} subspace"),
@@ -362,7 +415,7 @@ def _check_extra(extra: ExtraFigure) -> ExtraFigure:
     table = Path(extra.table) if extra.table is not None else None
     if table is not None and not table.is_file():
         raise ReportError(f"table of extra figure {image.name} not found: {table}")
-    return ExtraFigure(image, extra.title, extra.caption, table)
+    return ExtraFigure(image, extra.title, extra.caption, table, extra.lead)
 
 
 def _extra_figure(extra: ExtraFigure, key: str, fig_dir: Path) -> PageFigure:

@@ -13,6 +13,7 @@ from .config import (
     SynthError,
     TriggerClass,
     preset,
+    property_class,
 )
 from .corpus import SynthCorpus, generate_corpus, load_corpus
 from .entropy import EntropyReport
@@ -31,4 +32,5 @@ __all__ = [
     "generate_corpus",
     "load_corpus",
     "preset",
+    "property_class",
 ]

@@ -157,6 +157,17 @@ class SynthConfig:
         return config
 
 
+def property_class(distance: int, n_carriers: int = 8, rate: float = 0.05,
+                   name: str | None = None) -> TriggerClass:
+    """A planted *property*: a binary feature of its carrier words (carrier i has value
+    i mod 2, like singular/plural nouns) that the word exactly ``distance`` steps later
+    must agree with (one agreeing word per value).  The words between carry no value of
+    this property.  Its classes are ``trigger_<name>`` (all carriers),
+    ``trigger_<name>_v0`` / ``_v1`` (by value) and ``target_<name>`` (the agreeing words)."""
+    return TriggerClass(name=name or f"p{distance}", delay=distance, n_triggers=n_carriers,
+                        remembered="feature", n_values=2, rate=rate)
+
+
 def _trigger(k: int, n: int, rate: float, **kw: Any) -> TriggerClass:
     return TriggerClass(name=f"k{k}", delay=k, n_triggers=n, rate=rate, **kw)
 

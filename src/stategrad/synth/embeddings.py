@@ -119,7 +119,10 @@ def _present_groups(language, vocab: Vocabulary,
     """Per group (``eos``, ``filler``, ``target``, each trigger class) the vocabulary rows
     of its words that occur in the text, and the groups that have any."""
     group_of: dict[str, str] = {}
+    subsets = language.property_classes()  # subsets of other classes: not groups
     for name, members in language.classes().items():
+        if name in subsets:
+            continue
         for w in members:
             group_of[w] = name
     group_of[EOS] = "eos"

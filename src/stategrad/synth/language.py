@@ -385,6 +385,25 @@ class SynthLanguage:
                for c, t in enumerate(self.config.triggers)}
         out["filler"] = [w[i] for i in self.filler_ids]
         out["target"] = [w[i] for i in self.all_targets]
+        out.update(self.property_classes())
+        return out
+
+    def property_classes(self) -> dict[str, list[str]]:
+        """For each class that passes on a feature (a *property*, e.g. number): its
+        carriers by value (``trigger_<name>_v<j>``) and its agreeing words
+        (``target_<name>``); the difference of the ``_v1`` and ``_v0`` means is the
+        property's direction."""
+        w = self.words
+        out: dict[str, list[str]] = {}
+        for c, t in enumerate(self.config.triggers):
+            if t.remembered != "feature":
+                continue
+            values = t.value_of()
+            for j in range(t.values):
+                out[f"{class_label(t)}_v{j}"] = [w[i] for i, v in
+                                                 zip(self.trigger_ids[c], values, strict=True)
+                                                 if v == j]
+            out[f"target_{t.name}"] = [w[i] for i in self.target_ids[c]]
         return out
 
     def ground_truth(self) -> dict[str, dict[str, Any]]:
@@ -401,6 +420,11 @@ class SynthLanguage:
                 "target_of": {w[i]: w[int(self.target_of[c, j])]
                               for j, i in enumerate(self.trigger_ids[c])},
             }
+            if t.remembered == "feature":
+                # A property: the carrier's value must agree with the word t.delay later.
+                truth[class_label(t)].update(
+                    value_classes=[f"{class_label(t)}_v{j}" for j in range(t.values)],
+                    agreeing_class=f"target_{t.name}", distance=t.delay)
         truth["filler"] = {
             "memory_span": 0, "remembered": None,
             "determines": "nothing: no later word depends on which filler was used",
@@ -410,6 +434,16 @@ class SynthLanguage:
             "memory_span": 0, "remembered": None,
             "determines": "nothing: targets are predicted, never used later",
         }
+        for t in self.config.triggers:
+            if t.remembered != "feature":
+                continue
+            for j in range(t.values):
+                truth[f"{class_label(t)}_v{j}"] = {
+                    "memory_span": t.delay, "remembered": "feature", "value": j,
+                    "determines": f"the carriers of {class_label(t)} with value {j}"}
+            truth[f"target_{t.name}"] = {
+                "memory_span": 0, "remembered": None,
+                "determines": f"nothing: the words that agree with {class_label(t)}"}
         return truth
 
 
