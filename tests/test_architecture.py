@@ -1,6 +1,6 @@
 """The import graph of src/stategrad follows the pipeline of the layout:
 
-    atomic, comm -> data -> lm -> gradients -> analysis -> report -> synth, legacy, demo -> cli
+    atomic, comm -> data -> lm -> gradients, ablation -> analysis -> report -> synth, legacy, demo -> cli
 
 A module imports from its own subpackage and from layers to its left, never to its right
 (function-level imports included), and no chain of imports comes back to where it
@@ -26,7 +26,7 @@ LAYERS = {
     "atomic": 0, "comm": 0,
     "data": 1,
     "lm": 2,
-    "gradients": 3,
+    "gradients": 3, "ablation": 3,
     "analysis": 4,
     "report": 5,
     "synth": 6, "legacy": 6, "demo": 6,

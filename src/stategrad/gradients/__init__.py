@@ -13,7 +13,7 @@ from .options import EngineError, EngineOptions
 from .parallel import compute_state_gradients_distributed, plan_slices
 from .precision import precision_error
 from .raw import RawError, RawPairWriter, iter_raw_pairs, parse_index_spec
-from .result import GradientResult, json_default, load_result
+from .result import GradientResult, json_default, load_result, write_h5_atomic
 from .sentence import sentence_gradients
 
 __all__ = [
@@ -37,4 +37,5 @@ __all__ = [
     "precision_error",
     "sentence_gradients",
     "union_coverage",
+    "write_h5_atomic",
 ]
