@@ -188,3 +188,33 @@ def test_bad_arguments_are_refused(tmp_path):
     (tmp_path / "x.h5").write_text("not hdf5")
     with pytest.raises(AblationError, match="not a readable"):
         load_ablation(tmp_path / "x.h5")
+
+
+def test_table_intervals_are_the_block_jackknife_of_the_means():
+    from stategrad.analysis import ablation_table
+
+    lm = _model("lstm", layers=1)
+    tokens = _tokens(200, seed=9)
+    res = compute_ablation(lm, tokens, max_distance=2, replace="mean", classes=_classes(),
+                           block_size=25)
+    table = ablation_table(res, interval="jackknife", level=0.9)
+    row = next(r for r in table.rows if r["class"] == "a" and r["distance"] == 2)
+    assert set(row) == {"class", "distance", "count", "loss_increase", "kl", "loss_increase_lower",
+                        "loss_increase_upper", "kl_lower", "kl_upper"}
+    # the jackknife by hand: leave-one-block-out means of the class-"a" cell at d = 2
+    c, d = 1, 1
+    S, n = res.values[1, d, c], res.counts[d, c]
+    bs, bn = res.block_values[:, 1, d, c], res.block_counts[:, d, c]
+    ok = bn > 0
+    loo = (S - bs[ok]) / (n - bn[ok])
+    B = ok.sum()
+    se = np.sqrt((B - 1) / B * ((loo - loo.mean()) ** 2).sum())
+    from statistics import NormalDist
+    z = NormalDist().inv_cdf(0.95)
+    assert row["count"] == n
+    assert row["loss_increase"] == pytest.approx(S / n)
+    assert row["loss_increase_lower"] == pytest.approx(S / n - z * se)
+    assert row["loss_increase_upper"] == pytest.approx(S / n + z * se)
+    assert row["kl"] == pytest.approx(res.values[2, d, c] / n)
+    plain = ablation_table(res)
+    assert "kl_lower" not in plain.rows[0] and "jackknife" not in plain.format()

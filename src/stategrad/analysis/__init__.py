@@ -24,6 +24,14 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
+from .ablation import (
+    AblationCurve,
+    AblationTable,
+    CorrelationTable,
+    ablation_curves,
+    ablation_table,
+    memory_ablation_correlation,
+)
 from .checks import check_finite
 from .embedding_stats import (
     LEGACY_SUFFIXES,
@@ -80,7 +88,13 @@ from .uncertainty import (
 )
 
 __all__ = [
+    "AblationCurve",
+    "AblationTable",
     "AnalysisError",
+    "CorrelationTable",
+    "ablation_curves",
+    "ablation_table",
+    "memory_ablation_correlation",
     "ConditioningWarning",
     "DifferenceVector",
     "EmbeddingStats",
