@@ -218,3 +218,31 @@ def test_table_intervals_are_the_block_jackknife_of_the_means():
     assert row["kl"] == pytest.approx(res.values[2, d, c] / n)
     plain = ablation_table(res)
     assert "kl_lower" not in plain.rows[0] and "jackknife" not in plain.format()
+
+
+@pytest.mark.parametrize("replace", ["unk", "drop"])
+def test_sentence_ablation_matches_the_pass_and_direct_runs(replace):
+    from stategrad.ablation import sentence_ablation
+
+    lm = _model("lstm")
+    tokens = _tokens(9, seed=3)
+    got = sentence_ablation(lm, tokens, replace=replace)
+    T = len(tokens)
+    E = lm.module.embedding.weight.double()
+    for t in range(T):
+        for k in range(t, T):
+            true = E[torch.as_tensor(tokens[: k + 1])]
+            if replace == "drop":
+                abl = torch.cat([true[:t], true[t + 1:]])
+            else:
+                abl = torch.cat([true[:t], E[0][None], true[t + 1:]])
+            if replace == "drop" and k == t:
+                assert np.isnan(got.kl[t, k])
+                continue
+            with torch.no_grad():
+                lo, la = _direct_logp(lm.module, true), _direct_logp(lm.module, abl)
+            assert got.kl[t, k] == pytest.approx(float((lo.exp() * (lo - la)).sum()), abs=1e-9)
+            if k + 1 < T:
+                w = tokens[k + 1]
+                assert got.loss_increase[t, k] == pytest.approx(float(lo[w] - la[w]), abs=1e-9)
+    assert np.isnan(got.kl[np.tril_indices(T, -1)]).all()

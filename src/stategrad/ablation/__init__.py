@@ -21,6 +21,7 @@ from .run import (
     compute_context_length,
     remove_running_state,
 )
+from .sentence import SentenceAblation, sentence_ablation
 
 __all__ = [
     "AblationError",
@@ -33,4 +34,6 @@ __all__ = [
     "is_ablation_file",
     "load_ablation",
     "remove_running_state",
+    "SentenceAblation",
+    "sentence_ablation",
 ]
