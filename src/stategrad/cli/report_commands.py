@@ -112,9 +112,13 @@ def _extra_figure(spec: str):
                    "with its title and caption; a CSV of the same name beside the image "
                    "is shown as its numbers.  Repeatable.")
 @click.option("--title", default="State gradient report", show_default=True)
+@click.option("--ablation", "ablation_path", type=click.Path(exists=True, dir_okay=False),
+              help="An ablation result (stategrad ablation) of the same model: its curves beside "
+                   "the memory curves, their correlation, and with --sentence the ablation map "
+                   "beside the gradient map.")
 def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
            ci, level, n_boot, seed, differences, subspace_k, sentences, model_path, vocab_path,
-           trusted, nonlinearity, code_path, state, measure, extra_figures, title):
+           trusted, nonlinearity, code_path, state, measure, extra_figures, title, ablation_path):
     """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
 
     Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
@@ -142,13 +146,15 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             identities[model_path] = model.identity()
         _, L = checked_normalizer(normalize, identities, loaded[0].embedding_size, force)
         vectors = dict(_load_vector(s) for s in differences)
+        ablation, ablate = _load_ablation(ablation_path, identities)
         maps = []
         if sentences:
             st = state or str(loaded[0].metadata.get("state") or "cell")
             meta_layer = loaded[0].metadata.get("layer")
             layer = -1 if meta_layer is None else int(meta_layer)
             for s in sentences:
-                maps.append(sentence_map(model, s, state=st, layer=layer, normalize=L, measure=measure))
+                maps.append(sentence_map(model, s, state=st, layer=layer, normalize=L, measure=measure,
+                                         ablate=ablate))
         path = build_report(
             loaded, out_dir, labels=list(labels) or None, sources=list(results), normalize=L,
             normalisation_source=_normalisation_text(normalize),
@@ -157,10 +163,29 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             log_scale=log_scale or None, ci=ci, level=level, n_boot=n_boot, seed=seed,
             difference_vectors=vectors or None, subspace_k=subspace_k, sentences=maps,
             extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
+            ablation=ablation,
         )
     except _ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {path} and figures in {Path(out_dir) / 'figures'}")
+
+def _load_ablation(path, identities: dict):
+    """The --ablation result (None without one) and the replacement the sentence view uses
+    (the result's; None for a context-length result).  One of another model is refused."""
+    if path is None:
+        return None, None
+    from ..ablation import load_ablation
+
+    with reading(path):
+        result = load_ablation(path)
+    ident = result.metadata.get("model_identity")
+    others = {p for p, i in identities.items() if i is not None and i != ident}
+    if others:
+        raise click.ClickException(f"--ablation {path} was computed with another model than "
+                                   f"{', '.join(sorted(others))}")
+    replace = result.metadata.get("replace")
+    return result, replace if result.mode == "ablation" else None
+
 
 @click.command("sentence")
 @click.argument("sentence", nargs=-1)

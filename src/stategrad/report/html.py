@@ -23,6 +23,7 @@ import numpy as np
 from ..analysis import describe
 from ..gradients import GradientResult
 from . import plots as P
+from .ablation_view import ablation_sections, plot_sentence_pair
 from .page import PageFigure, page_html
 from .sentence_view import SentenceMap, plot_sentence_map
 from .style import ReportError, resolve_normalizer
@@ -143,6 +144,7 @@ def build_report(
     extra_figures: Sequence[ExtraFigure] = (),
     title: str = "State gradient report",
     L: np.ndarray | None = None,
+    ablation=None,
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/figures/*.{png,svg,csv}``; return the
     report's path.
@@ -153,7 +155,8 @@ def build_report(
     figures.  ``log_scale`` True or False forces the memory axes' scale; None chooses log
     where the values span more than two decades.  ``difference_vectors`` (name -> embedding-space vector) add the relative
     memory and subspace cosine curves.  ``extra_figures`` are copied into ``figures/``
-    and shown after the report's own."""
+    and shown after the report's own.  ``ablation`` (an ablation result of the same model)
+    adds its curves beside the first result's memory curves and their correlation."""
     L = resolve_normalizer(normalize, L)
     results = list(results)
     if not results:
@@ -172,6 +175,9 @@ def build_report(
         _spectral_sections(figures, plan, L, top_k, spectrum_delays)
     if difference_vectors:
         _direction_sections(figures, plan, L, difference_vectors, subspace_k)
+    if ablation is not None:
+        ablation_sections(figures.add, results[0], ablation, classes=plan.classes, ci=plan.ci,
+                          level=level, n_boot=n_boot, seed=seed, band_text=plan.band_text)
     for i, smap in enumerate(sentences):
         _sentence_section(figures, i, smap)
     for i, extra in enumerate(extras):
@@ -326,6 +332,15 @@ def _sentence_section(figures: _Figures, i: int, smap: SentenceMap) -> None:
                 f"(columns): how strongly the input at t still moves the {smap.state} state at k. "
                 f"Computed exactly for this sentence from the zero state.{unk}",
                 plot_sentence_map(smap), (head, rows))
+    if smap.ablation is not None:
+        rows = [[f"{t}:{smap.words[t]}"] + [_fmt(smap.ablation[t, k]) for k in range(T)]
+                for t in range(T)]
+        figures.add(f"sentence_{i + 1}_ablation", f"Sentence view {i + 1}: gradients and ablation",
+                    f"Left, the gradient map above; right, {smap.ablation_label} for the same "
+                    "cells: how far the prediction made at k moves when the word at t is "
+                    "replaced.", plot_sentence_pair(smap.matrix, smap.ablation, smap.words,
+                                                    gradient_label=smap.measure_label,
+                                                    ablation_label="KL (nats)"), (head, rows))
 
 
 # --- extra figures and labels ---------------------------------------------------------------
