@@ -246,3 +246,36 @@ def test_sentence_ablation_matches_the_pass_and_direct_runs(replace):
                 w = tokens[k + 1]
                 assert got.loss_increase[t, k] == pytest.approx(float(lo[w] - la[w]), abs=1e-9)
     assert np.isnan(got.kl[np.tril_indices(T, -1)]).all()
+
+
+def test_shuffled_context_matches_direct_runs_of_the_documented_order():
+    lm = _model("gru", layers=1)
+    tokens = _tokens(40, seed=6)
+    classes = _classes()
+    C = 4
+    res = compute_context_length(lm, tokens, max_context=C, classes=classes, order="shuffle",
+                                 seed=7, start=5, stop=25, batch=11)
+    cut = compute_context_length(lm, tokens, max_context=C, classes=classes, start=5, stop=25)
+    want = np.zeros((3, C + 1, 3))
+    E = lm.module.embedding.weight.double()
+    shuffled_somewhere = False
+    for i in range(5, 25):
+        window = tokens[i - C: i]
+        with torch.no_grad():
+            full = _direct_logp(lm.module, E[torch.as_tensor(tokens[:i])])
+            for k in range(C + 1):
+                far = window[: C - k]
+                order = np.random.default_rng([7, i, k]).permutation(len(far))
+                shuffled_somewhere |= bool((order != np.arange(len(far))).any())
+                seq = np.concatenate([far[order], window[C - k:]])
+                got = _direct_logp(lm.module, E[torch.as_tensor(seq)])
+                w = tokens[i]
+                row = [float(x) for x in (-got[w], full[w] - got[w],
+                                          (full.exp() * (full - got)).sum())]
+                for c in np.flatnonzero(classes.membership[w]):
+                    want[:, k, c] += row
+    assert shuffled_somewhere
+    np.testing.assert_allclose(res.values, want, rtol=2e-4, atol=2e-4)
+    np.testing.assert_array_equal(res.counts, cut.counts)
+    # all C words in order is the cut run of C words
+    np.testing.assert_allclose(res.values[:, C], cut.values[:, C], rtol=1e-5, atol=1e-5)

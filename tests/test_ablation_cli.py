@@ -65,9 +65,13 @@ def test_context_length_mode(setup, tmp_path):
     r = run("ablation", "--model", d / "model.pt", "--text", d / "text.txt", "--context-length",
             "--max-context", 4, "--out", tmp_path / "c.h5", "--json", tmp_path / "c.json")
     assert r.exit_code == 0, r.output
+    r = run("ablation", "--model", d / "model.pt", "--text", d / "text.txt", "--context-length",
+            "--max-context", 4, "--context-order", "shuffle", "--out", tmp_path / "s.h5")
+    assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "c.json").read_text())
     assert [r["context"] for r in rows] == [0, 1, 2, 3, 4]
     assert len({r["count"] for r in rows}) == 1  # every position has every context length
+    assert load_ablation(tmp_path / "s.h5").metadata["replace"] == "shuffle"
 
 
 @pytest.mark.parametrize("args,message", [

@@ -23,6 +23,7 @@ from .modes import AblationMode, ContextMode
 from .replacements import Replacer
 from .result import AblationResult
 from .running_state import load_state, save_state
+from .shuffle import ShuffledContextMode
 from .walk import Walker
 
 
@@ -162,20 +163,28 @@ def compute_context_length(
     device: str = "cpu", dtype: torch.dtype = torch.float32, batch: int = 256,
     checkpoint_path: str | os.PathLike | None = None, checkpoint_every: float = 300.0,
     stop_after_chunks: int | None = None, text_info: dict[str, Any] | None = None,
+    order: str = "cut", seed: int = 0,
 ) -> AblationResult:
     """For every predicted position i in ``[start, stop)`` with i >= ``max_context`` and
     every context length 0 <= k <= ``max_context``: the loss of ``w_i`` predicted from
     only ``w_{i-k} .. w_{i-1}`` (from the initial state; the rest cut), its increase over
-    the loss with the whole text and KL(p_full || p_k); summed per class of ``w_i``."""
+    the loss with the whole text and KL(p_full || p_k); summed per class of ``w_i``.
+    ``order="shuffle"`` keeps C words in view and shuffles those beyond the last k
+    (seeded by ``seed``; see :mod:`stategrad.ablation.shuffle`)."""
+    if order not in ("cut", "shuffle"):
+        raise AblationError(f"order must be 'cut' or 'shuffle', got {order!r}")
     if max_context < 0:
         raise AblationError(f"max_context must be >= 0, got {max_context}")
     if sample_every is not None and sample_every < 1:
         raise AblationError(f"sample_every must be >= 1, got {sample_every}")
     with torch.no_grad():
         parts, tokens, classes = _common(model, tokens, classes, device, dtype)
-        mode = ContextMode(parts, tokens, max_context, sample_every)
-        settings = {"replace": "cut", "max_context": int(max_context), "seed": 0,
-                    "sample_every": sample_every}
+        mode = (ContextMode(parts, tokens, max_context, sample_every) if order == "cut" else
+                ShuffledContextMode(parts, tokens, max_context, sample_every, seed))
+        if order == "shuffle":  # C + 1 runs per position: keep a chunk's runs near ``batch``
+            batch = max(1, batch // (max_context + 1))
+        settings = {"replace": order, "max_context": int(max_context),
+                    "seed": int(seed) if order == "shuffle" else 0, "sample_every": sample_every}
         return _run(mode, parts, tokens, classes, start=start, stop=stop, block_size=block_size,
                     batch=batch, checkpoint_path=checkpoint_path,
                     checkpoint_every=checkpoint_every, stop_after_chunks=stop_after_chunks,

@@ -72,6 +72,11 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
                    "context (k = 0 .. --max-context; the rest cut), per class of that word.")
 @click.option("--max-context", type=click.IntRange(min=0),
               help="Largest context length for --context-length.")
+@click.option("--context-order", type=click.Choice(["cut", "shuffle"]), default="cut",
+              show_default=True,
+              help="--context-length: cut the words beyond the last k (a run from the initial "
+                   "state k words back), or keep --max-context words and shuffle those beyond "
+                   "the last k (seeded by --replace-seed).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Ablation result file (HDF5) to write.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
@@ -103,7 +108,7 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
                    "than a unigram model, i.e. its --vocab order probably does not match.")
 def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path,
                      max_distance, classes, pos_map, tag_map, class_words, class_map, replace,
-                     replace_seed, context_length, max_context, out_path, json_path, csv_path,
+                     replace_seed, context_length, max_context, context_order, out_path, json_path, csv_path,
                      ci, level, n_boot, ci_seed, block_size, sample_every, start, stop, batch,
                      device, dtype, threads, checkpoint_path, checkpoint_every, no_eos,
                      encoding, force):
@@ -165,7 +170,8 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
     began = time.perf_counter()
     try:
         if context_length:
-            result = compute_context_length(lm, tokens, max_context=max_context, **common)
+            result = compute_context_length(lm, tokens, max_context=max_context,
+                                            order=context_order, seed=replace_seed, **common)
         else:
             result = compute_ablation(lm, tokens, max_distance=max_distance, replace=replace,
                                       seed=replace_seed, **common)
