@@ -20,6 +20,7 @@ from .accumulate import Sums
 from .errors import AblationError
 from .model import check_tokens, model_parts
 from .modes import AblationMode, ContextMode
+from .progress import Progress
 from .replacements import Replacer
 from .result import AblationResult
 from .running_state import load_state, save_state
@@ -38,7 +39,7 @@ def _sha(data: bytes) -> str:
 def _run(mode, parts, tokens: np.ndarray, classes: ClassSet, *, start: int, stop: int | None,
          block_size: int | None, batch: int, checkpoint_path, checkpoint_every: float,
          stop_after_chunks: int | None, settings: dict[str, Any],
-         text_info: dict[str, Any] | None) -> AblationResult:
+         text_info: dict[str, Any] | None, progress: bool | str = False) -> AblationResult:
     N = len(tokens)
     stop = N if stop is None else min(int(stop), N)
     if not 0 <= start <= stop:
@@ -64,11 +65,13 @@ def _run(mode, parts, tokens: np.ndarray, classes: ClassSet, *, start: int, stop
     every = settings.get("sample_every") or 1
     step = batch * (every if mode.name == "ablation" else 1)
     last_save, chunks = time.monotonic(), 0
+    bar = Progress(progress, lo, hi, pos)
     while pos < hi:
         b = min(pos + step, hi)
         rows = mode.chunk(walker, pos, b)
         if rows is not None:
             sums.add(rows)
+        bar.update(b, b - pos)
         pos, chunks = b, chunks + 1
         asked = stop_after_chunks is not None and chunks >= stop_after_chunks
         if path is not None and pos < hi and (asked or
@@ -76,7 +79,9 @@ def _run(mode, parts, tokens: np.ndarray, classes: ClassSet, *, start: int, stop
             save_state(path, fingerprint, pos, walker, sums)
             last_save = time.monotonic()
         if asked and pos < hi:
+            bar.close()
             raise InterruptedAblation(f"stopped at position {pos}; rerun to resume")
+    bar.close()
     return _result(mode, parts, tokens, classes, sums, start, stop, block_size, settings,
                    text_sha, text_info, resumed)
 
@@ -128,7 +133,7 @@ def compute_ablation(
     stop: int | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
     batch: int = 256, checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: float = 300.0, stop_after_chunks: int | None = None,
-    text_info: dict[str, Any] | None = None,
+    text_info: dict[str, Any] | None = None, progress: bool | str = False,
 ) -> AblationResult:
     """For every start position t in ``[start, stop)`` (every ``sample_every``-th) with
     ``t + max_distance < N`` and every distance 1 <= d <= ``max_distance``: the loss at
@@ -137,7 +142,8 @@ def compute_ablation(
     KL(p_orig || p_ablated); summed per class of ``w_t`` and distance (see
     :mod:`stategrad.ablation.modes` for the exact definitions).  ``unk_id`` defaults to
     the vocabulary's ``<unk>``; ``block_size`` keeps sums per block of start positions
-    for intervals; ``checkpoint_path`` makes the run resumable after a kill."""
+    for intervals; ``checkpoint_path`` makes the run resumable after a kill; ``progress``
+    True draws a bar, ``"log"`` prints a line every minute."""
     if max_distance < 1:
         raise AblationError(f"max_distance must be at least 1, got {max_distance}")
     if sample_every is not None and sample_every < 1:
@@ -153,7 +159,7 @@ def compute_ablation(
         return _run(mode, parts, tokens, classes, start=start, stop=stop, block_size=block_size,
                     batch=batch, checkpoint_path=checkpoint_path,
                     checkpoint_every=checkpoint_every, stop_after_chunks=stop_after_chunks,
-                    settings=settings, text_info=text_info)
+                    settings=settings, text_info=text_info, progress=progress)
 
 
 def compute_context_length(
@@ -163,7 +169,7 @@ def compute_context_length(
     device: str = "cpu", dtype: torch.dtype = torch.float32, batch: int = 256,
     checkpoint_path: str | os.PathLike | None = None, checkpoint_every: float = 300.0,
     stop_after_chunks: int | None = None, text_info: dict[str, Any] | None = None,
-    order: str = "cut", seed: int = 0,
+    order: str = "cut", seed: int = 0, progress: bool | str = False,
 ) -> AblationResult:
     """For every predicted position i in ``[start, stop)`` with i >= ``max_context`` and
     every context length 0 <= k <= ``max_context``: the loss of ``w_i`` predicted from
@@ -188,7 +194,7 @@ def compute_context_length(
         return _run(mode, parts, tokens, classes, start=start, stop=stop, block_size=block_size,
                     batch=batch, checkpoint_path=checkpoint_path,
                     checkpoint_every=checkpoint_every, stop_after_chunks=stop_after_chunks,
-                    settings=settings, text_info=text_info)
+                    settings=settings, text_info=text_info, progress=progress)
 
 
 def remove_running_state(path: str | os.PathLike) -> None:

@@ -5,6 +5,7 @@ commands so that ``stategrad --help`` stays quick."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .options import (
     encoding_option,
     interval_options,
     model_options,
+    progress_option,
     threads_option,
 )
 
@@ -103,6 +105,7 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
               help="Seconds between running-state checkpoints.")
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
 @encoding_option()
+@progress_option()
 @click.option("--force", is_flag=True,
               help="Go on (with a warning) when a model from elsewhere predicts the text worse "
                    "than a unigram model, i.e. its --vocab order probably does not match.")
@@ -111,7 +114,7 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
                      replace_seed, context_length, max_context, context_order, out_path, json_path, csv_path,
                      ci, level, n_boot, ci_seed, block_size, sample_every, start, stop, batch,
                      device, dtype, threads, checkpoint_path, checkpoint_every, no_eos,
-                     encoding, force):
+                     encoding, progress, force):
     """Context ablation: for every start position t and distance 1 <= d <= D, how much
     the loss at t + d rises, and how far the predicted distribution moves (KL), when the
     word at t is replaced or removed; summed per class of that word.
@@ -165,6 +168,8 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
     common = dict(classes=class_set, block_size=block_size, sample_every=sample_every,
                   start=start, stop=stop, device=device, dtype=getattr(torch, dtype),
                   batch=batch, checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
+                  # a bar on a terminal, else a line every minute (logs of batch jobs)
+                  progress=(True if sys.stderr.isatty() else "log") if progress else False,
                   text_info={"path": str(Path(text_path).resolve()), "no_eos": no_eos,
                              "encoding": encoding})
     began = time.perf_counter()
