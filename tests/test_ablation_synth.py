@@ -99,7 +99,7 @@ def test_a_target_needs_the_context_back_to_its_trigger(trained):
 
 @pytest.fixture(scope="module", params=[1, 2])
 def property_model(request, tmp_path_factory):
-    prop = TriggerClass("num", 3, n_triggers=4, remembered="feature", n_values=2, rate=0.15)
+    prop = TriggerClass("num", 3, n_triggers=4, remembered="feature", n_values=2, rate=0.25)
     # Eight epochs: with five these small models know that an agreeing word is due, not
     # which value (then no carrier swap matters, and the test says so).
     lm, tokens, _ = _train(request.param, tmp_path_factory.mktemp(f"prop{request.param}"),

@@ -7,6 +7,10 @@ A module imports from its own subpackage and from layers to its left, never to i
 started.  Other subpackages reach a subpackage through its ``__init__`` only, so its
 modules can be split without breaking them.
 
+ablation sits beside gradients (the same layer): it needs data and lm, and takes the
+gradient results' coverage records and HDF5 writer from gradients' ``__init__``; the cycle
+test keeps gradients from ever importing it.
+
 synth sits with legacy and demo: it only needs atomic and data (it writes a corpus and
 its word classes), but nothing below the demo and the command line uses it, and keeping
 it on top leaves it free to train or analyse in the future.
