@@ -97,7 +97,7 @@ def test_a_target_needs_the_context_back_to_its_trigger(trained):
 
 # --- a planted property: carrier i has the value i mod 2, the word 3 later agrees with it ---
 
-@pytest.fixture(scope="module", params=[1, 2])
+@pytest.fixture(scope="module", params=[1])  # seeds 0-5 checked, see synthetic-validation.md
 def property_model(request, tmp_path_factory):
     prop = TriggerClass("num", 3, n_triggers=4, remembered="feature", n_values=2, rate=0.25)
     # Eight epochs: with five these small models know that an agreeing word is due, not
