@@ -60,9 +60,6 @@ class AblationMode:
         hi = min(stop, len(self.tokens) - self.D)
         return start, max(hi, start)
 
-    def walk_from(self, lo: int) -> int:
-        return lo
-
     def chunk(self, walker: Walker, a: int, b: int) -> Rows | None:
         p, D = self.parts, self.D
         orig = baseline(p, self.tokens, a, walker.tops(b + D))

@@ -46,6 +46,8 @@ def _run(mode, parts, tokens: np.ndarray, classes: ClassSet, *, start: int, stop
         raise AblationError(f"bad slice [{start}, {stop}) of a text of {N} tokens")
     if block_size is not None and block_size < 1:
         raise AblationError(f"block_size must be positive, got {block_size}")
+    if batch < 1:
+        raise AblationError(f"batch must be positive, got {batch}")
     if classes.vocab_size != parts.vocab_size:
         raise AblationError(f"classes are defined over {classes.vocab_size} words, the model "
                             f"has {parts.vocab_size}")
@@ -55,7 +57,8 @@ def _run(mode, parts, tokens: np.ndarray, classes: ClassSet, *, start: int, stop
     text_sha = _sha(np.ascontiguousarray(tokens, dtype=np.int32).tobytes())
     fingerprint = {"model": parts.identity, "text": text_sha, "slice": [start, stop],
                    "settings": repr(sorted(settings.items())), "block_size": block_size,
-                   "batch": batch, "classes": _sha(classes.membership.tobytes())}
+                   "batch": batch, "dtype": str(parts.dtype),
+                   "classes": _sha(classes.membership.tobytes())}
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     pos = load_state(path, fingerprint, walker, sums) if path is not None else None
     resumed = pos is not None
