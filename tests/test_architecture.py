@@ -1,11 +1,15 @@
 """The import graph of src/stategrad follows the pipeline of the layout:
 
-    atomic, comm -> data -> lm -> gradients -> analysis -> report -> synth, legacy, demo -> cli
+    atomic, comm -> data -> lm -> gradients, ablation -> analysis -> report -> synth, legacy, demo -> cli
 
 A module imports from its own subpackage and from layers to its left, never to its right
 (function-level imports included), and no chain of imports comes back to where it
 started.  Other subpackages reach a subpackage through its ``__init__`` only, so its
 modules can be split without breaking them.
+
+ablation sits beside gradients (the same layer): it needs data and lm, and takes the
+gradient results' coverage records and HDF5 writer from gradients' ``__init__``; the cycle
+test keeps gradients from ever importing it.
 
 synth sits with legacy and demo: it only needs atomic and data (it writes a corpus and
 its word classes), but nothing below the demo and the command line uses it, and keeping
@@ -26,7 +30,7 @@ LAYERS = {
     "atomic": 0, "comm": 0,
     "data": 1,
     "lm": 2,
-    "gradients": 3,
+    "gradients": 3, "ablation": 3,
     "analysis": 4,
     "report": 5,
     "synth": 6, "legacy": 6, "demo": 6,

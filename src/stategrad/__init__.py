@@ -41,6 +41,11 @@ _API = {
     "StateGradientEngine": "gradients",
     "GradientResult": "gradients",
     "load_result": "gradients",
+    # context ablation, beside the gradients
+    "compute_ablation": "ablation",
+    "compute_context_length": "ablation",
+    "load_ablation": "ablation",
+    "ablation_table": "analysis",
     # analysis
     "EmbeddingStats": "analysis",
     "embedding_stats_for_model": "analysis",

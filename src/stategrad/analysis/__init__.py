@@ -30,6 +30,14 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
+from .ablation import (
+    AblationCurve,
+    AblationTable,
+    CorrelationTable,
+    ablation_curves,
+    ablation_table,
+    memory_ablation_correlation,
+)
 from .checks import check_finite
 from .compare import CompareError, PairedDifference, Side, check_same_blocks, paired_difference
 from .embedding_stats import (
@@ -107,8 +115,14 @@ from .uncertainty import (
 )
 
 __all__ = [
+    "AblationCurve",
+    "AblationTable",
     "AnalysisError",
     "CompareError",
+    "CorrelationTable",
+    "ablation_curves",
+    "ablation_table",
+    "memory_ablation_correlation",
     "ConditioningWarning",
     "DifferenceVector",
     "EmbeddingStats",

@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "report_commands",
     "synth_commands",
     "compare_commands",
+    "ablation_commands",
 )
 
 

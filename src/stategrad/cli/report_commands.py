@@ -130,10 +130,14 @@ def _extra_figure(spec: str):
 @click.option("--compare", "compare_pair", nargs=2, metavar="A B", default=None,
               help="Add the paired difference of class A's memory curve minus class B's, "
                    "with its interval over the same blocks.")
+@click.option("--ablation", "ablation_path", type=click.Path(exists=True, dir_okay=False),
+              help="An ablation result (stategrad ablation) of the same model: its curves beside "
+                   "the memory curves, their correlation, and with --sentence the ablation map "
+                   "beside the gradient map.")
 def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
            ci, level, n_boot, seed, differences, difference_class, identity, subspace_k,
            sentences, model_path, vocab_path, trusted, nonlinearity, code_path, state, measure,
-           extra_figures, title, compare_pair):
+           extra_figures, title, compare_pair, ablation_path):
     """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
 
     Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
@@ -164,13 +168,15 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             identities[model_path] = model.identity()
         _, L = checked_normalizer(normalize, identities, loaded[0].embedding_size, force)
         vectors = dict(_load_vector(s) for s in differences)
+        ablation, ablate = _load_ablation(ablation_path, identities)
         maps = []
         if sentences:
             st = state or str(loaded[0].metadata.get("state") or "cell")
             meta_layer = loaded[0].metadata.get("layer")
             layer = -1 if meta_layer is None else int(meta_layer)
             for s in sentences:
-                maps.append(sentence_map(model, s, state=st, layer=layer, normalize=L, measure=measure))
+                maps.append(sentence_map(model, s, state=st, layer=layer, normalize=L, measure=measure,
+                                         ablate=ablate))
         path = build_report(
             loaded, out_dir, labels=list(labels) or None, sources=list(results), normalize=L,
             normalisation_source=_normalisation_text(normalize),
@@ -182,6 +188,7 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             subspace_k=subspace_k, sentences=maps,
             extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
             compare=tuple(compare_pair) if compare_pair else None,
+            ablation=ablation,
         )
     except _ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
@@ -200,6 +207,24 @@ def _identity_input(result, model, classes: str | None):
         result.class_index(name)
         words[name] = word_ids(model.vocab, _spec_words(name, definitions, None))[0]
     return embedding_matrix(model), words
+
+
+def _load_ablation(path, identities: dict):
+    """The --ablation result (None without one) and the replacement the sentence view uses
+    (the result's; None for a context-length result).  One of another model is refused."""
+    if path is None:
+        return None, None
+    from ..ablation import load_ablation
+
+    with reading(path):
+        result = load_ablation(path)
+    ident = result.metadata.get("model_identity")
+    others = {p for p, i in identities.items() if i is not None and i != ident}
+    if others:
+        raise click.ClickException(f"--ablation {path} was computed with another model than "
+                                   f"{', '.join(sorted(others))}")
+    replace = result.metadata.get("replace")
+    return result, replace if result.mode == "ablation" else None
 
 
 @click.command("sentence")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .coverage import coverage_overlaps, union_coverage
 from .errors import EmptyClassError, ResultError
-from .result import GradientResult, json_default, load_result
+from .result import GradientResult, json_default, load_result, write_h5_atomic
 
 if TYPE_CHECKING:  # what __getattr__ below imports on first use, spelled out for tools
     from .engine import InterruptedRun, StateGradientEngine, compute_state_gradients
@@ -78,4 +78,5 @@ __all__ = [
     "precision_error",
     "sentence_gradients",
     "union_coverage",
+    "write_h5_atomic",
 ]

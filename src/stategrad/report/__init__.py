@@ -5,6 +5,7 @@ the modules inside, so the modules can be split without breaking them."""
 
 from __future__ import annotations
 
+from .ablation_view import plot_memory_and_ablation, plot_sentence_pair
 from .html import ExtraFigure, build_report
 from .plots import Curve, plot_curves
 from .sentence_view import SentenceMap, plot_sentence_map, sentence_map, sentence_map_from_gradients
@@ -18,7 +19,9 @@ __all__ = [
     "SentenceMap",
     "build_report",
     "plot_curves",
+    "plot_memory_and_ablation",
     "plot_sentence_map",
+    "plot_sentence_pair",
     "save_figure",
     "sentence_map",
     "sentence_map_from_gradients",

@@ -23,6 +23,7 @@ import numpy as np
 from ..analysis import describe
 from ..gradients import GradientResult
 from . import plots as P
+from .ablation_view import ablation_sections, plot_sentence_pair
 from .page import PageFigure, page_html
 from .sentence_view import SentenceMap, plot_sentence_map
 from .style import ReportError, resolve_normalizer
@@ -148,6 +149,7 @@ def build_report(
     title: str = "State gradient report",
     L: np.ndarray | None = None,
     compare: tuple[str, str] | None = None,
+    ablation=None,
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/figures/*.{png,svg,csv}``; return the
     report's path.
@@ -162,7 +164,8 @@ def build_report(
     -> word ids) leads the report with the identity memory of those classes.
     ``extra_figures`` are copied into ``figures/`` and shown after the report's own.
     ``compare`` (two class names) adds the paired difference of their memory curves on the
-    same blocks."""
+    same blocks.  ``ablation`` (an ablation result of the same model) adds its curves
+    beside the first result's memory curves and their correlation."""
     L = resolve_normalizer(normalize, L)
     results = list(results)
     if not results:
@@ -188,6 +191,9 @@ def build_report(
         _spectral_sections(figures, plan, L, top_k, spectrum_delays)
     if compare:
         _compare_section(figures, plan, L, compare)
+    if ablation is not None:
+        ablation_sections(figures.add, results[0], ablation, classes=plan.classes, ci=plan.ci,
+                          level=level, n_boot=n_boot, seed=seed, band_text=plan.band_text)
     for i, smap in enumerate(sentences):
         _sentence_section(figures, i, smap)
     for i, extra in enumerate(extras):
@@ -400,6 +406,15 @@ def _sentence_section(figures: _Figures, i: int, smap: SentenceMap) -> None:
                 f"(columns): how strongly the input at t still moves the {smap.state} state at k. "
                 f"Computed exactly for this sentence from the zero state.{unk}",
                 plot_sentence_map(smap), (head, rows))
+    if smap.ablation is not None:
+        rows = [[f"{t}:{smap.words[t]}"] + [_fmt(smap.ablation[t, k]) for k in range(T)]
+                for t in range(T)]
+        figures.add(f"sentence_{i + 1}_ablation", f"Sentence view {i + 1}: gradients and ablation",
+                    f"Left, the gradient map above; right, {smap.ablation_label} for the same "
+                    "cells: how far the prediction made at k moves when the word at t is "
+                    "replaced.", plot_sentence_pair(smap.matrix, smap.ablation, smap.words,
+                                                    gradient_label=smap.measure_label,
+                                                    ablation_label="KL (nats)"), (head, rows))
 
 
 # --- extra figures and labels ---------------------------------------------------------------

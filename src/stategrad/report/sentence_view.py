@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ablation import sentence_ablation
 from ..gradients import sentence_gradients
 from .plots import plot_sentence
 from .style import ReportError, resolve_normalizer
@@ -34,6 +35,10 @@ class SentenceMap:
     state: str
     layer: int
     unknown: list[str] = field(default_factory=list)
+    #: ``ablation[t, k]``: KL of the prediction made at k when the word at t is replaced
+    #: (:func:`stategrad.ablation.sentence_ablation`); None without one.
+    ablation: np.ndarray | None = None
+    ablation_label: str = ""
 
     @property
     def measure_label(self) -> str:
@@ -94,12 +99,14 @@ def sentence_map(
     normalize=None,
     measure: str = "fro",
     L: np.ndarray | None = None,
+    ablate: str | None = None,
 ) -> SentenceMap:
     """Compute the sentence gradients of ``model`` (a :class:`stategrad.lm.LanguageModel`)
     for ``text``, then their map (:func:`sentence_map_from_gradients`).  Words outside
     its vocabulary become ``<unk>``, also in the map's labels (and are listed in
     ``unknown``).  ``L=`` is the
-    deprecated name of ``normalize=``."""
+    deprecated name of ``normalize=``.  ``ablate`` (unk, random, mean, drop) adds the
+    ablation map of the same sentence (KL, see :func:`stategrad.ablation.sentence_ablation`)."""
     _check_measure(measure)  # before the gradients: a typo should not cost a backward pass
     L = resolve_normalizer(normalize, L)
     words = tokenize(text)
@@ -109,8 +116,12 @@ def sentence_map(
     G = sentence_gradients(model, ids, state=state, layer=layer)  # (T, T, H, E)
     # Label each position with the word the model read there: <unk> for an unknown word.
     words = [w if w in vocab else vocab.words[int(i)] for w, i in zip(words, ids, strict=True)]
-    return sentence_map_from_gradients(G, words, ids, state=state, layer=layer, normalize=L,
+    smap = sentence_map_from_gradients(G, words, ids, state=state, layer=layer, normalize=L,
                                        measure=measure, unknown=unknown)
+    if ablate is not None:
+        smap.ablation = sentence_ablation(model, ids, replace=ablate).kl
+        smap.ablation_label = f"KL(p_orig || p_ablated), the word at t replaced ({ablate})"
+    return smap
 
 
 def _matrix_size(G: np.ndarray, measure: str) -> np.ndarray:
