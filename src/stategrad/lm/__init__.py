@@ -22,7 +22,17 @@ from .config import (
 from .ddp import TrainingSync
 from .errors import NonFiniteLossError, TrainingError
 from .loop import EpochProgress, evaluate, perplexity, train_epoch
-from .models import RNNLM, LanguageModel, ModelError, ModelSpec, model_hash
+from .mamba import MambaLM
+from .models import (
+    RNNLM,
+    STATE_SPACE_CELLS,
+    LanguageModel,
+    ModelError,
+    ModelSpec,
+    build_module,
+    is_fused,
+    model_hash,
+)
 from .optim import (
     EarlyStopping,
     LogUniformSampler,
@@ -41,21 +51,25 @@ __all__ = [
     "EpochProgress",
     "LAST",
     "LanguageModel",
+    "MambaLM",
     "LogUniformSampler",
     "ModelError",
     "ModelSpec",
     "NonFiniteLossError",
     "RNNLM",
+    "STATE_SPACE_CELLS",
     "TrainConfig",
     "TrainingError",
     "TrainingOptions",
     "TrainingSummary",
     "TrainingSync",
     "build_model",
+    "build_module",
     "check_vocabulary_order",
     "checkpoint_for",
     "data_files",
     "evaluate",
+    "is_fused",
     "learning_rate",
     "learning_rate_for_epoch",
     "load_model",
