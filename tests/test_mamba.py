@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from stategrad.lm import MambaLM, ModelError, ModelSpec, build_module
+from stategrad.lm.mamba import protocol_state
 
 
 def _model(seed=0, layers=2, d_conv=4, dtype=torch.float64, **kw):
@@ -13,12 +14,16 @@ def _model(seed=0, layers=2, d_conv=4, dtype=torch.float64, **kw):
     return MambaLM(spec).to(dtype).eval()
 
 
-def _stepwise(model, ids, state):
+def _stepwise(model, ids, start):
+    """The protocol's pure step, one token at a time; the final state as (conv, ssm)."""
+    state = protocol_state(start, model.spec.hidden_size)
     outs = []
     for t in range(ids.shape[0]):
-        out, state = model.step(model.embedding(ids[t]), state)
-        outs.append(model.logits_from_output(out))
-    return torch.stack(outs), state
+        state = model.step(model.embed(ids[t]), state)
+        outs.append(model.logits(state))
+    conv = torch.stack([s["conv"] for s in state])
+    ssm = torch.stack([s["ssm"] for s in state])
+    return torch.stack(outs), (conv, ssm)
 
 
 @pytest.mark.parametrize("d_conv", [1, 2, 4])
@@ -67,3 +72,16 @@ def test_spec_checks_mamba_shape():
         ModelSpec(vocab_size=5, embedding_size=4, hidden_size=8, cell="mamba")
     module = build_module(ModelSpec(vocab_size=5, embedding_size=8, hidden_size=8, cell="Mamba"))
     assert isinstance(module, MambaLM) and module.spec.cell == "mamba"
+
+
+def test_protocol_members_and_select():
+    model = _model(seed=3)
+    state = model.initial_state(2, "cpu", torch.float64)
+    assert model.state_names == ("ssm", "conv", "output") and model.num_layers == 2
+    state = model.step(model.embed(torch.tensor([1, 2])), state)
+    ssm = model.select(state, "ssm", 1)
+    assert ssm.shape == (2, 16 * 5)
+    # row-major: entry i * d_state + n is channel i, state dimension n
+    assert ssm[1, 3 * 5 + 2] == state[1]["ssm"][1, 3, 2]
+    assert model.select(state, "conv", 0).shape == (2, 16 * 3)
+    assert model.logits(state).shape == (2, 13)

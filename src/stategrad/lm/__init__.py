@@ -21,6 +21,7 @@ from .config import (
 )
 from .ddp import TrainingSync
 from .errors import NonFiniteLossError, TrainingError
+from .hf_mamba import HFMamba
 from .loop import EpochProgress, evaluate, perplexity, train_epoch
 from .mamba import MambaLM
 from .models import (
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigError",
     "EarlyStopping",
     "EpochProgress",
+    "HFMamba",
     "LAST",
     "LanguageModel",
     "MambaLM",

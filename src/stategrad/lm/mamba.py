@@ -29,6 +29,11 @@ from torch import nn
 
 MambaState = tuple[torch.Tensor, torch.Tensor]  # (conv, ssm), each (layers, batch, d_inner, .)
 
+#: The parts of a layer's state one can analyse.  ``output`` is the block's output at the
+#: step just taken (the residual stream the next layer and the softmax read); it does not
+#: feed back, but it is what ``logits`` needs besides ``ssm`` and ``conv``.
+STATE_NAMES = ("ssm", "conv", "output")
+
 
 class RMSNorm(nn.Module):
     """``x / rms(x) * weight`` (``nn.RMSNorm`` is newer than the torch this package needs)."""
@@ -62,6 +67,7 @@ class MambaMixer(nn.Module):
                                   .repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.act = nn.SiLU()
 
 
 class MambaBlock(nn.Module):
@@ -86,12 +92,13 @@ def layer_step(block: Any, u: torch.Tensor, conv: torch.Tensor, ssm: torch.Tenso
     mixer = block.mixer
     x, z = mixer.in_proj(rms_norm(u, block.norm)).chunk(2, dim=-1)
     window = torch.cat([conv, x.unsqueeze(-1)], dim=-1)  # (batch, d_inner, d_conv)
-    xc = F.silu((window * mixer.conv1d.weight[:, 0, :]).sum(-1) + mixer.conv1d.bias)
+    xc = (window * mixer.conv1d.weight[:, 0, :]).sum(-1)
+    xc = mixer.act(xc if mixer.conv1d.bias is None else xc + mixer.conv1d.bias)
     dt, b, c = _selective_inputs(mixer, xc)
     decay = torch.exp(dt.unsqueeze(-1) * -torch.exp(mixer.A_log))
     ssm = decay * ssm + (dt * xc).unsqueeze(-1) * b.unsqueeze(-2)
     y = (ssm * c.unsqueeze(-2)).sum(-1) + mixer.D * xc
-    out = u + mixer.out_proj(y * F.silu(z))
+    out = u + mixer.out_proj(y * mixer.act(z))
     return out, window[..., 1:], ssm
 
 
@@ -103,7 +110,7 @@ def layer_sequence(block: Any, u: torch.Tensor, conv: torch.Tensor, ssm: torch.T
     x, z = mixer.in_proj(rms_norm(u, block.norm)).chunk(2, dim=-1)
     seq = torch.cat([conv, x.permute(1, 2, 0)], dim=-1)  # (batch, d_inner, width-1+steps)
     w = mixer.conv1d.weight
-    xc = F.silu(F.conv1d(seq, w, mixer.conv1d.bias, groups=w.shape[0]).permute(2, 0, 1))
+    xc = mixer.act(F.conv1d(seq, w, mixer.conv1d.bias, groups=w.shape[0]).permute(2, 0, 1))
     dt, b, c = _selective_inputs(mixer, xc)
     decay = torch.exp(dt.unsqueeze(-1) * -torch.exp(mixer.A_log))  # (steps, batch, d_inner, n)
     drive = (dt * xc).unsqueeze(-1) * b.unsqueeze(-2)
@@ -112,7 +119,7 @@ def layer_sequence(block: Any, u: torch.Tensor, conv: torch.Tensor, ssm: torch.T
         ssm = decay[t] * ssm + drive[t]
         states.append(ssm)
     y = (torch.stack(states) * c.unsqueeze(-2)).sum(-1) + mixer.D * xc
-    out = u + mixer.out_proj(y * F.silu(z))
+    out = u + mixer.out_proj(y * mixer.act(z))
     new_conv = seq[..., seq.shape[-1] - conv.shape[-1]:]
     return out, new_conv, ssm
 
@@ -195,15 +202,56 @@ class MambaLM(nn.Module):
             return hidden, new_state
         return self.decoder(hidden), new_state
 
-    def step(self, emb: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
-        """One step from the embedded input ``emb`` (batch, d_model): (the last block's
-        output, the new state).  Pure, no dropout: what the state gradients differentiate."""
-        u, convs, ssms = emb, [], []
-        for i, block in enumerate(self.layers):
-            u, conv, ssm = layer_step(block, u, state[0][i], state[1][i])
-            convs.append(conv)
-            ssms.append(ssm)
-        return u, (torch.stack(convs), torch.stack(ssms))
+    # --- the recurrent-model protocol (what the state gradient engine runs) --------------
+    state_names = STATE_NAMES
 
-    def logits_from_output(self, out: torch.Tensor) -> torch.Tensor:
-        return self.decoder(rms_norm(out, self.norm_f))
+    @property
+    def num_layers(self) -> int:
+        return self.spec.num_layers
+
+    @property
+    def vocab_size(self) -> int:
+        return self.spec.vocab_size
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> tuple[dict, ...]:
+        return protocol_state(self.init_state(batch, device), self.spec.hidden_size, dtype)
+
+    def step(self, x: torch.Tensor, state: tuple[dict, ...]) -> tuple[dict, ...]:
+        return protocol_step(self.layers, x, state)
+
+    def select(self, state: tuple[dict, ...], name: str, layer: int) -> torch.Tensor:
+        return select_part(state, name, layer)
+
+    def logits(self, state: tuple[dict, ...]) -> torch.Tensor:
+        return self.decoder(rms_norm(state[-1]["output"], self.norm_f))
+
+
+# --- the protocol's state: per layer {"ssm", "conv", "output"}, batch first ------------------
+
+def protocol_state(state: MambaState, d_model: int, dtype=None) -> tuple[dict, ...]:
+    """The training state ``(conv, ssm)`` (layers first) as the protocol's per-layer dicts,
+    with a zero ``output``."""
+    conv, ssm = state
+    dtype = dtype or conv.dtype
+    return tuple({"ssm": ssm[i].to(dtype), "conv": conv[i].to(dtype),
+                  "output": ssm.new_zeros(ssm.shape[1], d_model, dtype=dtype)}
+                 for i in range(conv.shape[0]))
+
+
+def protocol_step(blocks: Any, x: torch.Tensor, state: tuple[dict, ...]) -> tuple[dict, ...]:
+    """One step of a stack of blocks from the embedded input ``x`` (batch, d_model).  Pure."""
+    u, new = x, []
+    for block, s in zip(blocks, state, strict=True):
+        u, conv, ssm = layer_step(block, u, s["conv"], s["ssm"])
+        new.append({"ssm": ssm, "conv": conv, "output": u})
+    return tuple(new)
+
+
+def select_part(state: tuple[dict, ...], name: str, layer: int) -> torch.Tensor:
+    """One named part of one layer, flattened to (batch, size): ``ssm`` is d_inner x
+    d_state, row-major (entry ``i * d_state + n`` is channel i, state dimension n)."""
+    part = state[layer][name]
+    return part.reshape(part.shape[0], -1)
