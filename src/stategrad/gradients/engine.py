@@ -32,7 +32,6 @@ The cells live in ``cells.py``, the accumulation in ``accumulate.py``, the file 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import os
@@ -45,15 +44,15 @@ import torch
 
 from .. import __version__
 from ..data import ClassSet
-from ..lm import RNNLM, LanguageModel, model_hash
+from ..lm import RNNLM, LanguageModel, model_hash, needs_generic
 from .accumulate import accumulate
 from .blocks import BlockSpill
-from .cells import _layers, _WindowMaps, forward_window
 from .coverage import coverage_record, sampling_rule
+from .fused import FusedCells
+from .generic import GenericCells
 from .options import (
     EngineError,
     EngineOptions,
-    _resolve_layer,
     _sample_mask,
     _text_identity,
     check_options,
@@ -65,6 +64,7 @@ from .progress import _Progress
 from .result import GradientResult
 from .running_state import RunningStateFile, restore_pass, save_pass
 from .running_state import remove_running_state as _remove_running_state
+from .tangent_step import TangentStep
 
 # A pair callback receives (step k, start positions of the rows, tangents (A, E, H)
 # of the analysed state: row a is d s_k / d x_{starts[a]} transposed).
@@ -99,14 +99,9 @@ class StateGradientEngine:
         self.opts = options
         o = options
         self.device = check_options(o)
-        self.layer = _resolve_layer(self.module, o.layer)
-        self.layers = _layers(self.module, self.layer, self.device, o.dtype)
-        self.cell = self.layers[0].cell
-        if o.state == "cell" and self.cell != "lstm":
-            raise EngineError(f"a {self.cell.upper()} has no cell state; use state='hidden'")
-        emb = self.module.embedding if hasattr(self.module, "embedding") else self.module.encoder
-        self.embedding = emb.weight.detach().to(self.device, o.dtype)
-        V = self.embedding.shape[0]
+        self.cells: TangentStep = _cells_for(self.module, o, self.device)
+        self.layer, self.cell = self.cells.layer, self.cells.cell
+        V = self.cells.V
         if len(self.tokens) and (self.tokens.min() < 0 or self.tokens.max() >= V):
             raise EngineError(
                 f"token ids must lie in 0..{V - 1} (the model's vocabulary); found "
@@ -117,8 +112,7 @@ class StateGradientEngine:
             raise EngineError(
                 f"classes are defined over {self.classes.vocab_size} words, the model has {V}"
             )
-        self.E = self.embedding.shape[1]
-        self.H = self.layers[0].w_hh_t.shape[0]
+        self.E, self.H = self.cells.E, self.cells.H
         self.C = len(self.classes)
         self.D = o.max_delay
         self.sample_mask = _sample_mask(len(self.tokens), o)
@@ -141,36 +135,10 @@ class StateGradientEngine:
     def states_before(self, starts: Sequence[int], chunk: int | None = None, device=None
                       ) -> dict[int, list[tuple[torch.Tensor, torch.Tensor | None]]]:
         """The recurrent state before each of ``starts`` (per layer (h, c), c None but for
-        an LSTM), from ONE forward pass over the text, ``chunk`` tokens at a time (None:
+        an LSTM; for a protocol model one (tensor, None) per tensor of its state), from ONE forward pass over the text, ``chunk`` tokens at a time (None:
         all up to a start at once).  On ``device`` (default: the engine's)."""
         device = self.device if device is None else torch.device(device)
-        L = self.layer + 1
-        lstm = self.cell == "lstm"
-
-        def snapshot(state) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-            if state is None:
-                zeros = torch.zeros(self.H, device=device, dtype=self.opts.dtype)
-                return [(zeros.clone(), zeros.clone() if lstm else None) for _ in range(L)]
-            h, c = state if lstm else (state, None)
-            return [(h[l, 0].to(device).clone(), c[l, 0].to(device).clone() if lstm else None)
-                    for l in range(L)]
-
-        out = {}
-        wanted = sorted(set(int(s) for s in starts))
-        if wanted == [0]:
-            return {0: snapshot(None)}
-        with torch.no_grad():
-            # A copy, so that the user's module keeps its device and dtype.
-            rnn = copy.deepcopy(self.module.rnn).to(self.device, self.opts.dtype).eval()
-            state, pos = None, 0
-            for target in wanted:
-                while pos < target:
-                    hi = target if chunk is None else min(target, pos + chunk)
-                    ids = torch.as_tensor(self.tokens[pos:hi], device=self.device)
-                    _, state = rnn(self.embedding[ids].unsqueeze(1), state)
-                    pos = hi
-                out[target] = snapshot(state)
-        return out
+        return self.cells.states_before(self.tokens, starts, chunk, device)
 
     def identity(self) -> dict[str, str]:
         """The model, the text and the class membership this engine works on, as hashes:
@@ -231,8 +199,9 @@ class StateGradientEngine:
         file = None
         if checkpoint_path is not None:
             file = RunningStateFile(checkpoint_path, self._fingerprint(p.start, p.stop),
-                                    (self.D, self.C, self.E, self.H), sorted(p.bufs),
-                                    self.layer + 1, self.cell == "lstm")
+                                    (self.D, self.C, self.E, self.H),
+                                    {key: buf.shape[-1] for key, buf in p.bufs.items()},
+                                    self.cells.state_shapes())
             restore_pass(p, file, self._max_rows())
         bar = _Progress(progress, p.start, p.end, p.k)
         last_save = time.monotonic()
@@ -270,33 +239,21 @@ class StateGradientEngine:
         D, E, H, C = self.D, self.E, self.H, self.C
         dev, dt = self.device, o.dtype
         A_max = self._max_rows()
-        lstm = self.cell == "lstm"
-        chosen = (self.layer, "c" if o.state == "cell" else "h")
         # The analysed state keeps W+1 slots (one per step of the window); others two.
-        bufs = {(l, comp): torch.zeros(max(1, o.window) + 1 if (l, comp) == chosen else 2,
-                                       A_max, E, H, device=dev, dtype=dt)
-                for l in range(self.layer + 1) for comp in (("h", "c") if lstm else ("h",))}
-        state = initial_state if initial_state is not None else self.initial_state(start)
+        bufs, chosen = self.cells.buffers(A_max, max(1, o.window), dev, dt)
+        state = self.cells.pass_state(
+            initial_state if initial_state is not None else self.initial_state(start))
         return _Pass(
             start=start, stop=stop, end=end, k=start,
             hs=[s[0].to(dev, dt).clone() for s in state],
             cs=[s[1].to(dev, dt).clone() if s[1] is not None else None for s in state],
             bufs=bufs, chosen=chosen, cur={key: 0 for key in bufs},
-            scratch=torch.empty(A_max * E, 2 * H, device=dev, dtype=dt) if lstm else None,
+            scratch=None,
             total=torch.zeros(D, C, E * H, dtype=torch.float64, device=dev),
             total_counts=np.zeros((D, C), dtype=np.int64),
             spill=BlockSpill(D, C, H, E) if o.block_size else None,
             chunk=o.block_size or o.chunk_size,
         )
-
-    def _input_projection(self, p: _Pass, pos: int) -> torch.Tensor:
-        """Layer 0's input projection at ``pos``, computed for a span of positions at once."""
-        base = pos - pos % 1024
-        if base not in p.x_proj:
-            p.x_proj.clear()
-            ids = torch.as_tensor(self.tokens[base : base + 1024], device=self.device)
-            p.x_proj[base] = self.embedding[ids] @ self.layers[0].w_ih_t + self.layers[0].bias
-        return p.x_proj[base][pos - base]
 
     def _step(self, p: _Pass, on_pairs: PairCallback | None) -> None:
         """Advance every tangent in flight by one position, k -> k + 1.
@@ -312,13 +269,7 @@ class StateGradientEngine:
             if keep and k - p.starts[keep - 1] >= self.D:
                 keep -= 1
         inject = p.start <= k < p.stop and (self.sample_mask is None or self.sample_mask[k])
-        if p.slot == 0:  # a new window: its forward pass and tangent maps, all at once
-            n = min(max(1, self.opts.window), p.end - k)
-            p.window_maps = forward_window(
-                self.layers, k, n, p.hs, p.cs, lambda pos: self._input_projection(p, pos))
-        below = None  # the new dh tangent of the layer below
-        for l in range(len(self.layers)):
-            below = self._layer_step(p, l, keep, inject, below)
+        self.cells.advance(p, keep, inject, self.tokens, max(1, self.opts.window))
         p.starts = np.concatenate([[k], p.starts[:keep]]) if inject else p.starts[:keep]
         p.slot += 1
         p.window_steps.append(k)
@@ -328,54 +279,6 @@ class StateGradientEngine:
             on_pairs(k, p.starts, p.bufs[p.chosen][p.slot][:n_rows])
         p.k += 1
         p.steps_done += 1
-
-    def _layer_step(self, p: _Pass, l: int, keep: int, inject: bool,
-                    below: torch.Tensor | None) -> torch.Tensor:
-        """One layer's tangents at step k from its previous ones (the first ``keep`` rows)
-        and the layer below's new dh (``below``); a fresh row at the top if ``inject``.
-        Returns this layer's new dh buffer."""
-        E, H = self.E, self.H
-        lstm = self.cell == "lstm"
-        wm = p.window_maps[l]
-        s = p.slot
-        maps = _WindowMaps(wm.m_in[s], wm.m_rec[s], None if wm.diag_c is None else wm.diag_c[s],
-                           None if wm.diag_h is None else wm.diag_h[s])
-        old_h, new_h = p.slots(s, (l, "h"))
-        if lstm:
-            old_c, new_c = p.slots(s, (l, "c"))
-        shift = 1 if inject else 0
-        n_rows = keep + shift
-        if n_rows:
-            # GRU/RNN tangents are written straight into their buffer; an LSTM's
-            # [dc | dh] product goes to scratch and is combined on the way out.
-            out = p.scratch[: n_rows * E] if lstm else new_h[:n_rows].view(-1, H)
-            rec_out = out[shift * E :]
-            if l == 0:
-                if keep:
-                    torch.mm(old_h[:keep].view(-1, H), maps.m_rec, out=rec_out)
-                if inject:
-                    out[:E].copy_(maps.m_in)
-            else:
-                torch.mm(below[:n_rows].view(-1, H), maps.m_in, out=out)
-                if keep:
-                    rec_out.addmm_(old_h[:keep].view(-1, H), maps.m_rec)
-            if lstm:
-                nc = new_c[:n_rows].view(-1, H)
-                nh = new_h[:n_rows].view(-1, H)
-                lo = shift * E
-                if shift:
-                    nc[:lo].copy_(out[:lo, :H])
-                    nh[:lo].copy_(out[:lo, H:])
-                if keep:
-                    prev_c = old_c[:keep].view(-1, H)
-                    torch.addcmul(out[lo:, :H], prev_c, maps.diag_c, out=nc[lo:])
-                    torch.addcmul(out[lo:, H:], prev_c, maps.diag_h, out=nh[lo:])
-            elif keep and maps.diag_h is not None:
-                rec_out.addcmul_(old_h[:keep].view(-1, H), maps.diag_h)
-        for comp in (("h", "c") if lstm else ("h",)):
-            if (l, comp) != p.chosen:
-                p.cur[(l, comp)] = 1 - p.cur[(l, comp)]
-        return new_h
 
     def _flush(self, p: _Pass, final: bool = False) -> None:
         """Add the window's finished matrices into their sums, close the chunks whose
@@ -450,6 +353,18 @@ class StateGradientEngine:
         }
         return GradientResult(sums=sums, counts=p.total_counts, classes=list(self.classes.names),
                               vocab=self.vocab or [], metadata=metadata, **block_kwargs)
+
+
+def _cells_for(module: torch.nn.Module, o: EngineOptions, device) -> TangentStep:
+    """The fused cells for PyTorch's LSTM/GRU/RNN (the fast path), the generic ones for
+    everything else (a protocol model, an LSTM with projections, a stack of modules)."""
+    if needs_generic(module):
+        return GenericCells(module, o.layer, o.state, device, o.dtype)
+    n = module.rnn.num_layers
+    layer = o.layer if o.layer >= 0 else n + o.layer
+    if not 0 <= layer < n:
+        raise EngineError(f"layer {o.layer} does not exist: the model has layers 0..{n - 1}")
+    return FusedCells(module, layer, o.state, device, o.dtype)
 
 
 class InterruptedRun(RuntimeError):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 SEMANTICS = ("carry", "segment")
-STATES = ("cell", "hidden")
+STATES = ("cell", "hidden")  # of the fused cells; a protocol model names its own
 
 
 class EngineError(ValueError):
@@ -33,14 +33,6 @@ class EngineOptions:
     seed: int = 0
     window: int = 16  # steps gathered per batched accumulation
     chunk_size: int = 4096  # start positions per compute-dtype accumulator
-
-
-def _resolve_layer(module, layer: int) -> int:
-    n = module.rnn.num_layers
-    resolved = layer if layer >= 0 else n + layer
-    if not 0 <= resolved < n:
-        raise EngineError(f"layer {layer} does not exist: the model has layers 0..{n - 1}")
-    return resolved
 
 
 def _text_identity(tokens: np.ndarray, extra: dict[str, Any] | None) -> dict[str, Any]:
@@ -90,8 +82,8 @@ def check_options(o: EngineOptions) -> torch.device:
         raise EngineError(f"max_delay must be at least 1, got {o.max_delay}")
     if o.semantics not in SEMANTICS:
         raise EngineError(f"semantics must be one of {SEMANTICS}, got {o.semantics!r}")
-    if o.state not in STATES:
-        raise EngineError(f"state must be one of {STATES}, got {o.state!r}")
+    if not isinstance(o.state, str) or not o.state:
+        raise EngineError(f"state must name a part of the model's state, got {o.state!r}")
     if o.semantics == "segment" and not o.segment_length:
         raise EngineError("segment semantics needs segment_length (the model's num_steps)")
     if o.block_size is not None and o.block_size < 1:

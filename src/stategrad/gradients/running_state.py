@@ -69,20 +69,20 @@ class RunningStateFile:
     """The running state of one pass at ``path``.
 
     ``fingerprint`` says which run it belongs to (compared as stored, through JSON);
-    ``shape`` is (D, C, E, H) and ``components`` the saved state buffers' (layer, "h"|"c")
-    keys, both used to check that a loaded state fits this run.
+    ``shape`` is (D, C, E, H), ``buffers`` the width of each saved tangent buffer by its
+    (layer, part) key, ``states`` the shapes of the recurrent state's (h, c) pairs (c
+    None where there is none): all used to check that a loaded state fits this run.
     """
 
     def __init__(self, path: str | os.PathLike, fingerprint: dict[str, Any],
-                 shape: tuple[int, int, int, int], components: list[tuple[int, str]],
-                 n_layers: int, lstm: bool):
+                 shape: tuple[int, int, int, int], buffers: dict[tuple[int, str], int],
+                 states: list[tuple[tuple[int, ...], tuple[int, ...] | None]]):
         self.path = Path(path)
         self.blocks = blocks_dir(path)
         self.fingerprint = fingerprint
         self.shape = shape
-        self.components = components
-        self.n_layers = n_layers
-        self.lstm = lstm
+        self.buffers = buffers
+        self.states = states
         self.on_disk: set[int] = set()  # block files known to hold this run's sums
 
     # -- reading -----------------------------------------------------------------------------
@@ -134,7 +134,6 @@ class RunningStateFile:
     def _unpack(self, ck: dict, meta: dict, start: int, end: int, max_rows: int) -> dict:
         """The saved arrays, checked against this run's shapes; _DamagedState if they are not."""
         D, C, E, H = self.shape
-        L = self.n_layers
         try:
             k = int(meta["k"])
             starts = ck["starts"].numpy()
@@ -149,12 +148,13 @@ class RunningStateFile:
             closed = [int(b) for b in meta["closed_blocks"]]
             fits = (
                 start <= k < end
-                and len(state["hs"]) == L and all(h.shape == (H,) for h in state["hs"])
-                and len(state["cs"]) == L
-                and all((c is None) if not self.lstm else c.shape == (H,) for c in state["cs"])
+                and len(state["hs"]) == len(state["cs"]) == len(self.states)
+                and all(h.shape == hs and (c is None if cs is None else c.shape == cs)
+                        for h, c, (hs, cs) in zip(state["hs"], state["cs"], self.states,
+                                                  strict=True))
                 and starts.ndim == 1 and starts.dtype == np.int64 and len(starts) <= max_rows
-                and sorted(bufs) == sorted(self.components)
-                and all(v.shape == (len(starts), E, H) for v in bufs.values())
+                and sorted(bufs) == sorted(self.buffers)
+                and all(v.shape == (len(starts), E, self.buffers[key]) for key, v in bufs.items())
                 and state["total"].shape == (D, C, E * H) and state["total"].dtype == torch.float64
                 and state["total_counts"].shape == (D, C)
                 and all(s.shape == (D, C, E * H) and n.shape == (D, C) for s, n in accs.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..atomic import torch_save_atomic
 from ..data import unk_warning
+from .adapters import LayeredRNN, adapt, needs_generic
 from .checkpoints import load_model, read_checkpoint, save_checkpoint
 from .config import (
     ConfigError,
@@ -42,11 +43,28 @@ from .optim import (
     sampled_softmax_cost,
 )
 from .prepare import build_model, resolve_device
+from .recurrent import (
+    RecurrentLM,
+    embedding_matrix,
+    flatten_state,
+    is_recurrent_lm,
+    missing_members,
+    unflatten_state,
+)
 from .rundir import LAST
 from .training import TrainingSummary, checkpoint_for, load_trained, train
 from .vocab_check import check_vocabulary_order, vocabulary_fit
 
 __all__ = [
+    "unflatten_state",
+    "missing_members",
+    "is_recurrent_lm",
+    "flatten_state",
+    "embedding_matrix",
+    "needs_generic",
+    "adapt",
+    "RecurrentLM",
+    "LayeredRNN",
     "ConfigError",
     "EarlyStopping",
     "EpochProgress",
