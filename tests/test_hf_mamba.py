@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,26 @@ def test_adapter_refuses_other_models():
     config = transformers.MambaConfig(vocab_size=V, hidden_size=8, num_hidden_layers=1)
     with pytest.raises(ModelError, match="lm_head"):
         HFMamba(transformers.MambaModel(config))
+
+
+def test_engine_on_the_adapter_matches_autograd_through_hugging_face():
+    """compute_state_gradients on the wrapped model: every G(t, d) of the top layer's ssm
+    state, summed per delay, against autograd through Hugging Face's forward of every prefix."""
+    from stategrad.gradients import compute_state_gradients
+
+    model = _hf_model(seed=2)
+    adapter = HFMamba(model)
+    tokens = torch.randint(0, V, (6,)).numpy()
+    x0 = adapter.embed(torch.as_tensor(tokens))[None].detach()
+
+    def prefix_states(x):
+        return torch.stack([_hf_states(model(inputs_embeds=x[:, : k + 1], use_cache=True), 1)[0]
+                            .reshape(-1) for k in range(x.shape[1])])
+
+    J = torch.autograd.functional.jacobian(prefix_states, x0, vectorize=True)[:, :, 0]
+    delays = 4
+    expected = torch.stack([sum(J[t + d, :, t] for t in range(len(tokens) - d))
+                            for d in range(delays)])
+    result = compute_state_gradients(adapter, tokens, max_delay=delays, state="ssm", layer=1,
+                                     dtype=torch.float64, progress=False)
+    np.testing.assert_allclose(result.sums[:, 0], expected.numpy(), rtol=1e-4, atol=1e-7)
