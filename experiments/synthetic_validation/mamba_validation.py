@@ -3,8 +3,8 @@
 For every seed: generate the demo corpus (unequal embedding variance, frozen planted
 embeddings), train a one-layer Mamba-style LM on it with ``stategrad train`` (a TOML
 config written here, ``model.cell = "mamba"``), score it on the planted targets, compute
-the state gradients of its selective scan state (``ssm``) and of its convolution state
-(``conv``) on the validation text, and measure identity memory as the demo does for the
+the state gradients of its selective scan state (``ssm``; ``--states`` adds ``conv`` or
+``output``) at the first ``--positions`` positions of the validation text, and measure identity memory as the demo does for the
 LSTM (:func:`stategrad.demo.measure`).  It prints a table and writes
 ``--out/mamba_validation.json``.
 
@@ -106,10 +106,11 @@ def run_seed(args, seed: int) -> dict:
            "cross_entropy": scores.cross_entropy,
            "ideal_cross_entropy": corpus.metadata["empirical"]["valid"]["cross_entropy_nats"],
            **{f"acc {k}": v for k, v in scores.accuracy.items()}}
-    for state in ("ssm", "conv"):
+    for state in args.states:
         started = time.perf_counter()
         result = compute_state_gradients(model, valid, max_delay=args.max_delay, state=state,
-                                         classes=corpus.class_set(model.vocab), progress=False)
+                                         classes=corpus.class_set(model.vocab), progress=False,
+                                         stop=args.positions)
         row[f"{state}_gradients_s"] = time.perf_counter() - started
         m = measure(result, stats, model, corpus, scores)
         row.update(summarise(m, state))
@@ -126,6 +127,9 @@ def main() -> None:
     parser.add_argument("--d-state", type=int, default=8)
     parser.add_argument("--max-delay", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--positions", type=int, default=3000,
+                        help="start positions of the validation text to differentiate")
+    parser.add_argument("--states", nargs="+", default=["ssm"], choices=["ssm", "conv", "output"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [run_seed(args, s) for s in args.seeds]
