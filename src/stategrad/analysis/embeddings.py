@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..lm import embedding_matrix as lm_embedding_matrix
+from ..lm import is_recurrent_lm
 from .errors import AnalysisError
 
 
@@ -45,7 +47,9 @@ def embedding_matrix(model: Any) -> np.ndarray:
     try:
         weight = module.embedding.weight
     except AttributeError:
-        raise AnalysisError(f"{type(model).__name__} has no embedding layer") from None
+        if not is_recurrent_lm(module):
+            raise AnalysisError(f"{type(model).__name__} has no embedding layer") from None
+        weight = lm_embedding_matrix(module)  # a recurrent-protocol model: embed of every id
     return weight.detach().to("cpu").double().numpy()
 
 
@@ -115,4 +119,7 @@ def _npy_path(out: str | os.PathLike) -> Path:
 
 def _weight(model: Any) -> np.ndarray:
     """The embedding matrix in the model's own dtype (exports keep it)."""
-    return getattr(model, "module", model).embedding.weight.detach().to("cpu").numpy()
+    module = getattr(model, "module", model)
+    if not hasattr(module, "embedding") and is_recurrent_lm(module):
+        return lm_embedding_matrix(module).to("cpu").numpy()
+    return module.embedding.weight.detach().to("cpu").numpy()

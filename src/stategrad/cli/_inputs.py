@@ -67,9 +67,19 @@ def check_encoding(ctx: click.Context, param: click.Parameter, value: str) -> st
 
 def load_model(path: str, vocab: str | None, trusted: bool, nonlinearity: str | None = None,
                code_path: str | None = None):
-    """The model of --model/--vocab/--trusted/--nonlinearity/--code-path; a file that is
-    not one names --model."""
+    """The model of --model/--vocab/--trusted/--nonlinearity/--code-path, or the one
+    --model-factory builds; a file that is not one names --model."""
     from ..lm import load_model as load
+
+    ctx = click.get_current_context(silent=True)
+    factory = ctx.meta.get("stategrad.model_factory") if ctx is not None else None
+    if factory is not None:
+        from ..lm import load_factory
+
+        if vocab is not None:
+            raise click.UsageError("--vocab does not go with --model-factory: the factory "
+                                   "returns the vocabulary")
+        return load_factory(factory)
 
     with reading(path, "--model"):
         return load(path, vocab, trusted=trusted, nonlinearity=nonlinearity, code_path=code_path)

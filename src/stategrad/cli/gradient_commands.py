@@ -72,8 +72,9 @@ def _file_sha256(path: Path) -> str:
                required=True, must_exist=True)
 @click.option("--text", "text_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Text to analyse, one sentence per line (read as for training).")
-@click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True,
-              help="Which state to differentiate (GRU and RNN have only 'hidden').")
+@click.option("--state", default="cell", show_default=True,
+              help="Which state to differentiate: cell or hidden (GRU and RNN have only "
+                   "'hidden'); for a --model-factory model one of its state_names.")
 @click.option("--layer", type=int, default=-1, show_default=True,
               help="Layer, counted from 0; -1 is the top layer.")
 @click.option("--max-delay", "-D", type=click.IntRange(min=1), required=True,
@@ -227,10 +228,16 @@ def _provenance(lm, model_path, text_path, no_eos, encoding) -> tuple[dict, dict
     ctx = click.get_current_context()
     run_info = {"command": ctx.command_path, "arguments": dict(ctx.params),
                 "threads": torch.get_num_threads()}
-    model_info = {"model": {"path": str(Path(model_path).resolve()), "cell": lm.spec.cell,
-                            "hidden_size": lm.spec.hidden_size,
-                            "embedding_size": lm.spec.embedding_size,
-                            "layers": lm.spec.num_layers}}
+    spec = getattr(lm.module, "spec", None)
+    if spec is None:  # a model of the recurrent protocol (--model-factory)
+        model_info = {"model": {"factory": str(model_path), "class": type(lm.module).__name__,
+                                "cell": str(getattr(lm.module, "cell_name", "")),
+                                "layers": int(lm.module.num_layers)}}
+        return text_info, run_info, model_info
+    model_info = {"model": {"path": str(Path(model_path).resolve()), "cell": spec.cell,
+                            "hidden_size": spec.hidden_size,
+                            "embedding_size": spec.embedding_size,
+                            "layers": spec.num_layers}}
     return text_info, run_info, model_info
 
 
@@ -254,12 +261,13 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
     if warning:
         click.echo(warning, err=True)
     if lm.foreign:
+        label = f"--vocab {vocab_path}" if vocab_path else f"--model-factory {model_path}"
         try:
             mismatch = check_vocabulary_order(lm, tokens, force=force)
         except ModelError as exc:
-            raise click.ClickException(f"--vocab {vocab_path}: {exc}") from exc
+            raise click.ClickException(f"{label}: {exc}") from exc
         if mismatch:
-            click.echo(f"WARNING: --vocab {vocab_path}: {mismatch} (going on: --force)", err=True)
+            click.echo(f"WARNING: {label}: {mismatch} (going on: --force)", err=True)
     return lm, tokens
 
 

@@ -29,16 +29,45 @@ def _stack(*options: Decorator) -> Decorator:
     return decorate
 
 
-# --- model loading: --model/--vocab/--trusted/--nonlinearity ------------------------------
+# --- model loading: --model/--vocab/--trusted/--nonlinearity/--model-factory --------------
+
+MODEL_FACTORY = "stategrad.model_factory"  # where --model-factory is kept (click's ctx.meta)
+
+
+def _keep_factory(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta[MODEL_FACTORY] = value
+
+
+def _model_or_factory(required: bool):
+    """Callback of --model: with --model-factory, the factory spec stands for the model
+    (so that every command reads and records it like a path; ``load_model`` builds it)."""
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        factory = ctx.meta.get(MODEL_FACTORY)
+        if factory is not None and value is not None:
+            raise click.UsageError("give --model or --model-factory, not both")
+        if factory is not None:
+            return factory
+        if required and value is None:
+            raise click.MissingParameter(ctx=ctx, param=param)
+        return value
+    return check
 
 
 def model_options(model_help: str | None = None, *, required: bool = False,
                   must_exist: bool = False) -> Decorator:
     """--model (what it is for: ``model_help``), --vocab, --trusted, --nonlinearity and
-    --code-path, as ``load_model`` takes them.  ``must_exist`` lets click refuse a missing file before anything runs."""
+    --code-path, as ``load_model`` takes them, and --model-factory instead of --model.
+    ``must_exist`` lets click refuse a missing file before anything runs."""
     path = click.Path(exists=must_exist, dir_okay=False)
     return _stack(
-        click.option("--model", "model_path", required=required, type=path, help=model_help),
+        click.option("--model", "model_path", type=path, help=model_help,
+                     callback=_model_or_factory(required)),
+        click.option("--model-factory", metavar="FILE.py:FUNCTION", is_eager=True,
+                     expose_value=False, callback=_keep_factory,
+                     help="Instead of --model: FUNCTION() of this Python file (your code, run "
+                          "as trusted) returns (model, vocabulary); the model implements "
+                          "stategrad's recurrent protocol or has an 'rnn'/'rnns' of "
+                          "nn.LSTM/GRU/RNN (see README, 'Any recurrent model')."),
         click.option("--vocab", "vocab_path", type=path,
                      help="Vocabulary of a model trained elsewhere: 'word<TAB>id' lines or one "
                           "word per line."),

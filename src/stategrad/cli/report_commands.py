@@ -103,8 +103,9 @@ def _extra_figure(spec: str):
 @click.option("--sentence", "sentences", multiple=True,
               help="A sentence to show in the sentence view (needs --model); repeatable.")
 @model_options("Model checkpoint for --sentence.")
-@click.option("--state", type=click.Choice(["cell", "hidden"]), default=None,
-              help="State for --sentence (default: the first result's).")
+@click.option("--state", default=None,
+              help="State for --sentence: cell, hidden, or a --model-factory model's state "
+                   "name (default: the first result's).")
 @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
               help="Size of each G(t, d) in the sentence view: Frobenius norm or top singular value.")
 @click.option("--figure", "extra_figures", multiple=True, metavar="IMAGE[::TITLE[::CAPTION]]",
@@ -171,7 +172,8 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
               help="First word of the span of --text (0-based, <eos> counts as a word).")
 @click.option("--length", default=20, show_default=True, type=click.IntRange(1, 400),
               help="Number of words of the span of --text.")
-@click.option("--state", type=click.Choice(["cell", "hidden"]), default="cell", show_default=True)
+@click.option("--state", default="cell", show_default=True,
+              help="cell, hidden, or a --model-factory model's state name.")
 @click.option("--layer", default=-1, show_default=True, help="Layer (0-based; -1: the top one).")
 @normalize_options("Embedding statistics: show G L instead of G.", must_exist=False)
 @click.option("--measure", type=click.Choice(["fro", "sv1"]), default="fro", show_default=True,
@@ -193,7 +195,7 @@ def sentence(sentence, model_path, vocab_path, trusted, nonlinearity, code_path,
     try:
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         _, L = checked_normalizer(normalize, {model_path: model.identity()},
-                                  model.spec.embedding_size, force)
+                                  model.embedding_size, force)
         smap = sentence_map(model, words, state=state, layer=layer, normalize=L,
                             measure=measure)
         path = write_figure(plot_sentence_map(smap), out)

@@ -145,7 +145,9 @@ def eval_command(config_file: str | None, model_path: str | None, vocab_path: st
         with reading(config_file):
             config = load_config(config_file) if config_file else None
         path = Path(model_path) if model_path else checkpoint_for(config, which)
-        foreign = vocab_path is not None  # a model from elsewhere carries no configuration
+        # a model from elsewhere (or a factory's) carries no configuration
+        foreign = vocab_path is not None or click.get_current_context().meta.get(
+            "stategrad.model_factory") is not None
         if config is None and not foreign:
             config = _config_from_checkpoint(path)
         dev = resolve_device(device or (config.training.device if config else "cpu"))

@@ -163,7 +163,7 @@ class StateGradientEngine:
             "options": repr((o.max_delay, o.state, self.layer, o.semantics, o.segment_length,
                              str(o.dtype), o.block_size, o.sample_every, o.sample_fraction,
                              o.seed, o.window, o.chunk_size, len(self.classes),
-                             self.classes.names)),
+                             self.classes.names) + ((o.cells,) if o.cells != "auto" else ())),
             "class_membership": ident["class_membership"],
             "slice": (int(start), int(stop)),
         }
@@ -358,8 +358,12 @@ class StateGradientEngine:
 def _cells_for(module: torch.nn.Module, o: EngineOptions, device) -> TangentStep:
     """The fused cells for PyTorch's LSTM/GRU/RNN (the fast path), the generic ones for
     everything else (a protocol model, an LSTM with projections, a stack of modules)."""
-    if needs_generic(module):
+    if o.cells == "generic" or needs_generic(module):
+        if o.cells == "fused":
+            raise EngineError(f"the fused cells take a model with one nn.LSTM/GRU/RNN without "
+                              f"projections; this is a {type(module).__name__}")
         return GenericCells(module, o.layer, o.state, device, o.dtype)
+    module = getattr(module, "fused_model", None) or module
     n = module.rnn.num_layers
     layer = o.layer if o.layer >= 0 else n + o.layer
     if not 0 <= layer < n:
@@ -391,6 +395,7 @@ def compute_state_gradients(
     sample_every: int | None = None,
     sample_fraction: float | None = None,
     seed: int = 0,
+    cells: str = "auto",
     start: int = 0,
     stop: int | None = None,
     initial_state=None,
@@ -407,6 +412,10 @@ def compute_state_gradients(
     whose initial state is a constant.  ``layer`` counts from 0 (-1: the top layer).
     ``block_size`` keeps sums per block of that many start positions for confidence
     intervals.  ``sample_every``/``sample_fraction`` use a subset of start positions.
+    ``model`` is a stategrad model, a module with an ``rnn`` (nn.LSTM/GRU/RNN, fused
+    path; with ``proj_size``, generic path) or ``rnns`` (a list of them), or any model of
+    the recurrent protocol (:class:`stategrad.lm.RecurrentLM`); ``state`` then names one
+    of its ``state_names``.  ``cells="generic"`` takes the generic path for any of them.
     """
     with torch.no_grad():
         engine = StateGradientEngine(
@@ -415,7 +424,7 @@ def compute_state_gradients(
             EngineOptions(max_delay=max_delay, state=state, layer=layer, semantics=semantics,
                           segment_length=segment_length, device=device, dtype=dtype,
                           block_size=block_size, sample_every=sample_every,
-                          sample_fraction=sample_fraction, seed=seed),
+                          sample_fraction=sample_fraction, seed=seed, cells=cells),
             classes,
         )
         return engine.run(start, stop, initial_state=initial_state, progress=progress,

@@ -41,7 +41,7 @@ class GenericCells:
             raise EngineError(str(exc)) from exc
         # A copy, so that the user's module keeps its device and dtype; every parameter is
         # cast before any arithmetic, so a float64 run of a float32 model is exact.
-        self.model = copy.deepcopy(model).to(device, dtype).eval()
+        self.model = copy.deepcopy(model).to(device, dtype).eval().requires_grad_(False)
         n = int(model.num_layers)
         self.layer = layer if layer >= 0 else n + layer
         if not 0 <= self.layer < n:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 SEMANTICS = ("carry", "segment")
+CELL_PATHS = ("auto", "fused", "generic")
 STATES = ("cell", "hidden")  # of the fused cells; a protocol model names its own
 
 
@@ -32,6 +33,9 @@ class EngineOptions:
     sample_fraction: float | None = None
     seed: int = 0
     window: int = 16  # steps gathered per batched accumulation
+    # "auto": the fused cells where they apply (nn.LSTM/GRU/RNN), the generic ones
+    # (any recurrent-protocol model) elsewhere; "generic" forces the latter.
+    cells: str = "auto"
     chunk_size: int = 4096  # start positions per compute-dtype accumulator
 
 
@@ -86,6 +90,8 @@ def check_options(o: EngineOptions) -> torch.device:
         raise EngineError(f"state must name a part of the model's state, got {o.state!r}")
     if o.semantics == "segment" and not o.segment_length:
         raise EngineError("segment semantics needs segment_length (the model's num_steps)")
+    if o.cells not in CELL_PATHS:
+        raise EngineError(f"cells must be one of {CELL_PATHS}, got {o.cells!r}")
     if o.block_size is not None and o.block_size < 1:
         raise EngineError(f"block_size must be positive, got {o.block_size}")
     try:

@@ -22,6 +22,7 @@ from .config import (
 )
 from .ddp import TrainingSync
 from .errors import NonFiniteLossError, TrainingError
+from .factory import load_factory
 from .hf_mamba import HFMamba
 from .loop import EpochProgress, evaluate, perplexity, train_epoch
 from .mamba import MambaLM
@@ -49,6 +50,7 @@ from .recurrent import (
     flatten_state,
     is_recurrent_lm,
     missing_members,
+    run_steps,
     unflatten_state,
 )
 from .rundir import LAST
@@ -56,6 +58,8 @@ from .training import TrainingSummary, checkpoint_for, load_trained, train
 from .vocab_check import check_vocabulary_order, vocabulary_fit
 
 __all__ = [
+    "run_steps",
+    "load_factory",
     "unflatten_state",
     "missing_members",
     "is_recurrent_lm",

@@ -50,6 +50,16 @@ class LayeredRNN(RecurrentLM):
         self.state_names = ("cell", "hidden") if "lstm" in kinds else ("hidden",)
         self.cell_name = kinds.pop() if len(kinds) == 1 else "mixed"
 
+    @property
+    def fused_model(self) -> nn.Module | None:
+        """This model as the fused engine takes it (``embedding``, ``rnn``), when it is one
+        fused module without projections; None otherwise."""
+        if len(self.rnns) != 1 or getattr(self.rnns[0], "proj_size", 0):
+            return None
+        view = nn.Module()
+        view.embedding, view.rnn = self.embedding, self.rnns[0]
+        return view
+
     def _weights(self, layer: int):
         i, k = self.layout[layer]
         rnn = self.rnns[i]
@@ -139,6 +149,8 @@ def adapt(module: nn.Module) -> nn.Module:
 
 def needs_generic(module: nn.Module) -> bool:
     """Whether the fused engine cannot take ``module`` (the generic one can)."""
+    if getattr(module, "fused_model", None) is not None:
+        return False
     rnn = getattr(module, "rnn", None)
     if is_recurrent_lm(module) or not isinstance(rnn, nn.RNNBase):
         return True

@@ -26,6 +26,7 @@ from ..data import CorpusError, batchify, num_batches, read_tokens
 from .errors import NonFiniteLossError, TrainingError
 from .models import RNNLM, LanguageModel, detach_state
 from .optim import LogUniformSampler, sampled_softmax_cost
+from .recurrent import is_recurrent_lm, run_steps
 
 # --- one epoch ----------------------------------------------------------------------------
 
@@ -213,9 +214,10 @@ def evaluate(
             raise CorpusError(f"{len(tokens)} tokens are too few to evaluate with batch_size="
                               f"{batch_size}, num_steps={num_steps}")
         # bound the (steps, batch, V) logits of one chunk to about 64 MB of float32
-        vocab_size = module.decoder.out_features
+        generic = is_recurrent_lm(module)  # a model of the recurrent protocol
+        vocab_size = int(module.vocab_size) if generic else module.decoder.out_features
         step = max(num_steps, min(chunk, (1 << 24) // (batch_size * vocab_size)))
-        state = module.init_state(batch_size, device)
+        state = None if generic else module.init_state(batch_size, device)
         total = torch.zeros((), dtype=torch.float64, device=device)
         positions = range(0, limit, step)
         if progress:
@@ -224,7 +226,8 @@ def evaluate(
             positions = tqdm(positions, desc="eval", unit="chunk", leave=False)
         for lo in positions:
             hi = min(lo + step, limit)
-            logits, state = module(data[lo:hi], state)
+            logits, state = (run_steps(module, data[lo:hi], state) if generic
+                             else module(data[lo:hi], state))
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                      data[lo + 1: hi + 1].reshape(-1), reduction="sum").double()
         mean = total.item() / (limit * batch_size)

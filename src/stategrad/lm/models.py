@@ -179,6 +179,16 @@ class LanguageModel:
     def spec(self) -> ModelSpec:
         return self.module.spec
 
+    @property
+    def embedding_size(self) -> int:
+        """E, for this package's models and for models of the recurrent protocol alike."""
+        spec = getattr(self.module, "spec", None)
+        if spec is not None:
+            return spec.embedding_size
+        from .recurrent import embedding_matrix
+
+        return int(embedding_matrix(self.module).shape[1])
+
     def identity(self) -> str:
         """SHA-256 of the parameters (names, shapes, float64 values) and the vocabulary."""
         return model_hash(self.module, self.vocab)

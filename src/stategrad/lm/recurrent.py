@@ -132,3 +132,17 @@ def embedding_matrix(model: nn.Module) -> torch.Tensor:
     with torch.no_grad():
         device = next(model.parameters()).device
         return model.embed(torch.arange(int(model.vocab_size), device=device)).detach()
+
+
+def run_steps(model: nn.Module, ids: torch.Tensor, state: State | None = None
+              ) -> tuple[torch.Tensor, State]:
+    """Logits (T, B, V) of a protocol model over time-major ids (T, B), one ``step`` per
+    position from ``state`` (default: its initial state), and the state after them."""
+    if state is None:
+        weight = next(model.parameters())
+        state = model.initial_state(ids.shape[1], ids.device, weight.dtype)
+    out = []
+    for t in range(ids.shape[0]):
+        state = model.step(model.embed(ids[t]), state)
+        out.append(model.logits(state))
+    return torch.stack(out), state

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .models import LanguageModel, ModelError
+from .recurrent import is_recurrent_lm, run_steps
 
 CHECK_TOKENS = 5000
 
@@ -31,9 +32,9 @@ def vocabulary_fit(lm: LanguageModel, tokens: np.ndarray,
     module.eval()
     try:
         with torch.no_grad():
-            weight = module.decoder.weight
+            weight = next(module.parameters())
             inputs = torch.as_tensor(ids[:-1], device=weight.device).unsqueeze(1)
-            logits, _ = module(inputs)
+            logits, _ = run_steps(module, inputs) if is_recurrent_lm(module) else module(inputs)
             targets = torch.as_tensor(ids[1:], device=weight.device)
             nll = torch.nn.functional.cross_entropy(logits[:, 0].double(), targets)
     finally:
