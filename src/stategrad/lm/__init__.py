@@ -23,8 +23,19 @@ from .config import (
 from .ddp import TrainingSync
 from .errors import NonFiniteLossError, TrainingError
 from .factory import load_factory
+from .hf_mamba import HFMamba
 from .loop import EpochProgress, evaluate, perplexity, train_epoch
-from .models import RNNLM, LanguageModel, ModelError, ModelSpec, model_hash
+from .mamba import MambaLM
+from .models import (
+    RNNLM,
+    STATE_SPACE_CELLS,
+    LanguageModel,
+    ModelError,
+    ModelSpec,
+    build_module,
+    is_fused,
+    model_hash,
+)
 from .optim import (
     EarlyStopping,
     LogUniformSampler,
@@ -61,23 +72,28 @@ __all__ = [
     "ConfigError",
     "EarlyStopping",
     "EpochProgress",
+    "HFMamba",
     "LAST",
     "LanguageModel",
+    "MambaLM",
     "LogUniformSampler",
     "ModelError",
     "ModelSpec",
     "NonFiniteLossError",
     "RNNLM",
+    "STATE_SPACE_CELLS",
     "TrainConfig",
     "TrainingError",
     "TrainingOptions",
     "TrainingSummary",
     "TrainingSync",
     "build_model",
+    "build_module",
     "check_vocabulary_order",
     "checkpoint_for",
     "data_files",
     "evaluate",
+    "is_fused",
     "learning_rate",
     "learning_rate_for_epoch",
     "load_model",

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..atomic import torch_save_atomic
 from ..data import Vocabulary
-from .models import RNNLM, LanguageModel, ModelError, ModelSpec, normalise_cell
+from .models import RNNLM, LanguageModel, ModelError, ModelSpec, build_module, normalise_cell
 
 CHECKPOINT_FORMAT = "stategrad-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -104,6 +104,7 @@ _SPEC_TYPES: dict[str, tuple[type, ...]] = {
     "vocab_size": (int,), "embedding_size": (int,), "hidden_size": (int,), "num_layers": (int,),
     "cell": (str,), "dropout": (int, float), "embedding_dropout": (bool,),
     "init_scale": (int, float), "forget_bias": (int, float), "tie_weights": (bool,),
+    "d_state": (int,), "d_conv": (int,), "expand": (int,),
 }
 
 
@@ -128,7 +129,7 @@ def _spec_from_checkpoint(data: dict[str, Any], source: str | os.PathLike) -> Mo
 def _check_state_dict(state: dict[str, Any], spec: ModelSpec, source: str | os.PathLike) -> None:
     """Every weight the spec's model has, with its shape, and nothing else."""
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        expected = {k: tuple(v.shape) for k, v in RNNLM(spec).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in build_module(spec).state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -158,7 +159,7 @@ def _state_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
 def module_from_checkpoint(payload: dict[str, Any]) -> tuple[RNNLM, Vocabulary]:
     """The model of a payload from :func:`read_checkpoint`, in its stored precision."""
     spec = ModelSpec.from_dict(payload["spec"])
-    module = RNNLM(spec).to(_state_dtype(payload["state_dict"]))
+    module = build_module(spec).to(_state_dtype(payload["state_dict"]))
     module.load_state_dict(payload["state_dict"])
     vocab = Vocabulary(tuple(payload["vocab"]))
     if len(vocab) != spec.vocab_size:

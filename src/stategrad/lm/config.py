@@ -66,7 +66,7 @@ class DataConfig(BaseModel):
 class ModelConfig(BaseModel):
     model_config = _STRICT
 
-    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu"] = "lstm"
+    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu", "mamba"] = "lstm"
     num_layers: int = Field(default=1, ge=1)
     embedding_size: int | None = Field(default=None, ge=1)
     """Defaults to ``hidden_size``, as in the original."""
@@ -80,6 +80,12 @@ class ModelConfig(BaseModel):
     tie_weights: bool = False
     pretrained_embeddings: str | None = None
     fixed_embeddings: bool = False
+    d_state: int = Field(default=16, ge=1)
+    """Mamba: state size per inner channel (the ``ssm`` state is d_inner x d_state)."""
+    d_conv: int = Field(default=4, ge=1)
+    """Mamba: width of the causal convolution (the ``conv`` state keeps d_conv - 1 inputs)."""
+    expand: int = Field(default=2, ge=1)
+    """Mamba: d_inner = expand * hidden_size."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -87,6 +93,8 @@ class ModelConfig(BaseModel):
             raise ValueError("fixed_embeddings: needs pretrained_embeddings (there is nothing to keep fixed)")
         if self.tie_weights and self.embedding_size not in (None, self.hidden_size):
             raise ValueError("tie_weights: needs embedding_size == hidden_size")
+        if self.cell == "mamba" and self.embedding_size not in (None, self.hidden_size):
+            raise ValueError("embedding_size: a mamba model needs embedding_size == hidden_size")
         return self
 
     @property

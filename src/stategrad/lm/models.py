@@ -17,8 +17,11 @@ import torch
 from torch import nn
 
 from ..data import Vocabulary
+from .mamba import MambaLM
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+#: Cells that are not a fused PyTorch RNN: built by :func:`build_module`.
+STATE_SPACE_CELLS = ("mamba",)
 
 
 class ModelError(ValueError):
@@ -29,9 +32,10 @@ def normalise_cell(name: str) -> str:
     """Accept the original's ``LSTM``/``GRU``/``RNN`` as well as our names."""
     key = name.strip().lower()
     aliases = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh",
-               "tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "relu": "rnn_relu"}
+               "tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "relu": "rnn_relu", "mamba": "mamba"}
     if key not in aliases:
-        raise ModelError(f"unknown cell type {name!r}; choose one of LSTM, GRU, RNN (tanh), RNN_RELU")
+        raise ModelError(f"unknown cell type {name!r}; choose one of LSTM, GRU, RNN (tanh), "
+                         "RNN_RELU, MAMBA")
     return aliases[key]
 
 
@@ -47,16 +51,24 @@ class ModelSpec:
     init_scale: float = 0.05
     forget_bias: float = 0.0
     tie_weights: bool = False
+    # Mamba only (cell "mamba"): state size per channel, convolution width, d_inner / d_model
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cell", normalise_cell(self.cell))
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers"):
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "d_state",
+                     "d_conv", "expand"):
             if getattr(self, name) < 1:
                 raise ModelError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ModelError(f"dropout (drop probability) must be in [0, 1), got {self.dropout}")
         if self.tie_weights and self.embedding_size != self.hidden_size:
             raise ModelError("tie_weights needs embedding_size == hidden_size")
+        if self.cell == "mamba" and self.embedding_size != self.hidden_size:
+            # the embedding enters the residual stream of width d_model
+            raise ModelError("a mamba model needs embedding_size == hidden_size (d_model)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,6 +144,19 @@ class RNNLM(nn.Module):
         if return_hidden:
             return output, state
         return self.decoder(output), state
+
+
+def build_module(spec: ModelSpec) -> nn.Module:
+    """The freshly initialised module of a spec: an :class:`RNNLM`, or a
+    :class:`~stategrad.lm.mamba.MambaLM` for ``cell="mamba"``."""
+    if spec.cell == "mamba":
+        return MambaLM(spec)
+    return RNNLM(spec)
+
+
+def is_fused(module: nn.Module) -> bool:
+    """Whether the module is one of the fused LSTM/GRU/RNN models the fast engine reads."""
+    return isinstance(getattr(module, "rnn", None), nn.RNNBase)
 
 
 def detach_state(state):

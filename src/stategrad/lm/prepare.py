@@ -10,7 +10,7 @@ import torch
 
 from ..data import BOS, EOS, CorpusError, Vocabulary, iter_sentences, read_tokens
 from .config import ConfigError, TrainConfig, data_files, require_file
-from .models import RNNLM, ModelSpec
+from .models import ModelSpec, build_module
 
 # --- vocabulary and data ------------------------------------------------------------------
 
@@ -78,14 +78,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(config: TrainConfig, vocab: Vocabulary) -> RNNLM:
+def build_model(config: TrainConfig, vocab: Vocabulary) -> torch.nn.Module:
     """A freshly initialised model (call after seeding)."""
     m = config.model
     spec = ModelSpec(vocab_size=len(vocab), embedding_size=m.emb_size, hidden_size=m.hidden_size,
                      num_layers=m.num_layers, cell=m.cell, dropout=m.dropout,
                      embedding_dropout=m.embedding_dropout, init_scale=m.init_scale,
-                     forget_bias=m.forget_bias, tie_weights=m.tie_weights)
-    module = RNNLM(spec)
+                     forget_bias=m.forget_bias, tie_weights=m.tie_weights,
+                     d_state=m.d_state, d_conv=m.d_conv, expand=m.expand)
+    module = build_module(spec)
     if m.pretrained_embeddings is not None:
         # written elsewhere in the package; imported here so training works without it
         from ..data import load_embedding_matrix

@@ -250,7 +250,7 @@ def _state_from_tensors(tensors: list[torch.Tensor], cell: str, device: torch.de
     if not tensors:
         return None
     tensors = [t.to(device) for t in tensors]
-    return tuple(tensors) if cell == "lstm" else tensors[0]
+    return tuple(tensors) if cell in ("lstm", "mamba") else tensors[0]
 
 
 def _restore(path: Path, payload: dict[str, Any], config: TrainConfig, vocab: Vocabulary,
