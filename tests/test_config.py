@@ -121,8 +121,8 @@ def test_legacy_trainers_and_early_stop():
     ({"basic_cell": "LSTMP"}, "LSTM, GRU or RNN"),
     ({"save_embedding": "emb/"}, "other_test"),
     ({"sizee": 3}, "did you mean 'size'"),
-    ({"optimizer": "rmsprop"}, "training.optimizer"),
-    ({"num_steps": 0}, "training.num_steps"),
+    ({"optimizer": "rmsprop"}, "x.config: optimizer:"),  # the .config key, not the TOML one
+    ({"num_steps": 0}, "x.config: num_steps:"),
 ])
 def test_legacy_rejections_name_the_key(raw, pattern):
     with pytest.raises(ConfigError, match=re.escape(pattern) if "'" in pattern else pattern):

@@ -734,12 +734,12 @@ def _check(case: Case, good: Path, w: Path, disk: Path) -> None:
 
 def _broken_engine(monkeypatch, good: Path, tmp_path: Path):
     """A bug stand-in: the engine raises KeyError, which no input explains."""
-    import stategrad.cli.gradient_commands as gc
+    import stategrad.gradients as gradients  # the command imports the engine from here
 
     def broken(*args, **kwargs):
         raise KeyError("internal")
 
-    monkeypatch.setattr(gc, "StateGradientEngine", broken)
+    monkeypatch.setattr(gradients, "StateGradientEngine", broken)
     return CliRunner().invoke(main, ["gradients", "--model", str(good / "model.pt"), "--text",
                                      str(good / "text.txt"), "-D", "2", "--out",
                                      str(tmp_path / "o.h5")], prog_name="stategrad")
