@@ -13,8 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from stategrad.analysis import (
+    Side,
     load_state_stats,
     memory_curves,
+    paired_difference,
     state_stats_for_model,
     whiten_result,
 )
@@ -139,3 +141,17 @@ def test_compare_and_whitened_memory(setup):
     assert r.exit_code != 0
     line = r.output.strip()
     assert line.startswith("Error:") and "gc.h5" in line and "g30.h5" in line and "\n" not in line
+
+
+def test_report_compare_adds_the_paired_figure(setup):
+    tmp = setup
+    if not (tmp / "gc.h5").exists():
+        _gradients(tmp, "cell", tmp / "gc.h5")
+    r = run("report", tmp / "gc.h5", "--out", tmp / "rep", "--compare", "animals", "verbs")
+    assert r.exit_code == 0, r.output
+    table = (tmp / "rep" / "figures" / "compare.csv").read_text().splitlines()
+    assert table[0] == "delay,animals - verbs,animals - verbs lower,animals - verbs upper"
+    direct = paired_difference(Side(load_result(tmp / "gc.h5"), "animals"),
+                               Side(load_result(tmp / "gc.h5"), "verbs"))
+    assert float(table[2].split(",")[1]) == pytest.approx(direct.rows[1]["difference"], rel=1e-3)
+    assert "Paired difference: animals - verbs" in (tmp / "rep" / "report.html").read_text()

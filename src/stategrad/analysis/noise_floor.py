@@ -45,6 +45,7 @@ the floor at one of D delays far more often than ``1 - level``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -212,7 +213,9 @@ def _lognormal_bonferroni(null: np.ndarray, level: float, n_tests: int) -> np.nd
     draws (see the module: too few draws to read so extreme a quantile off them)."""
     from scipy.stats import norm
 
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # cells without draws (no occurrences, one block) stay NaN, without numpy's warnings
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         logs = np.log(np.where(null > 0, null, np.nan))
         mean = np.nanmean(logs, axis=0)
         sd = np.nanstd(logs, axis=0, ddof=1)
