@@ -375,14 +375,15 @@ def _null_curves(plan: _Plan, vecs: np.ndarray, names: Sequence[str], L: np.ndar
                  class_name: str, subspace_k: int) -> list[P.Curve]:
     """The relative memory of a uniformly random direction (``relative_null``), per result;
     the same for every difference vector, so drawn once, in the first vector's colour."""
-    from ..analysis import relative_memory
+    from .. import analysis
 
     if L is None:
         return []
     curves = []
     for result, label in zip(plan.results, plan.labels, strict=True):
         k = min(subspace_k, result.hidden_size, result.embedding_size)
-        rows = relative_memory(result, vecs[0], L, c=class_name, top_k=k, level=plan.level).rows
+        rows = analysis.relative_memory(result, vecs[0], L, c=class_name, top_k=k,
+                                        level=plan.level).rows
         y, lo, hi = (np.array([np.nan if r[k] is None else r[k] for r in rows])
                      for k in ("relative_null", "relative_null_lower", "relative_null_upper"))
         curves.append(P.Curve("random direction" if len(plan.results) == 1
