@@ -297,6 +297,7 @@ def test_memory_span_that_never_falls_says_never(tmp_path):
 @pytest.mark.parametrize("n_classes", [2, 14])
 def test_memory_table_shows_every_interval_for_any_number_of_classes(n_classes, monkeypatch):
     from stategrad.analysis.memory import MemoryCurve, MemoryReport
+    from stategrad.analysis.memory_stats import CurveStats
 
     monkeypatch.setenv("COLUMNS", "80")
     curves = []
@@ -305,7 +306,8 @@ def test_memory_table_shows_every_interval_for_any_number_of_classes(n_classes, 
         span = analysis.memory_span(np.array(totals), np.ones(4), 0.1)
         curves.append(MemoryCurve(
             f"class_{k}", list(range(4)), [3] * 4, totals, totals, span,
-            [t * 0.9 for t in totals], [t * 1.1 for t in totals], (1, 2), 0))
+            [t * 0.9 for t in totals], [t * 1.1 for t in totals],
+            CurveStats(span_lower=1, span_upper=2)))
     text = MemoryReport(False, 0.1, curves, "jackknife", 0.95).format()
     assert "][" not in text and "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80

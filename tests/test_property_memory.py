@@ -162,7 +162,7 @@ def test_absolute_floor_is_the_sign_flip_floor_of_the_noise_floor_module():
     n = np.linalg.solve(L, v)
     n /= np.linalg.norm(n)
     floor = noise_floor(res, lambda m: np.linalg.norm(m @ L @ n, axis=-1)[..., None], ["a"],
-                        n_flips=1000, seed=0, simultaneous=False)
+                        n_flips=1000, seed=0, simultaneous=False, null="flip")
     for d, row in enumerate(rows):
         assert row["absolute_floor"] == pytest.approx(floor.floor[d, 0, 0], rel=1e-9)
         assert row["absolute_signal"] == bool(floor.above[d, 0, 0])

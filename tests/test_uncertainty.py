@@ -233,10 +233,24 @@ def test_memory_curves_band_and_span_range_against_direct_jackknife():
         half = _direct_jackknife(loo_sums[:, d], np.ones(B, bool))
         assert curve.lower[d] == pytest.approx(curve.totals[d] - half, rel=1e-9)
         assert curve.upper[d] == pytest.approx(curve.totals[d] + half, rel=1e-9)
-    spans = [memory_span(loo_sums[b], r.counts[:, c], 0.1) for b in range(B)]
-    falls = [s.delay for s in spans if s.status == "falls"]
-    assert curve.span_range == (min(falls), max(falls))
-    assert curve.span_never == sum(s.status == "never" for s in spans)
+    # bias correction: B theta - (B - 1) mean of the leave-one-out values
+    np.testing.assert_allclose(curve.stats.bias_corrected,
+                               B * np.array(curve.totals) - (B - 1) * loo_sums.mean(axis=0),
+                               rtol=1e-9)
+    # the span's interval: percentiles of the spans of 200 block-bootstrap resamples
+    rng = np.random.default_rng(0)
+    spans = []
+    for _ in range(200):
+        w = np.bincount(rng.integers(0, B, B), minlength=B).astype(float)
+        sums = [np.linalg.svd(np.tensordot(w, r.block_sums[:, d, c], 1)
+                              / (w @ r.block_counts[:, d, c]) @ L, compute_uv=False).sum()
+                for d in range(r.max_delay)]
+        span = memory_span(np.array(sums), r.counts[:, c], 0.1)
+        spans.append(span.delay if span.status == "falls" else r.max_delay)
+    assert curve.stats.span_lower == int(np.quantile(spans, 0.025, method="lower"))
+    assert curve.stats.span_upper == int(np.quantile(spans, 0.975, method="higher"))
+    assert f"[{curve.stats.span_lower}-{curve.stats.span_upper}]" in report.format() or \
+        curve.stats.span_lower == curve.stats.span_upper
     assert report.interval == "jackknife" and report.level == 0.95
     row = report.rows()[3]
     assert row["lower"] == curve.lower[3] and row["upper"] == curve.upper[3]
@@ -320,7 +334,10 @@ def test_memory_and_relative_memory_cli_write_intervals(tmp_path):
     assert float(verbs[2]["lower"]) == pytest.approx(expected.curve("verbs").lower[2], rel=1e-6)
     assert float(verbs[2]["lower"]) < float(verbs[2]["sum"]) < float(verbs[2]["upper"])
     spans = json.loads((tmp_path / "m.json").read_text())["spans"]
-    assert {"span_min", "span_max", "span_never"} <= set(spans[0])
+    assert {"span_lower", "span_upper", "span_never_share", "distinguishable",
+            "floor_span"} <= set(spans[0])
+    curves = json.loads((tmp_path / "m.json").read_text())["curves"]
+    assert {"sum_bc", "floor", "above_floor"} <= set(curves[0])
 
     out = runner.invoke(main, ["relative-memory", str(tmp_path / "g.h5"), "--normalize",
                                str(tmp_path / "stats.npz"), "--vector", str(tmp_path / "v.npy"),

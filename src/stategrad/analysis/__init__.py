@@ -16,7 +16,9 @@ embeddings of a reference text.  The mathematics is the project's ``method.md``:
   (``P_c`` the directions in which class c's words differ).
 - ``uncertainty``: jackknife / bootstrap bands over the result's blocks (Student t,
   bias correction, simultaneous bands); ``noise_floor``: what a statistic would be for a
-  class without memory (sign-flipped blocks); ``probe``: the
+  class without memory (sign-flipped blocks); ``compare``: paired differences on the
+  same blocks; ``state_whitening``: ``W_s = Cov(s)^-1/2`` for scale-free comparisons;
+  ``probe``: the
   POS probe; ``embeddings``: embedding arrays in and out; ``tables``: shared formatting.
 
 A (delay, class) cell without occurrences has no average: the functions say so
@@ -29,6 +31,7 @@ the modules inside, so the modules can be split without breaking them."""
 from __future__ import annotations
 
 from .checks import check_finite
+from .compare import CompareError, PairedDifference, Side, check_same_blocks, paired_difference
 from .embedding_stats import (
     LEGACY_SUFFIXES,
     ConditioningWarning,
@@ -81,6 +84,15 @@ from .relative_memory import (
     word_ids,
 )
 from .spectra import SingularValueTable, singular_value_table, spectra, spectrum
+from .state_whitening import (
+    StateStats,
+    StateStatsError,
+    check_state_stats,
+    load_state_stats,
+    state_stats_for_model,
+    state_whitened,
+    whiten_result,
+)
 from .uncertainty import (
     Replicates,
     UncertaintyError,
@@ -96,20 +108,27 @@ from .uncertainty import (
 
 __all__ = [
     "AnalysisError",
+    "CompareError",
     "ConditioningWarning",
     "DifferenceVector",
     "EmbeddingStats",
     "LEGACY_SUFFIXES",
     "MemoryCurveArrays",
     "NoiseFloor",
+    "PairedDifference",
     "ProbeData",
     "ProbeError",
     "Replicates",
+    "Side",
     "SingularCovarianceError",
     "SingularValueTable",
+    "StateStats",
+    "StateStatsError",
     "UncertaintyError",
     "band",
     "check_finite",
+    "check_same_blocks",
+    "check_state_stats",
     "checked_normalizer",
     "class_difference_vector",
     "class_means",
@@ -129,6 +148,7 @@ __all__ = [
     "export_word_embeddings",
     "load_embedding_stats",
     "load_npy",
+    "load_state_stats",
     "mean_embedding",
     "memory_curve_arrays",
     "memory_curves",
@@ -136,6 +156,7 @@ __all__ = [
     "noise_floor",
     "normalization_info",
     "normalizer_matrix",
+    "paired_difference",
     "pos_probe",
     "read_tag_map",
     "read_token_embeddings",
@@ -148,6 +169,8 @@ __all__ = [
     "singular_values",
     "spectra",
     "spectrum",
+    "state_stats_for_model",
+    "state_whitened",
     "sv_sum",
     "t_quantile",
     "text_examples",
@@ -155,6 +178,7 @@ __all__ = [
     "train_probe",
     "type_examples",
     "weighting_text",
+    "whiten_result",
     "whitened_direction",
     "word_ids",
 ]

@@ -1,6 +1,7 @@
 """Memory curves (the sum of the singular values of ``Gbar_d L`` against the delay d),
 memory spans (where a curve falls below a fraction of its delay-0 value) and their
-confidence bands over the result's blocks."""
+confidence bands, bias-corrected values, span intervals and noise floors over the
+result's blocks (computed in :mod:`.memory_stats`)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ from typing import Any, Literal
 import numpy as np
 
 from ..gradients import GradientResult
-from . import uncertainty
 from ._blas import single_threaded_blas
 from .errors import AnalysisError
+from .memory_stats import CurveStats, memory_stats
 from .normalization import Normalizer, check_normalizer, normalization_info, normalizer_matrix
 from .spectra import class_list, spectra
 from .tables import (
     band_cell,
     cell,
     empty_notes,
-    none_if_nan,
     normalization_line,
     text_table,
     write_csv,
@@ -91,27 +91,31 @@ class MemoryCurve:
     #: Confidence band of ``totals`` (None without an interval method, or where undefined).
     lower: list[float | None] | None = None
     upper: list[float | None] | None = None
-    #: The span over the resampling replicates: (smallest, largest) delay at which a
-    #: replicate falls, and how many replicates never fall within the delays computed.
-    span_range: tuple[int | None, int | None] | None = None
-    span_never: int | None = None
+    #: Resampling statistics: the span's percentile interval, the bias-corrected sums,
+    #: the noise floor (see :class:`.memory_stats.CurveStats`); None when not computed.
+    stats: CurveStats | None = None
+
+    @property
+    def distinguishable(self) -> bool | None:
+        """Whether the curve clears its noise floor at some delay >= 1 (None: no floor)."""
+        return None if self.stats is None else self.stats.distinguishable
 
     @property
     def empty_delays(self) -> list[int]:
         return [d for d, n in zip(self.delays, self.counts, strict=True) if n == 0]
 
     def span_text(self) -> str:
-        """The span, with its range over the replicates when there is one."""
+        """The span, with its percentile interval when there is one, and "not
+        distinguishable from noise" when the curve never clears its noise floor."""
         text = self.span.format()
-        if self.span_range is None:
-            return text
-        lo, hi = self.span_range
-        parts = []
-        if lo is not None:
-            parts.append(f"{lo}-{hi}" if hi != lo else f"{lo}")
-        if self.span_never:
-            parts.append(f"{self.span_never} never")
-        return f"{text} [{', '.join(parts) or 'n/a'}]"
+        st = self.stats
+        if st is not None and (st.span_lower is not None or st.span_upper_never):
+            lo = "never" if st.span_lower is None else str(st.span_lower)
+            hi = "never" if st.span_upper_never else str(st.span_upper)
+            text += f" [{lo}-{hi}]" if hi != lo else f" [{lo}]"
+        if self.distinguishable is False:
+            text += ": not distinguishable from noise"
+        return text
 
     def arrays(self) -> MemoryCurveArrays:
         """The curve as NumPy arrays, NaN where it has no value (for figures)."""
@@ -121,7 +125,8 @@ class MemoryCurve:
 
         return MemoryCurveArrays(self.class_name, np.array(self.delays, dtype=np.int64),
                                  np.array(self.counts, dtype=np.int64), array(self.totals),
-                                 array(self.lower), array(self.upper), self.span)
+                                 array(self.lower), array(self.upper), self.span,
+                                 array(None if self.stats is None else self.stats.floor))
 
 
 @dataclass
@@ -137,6 +142,8 @@ class MemoryCurveArrays:
     lower: np.ndarray | None
     upper: np.ndarray | None
     span: MemorySpan
+    #: The noise floor per delay (NaN where undefined; None when not computed).
+    floor: np.ndarray | None = None
 
 
 @dataclass
@@ -149,6 +156,9 @@ class MemoryReport:
     level: float | None = None
     #: What the normalisation statistics were computed from (their weighting), if any.
     normalization: dict[str, Any] | None = None
+    #: Bands simultaneous over delays; whether noise floors were computed.
+    simultaneous: bool = False
+    floor: bool = False
 
     def curve(self, name: str) -> MemoryCurve:
         for c in self.curves:
@@ -158,7 +168,8 @@ class MemoryReport:
 
     def _columns(self) -> list[str]:
         base = ["class", "delay", "count", "sum", "sv_1"]
-        return base + ["lower", "upper"] if self.interval else base
+        base += ["lower", "upper", "sum_bc"] if self.interval else []
+        return base + ["floor", "above_floor"] if self.floor else base
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -169,6 +180,10 @@ class MemoryReport:
                 if self.interval:
                     row["lower"] = c.lower[i] if c.lower else None
                     row["upper"] = c.upper[i] if c.upper else None
+                    row["sum_bc"] = c.stats.bias_corrected[i] if c.stats else None
+                if self.floor:
+                    row["floor"] = c.stats.floor[i] if c.stats else None
+                    row["above_floor"] = c.stats.above_floor[i] if c.stats else None
                 rows.append(row)
         return rows
 
@@ -180,9 +195,13 @@ class MemoryReport:
                                    "threshold": c.span.threshold,
                                    "sum_at_0": c.totals[0] if c.totals else None,
                                    "empty_delays": c.empty_delays}
+            st = c.stats or CurveStats()
             if self.interval:
-                lo, hi = c.span_range or (None, None)
-                row.update(span_min=lo, span_max=hi, span_never=c.span_never)
+                row.update(span_lower=st.span_lower, span_upper=st.span_upper,
+                           span_upper_never=st.span_upper_never,
+                           span_never_share=st.span_never_share)
+            if self.floor:
+                row.update(distinguishable=st.distinguishable, floor_span=st.floor_span)
             rows.append(row)
         return rows
 
@@ -191,18 +210,24 @@ class MemoryReport:
         names = [c.class_name for c in self.curves]
         lines = [f"memory curves: sum of {kind} singular values per delay"]
         if self.interval:
-            lines.append(f"(under each value its {100 * self.level:g}% {self.interval} interval)")
+            sim = ", simultaneous over delays" if self.simultaneous else ""
+            lines.append(f"(under each value its {100 * self.level:g}% {self.interval} "
+                         f"interval{sim})")
+        if self.floor:
+            lines.append("(floor: what a class of the same size and blocks with no memory "
+                         "would give;\n'*' marks values above it)")
         rows = []
         for i, d in enumerate(self.curves[0].delays if self.curves else []):
-            rows.append([str(d)] + [_memory_cell(c, i, bool(self.interval)) for c in self.curves])
+            rows.append([str(d)] + [_memory_cell(c, i, bool(self.interval), self.floor)
+                                    for c in self.curves])
         lines.append(text_table(["delay", *names], rows, separate_rows=bool(self.interval)))
         lines.append("")
         last = self.curves[0].span.max_delay if self.curves else 0
         lines.append(f"memory span: first delay whose sum is below {self.fraction:g} x the sum at "
                      f"delay 0\n(never: not within the delays computed, 0-{last})")
         if self.interval:
-            lines.append(f"[range over the {self.interval} replicates; 'k never': k replicates "
-                         "do not fall]")
+            lines.append(f"[{100 * self.level:g}% percentile interval of the span over block "
+                         "bootstrap resamples;\n'never': beyond the last delay]")
         lines.append(text_table(["class", "span"], [[c.class_name, c.span_text()]
                                                     for c in self.curves]))
         lines.extend(empty_notes([(c.class_name, d) for c in self.curves for d in c.empty_delays]))
@@ -216,16 +241,23 @@ class MemoryReport:
         return write_json(path, {"normalized": self.normalized, "fraction": self.fraction,
                                   "normalization": self.normalization,
                                   "interval": self.interval, "level": self.level,
+                                  "simultaneous": self.simultaneous, "floor": self.floor,
                                   "curves": self.rows(), "spans": self.span_rows()})
 
 
-def _memory_cell(curve: MemoryCurve, i: int, band: bool) -> str:
-    """The sum at the i-th delay, with its interval on a second line."""
+def _memory_cell(curve: MemoryCurve, i: int, band: bool, floor: bool = False) -> str:
+    """The sum at the i-th delay (``*``: above its noise floor), with its interval on a
+    second line and the floor on a third."""
     text = cell(curve.totals[i])
+    st = curve.stats
+    if floor and st is not None and st.above_floor[i]:
+        text += "*"
     if band:
         lo = curve.lower[i] if curve.lower else None
         hi = curve.upper[i] if curve.upper else None
         text += "\n" + band_cell(lo, hi)
+    if floor and st is not None and st.floor[i] is not None:
+        text += f"\nfloor {st.floor[i]:.3g}"
     return text
 
 
@@ -240,19 +272,30 @@ def memory_curves(
     level: float = 0.95,
     n_boot: int = 200,
     seed: int = 0,
+    simultaneous: bool = False,
+    floor: bool | None = None,
+    n_flips: int = 200,
 ) -> MemoryReport:
     """Memory curve (sum of singular values of ``Gbar_d L`` against d) and
     :class:`MemorySpan` of every class.
 
     With ``interval`` ("jackknife" or "bootstrap"; the result must have been computed
-    with blocks) every curve also gets its confidence band (see
-    :mod:`stategrad.analysis.uncertainty`) and its span the range of the spans of the
-    resampling replicates, which says how firmly the data fix it.
+    with blocks) every curve also gets its confidence band (Student t for the jackknife,
+    see :mod:`stategrad.analysis.uncertainty`; ``simultaneous``: over all delays at
+    once), its bias-corrected sums, and its span a percentile interval over block
+    bootstrap resamples (see :mod:`.memory_stats`).  ``floor`` (default: with
+    ``interval``) adds the noise floor of every delay from ``n_flips`` sign draws
+    (:func:`stategrad.analysis.noise_floor`) and says whether the curve is
+    distinguishable from noise.
     """
     L = normalizer_matrix(normalize)
     check_normalizer(L, result.embedding_size)
     names = class_list(result, classes)
-    bands = _memory_bands(result, L, names, fraction, interval, level, n_boot, seed)
+    if floor is None:
+        floor = interval not in (None, "none")
+    stats = memory_stats(result, L, names, fraction, interval, level, n_boot, seed,
+                         simultaneous, floor, n_flips, memory_span) \
+        if interval not in (None, "none") or floor else None
     curves = []
     for name in names:
         sps = spectra(result, name, normalize=L)
@@ -264,44 +307,13 @@ def memory_curves(
             name, [int(d) for d in result.delays], counts, totals,
             [None if sp is None else float(sp.singular_values[0]) for sp in sps], span,
         ))
-        if bands is not None:
-            curves[-1].lower, curves[-1].upper, curves[-1].span_range, curves[-1].span_never = \
-                bands[name]
-    return MemoryReport(L is not None, fraction, curves,
-                        interval if bands is not None else None,
-                        level if bands is not None else None, normalization_info(normalize))
-
-
-def _memory_bands(result: GradientResult, L: np.ndarray | None, names: list[str],
-                  fraction: float, interval: str | None, level: float, n_boot: int,
-                  seed: int) -> dict[str, tuple] | None:
-    """Per class: band of the singular-value sum, and the span's range over replicates."""
-    if interval in (None, "none"):
-        return None
-
-    reps = uncertainty.replicates(result, uncertainty.singular_values(L), classes=names,
-                                  method=interval, n_boot=n_boot, seed=seed)
-    band = reps.derive(uncertainty.sv_sum, level=level)
-    sums = reps.replicates.sum(axis=-1)  # (R, D, C')
-    out = {}
-    for j, name in enumerate(reps.classes):
-        counts = result.counts[:, result.class_index(name)]
-        falls, never = [], 0
-        for r in range(sums.shape[0]):
-            if not reps.valid[r, 0, j]:
-                continue
-            # A replicate without a value at some delay (no occurrence left there) skips it,
-            # exactly as the full-data span skips empty delays.
-            rep_counts = np.where(reps.valid[r, :, j], counts, 0)
-            span = memory_span(np.nan_to_num(sums[r, :, j]), rep_counts, fraction)
-            if span.status == "falls":
-                falls.append(span.delay)
-            elif span.status == "never":
-                never += 1
-        span_range = (min(falls), max(falls)) if falls else (None, None)
-        out[name] = (none_if_nan(band.lower[:, j, 0]), none_if_nan(band.upper[:, j, 0]),
-                     span_range, never)
-    return out
+        if stats is not None:
+            curves[-1].stats = stats[name]
+            curves[-1].lower, curves[-1].upper = stats[name].lower, stats[name].upper
+    has_band = interval not in (None, "none")
+    return MemoryReport(L is not None, fraction, curves, interval if has_band else None,
+                        level if has_band else None, normalization_info(normalize),
+                        simultaneous and has_band, bool(floor))
 
 
 def memory_curve_arrays(result: GradientResult, **kwargs: Any) -> dict[str, MemoryCurveArrays]:

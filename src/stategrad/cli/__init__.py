@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "legacy_commands",
     "report_commands",
     "synth_commands",
+    "compare_commands",
 )
 
 

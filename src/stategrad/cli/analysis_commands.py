@@ -27,6 +27,7 @@ from ._inputs import (
     write_tables,
     writing,
 )
+from .compare_commands import WHITEN_HELP, memory_compare, simultaneous_option, whitening_for
 from .options import (
     interval_options,
     model_options,
@@ -218,6 +219,15 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
 @table_options("Write the curves (class, delay, count, sum, sv_1) as CSV.",
                "Write curves and spans as JSON.")
 @interval_options
+@simultaneous_option
+@click.option("--floor/--no-floor", "floor", default=None,
+              help="The noise floor of every class and delay (default: with --ci).")
+@click.option("--n-flips", type=click.IntRange(min=20), default=200, show_default=True,
+              help="Random sign draws of the noise floor.")
+@click.option("--compare", "compare_pair", nargs=2, metavar="A B", default=None,
+              help="Paired difference of class A minus class B on the same blocks, instead "
+                   "of the curves.")
+@click.option("--whiten-state", type=click.Path(exists=True, dir_okay=False), help=WHITEN_HELP)
 @click.option("--measure", type=click.Choice(["memory", "identity"]), default="memory",
               show_default=True,
               help="memory: the memory curve (sum of all singular values) and span, as in the "
@@ -228,25 +238,38 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
 @click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
               help="With --measure identity: word -> tags map, for classes defined by tags.")
 def memory(result_path, normalize, force, classes, fraction, csv_path, json_path, ci, level, n_boot,
-           ci_seed, measure, model_path, vocab_path, trusted, nonlinearity, code_path,
-           pos_map_path):
+           ci_seed, simultaneous, floor, n_flips, compare_pair, whiten_state, measure, model_path,
+           vocab_path, trusted, nonlinearity, code_path, pos_map_path):
     """Memory curves (sum of singular values against delay) and memory spans per class,
-    as in the papers; with --ci also their confidence bands and the range of each span
-    over the resampling replicates.  --measure identity: identity memory per class and
-    delay instead."""
+    as in the papers; with --ci also their confidence bands, bias-corrected sums (sum_bc),
+    the span's percentile interval over block bootstrap resamples, and the noise floor (a
+    span whose curve never clears it is "not distinguishable from noise").  --measure
+    identity: identity memory per class and delay instead."""
     from .. import analysis
 
+    if simultaneous and ci is None and compare_pair is None:
+        raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
     if measure == "identity":
         _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci,
                          level, n_boot, ci_seed,
                          (model_path, vocab_path, trusted, nonlinearity, code_path), pos_map_path)
         return
     try:
-        result = load_result(result_path, blocks=ci is not None)
+        result = load_result(result_path, blocks=ci is not None or bool(floor) or
+                             compare_pair is not None)
         stats, L = _normalizer_for(result, result_path, normalize, force)
-        report = analysis.memory_curves(result, normalize=_checked(stats, L),
+        W = whitening_for(result, result_path, whiten_state, force)
+        if compare_pair is not None:
+            table = memory_compare(result, result_path, compare_pair, _checked(stats, L), W, ci,
+                                   level, n_boot, ci_seed, simultaneous)
+            click.echo(table.format())
+            write_tables(table, csv_path, json_path)
+            return
+        report = analysis.memory_curves(analysis.whiten_result(result, W),
+                                        normalize=_checked(stats, L),
                                         classes=split_list(classes), fraction=fraction,
-                                        interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
+                                        interval=ci, level=level, n_boot=n_boot, seed=ci_seed,
+                                        simultaneous=simultaneous, floor=floor, n_flips=n_flips)
     except UncertaintyError as exc:
         raise _fail_with(result_path, exc) from exc
     except errors() as exc:

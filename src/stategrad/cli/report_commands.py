@@ -118,10 +118,13 @@ def _extra_figure(spec: str):
                    "with its title and caption; a CSV of the same name beside the image "
                    "is shown as its numbers.  Repeatable.")
 @click.option("--title", default="State gradient report", show_default=True)
+@click.option("--compare", "compare_pair", nargs=2, metavar="A B", default=None,
+              help="Add the paired difference of class A's memory curve minus class B's, "
+                   "with its interval over the same blocks.")
 def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
            ci, level, n_boot, seed, differences, difference_class, identity, subspace_k,
            sentences, model_path, vocab_path,
-           trusted, nonlinearity, code_path, state, measure, extra_figures, title):
+           trusted, nonlinearity, code_path, state, measure, extra_figures, title, compare_pair):
     """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
 
     Several results are overlaid on the same axes (e.g. LSTM vs GRU, cell vs hidden
@@ -167,6 +170,7 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             identity=_identity_input(loaded[0], model, classes) if identity else None,
             subspace_k=subspace_k, sentences=maps,
             extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
+            compare=tuple(compare_pair) if compare_pair else None,
         )
     except _ERRORS as exc:
         raise click.ClickException(str(exc)) from exc

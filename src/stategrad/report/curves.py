@@ -14,8 +14,10 @@ import numpy as np
 from ..analysis import (
     AnalysisError,
     Replicates,
+    Side,
     direction_statistic,
     normalizer_matrix,
+    paired_difference,
     replicates,
     singular_values,
     sv_sum,
@@ -64,6 +66,39 @@ def memory_reports(
     return out
 
 
+def paired_difference_curves(
+    results: Sequence[GradientResult],
+    labels: Sequence[str],
+    pair: tuple[str, str],
+    *,
+    normalize=None,
+    ci: str = "jackknife",
+    level: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> list[Curve]:
+    """Class A minus class B (sum of singular values) against delay, one curve per result
+    that has blocks, banded by the paired interval over the same blocks."""
+    a, b = pair
+    curves = []
+    for i, (label, r) in enumerate(zip(labels, results, strict=True)):
+        if not r.has_blocks:
+            continue
+        pd = paired_difference(Side(r, a, normalize), Side(r, b, normalize),
+                               method="jackknife" if ci == "none" else ci, level=level,
+                               n_boot=n_boot, seed=seed)
+        rows = pd.rows
+        curves.append(Curve(
+            label=f"{a} - {b}" if len(results) == 1 else f"{label}: {a} - {b}",
+            x=np.array([row["delay"] for row in rows]),
+            y=_floats([row["difference"] for row in rows]),
+            lower=_floats([row["difference_lower"] for row in rows]),
+            upper=_floats([row["difference_upper"] for row in rows]), color=i))
+    if not curves:
+        raise PlotError("a paired difference needs a result with blocks")
+    return curves
+
+
 def _series_label(result_label: str | None, class_name: str, n_results: int, n_classes: int) -> str:
     if n_results <= 1 or not result_label:
         return class_name
@@ -93,6 +128,7 @@ def memory_report_curves(entries: Sequence[tuple[str, object]]) -> list[Curve]:
                 lower=None if c.lower is None else _floats(c.lower),
                 upper=None if c.upper is None else _floats(c.upper),
                 color=j if n_classes > 1 else i, style=i if n_classes > 1 else 0,
+                floor=None if c.stats is None or c.stats.floor is None else _floats(c.stats.floor),
             ))
     return curves
 

@@ -147,6 +147,7 @@ def build_report(
     extra_figures: Sequence[ExtraFigure] = (),
     title: str = "State gradient report",
     L: np.ndarray | None = None,
+    compare: tuple[str, str] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/figures/*.{png,svg,csv}``; return the
     report's path.
@@ -159,7 +160,9 @@ def build_report(
     memory and subspace cosine curves, led by the absolute amount kept (ratio to delay 0),
     of the gradients of ``difference_class``.  ``identity`` = (embeddings (V, E), class name
     -> word ids) leads the report with the identity memory of those classes.
-    ``extra_figures`` are copied into ``figures/`` and shown after the report's own."""
+    ``extra_figures`` are copied into ``figures/`` and shown after the report's own.
+    ``compare`` (two class names) adds the paired difference of their memory curves on
+    the same blocks."""
     L = resolve_normalizer(normalize, L)
     results = list(results)
     if not results:
@@ -183,6 +186,8 @@ def build_report(
     _spectral_sections(figures, plan, None, top_k, spectrum_delays)
     if L is not None:
         _spectral_sections(figures, plan, L, top_k, spectrum_delays)
+    if compare:
+        _compare_section(figures, plan, L, compare)
     for i, smap in enumerate(sentences):
         _sentence_section(figures, i, smap)
     for i, extra in enumerate(extras):
@@ -244,6 +249,23 @@ def _spectrum_delays(results: list[GradientResult], delays: Sequence[int] | None
 
 
 # --- sections -------------------------------------------------------------------------------
+
+def _compare_section(figures: _Figures, plan: _Plan, L: np.ndarray | None,
+                     pair: tuple[str, str]) -> None:
+    """The paired difference of two classes' memory curves on the same blocks."""
+    curves = P.paired_difference_curves(plan.results, plan.labels, pair, normalize=L,
+                                        ci=plan.ci, level=plan.level, n_boot=plan.n_boot,
+                                        seed=plan.seed)
+    what = "Gbar_d L" if L is not None else "Gbar_d"
+    figures.add("compare", f"Paired difference: {pair[0]} - {pair[1]}",
+                f"Sum of the singular values of {what} of {pair[0]} minus that of {pair[1]}, "
+                f"with its {100 * plan.level:g}% interval over the same blocks (paired: both "
+                "classes resampled together, so what the text does to both cancels). Where "
+                "the band excludes 0 the classes differ.",
+                P.plot_curves(curves, ylabel="difference of sums of singular values",
+                              log_scale=False),
+                _curve_table(curves, "delay", True))
+
 
 def _spectral_sections(figures: _Figures, plan: _Plan, L: np.ndarray | None, top_k: int,
                        spectrum_delays: Sequence[int]) -> None:

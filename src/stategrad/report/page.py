@@ -230,8 +230,12 @@ def _ci_paragraph(ci: str, level: float) -> str:
                 "sum of singular values) is recomputed from the mean with one block left out, "
                 "(S - S_b) / (n - n_b), for each block b with occurrences; the jackknife variance "
                 "is (B - 1) / B times the sum of squared deviations of these B values from their "
-                "mean, and the band is the estimate plus or minus 1.96 (for 95%) standard errors. "
-                "Few occurrences spread over few blocks give wide bands.")
+                "mean, and the band is the estimate plus or minus the Student t quantile with B - 1 "
+                "degrees of freedom (2.26 for 95% with 10 blocks) times the standard error. "
+                "Few occurrences spread over few blocks give wide bands. The hatched area under "
+                "a memory curve is its noise floor: what a class with the same blocks and counts "
+                "but no memory would reach (random signs on the block sums); a curve inside it "
+                "is not distinguishable from noise.")
     if ci == "bootstrap":
         return (f"Confidence bands ({pct}): percentile intervals of the statistic over resamples "
                 "of the text's blocks drawn with replacement (block bootstrap); each resample's "

@@ -32,6 +32,7 @@ from .curves import (  # noqa: F401  (the data layer, re-exported: figures are m
     memory_matrix,
     memory_report_curves,
     memory_reports,
+    paired_difference_curves,
     result_label,
     spectrum_curves,
     sv_replicates,
@@ -115,6 +116,7 @@ def plot_curves(
             ax.plot(c.x, c.y, label=c.label, **kw)
             if bands and c.lower is not None and c.upper is not None and np.isfinite(c.lower).any():
                 ax.fill_between(c.x, c.lower, c.upper, color=color, alpha=0.2, linewidth=0)
+        _floors(ax, curves)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if title:
@@ -220,6 +222,15 @@ def _labels(results, labels: Sequence[str] | None) -> tuple[list[GradientResult]
         raise PlotError(f"{len(labels)} labels for {len(results)} results")
     labels = list(labels) if labels is not None else [result_label(r, i) for i, r in enumerate(results)]
     return list(results), labels
+
+
+def _floors(ax, curves: Sequence[Curve]) -> None:
+    """Each curve's noise floor, hatched from the axis up (after every band, so the bands
+    keep their order among the axes' collections)."""
+    for c in curves:
+        if c.floor is not None and np.isfinite(c.floor).any():
+            ax.fill_between(c.x, 0, c.floor, facecolor="none", hatch="///", linewidth=0,
+                            edgecolor=pen(c.color, c.style)["color"], alpha=0.35)
 
 
 def _entries(results, labels, normalize, classes, ci: str, n_boot: int,

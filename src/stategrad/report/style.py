@@ -87,6 +87,8 @@ class Curve:
     upper: np.ndarray | None = None
     color: int = 0  # index into OKABE_ITO
     style: int = 0  # index into LINESTYLES
+    #: The noise floor (what no memory would give), drawn shaded from 0; None: none.
+    floor: np.ndarray | None = None
 
 
 def pen(color: int, style: int = 0) -> dict:
