@@ -150,3 +150,19 @@ def test_relative_memory_json_rows_carry_the_issue_keys(tmp_path):
                                   "relative_null", "cosine_null") for s in ("lower", "upper")}
     assert keys <= set(rows[0])
     assert "absolute" in r.output and "rel null" in r.output
+
+
+def test_absolute_floor_is_the_sign_flip_floor_of_the_noise_floor_module():
+    """The fast floor of |M L n| (block vectors first) equals analysis.noise_floor's."""
+    from stategrad.analysis import noise_floor
+
+    res, L = _blocked(), _L()
+    v = np.random.default_rng(5).normal(size=7)
+    rows = relative_memory(res, v, L, c="a").rows
+    n = np.linalg.solve(L, v)
+    n /= np.linalg.norm(n)
+    floor = noise_floor(res, lambda m: np.linalg.norm(m @ L @ n, axis=-1)[..., None], ["a"],
+                        n_flips=1000, seed=0, simultaneous=False, null="flip")
+    for d, row in enumerate(rows):
+        assert row["absolute_floor"] == pytest.approx(floor.floor[d, 0, 0], rel=1e-9)
+        assert row["absolute_signal"] == bool(floor.above[d, 0, 0])

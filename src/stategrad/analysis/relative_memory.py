@@ -29,7 +29,6 @@ from . import direction_null, uncertainty
 from ._blas import single_threaded_blas
 from .embedding_stats import EmbeddingStats
 from .errors import AnalysisError
-from .noise_floor import noise_floor
 from .normalization import (
     Normalizer,
     check_normalizer,
@@ -410,21 +409,29 @@ def relative_memory(
 
 
 def _add_noise_floor(rows: list[dict[str, Any]], result: GradientResult, name: str,
-                     L: np.ndarray, n: np.ndarray, level: float, seed: int) -> None:
+                     L: np.ndarray, n: np.ndarray, level: float, seed: int,
+                     n_flips: int = 1000) -> None:
     """``absolute_floor``: the ``level`` quantile of ``|M L n|`` for a class with the same
-    blocks and no memory (sign-flipped block sums, per delay), and ``absolute_signal``
-    whether ``absolute`` is above it (the fall locators only read falls from signal)."""
+    blocks and no memory (random signs on the block sums, as :mod:`.noise_floor` does, per
+    delay), and ``absolute_signal`` whether ``absolute`` is above it.  ``M L n`` is linear
+    in the block sums, so each block is reduced to its (H,) vector ``S_b L n`` first: the
+    draws then cost ``n_flips x B x H``, whatever the embedding size."""
     right = L @ n
-
-    def stat(m: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(m @ right, axis=-1)[..., None]
-
-    floor = noise_floor(result, stat, [name], level=level, seed=seed, simultaneous=False)
+    c = result.class_index(name)
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_flips, result.n_blocks))
     for d, row in enumerate(rows):
-        value = floor.floor[d, 0, 0]
-        row["absolute_floor"] = float(value) if np.isfinite(value) else None
-        row["absolute_signal"] = (None if row["absolute_floor"] is None or row["absolute"] is None
-                                  else bool(row["absolute"] > row["absolute_floor"]))
+        row["absolute_floor"] = row["absolute_signal"] = None
+        counts = result.block_counts[:, d, c].astype(np.float64)
+        used = counts > 0
+        if used.sum() < 2 or row["absolute"] is None:
+            continue
+        vecs = np.asarray(result.block_delay(d)[:, c], dtype=np.float64)[used] @ right  # (B', H)
+        s = signs[:, used]
+        # A draw with one sign on every block is the mean itself: not noise.
+        s = s[np.abs(s.sum(axis=1)) < used.sum()]
+        draws = np.linalg.norm(s @ vecs, axis=1) / counts.sum()
+        row["absolute_floor"] = float(np.quantile(draws, level, method="higher"))
+        row["absolute_signal"] = bool(row["absolute"] > row["absolute_floor"])
 
 
 def _property_statistic(n: np.ndarray, L: np.ndarray, top_k: int):

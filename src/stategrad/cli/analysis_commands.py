@@ -259,13 +259,13 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
     from .. import analysis
     from ..analysis import UncertaintyError
 
+    if simultaneous and ci is None and compare_pair is None:
+        raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
     if measure == "identity":
         _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci,
                          level, n_boot, ci_seed,
                          (model_path, vocab_path, trusted, nonlinearity, code_path), pos_map_path)
         return
-    if simultaneous and ci is None and compare_pair is None:
-        raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
     try:
         result = load_result(result_path, blocks=ci is not None or bool(floor) or
                              compare_pair is not None)

@@ -382,10 +382,13 @@ def _direction_sections(figures: _Figures, plan: _Plan, L: np.ndarray | None,
                 P.plot_curves(curves, ylabel="property kept (ratio to delay 0)"),
                 _curve_table(curves, "delay", plan.has_band))
     curves = P.direction_curves(entries, names, kind="relative", level=plan.level)
+    curves += _null_curves(plan, vecs, names, L, class_name, subspace_k)
     figures.add("relative_memory", "Relative memory (as in the papers)",
                 f"|{what} n| / s_1({what}) against delay for each difference vector v, {norm_note}; "
                 f"{words}. Dividing by s_1 cancels a fall that every direction shares, so it "
-                f"can stay flat where the property is forgotten. {plan.band_text}",
+                f"can stay flat where the property is forgotten. Dotted ('random direction'): "
+                f"the mean for a uniformly random unit direction, with the central "
+                f"{100 * plan.level:g}% of its values as band. {plan.band_text}",
                 P.plot_curves(curves, ylabel="relative memory"),
                 _curve_table(curves, "delay", plan.has_band))
     curves = P.direction_curves(entries, names, kind="cosine", level=plan.level)
@@ -394,6 +397,27 @@ def _direction_sections(figures: _Figures, plan: _Plan, L: np.ndarray | None,
                 f"{what} against delay ({norm_note}). {plan.band_text}",
                 P.plot_curves(curves, ylabel=f"cosine with top-{subspace_k} subspace"),
                 _curve_table(curves, "delay", plan.has_band))
+
+
+def _null_curves(plan: _Plan, vecs: np.ndarray, names: Sequence[str], L: np.ndarray | None,
+                 class_name: str, subspace_k: int) -> list[P.Curve]:
+    """The relative memory of a uniformly random direction (``relative_null``), per result;
+    the same for every difference vector, so drawn once, in the first vector's colour."""
+    from .. import analysis
+
+    if L is None:
+        return []
+    curves = []
+    for result, label in zip(plan.results, plan.labels, strict=True):
+        k = min(subspace_k, result.hidden_size, result.embedding_size)
+        rows = analysis.relative_memory(result, vecs[0], L, c=class_name, top_k=k,
+                                        level=plan.level).rows
+        y, lo, hi = (np.array([np.nan if r[k] is None else r[k] for r in rows])
+                     for k in ("relative_null", "relative_null_lower", "relative_null_upper"))
+        curves.append(P.Curve("random direction" if len(plan.results) == 1
+                              else f"{label}: random direction", np.arange(len(y)), y, lo, hi,
+                              color=len(names), style=2))
+    return curves
 
 
 def _sentence_section(figures: _Figures, i: int, smap: SentenceMap) -> None:
