@@ -122,3 +122,32 @@ def test_engine_on_the_adapter_matches_autograd_through_hugging_face():
     result = compute_state_gradients(adapter, tokens, max_delay=delays, state="ssm", layer=1,
                                      dtype=torch.float64, progress=False)
     np.testing.assert_allclose(result.sums[:, 0], expected.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_gradients_command_takes_the_adapter_from_a_model_factory(tmp_path):
+    from click.testing import CliRunner
+
+    from stategrad.cli import main as cli
+    from stategrad.gradients import load_result
+
+    factory = tmp_path / "hf_factory.py"
+    factory.write_text(
+        "import torch, transformers\n"
+        "from stategrad.lm import HFMamba\n"
+        "def load():\n"
+        "    torch.manual_seed(0)\n"
+        f"    config = transformers.MambaConfig(vocab_size={V}, hidden_size=8, state_size=2,\n"
+        "                                      num_hidden_layers=1, conv_kernel=3, expand=2)\n"
+        f"    words = ['<unk>', '<eos>'] + [f'w{{i}}' for i in range({V - 2})]\n"
+        "    return HFMamba(transformers.MambaForCausalLM(config)), words\n")
+    text = tmp_path / "text.txt"
+    text.write_text("w1 w2 w3 w4 w5\nw6 w7 w8\n")
+    out = tmp_path / "r.h5"
+    result = CliRunner().invoke(cli, ["gradients", "--model-factory", f"{factory}:load",
+                                      "--text", str(text), "--state", "conv", "--max-delay", "4",
+                                      "--out", str(out), "--no-progress", "--force"])
+    assert result.exit_code == 0, result.output
+    saved = load_result(out)
+    assert saved.sums.shape == (4, 1, 16 * 2, 8)  # conv: d_inner x (d_conv - 1)
+    # the first layer's convolution forgets an input after d_conv - 1 = 2 steps
+    assert np.abs(saved.sums[1]).max() > 0 and np.abs(saved.sums[2:]).max() == 0

@@ -94,7 +94,10 @@ def summarise(m: dict, state: str) -> dict:
 def run_seed(args, seed: int) -> dict:
     out = Path(args.out) / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    train_seconds = train_model(out, args, seed)
+    if args.reuse and (out / "model" / "best.pt").is_file():
+        train_seconds = float("nan")  # trained by an earlier call
+    else:
+        train_seconds = train_model(out, args, seed)
     model = load_trained(out / "model" / "best.pt")
     from stategrad.synth import load_corpus
 
@@ -129,6 +132,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--positions", type=int, default=3000,
                         help="start positions of the validation text to differentiate")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a model an earlier call trained in --out")
     parser.add_argument("--states", nargs="+", default=["ssm"], choices=["ssm", "conv", "output"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
