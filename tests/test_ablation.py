@@ -209,8 +209,8 @@ def test_table_intervals_are_the_block_jackknife_of_the_means():
     loo = (S - bs[ok]) / (n - bn[ok])
     B = ok.sum()
     se = np.sqrt((B - 1) / B * ((loo - loo.mean()) ** 2).sum())
-    from statistics import NormalDist
-    z = NormalDist().inv_cdf(0.95)
+    from scipy.stats import t as student_t
+    z = student_t.ppf(0.95, B - 1)  # Student t with B' - 1 degrees of freedom
     assert row["count"] == n
     assert row["loss_increase"] == pytest.approx(S / n)
     assert row["loss_increase_lower"] == pytest.approx(S / n - z * se)
