@@ -136,3 +136,12 @@ def test_an_unknown_state_names_the_models_states(files):
 def test_load_factory_errors():
     with pytest.raises(ModelError, match="expected FILE.py:FUNCTION"):
         load_factory("no_colon")
+
+
+def test_sentence_view_from_a_factory(files):
+    tmp, factory, text = files
+    out = tmp / "s.png"
+    r = run(["sentence", "--model-factory", f"{factory}:make", "the", "cat", "sat",
+             "--state", "hidden", "--layer", 0, "--out", out, "--csv", tmp / "s.csv"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and (tmp / "s.csv").is_file()

@@ -31,6 +31,8 @@ _API = {
     "RNNLM": "lm",
     "LanguageModel": "lm",
     "load_model": "lm",
+    "RecurrentLM": "lm",  # the protocol any recurrent model can implement
+    "load_factory": "lm",
     "load_config": "legacy",  # reads TOML or the original's .config
     "TrainConfig": "lm",
     "train": "lm",

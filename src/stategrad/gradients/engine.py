@@ -25,7 +25,10 @@ The pass is a loop of small named steps over one ``_Pass`` object (everything th
 goes from one step to the next, which is also what the running-state file stores):
 ``_step`` advances every tangent by one position, ``_flush`` adds a finished window
 into the sums and closes chunks, ``_save``/``_restore`` write and read the running state.
-The cells live in ``cells.py``, the accumulation in ``accumulate.py``, the file in
+The step of the cells is one small interface (``tangent_step.py``) with two
+implementations: ``fused.py`` (the folds above, ``cells.py``) for PyTorch's LSTM/GRU/RNN
+and ``generic.py`` (``torch.func.jvp`` through the model's own step) for any model of the
+recurrent protocol (``stategrad.lm.RecurrentLM``).  The accumulation in ``accumulate.py``, the file in
 ``running_state.py``.
 """
 

@@ -25,8 +25,8 @@ class FusedCells:
         self.layers = _layers(module, layer, device, dtype)
         self.cell = self.layers[0].cell
         if state not in ("cell", "hidden"):
-            raise EngineError(f"state must be 'cell' or 'hidden' for an {self.cell.upper()}, "
-                              f"got {state!r}")
+            raise EngineError(f"state {state!r} (--state) is not one of an {self.cell.upper()}'s "
+                              "states: cell, hidden")
         if state == "cell" and self.cell != "lstm":
             raise EngineError(f"a {self.cell.upper()} has no cell state; use state='hidden'")
         self.state = state

@@ -48,7 +48,7 @@ class GenericCells:
             raise EngineError(f"layer {layer} does not exist: the model has layers 0..{n - 1}")
         names = tuple(model.state_names)
         if state not in names:
-            raise EngineError(f"state {state!r} is not one of this model's states: "
+            raise EngineError(f"state {state!r} (--state) is not one of this model's states: "
                               f"{', '.join(names)}")
         self.state = state
         self.cell = str(getattr(model, "cell_name", type(model).__name__))
@@ -133,39 +133,47 @@ class GenericCells:
         return tuple(part.reshape(flat.shape[0], 1, *shape)
                      for part, shape in zip(flat.split(self.sizes, dim=1), self.shapes, strict=True))
 
-    def advance(self, p: _Pass, keep: int, inject: bool, tokens: np.ndarray, window: int) -> None:
-        E, S = self.E, self.S
-        x = self._embedded(p, tokens, p.k)
-        leaves = tuple(h.unsqueeze(0) for h in p.hs)
-        old, new = p.slots(p.slot, FULL)
-        n_rows = keep + int(inject)
-        if not n_rows:
-            new_state = self.model.step(x, unflatten_state(leaves, self.structure))
-            p.hs = [leaf[0] for leaf in flatten_state(new_state)[0]]
-            p.cur[FULL] = 1 - p.cur[FULL]
-            return
-        N = n_rows * E
-        t_state = old[:keep].reshape(keep * E, S)
-        t_x = torch.zeros(N, 1, E, device=x.device, dtype=x.dtype)
-        if inject:  # the new row: d/dx_k, with no state tangent
-            t_state = torch.cat([torch.zeros(E, S, device=x.device, dtype=x.dtype), t_state])
-            t_x[:E, 0] = torch.eye(E, device=x.device, dtype=x.dtype)
+    def _output(self, out):
+        return tuple(flatten_state(out)[0]), self.model.select(out, self.state, self.layer)
 
-        def f(state_leaves, xk):
-            out = self.model.step(xk, unflatten_state(state_leaves, self.structure))
-            return tuple(flatten_state(out)[0]), self.model.select(out, self.state, self.layer)
-
-        def push(t_leaves, tx):
-            return jvp(f, (leaves, x), (t_leaves, tx))
-
+    def _push(self, fn, primal, tangents):
+        """jvp of ``fn`` at ``primal``, vmapped over the leading dim of ``tangents``:
+        (the new state's tensors, (their tangents, the analysed part's tangents))."""
         try:
-            (new_leaves, _), (t_leaves, t_sel) = vmap(push, out_dims=(None, 0))(
-                self._split(t_state), t_x)
+            (new_leaves, _), tangent = vmap(lambda t: jvp(fn, (primal,), (t,)),
+                                            out_dims=(None, 0))(tangents)
         except (RuntimeError, NotImplementedError) as exc:
             raise EngineError("the model's step could not run under torch.func.jvp and vmap "
                               f"({_first_line(exc)}); see the recurrent protocol's rules") from exc
-        torch.cat([t.reshape(N, -1) for t in t_leaves], dim=1,
-                  out=new[:n_rows].view(N, S))
-        p.bufs[p.chosen][p.slot + 1][:n_rows].copy_(t_sel.reshape(n_rows, E, self.H))
+        return new_leaves, tangent
+
+    def advance(self, p: _Pass, keep: int, inject: bool, tokens: np.ndarray, window: int) -> None:
+        """Rows in flight: jvp in the state with the input fixed; the new row: jvp in
+        the input with the state fixed (two calls, so that neither pays for zero tangents)."""
+        E, S, H = self.E, self.S, self.H
+        x = self._embedded(p, tokens, p.k)
+        leaves = tuple(h.unsqueeze(0) for h in p.hs)
+        state = unflatten_state(leaves, self.structure)
+        old, new = p.slots(p.slot, FULL)
+        shift = int(inject)
+        n_rows = keep + shift
+        new_flat = new[:n_rows].view(n_rows * E, S)
+        chosen = p.bufs[p.chosen][p.slot + 1][:n_rows].view(n_rows * E, H)
+        new_leaves = None
+        if keep:
+            new_leaves, (t_leaves, t_sel) = self._push(
+                lambda ls: self._output(self.model.step(x, unflatten_state(ls, self.structure))),
+                leaves, self._split(old[:keep].reshape(keep * E, S)))
+            torch.cat([t.reshape(keep * E, -1) for t in t_leaves], dim=1,
+                      out=new_flat[shift * E :])
+            chosen[shift * E :].copy_(t_sel.reshape(keep * E, H))
+        if inject:  # the new row: d state_{k+1} / d x_k
+            eye = torch.eye(E, device=x.device, dtype=x.dtype).unsqueeze(1)  # (E, 1, E)
+            new_leaves, (t_leaves, t_sel) = self._push(
+                lambda xk: self._output(self.model.step(xk, state)), x, eye)
+            torch.cat([t.reshape(E, -1) for t in t_leaves], dim=1, out=new_flat[:E])
+            chosen[:E].copy_(t_sel.reshape(E, H))
+        if new_leaves is None:
+            new_leaves = flatten_state(self.model.step(x, state))[0]
         p.hs = [leaf[0] for leaf in new_leaves]
         p.cur[FULL] = 1 - p.cur[FULL]

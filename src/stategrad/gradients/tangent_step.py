@@ -40,10 +40,12 @@ class TangentStep(Protocol):
     def pass_state(self, state: Any) -> PassState:
         """A state given by the caller (or ``states_before``) as the pass carries it."""
 
-    def advance(self, p: _Pass, keep: int, inject: bool) -> None:
-        """The forward step at ``p.k`` and the new tangents of the first ``keep`` rows
-        (plus a fresh row on top if ``inject``), written to ``p.slots(p.slot, key)[1]``
-        of every part: the analysed one to ``p.bufs[p.chosen][p.slot + 1]``."""
+    def advance(self, p: _Pass, keep: int, inject: bool, tokens: np.ndarray, window: int) -> None:
+        """The forward step at ``p.k`` (token ``tokens[p.k]``) and the new tangents of the
+        first ``keep`` rows (plus a fresh row on top if ``inject``), written to
+        ``p.slots(p.slot, key)[1]`` of every part: the analysed one to
+        ``p.bufs[p.chosen][p.slot + 1]``.  ``window``: steps per accumulation window (the
+        fused cells run the forward pass that many steps ahead)."""
 
     def states_before(self, tokens: np.ndarray, starts: Sequence[int], chunk: int | None,
                       device) -> dict[int, PassState]:
