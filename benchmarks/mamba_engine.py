@@ -104,7 +104,7 @@ def main() -> None:
     small, large = args.memory_tokens
     mem = {n: peak_memory(n, args) for n in (small, large)}
     for n, m in mem.items():
-        print(f"peak memory, {n:,} tokens (D={args.memory_delays}): {m:,.0f} MiB")
+        print(f"peak memory, {n:,} tokens (D={args.memory_delays}): {m:,.1f} MiB")
     print(f"ratio {large:,} / {small:,} tokens: {mem[large] / mem[small]:.3f} "
           "(1.0 = flat in text length)")
     figures["peak_memory_mib"] = mem
