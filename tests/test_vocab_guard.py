@@ -89,6 +89,8 @@ def _commands(tmp, out):
                   "--C", "1", "--jobs", 1, "--no-progress"],
         "sentence": ["sentence", "--text", tmp / "valid.txt", "--length", 6,
                      "--out", out / "s.png"],
+        "ablation": ["ablation", "--text", tmp / "valid.txt", "--max-distance", 2,
+                     "--sample-every", 10, "--replace", "mean", "--out", out / "a.h5"],
     }
 
 

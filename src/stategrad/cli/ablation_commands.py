@@ -20,38 +20,34 @@ from .options import (
     model_options,
     progress_option,
     threads_option,
+    tokenization_option,
+    vocab_force_option,
 )
 
 _REPLACE = ("unk", "random", "mean", "drop")
 
 
 def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos,
-                 encoding, force):
-    """The model and the tokens of the text (every failure names its file)."""
-    from ..data import CorpusError, read_tokens, unk_warning
-    from ..lm import ModelError, check_vocabulary_order
-    from ._inputs import load_model
+                 encoding, force, tokenization):
+    """The model and the tokens of the text (every failure names its file), read as the
+    model reads texts (or by --tokenization), with the vocabulary-order check of models
+    from elsewhere that every model command runs."""
+    from ..data import CorpusError, unk_warning
+    from ..lm import ModelError
+    from ._inputs import check_vocabulary, load_model, read_model_text, warn
 
     try:
         lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
-        # A --tokenization bundle, when the project has one, reads the text here.
-        with reading(text_path, "--text"):
-            tokens = read_tokens(text_path, lm.vocab, no_eos=no_eos, encoding=encoding)
+        tokens = read_model_text(lm, text_path, tokenization=tokenization, no_eos=no_eos,
+                                 encoding=encoding)
     except (ModelError, CorpusError) as exc:
         raise click.ClickException(str(exc)) from exc
     if len(tokens) == 0:
         raise click.ClickException(f"{text_path} holds no tokens")
     warning = unk_warning(tokens, lm.vocab)
     if warning:
-        click.echo(warning, err=True)
-    # The vocabulary-order guard of models from elsewhere (the same as `gradients`').
-    if lm.foreign:
-        try:
-            mismatch = check_vocabulary_order(lm, tokens, force=force)
-        except ModelError as exc:
-            raise click.ClickException(f"--vocab {vocab_path}: {exc}") from exc
-        if mismatch:
-            click.echo(f"WARNING: --vocab {vocab_path}: {mismatch} (going on: --force)", err=True)
+        warn(warning)
+    check_vocabulary(lm, tokens, force=force, vocab_path=vocab_path, text=text_path)
     return lm, tokens
 
 
@@ -106,15 +102,14 @@ def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_
 @click.option("--no-eos", is_flag=True, help="Do not append <eos> to every line.")
 @encoding_option()
 @progress_option()
-@click.option("--force", is_flag=True,
-              help="Go on (with a warning) when a model from elsewhere predicts the text worse "
-                   "than a unigram model, i.e. its --vocab order probably does not match.")
+@tokenization_option
+@vocab_force_option
 def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path,
                      max_distance, classes, pos_map, tag_map, class_words, class_map, replace,
                      replace_seed, context_length, max_context, context_order, out_path, json_path, csv_path,
                      ci, level, n_boot, ci_seed, block_size, sample_every, start, stop, batch,
                      device, dtype, threads, checkpoint_path, checkpoint_every, no_eos,
-                     encoding, progress, force):
+                     encoding, progress, force, tokenization):
     """Context ablation: for every start position t and distance 1 <= d <= D, how much
     the loss at t + d rises, and how far the predicted distribution moves (KL), when the
     word at t is replaced or removed; summed per class of that word.
@@ -159,7 +154,7 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
         if path:
             _check_writable(Path(path), what)
     lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path,
-                              text_path, no_eos, encoding, force)
+                              text_path, no_eos, encoding, force, tokenization)
     if start >= len(tokens):
         raise click.BadParameter(f"{start} is past the end of {text_path} ({len(tokens)} tokens)",
                                  param_hint="--slice-start/--start")
@@ -171,7 +166,8 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
                   # a bar on a terminal, else a line every minute (logs of batch jobs)
                   progress=(True if sys.stderr.isatty() else "log") if progress else False,
                   text_info={"path": str(Path(text_path).resolve()), "no_eos": no_eos,
-                             "encoding": encoding})
+                             "encoding": encoding,
+                             "tokenization": tokenization or lm.tokenization})
     began = time.perf_counter()
     try:
         if context_length:
