@@ -27,30 +27,6 @@ from .options import (
 _REPLACE = ("unk", "random", "mean", "drop")
 
 
-def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos,
-                 encoding, force, tokenization):
-    """The model and the tokens of the text (every failure names its file), read as the
-    model reads texts (or by --tokenization), with the vocabulary-order check of models
-    from elsewhere that every model command runs."""
-    from ..data import CorpusError, unk_warning
-    from ..lm import ModelError
-    from ._inputs import check_vocabulary, load_model, read_model_text, warn
-
-    try:
-        lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
-        tokens = read_model_text(lm, text_path, tokenization=tokenization, no_eos=no_eos,
-                                 encoding=encoding)
-    except (ModelError, CorpusError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    if len(tokens) == 0:
-        raise click.ClickException(f"{text_path} holds no tokens")
-    warning = unk_warning(tokens, lm.vocab)
-    if warning:
-        warn(warning)
-    check_vocabulary(lm, tokens, force=force, vocab_path=vocab_path, text=text_path)
-    return lm, tokens
-
-
 @click.command("ablation")
 @model_options("A stategrad checkpoint, or a word_language_model state dict / module (with --vocab).",
                required=True, must_exist=True)
@@ -132,7 +108,7 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
     )
     from ..analysis import UncertaintyError, ablation_table
     from .data_commands import classes_from_options
-    from .gradient_commands import _check_writable
+    from .gradient_commands import _check_writable, _read_inputs
 
     if context_length:
         if max_context is None:
@@ -153,11 +129,10 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
                        (checkpoint, "the running state")):
         if path:
             _check_writable(Path(path), what)
+    # the model and text exactly as `gradients` reads them: same checks, same messages
     lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path,
-                              text_path, no_eos, encoding, force, tokenization)
-    if start >= len(tokens):
-        raise click.BadParameter(f"{start} is past the end of {text_path} ({len(tokens)} tokens)",
-                                 param_hint="--slice-start/--start")
+                              text_path, no_eos, encoding, start, force=force,
+                              tokenization=tokenization)
     class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
                                      tag_map=tag_map)
     common = dict(classes=class_set, block_size=block_size, sample_every=sample_every,
