@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Step 2: train one model of the grid and evaluate it on PTB valid and test.
+# Usage: 02_train.sh CELL HIDDEN SEED [DATA]   e.g. 02_train.sh lstm 128 1 wsj100
+# CELL is lstm, gru, rnn (tanh) or mamba; DATA names a training text of 01_prepare.sh.
+# The papers' settings otherwise: 64-dim embedding, dropout 0.5, batch 20 x 200 steps,
+# SGD 1.0 decayed by 0.8 per epoch from epoch 7, gradient norm clipped at 5.
+# Rerunning it resumes an interrupted training run (train --resume) and redoes the
+# evaluations; results land in RESULTS/<name>/ (ppl_*.txt, metrics.csv, timings.tsv).
+source "$(dirname "$0")/env.sh"
+cell="$1"; hidden="$2"; seed="$3"; data="${4:-wsj100}"
+name="${cell}_${hidden}h_s${seed}_${data}"
+out="$RESULTS/$name"; mkdir -p "$out"
+config="$RUN_DIR/$name.toml"
+# Every cell is trained with the same settings, so that architectures are compared as
+# trained identically; the vanilla RNN is the tanh RNN of the papers.
+if [ "$cell" = rnn ]; then cell=rnn_tanh; fi
+cat > "$config" <<TOML
+# Written by experiments/study2/02_train.sh; paths are relative to RUN_DIR.
+[data]
+train = "data/$data.txt"
+valid = "data/ptb.valid.txt"
+test = "data/ptb.test.txt"
+vocab_size = 10000
+
+[model]
+cell = "$cell"
+num_layers = 1
+embedding_size = 64
+hidden_size = $hidden
+dropout = 0.5
+embedding_dropout = false
+forget_bias = 0.0
+init_scale = 0.05
+
+[training]
+optimizer = "sgd"
+learning_rate = 1.0
+lr_decay = 0.8
+max_epoch = 6
+max_max_epoch = $EPOCHS
+batch_size = 20
+num_steps = 200
+max_grad_norm = 5.0
+seed = $seed
+
+[output]
+save_path = "models/$name/"
+log_file = "logs/$name.log"
+TOML
+cp "$config" "$out/config.toml"
+cd "$RUN_DIR"
+if [ -f "models/$name/last.pt" ]; then resume=--resume; else resume=; fi
+timed "$out/timings.tsv" train "$STG" train "$config" $resume --threads "$THREADS" --no-progress \
+    > "logs/train_$name.out" 2>&1
+cp "models/$name/metrics.csv" "$out/" 2>/dev/null || true
+for split in valid test; do
+    timed "$out/timings.tsv" "eval $split" "$STG" eval "$config" --split "$split" \
+        --threads "$THREADS" --no-progress > "$out/ppl_$split.txt"
+done
+echo "$name: $(cat "$out/ppl_valid.txt" | tail -1)"

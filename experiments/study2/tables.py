@@ -1,0 +1,311 @@
+"""Step 5: the second edition's tables, from the small per-model results of analyse.py.
+
+    python experiments/study2/tables.py [--results DIR] [--out FILE.md] [--json FILE]
+
+Every interval here is a paired delete-one-block jackknife over the 20 blocks of PTB
+valid that every model was evaluated on: a difference (class - class, state - state,
+model - model, property - property) is formed replicate by replicate, so the text's
+blocks cancel where they affect both sides alike.  Student t with B - 1 degrees of freedom.
+A configuration with several seeds gets two spreads side by side: the text-based interval
+of the mean over seeds (how much another text would move it) and the model-to-model
+standard deviation over seeds (how much another training run would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+HERE = Path(__file__).resolve().parent
+NAME = re.compile(r"(?P<cell>[a-z]+)_(?P<hidden>\d+)h_s(?P<seed>\d+)_(?P<data>\w+)$")
+DELAYS = (1, 2, 5, 10, 20, 50)
+LEVEL = 0.95
+
+
+# --- paired jackknife ----------------------------------------------------------------------
+
+def filled(est: np.ndarray, reps: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Replicates with the estimate where a block has no occurrence (leaving such a block
+    out does not change the mean), so that every side of a difference has all B blocks."""
+    return np.where(valid, reps, est[None])
+
+
+def band(est: np.ndarray, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jackknife (se, lower, upper) of a statistic from its B filled replicates (axis 0)."""
+    B = reps.shape[0]
+    se = np.sqrt((B - 1) / B * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
+    q = stats.t.ppf(0.5 + LEVEL / 2, B - 1)
+    return se, est - q * se, est + q * se
+
+
+class Measures:
+    """One model's measures of one state (measures_<state>.npz) with its class names."""
+
+    def __init__(self, folder: Path, state: str):
+        self.data = np.load(folder / f"measures_{state}.npz")
+        self.summary = json.loads((folder / f"summary_{state}.json").read_text())
+        self.classes = self.summary["classes"]
+        self.props = [p["name"] for p in self.summary["properties"]]
+
+    def stat(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(estimate (D, C), filled replicates (B, D, C)) of a per-class statistic."""
+        d = self.data
+        return d[key].astype(np.float64), filled(d[key], d[f"{key}_reps"], d[f"{key}_valid"]).astype(np.float64)
+
+    def ratio(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """The statistic relative to delay 0, formed within each replicate."""
+        est, reps = self.stat(key)
+        return est / est[:1], reps / reps[:, :1]
+
+    def prop(self, key: str = "abs") -> tuple[np.ndarray, np.ndarray]:
+        d = self.data
+        valid = d["prop_valid"][..., None]
+        return (d[f"prop_{key}"].astype(np.float64),
+                filled(d[f"prop_{key}"], d[f"prop_{key}_reps"], valid).astype(np.float64))
+
+    def column(self, name: str) -> int:
+        return self.classes.index(name)
+
+
+# --- reading the results -------------------------------------------------------------------
+
+def ppl(path: Path) -> float | None:
+    if not path.is_file():
+        return None
+    m = re.search(r"perplexity:?\s*([\d.]+)", path.read_text())
+    return float(m.group(1)) if m else None
+
+
+def models(results: Path) -> dict[tuple, dict[int, Path]]:
+    """Configuration (cell, hidden, data) -> seed -> result folder, for finished models."""
+    grid: dict[tuple, dict[int, Path]] = defaultdict(dict)
+    for folder in sorted(results.iterdir()):
+        m = NAME.match(folder.name)
+        if m and (folder / "ppl_test.txt").is_file():
+            grid[(m["cell"], int(m["hidden"]), m["data"])][int(m["seed"])] = folder
+    return dict(grid)
+
+
+def timings(folder: Path) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    path = folder / "timings.tsv"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            step, seconds, *_ = line.split("\t")
+            out[step.split()[0]] += float(seconds)
+    return dict(out)
+
+
+def states(folder: Path) -> list[str]:
+    return sorted(p.stem.split("_", 1)[1] for p in folder.glob("measures_*.npz"))
+
+
+# --- tables --------------------------------------------------------------------------------
+
+def fmt(x: float, digits: int = 3) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def interval(est, lo, hi, digits: int = 3) -> str:
+    return f"{fmt(est, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def perplexity_table(grid) -> list[str]:
+    lines = ["| model | seed | PTB valid | PTB test | epochs | train (min) | gradients (min) | analysis (min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for seed, folder in sorted(seeds.items()):
+            t = timings(folder)
+            epochs = sum(1 for _ in open(folder / "metrics.csv")) - 1 if (folder / "metrics.csv").is_file() else None
+            lines.append(f"| {cell} {hidden}h {data} | {seed} | {fmt(ppl(folder / 'ppl_valid.txt'), 4)} | "
+                         f"{fmt(ppl(folder / 'ppl_test.txt'), 4)} | {epochs} | {t.get('train', 0) / 60:.0f} | "
+                         f"{t.get('gradients', 0) / 60:.0f} | {t.get('analyse', 0) / 60:.0f} |")
+    return lines
+
+
+def decay_table(grid) -> list[str]:
+    """Power law or exponential: R^2 of log S(d) against log d and against d, class all,
+    delays 1..D-1 (the papers: 'quick but not exponential'); and the per-step retention."""
+    lines = ["| model | state | seed | R^2 power law | R^2 exponential | log-log slope | retention d 1-5 | d 20-50 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for seed, folder in sorted(seeds.items()):
+            for state in states(folder):
+                m = Measures(folder, state)
+                s = m.stat("sv_type")[0][:, m.column("all")]
+                d = np.arange(1, len(s))
+                y = np.log(s[1:])
+                r_pow = stats.linregress(np.log(d), y)
+                r_exp = stats.linregress(d, y)
+                late = (s[50] / s[20]) ** (1 / 30) if len(s) > 50 else np.nan
+                lines.append(f"| {cell} {hidden}h {data} | {state} | {seed} | {r_pow.rvalue ** 2:.3f} | "
+                             f"{r_exp.rvalue ** 2:.3f} | {r_pow.slope:.2f} | {(s[5] / s[1]) ** 0.25:.3f} | "
+                             f"{fmt(late, 3)} |")
+    return lines
+
+
+def seed_mean(measures: list[Measures], get) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds of a statistic, its filled replicates, and the seeds' SD."""
+    pairs = [get(m) for m in measures]
+    est = np.mean([p[0] for p in pairs], axis=0)
+    reps = np.mean([p[1] for p in pairs], axis=0)
+    sd = np.std([p[0] for p in pairs], axis=0, ddof=1) if len(pairs) > 1 else np.full_like(est, np.nan)
+    return est, reps, sd
+
+
+def class_table(grid, key: str, classes: list[str], ratio: bool) -> list[str]:
+    """Per configuration and state: the statistic of each class at DELAYS (mean over seeds,
+    text interval, seed SD), with ~ where it is not above its noise floor in some seed."""
+    what = f"{key} relative to delay 0" if ratio else key
+    lines = [f"**{what}** (mean over seeds [95% text interval], seed SD in parentheses; "
+             "~: within the noise floor in at least one seed)", ""]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for state in states(next(iter(seeds.values()))):
+            ms = [Measures(f, state) for f in seeds.values()]
+            get = (lambda m: m.ratio(key)) if ratio else (lambda m: m.stat(key))
+            est, reps, sd = seed_mean(ms, get)
+            se, lo, hi = band(est, reps)
+            floor_hit = np.any([m.data[key] <= m.data[f"{key}_floor"] for m in ms], axis=0) \
+                if f"{key}_floor" in ms[0].data else np.zeros_like(est, bool)
+            lines += [f"*{cell} {hidden}h {data}, {state} state, {len(ms)} seed(s)*", "",
+                      "| class | n (d=0) | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
+                      "|---|---|" + "---|" * len(DELAYS)]
+            for name in classes:
+                if name not in ms[0].classes:
+                    continue
+                j = ms[0].column(name)
+                n = int(ms[0].data["counts"][0, j])
+                cells = [f"{interval(est[d, j], lo[d, j], hi[d, j])} ({fmt(sd[d, j], 2)})"
+                         + ("~" if floor_hit[d, j] else "") for d in DELAYS]
+                lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool) -> list[str]:
+    """Paired differences A - B of a class statistic, at DELAYS, per configuration."""
+    lines = [f"**Paired differences of {key}{' / delay 0' if ratio else ''}** "
+             "(mean over seeds [95% paired text interval]; * where the interval excludes 0 "
+             "and every seed has the same sign)", ""]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for state in states(next(iter(seeds.values()))):
+            ms = [Measures(f, state) for f in seeds.values()]
+            lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
+                      "| A - B | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
+                      "|---|" + "---|" * len(DELAYS)]
+            for a, b in pairs:
+                if a not in ms[0].classes or b not in ms[0].classes:
+                    continue
+
+                def get(m, a=a, b=b):
+                    est, reps = m.ratio(key) if ratio else m.stat(key)
+                    return (est[:, m.column(a)] - est[:, m.column(b)],
+                            reps[:, :, m.column(a)] - reps[:, :, m.column(b)])
+                est, reps, _ = seed_mean(ms, get)
+                _, lo, hi = band(est, reps)
+                signs = np.array([np.sign(get(m)[0]) for m in ms])
+                same = np.all(signs == signs[0], axis=0)
+                cells = [interval(est[d], lo[d], hi[d]) + ("*" if (lo[d] > 0 or hi[d] < 0) and same[d] else "")
+                         for d in DELAYS]
+                lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def property_table(grid) -> list[str]:
+    """The amount of each property kept, |Gbar_d L n| relative to delay 0, against a random
+    direction's; and the papers' relative memory with its random-direction mean."""
+    lines = ["**Properties**: |Gbar_d L n| / |Gbar_0 L n| (mean over seeds [95% text interval]); "
+             "papers' relative memory |Gbar_d L n| / s_1 beside its random-direction mean (r)", ""]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for state in states(next(iter(seeds.values()))):
+            ms = [Measures(f, state) for f in seeds.values()]
+            lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
+                      "| property | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
+                      "|---|" + "---|" * len(DELAYS)]
+            for p, name in enumerate(ms[0].props):
+                def get(m, p=p):
+                    est, reps = m.prop("abs")
+                    return est[:, p] / est[0, p], reps[:, :, p] / reps[:, :1, p]
+                est, reps, _ = seed_mean(ms, get)
+                _, lo, hi = band(est, reps)
+                rel = np.mean([m.prop("rel")[0][:, p] for m in ms], axis=0)
+                null = np.mean([m.data["prop_null_rel"].mean(axis=1) for m in ms], axis=0)
+                cells = [f"{interval(est[d], lo[d], hi[d])}; rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)})"
+                         for d in DELAYS]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def weighting_table(grid, classes: list[str]) -> list[str]:
+    """How much the normalisation's weighting (type: the papers'; token) moves the numbers:
+    the class order at each delay (Spearman rho between the two) and the 10% spans."""
+    lines = ["**Type vs token weighting of the normalisation** (class order by sum of singular "
+             "values at delay d: Spearman rho between the two weightings; spans at 10% of delay 0)", "",
+             "| model | state | seed | " + " | ".join(f"rho d={d}" for d in DELAYS) +
+             " | spans type | spans token |", "|---|---|---|" + "---|" * len(DELAYS) + "---|---|"]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for seed, folder in sorted(seeds.items()):
+            for state in states(folder):
+                m = Measures(folder, state)
+                cols = [m.column(c) for c in classes if c in m.classes]
+                t, k = m.stat("sv_type")[0][:, cols], m.stat("sv_token")[0][:, cols]
+                rho = [stats.spearmanr(t[d], k[d])[0] for d in DELAYS]
+                spans = []
+                for s in (t, k):
+                    below = s < 0.1 * s[:1]
+                    spans.append(",".join(str(int(np.argmax(below[:, i]))) if below[:, i].any() else ">D"
+                                          for i in range(len(cols))))
+                lines.append(f"| {cell} {hidden}h {data} | {state} | {seed} | " +
+                             " | ".join(fmt(r, 2) for r in rho) + f" | {spans[0]} | {spans[1]} |")
+    return lines
+
+
+GROUPED = ["all", "nouns", "verbs", "adjectives", "adverbs", "determiners", "prepositions",
+           "pronouns", "numbers", "conjunctions", "modals", "to", "particles", "possessives"]
+FINE = ["NN", "NNS", "NNP", "VB", "VBD", "VBZ", "VBP", "VBN", "VBG", "JJ", "JJR", "RB",
+        "IN", "DT", "PRP", "CD", "CC", "MD", "TO"]
+NOUN_PAIRS = [("nouns", "verbs"), ("nouns", "adjectives"), ("nouns", "adverbs"),
+              ("nouns", "determiners"), ("nouns", "prepositions"), ("NN", "VB"), ("NNS", "NN"),
+              ("NNP", "NN")]
+
+
+def main() -> None:
+    global DELAYS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=HERE / "results", type=Path)
+    parser.add_argument("--out", default=None, type=Path, help="markdown file (default: print)")
+    parser.add_argument("--delays", default=",".join(map(str, DELAYS)),
+                        help="delays the tables show, comma separated")
+    args = parser.parse_args()
+    DELAYS = tuple(int(d) for d in args.delays.split(","))
+    grid = models(args.results)
+    analysed = {k: {s: f for s, f in v.items() if states(f)} for k, v in grid.items()}
+    analysed = {k: v for k, v in analysed.items() if v}
+    parts = ["## Perplexity and wall time", "", *perplexity_table(grid), "",
+             "## Decay of the memory curve (class all, type-weighted normalisation)", "",
+             *decay_table(analysed), "",
+             "## Memory per class", "",
+             *class_table(analysed, "sv_type", GROUPED, ratio=False),
+             *class_table(analysed, "identity", GROUPED + FINE, ratio=True),
+             *paired_class_table(analysed, "sv_type", NOUN_PAIRS, ratio=False),
+             *paired_class_table(analysed, "identity", NOUN_PAIRS, ratio=True),
+             "## Properties", "", *property_table(analysed),
+             "## Normalisation weighting", "", *weighting_table(analysed, GROUPED[1:]), ""]
+    text = "\n".join(parts)
+    if args.out:
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
