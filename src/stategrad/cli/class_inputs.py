@@ -85,8 +85,9 @@ def class_set_from_options(vocab: Vocabulary, opts: ClassOptions, *, encoding: s
                                          encoding=encoding)
     except ClassError as exc:
         raise click.UsageError(str(exc)) from exc
-    except CorpusError as exc:  # a tagged file that cannot be read: name it
-        raise click.ClickException(str(exc)) from exc
+    except CorpusError as exc:  # a tagged file that cannot be read (the message names it)
+        # the readers name prepare-tagged's --format; here the option is --tagged-format
+        raise click.ClickException(str(exc).replace("--format", "--tagged-format")) from exc
     _echo_class_warnings(caught)
     if opts.frequency_bands is None:
         return class_set

@@ -106,7 +106,7 @@ def stratify(class_set: ClassSet, ranks: Mapping[str, int], bands: str | Sequenc
             definitions[names[-1]] = {"class": name, "ranks": label,
                                       "definition": class_set.definitions.get(name)}
     info = dict(class_set.info)
-    info["frequency"] = {"text": None if source is None else str(Path(source)),
+    info["frequency"] = {"text": None if source is None else str(Path(source).resolve()),
                          "bands": list(bands), "strata": labels, "ranked_words": len(ranks),
                          "rank": "1 = most frequent word of the text", "ties": TIE_BREAK,
                          "word": ("the token as the tagged text writes it"

@@ -246,7 +246,7 @@ def load_token_classes(
         positions[t] |= rows[tag]
     tokens = vocab.encode(words).astype(np.int64)
     info = {"unit": "token", "rule": "each token is in the classes of its own gold tag",
-            "tagged": str(path), "format": tagged.format, "tagset": tagged.tagset,
+            "tagged": str(Path(path).resolve()), "format": tagged.format, "tagset": tagged.tagset,
             "normalized": normalize, "classes": items or [GOLD_TAGS],
             "tag_map": None if tag_map is None else str(tag_map) if isinstance(
                 tag_map, (str, os.PathLike)) else "a mapping",
