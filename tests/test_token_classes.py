@@ -294,3 +294,14 @@ def test_wrong_files_name_themselves(files, model, tmp_path):
     assert "random" in one_error_line(r)
     with pytest.raises(TaggedError, match="holds no tagged text|cannot tell"):
         load_token_classes(Vocabulary(WORDS), plain)
+
+
+def test_precision_check_takes_token_classes_of_its_prefix(files, vocab):
+    from stategrad.gradients import EngineOptions, precision_error
+
+    cs = load_token_classes(vocab, files / "test.conll", "universal")
+    lm = RNNLM(ModelSpec(len(vocab), 3, 4, cell="lstm"))
+    err = precision_error(lm, cs.tokens, EngineOptions(max_delay=2), cs, positions=5)
+    assert 0 <= err["max_relative_error"] < 1e-4
+    head = cs.prefix(6)
+    np.testing.assert_array_equal(head.positions(), cs.positions()[:6])

@@ -114,6 +114,10 @@ class ClassSet:
         """How many tokens of each class a text holds."""
         return self.membership[self.keys_for(tokens)].sum(axis=0)
 
+    def prefix(self, n: int) -> ClassSet:
+        """The classes of the first ``n`` positions of the text (word types: the same)."""
+        return self
+
     def type_counts(self) -> np.ndarray:
         """How many words (types) each class holds."""
         return self.membership.sum(axis=0)

@@ -92,6 +92,11 @@ class TokenClassSet(ClassSet):
                 f"file's), not to the text given ({len(tokens)} tokens)")
         return self.keys
 
+    def prefix(self, n: int) -> TokenClassSet:
+        return TokenClassSet(list(self.names), self.membership, self.definitions, self.info,
+                             keys=self.keys[:n], tokens=self.tokens[:n], words=self.words[:n],
+                             n_words=self.n_words)
+
     def type_counts(self) -> np.ndarray:
         """How many distinct words (as read) have a position in each class."""
         pos = self.positions()
