@@ -275,6 +275,11 @@ def test_bad_input_gives_one_error_line(files, model, extra, needle):
     assert not (files / "x.h5").exists()
 
 
+def test_a_text_is_needed(files, model):
+    r = run("gradients", "--model", model, "--max-delay", 2, "--out", files / "x.h5")
+    assert "--text FILE, or --tagged FILE" in one_error_line(r)
+
+
 def test_wrong_files_name_themselves(files, model, tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("just some words\n")

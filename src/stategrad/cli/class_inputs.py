@@ -113,9 +113,12 @@ def read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_p
     from ..lm import ModelError
 
     opts = class_opts or ClassOptions()
-    if (text_path is None) == (opts.tagged is None):
+    if text_path is not None and opts.tagged is not None:
+        raise click.UsageError("give --text or --tagged, not both: with --tagged the text "
+                               "analysed is the tagged file's words")
+    if text_path is None and opts.tagged is None:
         raise click.UsageError("give the text to analyse: --text FILE, or --tagged FILE (a "
-                               "tagged corpus whose words are the text), not both")
+                               "tagged corpus whose words are the text)")
     try:
         lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         tokenization = tokenization or lm.tokenization
