@@ -25,6 +25,10 @@ _API = {
     "read_tokens": "data",
     "ClassSet": "data",
     "load_classes": "data",
+    "load_token_classes": "data",  # classes of each token of a tagged text
+    "TokenClassSet": "data",
+    "word_ranks": "data",  # frequency ranks, and strata of classes by them
+    "stratify": "data",
     "prepare_tagged": "data",
     # models and training
     "ModelSpec": "lm",

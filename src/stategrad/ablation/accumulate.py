@@ -13,11 +13,11 @@ class Sums:
     """``values`` (3, K, C) float64 sums of QUANTITIES and ``counts`` (K, C), in total and
     per block of ``block_size`` positions (of the ablated word, or the predicted one)."""
 
-    def __init__(self, K: int, membership: np.ndarray, tokens: np.ndarray,
+    def __init__(self, K: int, membership: np.ndarray, keys: np.ndarray,
                  block_size: int | None):
         self.K, self.C = K, membership.shape[1]
         self.membership = membership
-        self.tokens = tokens
+        self.keys = keys  # position t is in the classes of row keys[t] (word ids, or token rows)
         self.block_size = block_size
         self.values = np.zeros((3, K, self.C))
         self.counts = np.zeros((K, self.C), dtype=np.int64)
@@ -35,7 +35,7 @@ class Sums:
             self._add_into(self.values, self.counts, rows, ids == b)
 
     def _add_into(self, values: np.ndarray, counts: np.ndarray, rows: Rows, sel) -> None:
-        member = self.membership[self.tokens[rows.class_position[sel]]].astype(np.float64)  # (R, C)
+        member = self.membership[self.keys[rows.class_position[sel]]].astype(np.float64)  # (R, C)
         onehot = np.zeros((len(member), self.K))
         onehot[np.arange(len(member)), rows.axis_index[sel]] = 1.0
         for q, name in enumerate(QUANTITIES):

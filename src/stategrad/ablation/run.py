@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import UNK, ClassSet
+from ..data import UNK, ClassError, ClassSet, TokenClassSet
 from .accumulate import Sums
 from .errors import AblationError
 from .model import check_tokens, model_parts
@@ -52,13 +52,17 @@ def _run(mode, parts, tokens: np.ndarray, classes: ClassSet, *, start: int, stop
         raise AblationError(f"classes are defined over {classes.vocab_size} words, the model "
                             f"has {parts.vocab_size}")
     lo, hi = mode.bounds(start, stop)
-    sums = Sums(len(mode.axis), classes.membership, tokens, block_size)
+    try:  # a token-level class set has rows of its own and belongs to one text
+        keys = classes.keys_for(tokens)
+    except ClassError as exc:
+        raise AblationError(str(exc)) from exc
+    sums = Sums(len(mode.axis), classes.membership, keys, block_size)
     walker = Walker(parts, tokens)
     text_sha = _sha(np.ascontiguousarray(tokens, dtype=np.int32).tobytes())
     fingerprint = {"model": parts.identity, "text": text_sha, "slice": [start, stop],
                    "settings": repr(sorted(settings.items())), "block_size": block_size,
                    "batch": batch, "dtype": str(parts.dtype),
-                   "classes": _sha(classes.membership.tobytes())}
+                   "classes": classes.digest()}
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     pos = load_state(path, fingerprint, walker, sums) if path is not None else None
     resumed = pos is not None
@@ -106,6 +110,7 @@ def _result(mode, parts, tokens, classes, sums: Sums, start, stop, block_size, s
                       "kind": mode.name, "ranges": [[int(start), int(stop)]] if stop > start
                       else []}],
         "class_definitions": classes.definitions,
+        "class_info": classes.info,
         "block_size": block_size,
         "dtype": str(parts.dtype).replace("torch.", ""),
         "device": str(parts.device),
@@ -155,6 +160,10 @@ def compute_ablation(
         parts, tokens, classes = _common(model, tokens, classes, device, dtype)
         if unk_id is None and parts.vocab is not None and UNK in parts.vocab:
             unk_id = parts.vocab.index(UNK)
+        if replace == "random" and isinstance(classes, TokenClassSet):
+            raise AblationError("--replace random draws a word of the ablated word's class, "
+                                "which token classes (--tagged) do not define; use unk, mean "
+                                "or drop")
         replacer = Replacer(replace, parts, classes.membership, unk_id, seed)
         mode = AblationMode(parts, tokens, max_distance, replacer, sample_every)
         settings = {"replace": replace, "max_distance": int(max_distance), "seed": int(seed),

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "data_commands",
     "training_commands",
     "gradient_commands",
+    "inspect_commands",
     "analysis_commands",
     "legacy_commands",
     "report_commands",

@@ -30,8 +30,9 @@ _REPLACE = ("unk", "random", "mean", "drop")
 @click.command("ablation")
 @model_options("A stategrad checkpoint, or a word_language_model state dict / module (with --vocab).",
                required=True, must_exist=True)
-@click.option("--text", "text_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Text to analyse, one sentence per line (read as for training).")
+@click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False),
+              help="Text to analyse, one sentence per line (read as for training); or give "
+                   "--tagged.")
 @click.option("--max-distance", "-D", type=click.IntRange(min=1),
               help="Distances 1 .. D after the ablated word (d = 1: the next word).")
 @class_options
@@ -81,11 +82,11 @@ _REPLACE = ("unk", "random", "mean", "drop")
 @tokenization_option
 @vocab_force_option
 def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path,
-                     max_distance, classes, pos_map, tag_map, class_words, class_map, replace,
-                     replace_seed, context_length, max_context, context_order, out_path, json_path, csv_path,
-                     ci, level, n_boot, ci_seed, block_size, sample_every, start, stop, batch,
-                     device, dtype, threads, checkpoint_path, checkpoint_every, no_eos,
-                     encoding, progress, force, tokenization):
+                     max_distance, replace, replace_seed, context_length, max_context,
+                     context_order, out_path, json_path, csv_path, ci, level, n_boot, ci_seed,
+                     block_size, sample_every, start, stop, batch, device, dtype, threads,
+                     checkpoint_path, checkpoint_every, no_eos, encoding, progress, force,
+                     tokenization, **class_opts):
     """Context ablation: for every start position t and distance 1 <= d <= D, how much
     the loss at t + d rises, and how far the predicted distribution moves (KL), when the
     word at t is replaced or removed; summed per class of that word.
@@ -107,8 +108,8 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
         remove_running_state,
     )
     from ..analysis import UncertaintyError, ablation_table
-    from .data_commands import classes_from_options
-    from .gradient_commands import _check_writable, _read_inputs
+    from .class_inputs import ClassOptions, read_inputs
+    from .gradient_commands import _check_writable
 
     if context_length:
         if max_context is None:
@@ -130,19 +131,19 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
         if path:
             _check_writable(Path(path), what)
     # the model and text exactly as `gradients` reads them: same checks, same messages
-    lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path,
-                              text_path, no_eos, encoding, start, force=force,
-                              tokenization=tokenization)
-    class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
-                                     tag_map=tag_map)
+    lm, tokens, class_set = read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path,
+                                        text_path, no_eos, encoding, start, force=force,
+                                        tokenization=tokenization,
+                                        class_opts=ClassOptions(**class_opts))
+    tagged = class_opts["tagged"]
     common = dict(classes=class_set, block_size=block_size, sample_every=sample_every,
                   start=start, stop=stop, device=device, dtype=getattr(torch, dtype),
                   batch=batch, checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
                   # a bar on a terminal, else a line every minute (logs of batch jobs)
                   progress=(True if sys.stderr.isatty() else "log") if progress else False,
-                  text_info={"path": str(Path(text_path).resolve()), "no_eos": no_eos,
+                  text_info={"path": str(Path(text_path or tagged).resolve()), "no_eos": no_eos,
                              "encoding": encoding,
-                             "tokenization": tokenization or lm.tokenization})
+                             "tokenization": "tagged" if tagged else tokenization or lm.tokenization})
     began = time.perf_counter()
     try:
         if context_length:

@@ -1,12 +1,11 @@
 """Data preparation commands: tagged corpora, word classes, pre-trained embeddings.
 
-``class_options`` and ``classes_from_options`` are shared with the commands that
-take word classes (``stategrad gradients``), so every command spells them alike.
+``show-classes`` reads the class options as ``gradients`` and ``ablation`` do
+(:mod:`.class_inputs`), so it shows what they will use.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import click
@@ -15,12 +14,10 @@ from ..data import (
     FORMATS,
     MISSING_INITS,
     TAGSETS,
-    ClassError,
     ClassSet,
     CorpusError,
     Vocabulary,
     align_embeddings,
-    load_classes,
     missing_from_map,
     oov_rate,
     prepare_tagged,
@@ -28,48 +25,9 @@ from ..data import (
     read_tokens,
     word_language_model_vocab,
 )
-from ._inputs import load_model, warn, writing
+from ._inputs import load_model, writing
+from .class_inputs import ClassOptions, class_set_from_options
 from .options import class_options, encoding_option, model_options, tokenization_option
-
-
-def classes_from_options(
-    vocab: Vocabulary,
-    classes: tuple[str, ...] | list[str] | None,
-    pos_map: str | None,
-    class_words: tuple[str, ...] | list[str] = (),
-    class_map: str | None = None,
-    encoding: str = "utf-8",
-    tag_map: str | None = None,
-) -> ClassSet:
-    """The ClassSet the class options ask for (only 'all' when none is given); warnings
-    about unknown tags and empty classes go to stderr."""
-    from ..data import ClassWarning
-
-    for spec in classes or []:
-        parts = [part.strip() for part in spec.split(",")]
-        # 'ptb:' (a set with an empty selection) or ',' would quietly mean something else
-        if not any(parts) or any(part.endswith(":") for part in parts):
-            raise click.BadParameter(f"{spec!r} names no class", param_hint="--classes")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ClassWarning)
-            class_set = load_classes(
-                vocab,
-                list(classes or []),
-                pos_map,
-                class_words=list(class_words or []),
-                class_map=class_map,
-                tag_map=tag_map,
-                encoding=encoding,
-            )
-    except (ClassError, CorpusError) as exc:
-        raise click.UsageError(str(exc)) from exc
-    for w in caught:
-        if issubclass(w.category, ClassWarning):
-            warn(f"warning: {w.message}")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return class_set
 
 
 def _vocab_from_options(
@@ -345,30 +303,19 @@ def convert_embeddings_command(
 @class_options
 @tokenization_option
 @encoding_option()
-def show_classes_command(
-    model_path,
-    vocab_path,
-    trusted,
-    nonlinearity,
-    code_path,
-    train_text,
-    vocab_size,
-    text,
-    classes,
-    pos_map,
-    tag_map,
-    class_words,
-    class_map,
-    tokenization,
-    encoding,
-):
-    """Show what the word-class options give: words and tokens per class.
+def show_classes_command(model_path, vocab_path, trusted, nonlinearity, code_path, train_text,
+                         vocab_size, text, tokenization, encoding, **class_opts):
+    """Show what the class options give: words and tokens per class.
 
-    Use it to check --classes/--pos-map/--tag-map/--class-words/--class-map before a
-    long gradient run.
+    Use it to check --classes/--pos-map/--tag-map/--class-words/--class-map (or
+    --tagged, and --frequency-bands) before a long gradient run.  With --tagged the
+    tokens counted are the tagged file's.
     """
     from ..lm import ModelError  # torch, only for this command
 
+    opts = ClassOptions(**class_opts)
+    if text and opts.tagged:
+        raise click.UsageError("--tagged is the text whose tokens are counted; leave out --text")
     try:
         if model_path:
             model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
@@ -376,32 +323,36 @@ def show_classes_command(
         else:
             vocab = _vocab_from_options(vocab_path, train_text, vocab_size, encoding,
                                         tokenization or "original")
-        class_set = classes_from_options(
-            vocab, classes, pos_map, class_words, class_map, encoding, tag_map=tag_map
-        )
+        class_set = class_set_from_options(vocab, opts, encoding=encoding,
+                                           tokenization=tokenization or "original")
         tokens = read_tokens(text, vocab, encoding=encoding,
                              tokenization=tokenization or "original") if text else None
     except (CorpusError, ModelError) as exc:
         raise click.ClickException(str(exc)) from exc
-    types = class_set.membership.sum(axis=0)
-    counts = class_set.counts_in(tokens) if tokens is not None else None
-    header = f"{'class':<16}{'words':>8}" + (
-        f"{'tokens':>10}{'share':>8}" if counts is not None else ""
-    )
-    click.echo(header)
-    for j, name in enumerate(class_set.names):
-        line = f"{name:<16}{int(types[j]):>8}"
-        if counts is not None:
-            line += f"{int(counts[j]):>10}{100 * counts[j] / max(counts[0], 1):>7.1f}%"
-        click.echo(line)
-    if pos_map and tokens is not None:
-        absent = missing_from_map(vocab, read_pos_map(pos_map, encoding), tokens)
+    if opts.tagged:
+        tokens, text = class_set.tokens, opts.tagged
+    _print_class_table(class_set, tokens)
+    if opts.pos_map and tokens is not None:
+        absent = missing_from_map(vocab, read_pos_map(opts.pos_map, encoding), tokens)
         n = sum(c for _, c in absent)
         click.echo(
-            f"{len(absent)} words of {text} ({n} tokens) are missing from {pos_map} "
+            f"{len(absent)} words of {text} ({n} tokens) are missing from {opts.pos_map} "
             "and belong to no tag class"
             + (": " + ", ".join(f"{w} ({c})" for w, c in absent[:15]) if absent else "")
         )
+
+
+def _print_class_table(class_set: ClassSet, tokens) -> None:
+    types = class_set.type_counts()
+    counts = class_set.counts_in(tokens) if tokens is not None else None
+    width = max(16, 2 + max(len(n) for n in class_set.names))
+    click.echo(f"{'class':<{width}}{'words':>8}"
+               + (f"{'tokens':>10}{'share':>8}" if counts is not None else ""))
+    for j, name in enumerate(class_set.names):
+        line = f"{name:<{width}}{int(types[j]):>8}"
+        if counts is not None:
+            line += f"{int(counts[j]):>10}{100 * counts[j] / max(counts[0], 1):>7.1f}%"
+        click.echo(line)
 
 
 @click.command("vocab")

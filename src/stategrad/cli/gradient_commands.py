@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -13,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._inputs import check_vocabulary, load_model, read_model_text, reading, warn
-from .data_commands import classes_from_options
+from ._inputs import reading
+from .class_inputs import ClassOptions, read_inputs
 from .options import (
     class_options,
     device_option,
@@ -63,8 +62,9 @@ def _file_sha256(path: Path) -> str:
 @click.command("gradients")
 @model_options("A stategrad checkpoint, or a word_language_model state dict / module (with --vocab).",
                required=True, must_exist=True)
-@click.option("--text", "text_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Text to analyse, one sentence per line (read as for training).")
+@click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False),
+              help="Text to analyse, one sentence per line (read as for training); or give "
+                   "--tagged.")
 @click.option("--state", default="cell", show_default=True,
               help="Which state to differentiate: cell or hidden (GRU and RNN have only "
                    "'hidden'); for a --model-factory model one of its state_names.")
@@ -121,11 +121,11 @@ def _file_sha256(path: Path) -> str:
 @encoding_option()
 @progress_option()
 @vocab_force_option
-def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, state, layer, max_delay, classes,
-                      pos_map, class_words, class_map, tag_map, semantics, segment_length, out_path,
-                      block_size, sample_every, sample_fraction, seed, start, stop, device, dtype,
-                      threads, tf32, checkpoint_path, checkpoint_every, raw_path, raw_positions,
-                      raw_delays, export_dir, no_eos, tokenization, encoding, progress, force):
+def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, state,
+                      layer, max_delay, semantics, segment_length, out_path, block_size,
+                      sample_every, sample_fraction, seed, start, stop, device, dtype, threads,
+                      tf32, checkpoint_path, checkpoint_every, raw_path, raw_positions, raw_delays,
+                      export_dir, no_eos, tokenization, encoding, progress, force, **class_opts):
     """Compute state gradients G(t, d) = d s_(t+d) / d x_t for every position t and delay
     d < D of a text, in one streaming pass, and save their sums and counts per delay and
     word class.
@@ -153,16 +153,16 @@ def gradients_command(model_path, vocab_path, trusted, nonlinearity, code_path, 
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
     _check_writable(Path(out_path), "the result")
     _check_writable(checkpoint, "the running state")
-    lm, tokens = _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
-                              force, tokenization)
-    class_set = classes_from_options(lm.vocab, classes, pos_map, class_words, class_map, encoding,
-                                     tag_map=tag_map)
+    lm, tokens, class_set = read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path,
+                                        text_path, no_eos, encoding, start, force, tokenization,
+                                        ClassOptions(**class_opts))
+    text_path = text_path or class_opts["tagged"]
     options = engine_options(lm, max_delay=max_delay, state=state, layer=layer,
                              semantics=semantics, segment_length=segment_length, device=device,
                              dtype=dtype, block_size=block_size, sample_every=sample_every,
                              sample_fraction=sample_fraction, seed=seed)
     text_info, run_info, model_info = _provenance(lm, model_path, text_path, no_eos, encoding)
-    text_info["tokenization"] = tokenization or lm.tokenization
+    text_info["tokenization"] = "tagged" if class_opts["tagged"] else tokenization or lm.tokenization
     from ..comm import is_distributed_launch
 
     if is_distributed_launch() or tf32:
@@ -242,32 +242,6 @@ def _provenance(lm, model_path, text_path, no_eos, encoding) -> tuple[dict, dict
                             "embedding_size": spec.embedding_size,
                             "layers": spec.num_layers}}
     return text_info, run_info, model_info
-
-
-def _read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path, text_path, no_eos, encoding, start,
-                 force=False, tokenization=None):
-    """The model and the tokens of the text, checked against --start; warns of <unk>; a
-    model from elsewhere that predicts the text worse than a unigram model is refused
-    (its vocabulary order probably does not match) unless ``force``."""
-    from ..data import CorpusError, unk_warning
-    from ..lm import ModelError
-
-    try:
-        lm = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
-        tokens = read_model_text(lm, text_path, tokenization=tokenization, no_eos=no_eos,
-                                 encoding=encoding)
-    except (ModelError, CorpusError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    if len(tokens) == 0:
-        raise click.ClickException(f"{text_path} holds no tokens")
-    if start >= len(tokens):
-        raise click.BadParameter(f"{start} is past the end of {text_path} ({len(tokens)} tokens)",
-                                 param_hint="--slice-start/--start")
-    warning = unk_warning(tokens, lm.vocab)
-    if warning:
-        warn(warning)
-    check_vocabulary(lm, tokens, force=force, vocab_path=vocab_path, text=text_path)
-    return lm, tokens
 
 
 def _run_distributed(lm, tokens, options, class_set, *, tf32: bool, model_info: dict, **run):
@@ -448,59 +422,4 @@ def _check_coverage(path: str, coverage: list | None, earlier: list[tuple[str, l
             raise click.ClickException(f"{other} and {path} overlap: " + "; ".join(overlaps))
 
 
-@click.command("inspect")
-@click.argument("result_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
-def inspect_command(result_path, as_json):
-    """Show what a result file holds: shapes, counts per class, and how it was made."""
-    from ..gradients import ResultError, load_result  # NumPy and h5py only: no torch
-
-    try:
-        with reading(result_path):
-            res = load_result(result_path, blocks=False)
-    except ResultError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(json.dumps(res.metadata, indent=2, sort_keys=True))
-        return
-    m = res.metadata
-    click.echo(f"{result_path}: delays 0..{res.max_delay - 1}, H={res.hidden_size}, "
-               f"E={res.embedding_size}, {len(res.classes)} classes")
-    click.echo(f"  state {m.get('state')} of layer {m.get('layer')} ({m.get('cell')}), "
-               f"semantics {m.get('semantics')}, dtype {m.get('dtype')}")
-    text = m.get("text", {})
-    click.echo(f"  text: {text.get('path', '?')} ({text.get('tokens', '?')} tokens, "
-               f"tokenization {text.get('tokenization') or 'not recorded'})")
-    click.echo(f"  model identity: {str(m.get('model_identity'))[:16]}...")
-    click.echo(f"  sampling: {_sampling_text(m.get('sampling'))}")
-    if isinstance(m.get("slice"), dict):
-        click.echo(f"  slice: start positions [{m['slice']['start']}, {m['slice']['stop']})")
-    for entry in m.get("coverage") or []:
-        ranges = ", ".join(f"[{a}, {b})" for a, b in entry["ranges"]) or "none"
-        click.echo(f"  start positions {ranges} of text {entry['text'][:12]}... "
-                   f"(sampling: {entry['sampling'].get('rule')})")
-    if m.get("coverage") is None:
-        click.echo("  start positions covered: unknown (no coverage record)")
-    if m.get("block_size"):
-        click.echo(f"  blocks of {m['block_size']} start positions")
-    click.echo("  class           count(d=0)  count(d=D-1)")
-    for j, name in enumerate(res.classes):
-        click.echo(f"  {name:<15} {res.counts[0, j]:>10,}  {res.counts[-1, j]:>12,}")
-
-
-def _sampling_text(sampling) -> str:
-    """The sampling of start positions recorded in a result, in words."""
-    if not isinstance(sampling, dict):
-        return "not recorded"
-    if sampling.get("every") and sampling["every"] > 1:
-        text = f"one start position in {sampling['every']}"
-    elif sampling.get("fraction") is not None and sampling["fraction"] < 1:
-        text = f"a random fraction {sampling['fraction']:g} of start positions (seed {sampling.get('seed')})"
-    else:
-        text = "every start position"
-    if sampling.get("starts_used") is not None:
-        text += f", {sampling['starts_used']:,} start positions used"
-    return text
-
-
-COMMANDS = [gradients_command, merge_command, inspect_command]
+COMMANDS = [gradients_command, merge_command]

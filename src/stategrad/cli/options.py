@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import click
 
-from ..data import BUILTIN_CLASS_SETS, TOKENIZATIONS
+from ..data import BUILTIN_CLASS_SETS, FORMATS, TOKENIZATIONS
 from ._inputs import check_encoding
 
 Decorator = Callable[[Callable], Callable]
@@ -171,8 +171,9 @@ def band_options(f: Callable) -> Callable:
 
 
 def class_options(func: Callable) -> Callable:
-    """Add ``--classes/--pos-map/--tag-map/--class-words/--class-map``: the classes a
-    command defines (see ``data_commands.classes_from_options``)."""
+    """Add ``--classes/--pos-map/--tag-map/--class-words/--class-map``, ``--tagged`` and
+    its settings, and ``--frequency-bands/--frequency-text``: the classes a command
+    defines (see ``class_inputs.ClassOptions``)."""
     return _stack(
         click.option(
             "--classes", "classes", multiple=True, metavar="SPEC",
@@ -181,7 +182,8 @@ def class_options(func: Callable) -> Callable:
                 f"({', '.join(BUILTIN_CLASS_SETS)}; 'ptb:nouns+verbs' keeps some of its classes) "
                 "or a class file with one tag per line, named after the file (nouns.txt -> "
                 "nouns). Repeat the option or separate with commas. A word counts for every "
-                "class one of its possible tags is in."
+                "class one of its possible tags is in; with --tagged a token counts for the "
+                "classes of its own gold tag (no --pos-map)."
             ),
         ),
         click.option(
@@ -207,6 +209,27 @@ def class_options(func: Callable) -> Callable:
             "--class-map", type=click.Path(exists=True, dir_okay=False),
             help="Classes given as 'word<TAB>class' lines (a word may have several classes).",
         ),
+        click.option(
+            "--tagged", type=click.Path(exists=True, dir_okay=False),
+            help="Token classes: analyse the words of this tagged corpus (instead of --text; "
+                 "normalised as prepare-tagged --normalize writes them, <eos> after each "
+                 "sentence) and put each token in the class of its own gold tag: one class "
+                 "per tag, or --classes ptb / universal / tag class files over the gold tags.",
+        ),
+        click.option("--tagged-format", type=click.Choice(FORMATS),
+                     help="Format of --tagged (default: detected)."),
+        click.option("--tagged-as-is", is_flag=True,
+                     help="Read --tagged without the PTB normalisation (case, numbers and "
+                          "punctuation kept)."),
+        click.option(
+            "--frequency-bands", metavar="R1,R2,...",
+            help="Split every class but 'all' into frequency strata by the word's rank in "
+                 "--frequency-text (1 = most frequent; equal counts in code point order): "
+                 "100,1000 gives C@1-100, C@101-1000, C@1001+ and C@unranked.",
+        ),
+        click.option("--frequency-text", type=click.Path(exists=True, dir_okay=False),
+                     help="The text whose word frequencies rank words for --frequency-bands "
+                          "(the model's training text)."),
     )(func)
 
 

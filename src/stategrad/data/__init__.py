@@ -50,6 +50,7 @@ from .embeddings import (
     load_embedding_matrix,
     load_embeddings,
 )
+from .frequency import band_labels, parse_bands, stratify, word_ranks
 from .prepare import oov_rate, prepare_tagged, word_tags_from_counts
 from .tag_files import read_class_file, read_pos_map, read_tag_counts, write_pos_map
 from .tagged import (
@@ -60,6 +61,7 @@ from .tagged import (
     iter_tagged_sentences,
     normalize_sentence,
 )
+from .token_classes import TaggedText, TokenClassSet, load_token_classes, read_tagged_text
 from .word_language_model import word_language_model_vocab
 
 __all__ = [
@@ -79,10 +81,13 @@ __all__ = [
     "TAGSETS",
     "TOKENIZATIONS",
     "TaggedError",
+    "TaggedText",
+    "TokenClassSet",
     "UNIVERSAL_TAGS",
     "UNK",
     "Vocabulary",
     "align_embeddings",
+    "band_labels",
     "batchify",
     "builtin_class_tags",
     "check_tokenization",
@@ -97,20 +102,25 @@ __all__ = [
     "load_classes",
     "load_embedding_matrix",
     "load_embeddings",
+    "load_token_classes",
     "missing_from_map",
     "normalize_sentence",
     "num_batches",
     "oov_rate",
+    "parse_bands",
     "prepare_tagged",
     "read_class_file",
     "read_pos_map",
     "read_tag_counts",
+    "read_tagged_text",
     "read_tokens",
     "read_universal_map",
+    "stratify",
     "universal_classes",
     "universal_mapping",
     "unk_warning",
     "word_language_model_vocab",
+    "word_ranks",
     "word_tags_from_counts",
     "write_pos_map",
 ]

@@ -6,6 +6,7 @@ rule), so membership is a (V, C) boolean matrix.  Class 0 is always ``all``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,9 +36,13 @@ class ClassWarning(UserWarning):
 
 @dataclass
 class ClassSet:
+    """Word-type classes: row i of ``membership`` says which classes word id i is in."""
+
     names: list[str]
     membership: np.ndarray  # (V, C) bool; column 0 is "all"
     definitions: dict[str, Any] = field(default_factory=dict)
+    # How the classes were made (kind, sources, strata): results record it as class_info.
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.membership = np.asarray(self.membership, dtype=bool)
@@ -99,9 +104,27 @@ class ClassSet:
         definitions = {name: {"tags": sorted(tags)} for name, tags in tagsets.items()}
         return cls.from_word_sets(vocab, sets, definitions)
 
+    def keys_for(self, tokens: np.ndarray) -> np.ndarray:
+        """The row of ``membership`` of each position of ``tokens``: here the word id
+        itself (a token-level class set, :class:`.token_classes.TokenClassSet`, has
+        rows of its own and belongs to one text)."""
+        return np.asarray(tokens)
+
     def counts_in(self, tokens: np.ndarray) -> np.ndarray:
         """How many tokens of each class a text holds."""
-        return self.membership[np.asarray(tokens)].sum(axis=0)
+        return self.membership[self.keys_for(tokens)].sum(axis=0)
+
+    def prefix(self, n: int) -> ClassSet:
+        """The classes of the first ``n`` positions of the text (word types: the same)."""
+        return self
+
+    def type_counts(self) -> np.ndarray:
+        """How many words (types) each class holds."""
+        return self.membership.sum(axis=0)
+
+    def digest(self) -> str:
+        """A hash of which position goes in which class, for run fingerprints."""
+        return hashlib.sha256(np.ascontiguousarray(self.membership).tobytes()).hexdigest()
 
 
 # --- building class sets from files and built-in definitions ----------------------------
@@ -294,13 +317,26 @@ def load_classes(
         parts.append(from_word_list_files(vocab, class_words, encoding))
     if class_map is not None:
         parts.append(from_class_map(vocab, class_map, encoding))
+    result = combine(parts) if parts else ClassSet.only_all(len(vocab))
+    result.info = _word_type_info(items, pos_map, tag_map, class_words, class_map)
     if not parts:
-        return ClassSet.only_all(len(vocab))
-    result = combine(parts)
+        return result
     if pos_map is not None and not isinstance(pos_map, Mapping):
         result.definitions[ALL] = {"description": "every word", "pos_map": str(pos_map)}
     _check_empty_classes(result, unknown)
     return result
+
+
+def _word_type_info(items: list[str], pos_map: Any, tag_map: Any,
+                    class_words: Sequence[Any], class_map: Any) -> dict[str, Any]:
+    """The ``info`` of a word-type class set: what defined it (files by path)."""
+    def name(x: Any) -> Any:
+        return None if x is None else "a mapping" if isinstance(x, Mapping) else str(x)
+
+    return {"unit": "word type",
+            "rule": "a word is in every class one of its possible tags (or its lists) is in",
+            "classes": items, "pos_map": name(pos_map), "tag_map": name(tag_map),
+            "class_words": [str(f) for f in class_words], "class_map": name(class_map)}
 
 
 def _tag_list(tags: Iterable[str], limit: int = 15) -> str:

@@ -165,6 +165,13 @@ def _read_conll(path, encoding: str) -> Iterator[Sentence]:
                 f"{path}:{lineno}: expected 'word TAG [chunk]' columns, got {line!r}; "
                 "check the --format option"
             )
+        slashed = _SLASH_TOKEN.match(fields[1])
+        if slashed and slashed.group("word"):
+            # word/TAG tokens read as columns would give tags like "Vinken/NNP", silently
+            raise TaggedError(
+                f"{path}:{lineno}: {line.strip()!r} holds word/TAG tokens, not 'word TAG' "
+                "columns; check the --format option (bracketed or brown)"
+            )
         sentence.append((fields[0], fields[1]))
     if sentence:
         yield sentence

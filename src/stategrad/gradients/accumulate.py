@@ -29,9 +29,12 @@ def _open(accs: dict[int, Accumulator], b: int, D: int, C: int, H: int, E: int, 
 
 
 def accumulate(buf: torch.Tensor, window_steps: list[int], window_starts: list[np.ndarray],
-               accs: dict[int, Accumulator], chunk: int, tokens: np.ndarray,
+               accs: dict[int, Accumulator], chunk: int, keys: np.ndarray,
                membership: np.ndarray, D: int, C: int, H: int, E: int) -> None:
     """Add the window's finished matrices into their (delay, class) sums.
+
+    Start position t is in the classes of row ``keys[t]`` of ``membership``: its word
+    id for word-type classes, its own row for token-level ones.
 
     For every delay d the window's rows with that delay are summed with class
     weights by one batched product (delays, C, n) @ (delays, n, E*H).  In the
@@ -54,7 +57,7 @@ def accumulate(buf: torch.Tensor, window_steps: list[int], window_starts: list[n
             return
         pair_start = steps[None, :] - np.arange(R)[:, None]  # (R, n_slots)
         valid = np.arange(R)[:, None] < n_rows[None, :]
-        member = membership[tokens[np.where(valid, pair_start, 0)]] & valid[:, :, None]
+        member = membership[keys[np.where(valid, pair_start, 0)]] & valid[:, :, None]
         chunk_of = np.where(valid, pair_start, -1) // chunk
         view = buf[1 : n_slots + 1, :R].reshape(n_slots, R, E * H).transpose(0, 1)
         for b in np.unique(chunk_of[valid]):
@@ -77,7 +80,7 @@ def accumulate(buf: torch.Tensor, window_steps: list[int], window_starts: list[n
     rows_all = np.concatenate(slot_idx) * A_max + np.concatenate(row_idx)
     pair_start = np.concatenate(pair_start)
     pair_delay = np.concatenate(pair_delay)
-    member_all = membership[tokens[pair_start]]  # (P, C)
+    member_all = membership[keys[pair_start]]  # (P, C)
     chunk_of = pair_start // chunk
     flat = buf.view(-1, E * H)
     for b in np.unique(chunk_of):

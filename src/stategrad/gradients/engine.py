@@ -35,7 +35,6 @@ recurrent protocol (``stategrad.lm.RecurrentLM``).  The accumulation in ``accumu
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -46,7 +45,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import ClassSet
+from ..data import ClassError, ClassSet
 from ..lm import RNNLM, LanguageModel, model_hash, needs_generic
 from .accumulate import accumulate
 from .blocks import BlockSpill
@@ -120,6 +119,10 @@ class StateGradientEngine:
         self.D = o.max_delay
         self.sample_mask = _sample_mask(len(self.tokens), o)
         self._membership = self.classes.membership
+        try:  # a token-level class set has rows of its own and belongs to one text
+            self._class_keys = np.ascontiguousarray(self.classes.keys_for(self.tokens))
+        except ClassError as exc:
+            raise EngineError(str(exc)) from exc
 
     # -- positions and states --------------------------------------------------------------
     def _last_input(self) -> int:
@@ -150,8 +153,7 @@ class StateGradientEngine:
         return {
             "model": self.model_identity,
             "text_sha256": _text_identity(self.tokens, None)["sha256"],
-            "class_membership": hashlib.sha256(
-                np.ascontiguousarray(self._membership).tobytes()).hexdigest(),
+            "class_membership": self.classes.digest(),
         }
 
     def _fingerprint(self, start: int, stop: int) -> dict[str, Any]:
@@ -288,7 +290,7 @@ class StateGradientEngine:
         every pair is done (all starts < the oldest row in flight), start a new window."""
         if p.window_steps:
             accumulate(p.bufs[p.chosen], p.window_steps, p.window_starts, p.accs, p.chunk,
-                       self.tokens, self._membership, self.D, self.C, self.H, self.E)
+                       self._class_keys, self._membership, self.D, self.C, self.H, self.E)
         oldest_open = math.inf if final else p.starts[-1] if len(p.starts) else p.k
         for b in sorted(p.accs):
             if (b + 1) * p.chunk <= oldest_open:
@@ -339,6 +341,7 @@ class StateGradientEngine:
                 text_identity["sha256"], text_identity["tokens"], p.start, p.stop,
                 sampling_rule(o.sample_every, o.sample_fraction, o.seed)),
             "class_definitions": self.classes.definitions,
+            "class_info": self.classes.info,
             "sampling": {
                 "every": o.sample_every,
                 "fraction": o.sample_fraction,

@@ -32,6 +32,7 @@ def precision_error(
     n = min(len(tokens), positions + options.max_delay - 1)
     text = np.asarray(tokens)[:n]
     stop = min(positions, n)
+    classes = classes.prefix(n) if classes is not None else None  # token classes: of ``text``
     with torch.no_grad():
         ref = StateGradientEngine(model, text, dataclasses.replace(options, dtype=torch.float64,
                                                                      block_size=None),

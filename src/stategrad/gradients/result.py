@@ -165,6 +165,9 @@ class GradientResult:
                 problems.append(f"{key} differs: {a!r} vs {b!r}")
         if self.metadata.get("class_definitions") != other.metadata.get("class_definitions"):
             problems.append("class definitions differ")
+        if _class_kind(self.metadata) != _class_kind(other.metadata):
+            problems.append(f"classes of different kinds: {_class_kind(self.metadata)} vs "
+                            f"{_class_kind(other.metadata)}")
         if self.has_blocks != other.has_blocks:
             problems.append("one result has blocks, the other not")
         return problems
@@ -258,6 +261,13 @@ class GradientResult:
             g.create_dataset("starts", data=self.block_starts)
 
 
+
+
+def _class_kind(metadata: dict[str, Any]) -> tuple[str, Any]:
+    """Word-type or token classes, and the frequency bands of their strata: results
+    written before class_info was recorded have word-type classes without strata."""
+    info = metadata.get("class_info") or {}
+    return info.get("unit", "word type"), (info.get("frequency") or {}).get("bands")
 
 
 class _GuardedFile:
