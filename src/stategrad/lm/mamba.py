@@ -15,7 +15,8 @@ convolution.  :func:`layer_step` is the pure one-step map of a layer; the sequen
 forward computes the same function with the projections done for all steps at once and
 a loop over time only for the scan (:mod:`stategrad.lm.mamba_scan`, a custom autograd
 function: training speed).  Both read their parameters through the attribute names of
-Hugging Face's ``MambaBlock`` (``norm``, ``mixer.in_proj``, ...), so the same code runs a ``transformers`` model (see :mod:`stategrad.lm.hf_mamba`).
+Hugging Face's ``MambaBlock`` (``norm``, ``mixer.in_proj``, ...), so the same code runs
+a ``transformers`` model (see :mod:`stategrad.lm.hf_mamba`).
 """
 
 from __future__ import annotations

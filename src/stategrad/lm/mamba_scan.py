@@ -63,9 +63,7 @@ class _SelectiveScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy, ds_last):
         dt, A, b, c, xd, s0, states = ctx.saved_tensors
-        g = torch.zeros_like(s0) if ds_last is None else ds_last.clone()  # dL/ds_t
-        if dy is None:
-            dy = torch.zeros_like(xd)
+        g = ds_last.clone()  # dL/ds_t (autograd passes zeros for an unused output)
         d_dt, d_b, d_c, d_xd = (torch.empty_like(t) for t in (dt, b, c, xd))
         d_z_dt = torch.zeros_like(s0)  # sum over time of dL/d(dt_t A) * dt_t, for A
         for t in range(dt.shape[0] - 1, -1, -1):
