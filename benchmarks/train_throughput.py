@@ -10,11 +10,21 @@ both alike.  "ours" is ``stategrad.lm.train_epoch``, the code path
     python benchmarks/train_throughput.py --device cuda --batches 50
 
 Target: ours at least 0.90 x plain.
+
+``--model mamba`` times the Mamba-style LM instead (d_model ``--hidden``, d_state 16,
+expand 2, dropout 0.5, the same data and loop) three ways in one run: "mamba", as
+``stategrad train`` runs it; "mamba_old", the same model with the selective scan as it
+was first written (a Python loop over time indexing full-size decay and drive tensors,
+autograd's backward); and "lstm", stategrad's LSTM with embedding = hidden = ``--hidden``,
+for scale.  It prints the median tokens/s of each and the ratios new/old and new/LSTM:
+
+    python benchmarks/train_throughput.py --model mamba --threads 1 --batches 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -88,8 +98,80 @@ def run_ours(module, optimizer, data: torch.Tensor, batches: int, device: torch.
     return batches * STEPS * BATCH / (time.perf_counter() - start)
 
 
+def old_selective_scan(dt, A, b, c, x, ssm):
+    """The scan as first written (same function): full-size decay and drive tensors, a
+    loop indexing them per step, autograd's backward (quadratic in the steps)."""
+    decay = torch.exp(dt.unsqueeze(-1) * A)
+    drive = (dt * x).unsqueeze(-1) * b.unsqueeze(-2)
+    states = []
+    for t in range(dt.shape[0]):
+        ssm = decay[t] * ssm + drive[t]
+        states.append(ssm)
+    return (torch.stack(states) * c.unsqueeze(-2)).sum(-1), ssm
+
+
+@contextlib.contextmanager
+def old_scan():
+    from stategrad.lm import mamba
+    new, mamba.selective_scan = mamba.selective_scan, old_selective_scan
+    try:
+        yield
+    finally:
+        mamba.selective_scan = new
+
+
+def _trainee(model: dict, vocab: Vocabulary, device: torch.device):
+    config = validate_config({
+        "model": {**model, "dropout": 0.5, "embedding_dropout": False, "init_scale": 0.05},
+        "training": {"batch_size": BATCH, "num_steps": STEPS, "learning_rate": 1.0,
+                     "max_grad_norm": 5.0},
+    })
+    module = build_model(config, vocab).to(device)
+    return module, make_optimizer(config, [p for p in module.parameters() if p.requires_grad])
+
+
+def main_mamba(args, data: torch.Tensor, vocab: Vocabulary, device: torch.device) -> int:
+    """New scan against the old one, and against an LSTM of the same width."""
+    h = args.hidden
+    runs = {
+        "mamba": _trainee({"cell": "mamba", "embedding_size": h, "hidden_size": h}, vocab, device),
+        "mamba_old": _trainee({"cell": "mamba", "embedding_size": h, "hidden_size": h}, vocab,
+                              device),
+        "lstm": _trainee({"cell": "lstm", "embedding_size": h, "hidden_size": h}, vocab, device),
+    }
+    print(f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}; "
+          f"V={VOCAB} d_model=hidden={h} d_state=16 expand=2 steps={STEPS} batch={BATCH}; "
+          f"{args.batches} batches x {args.repeats} repeats", flush=True)
+
+    def rate(name: str, batches: int) -> float:
+        with old_scan() if name == "mamba_old" else contextlib.nullcontext():
+            return run_ours(*runs[name], data, batches, device)
+
+    if args.warmup:
+        for name in runs:
+            rate(name, args.warmup)
+    results: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(args.repeats):
+        for name in names[r % 3:] + names[:r % 3]:  # rotate the order against load drift
+            results[name].append(rate(name, args.batches))
+            print(f"  repeat {r + 1} {name:9s} {results[name][-1]:10,.0f} tokens/s", flush=True)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    for name, value in med.items():
+        print(f"median {name:9s} {value:10,.0f} tokens/s")
+    for other in ("mamba_old", "lstm"):
+        paired = statistics.median(n / o for n, o in zip(results["mamba"], results[other],
+                                                          strict=True))
+        print(f"ratio mamba/{other}: of medians {med['mamba'] / med[other]:.2f}, "
+              f"median of paired ratios {paired:.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("lstm", "mamba"), default="lstm",
+                        help="lstm: ours against a plain loop (default); mamba: see above")
+    parser.add_argument("--hidden", type=int, default=128, help="--model mamba: d_model")
     parser.add_argument("--batches", type=int, default=6, help="timed batches per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed batches first")
@@ -103,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
 
     tokens = synthetic_tokens(BATCH * STEPS * (args.batches + args.warmup + 2))
     data = _rows_tensor(tokens, BATCH, device)
+    vocab = Vocabulary(tuple(f"w{i}" for i in range(VOCAB)))
+    if args.model == "mamba":
+        return main_mamba(args, data, vocab, device)
     config = validate_config({
         "model": {"embedding_size": EMB, "hidden_size": HIDDEN, "dropout": 0.5,
                   "embedding_dropout": False, "init_scale": 0.05},
         "training": {"batch_size": BATCH, "num_steps": STEPS, "learning_rate": 1.0,
                      "max_grad_norm": 5.0},
     })
-    vocab = Vocabulary(tuple(f"w{i}" for i in range(VOCAB)))
     ours = build_model(config, vocab).to(device)
     optimizer = make_optimizer(config, [p for p in ours.parameters() if p.requires_grad])
     plain = PlainLM().to(device)

@@ -13,9 +13,10 @@ The recurrent state of one layer is two named tensors: ``ssm`` (d_inner x d_stat
 selective scan's state, and ``conv`` (d_inner x (d_conv - 1)), the last inputs of the
 convolution.  :func:`layer_step` is the pure one-step map of a layer; the sequence
 forward computes the same function with the projections done for all steps at once and
-a loop over time only for the scan.  Both read their parameters through the attribute
-names of Hugging Face's ``MambaBlock`` (``norm``, ``mixer.in_proj``, ...), so the same
-code runs a ``transformers`` model (see :mod:`stategrad.lm.hf_mamba`).
+a loop over time only for the scan (:mod:`stategrad.lm.mamba_scan`, a custom autograd
+function: training speed).  Both read their parameters through the attribute names of
+Hugging Face's ``MambaBlock`` (``norm``, ``mixer.in_proj``, ...), so the same code runs
+a ``transformers`` model (see :mod:`stategrad.lm.hf_mamba`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .mamba_scan import selective_scan
 
 MambaState = tuple[torch.Tensor, torch.Tensor]  # (conv, ssm), each (layers, batch, d_inner, .)
 
@@ -129,22 +132,16 @@ def layer_step(block: Any, u: torch.Tensor, conv: torch.Tensor, ssm: torch.Tenso
 
 def layer_sequence(block: Any, u: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
     """The same as :func:`layer_step` over ``u`` (steps, batch, d_model): projections and
-    convolution for all steps at once, a loop over time for the scan only."""
+    convolution for all steps at once, a loop over time for the scan only
+    (:func:`~stategrad.lm.mamba_scan.selective_scan`, with its own backward)."""
     mixer = block.mixer
-    steps = u.shape[0]
     x, z = mixer.in_proj(rms_norm(u, block.norm)).chunk(2, dim=-1)
     seq = torch.cat([conv, x.permute(1, 2, 0)], dim=-1)  # (batch, d_inner, width-1+steps)
     w = mixer.conv1d.weight
     xc = mixer.act(F.conv1d(seq, w, mixer.conv1d.bias, groups=w.shape[0]).permute(2, 0, 1))
     dt, b, c = _selective_inputs(mixer, xc)
-    decay = torch.exp(dt.unsqueeze(-1) * -torch.exp(mixer.A_log))  # (steps, batch, d_inner, n)
-    drive = (dt * xc).unsqueeze(-1) * b.unsqueeze(-2)
-    states = []
-    for t in range(steps):
-        ssm = decay[t] * ssm + drive[t]
-        states.append(ssm)
-    y = (torch.stack(states) * c.unsqueeze(-2)).sum(-1) + mixer.D * xc
-    out = u + mixer.out_proj(y * mixer.act(z))
+    y, ssm = selective_scan(dt, -torch.exp(mixer.A_log), b, c, xc, ssm)
+    out = u + mixer.out_proj((y + mixer.D * xc) * mixer.act(z))
     new_conv = seq[..., seq.shape[-1] - conv.shape[-1]:]
     return out, new_conv, ssm
 
