@@ -14,6 +14,8 @@ config="$RUN_DIR/$name.toml"
 # Every cell is trained with the same settings, so that architectures are compared as
 # trained identically; the vanilla RNN is the tanh RNN of the papers.
 if [ "$cell" = rnn ]; then cell=rnn_tanh; fi
+# The Mamba-style LM reads its embedding as its residual stream: embedding = hidden size.
+embedding=64; if [ "$cell" = mamba ]; then embedding=$hidden; fi
 cat > "$config" <<TOML
 # Written by experiments/study2/02_train.sh; paths are relative to RUN_DIR.
 [data]
@@ -25,7 +27,7 @@ vocab_size = 10000
 [model]
 cell = "$cell"
 num_layers = 1
-embedding_size = 64
+embedding_size = $embedding
 hidden_size = $hidden
 dropout = 0.5
 embedding_dropout = false

@@ -9,9 +9,21 @@ source "$(dirname "$0")/env.sh"
 name="$1"; out="$RESULTS/$name"
 MAX_DELAY="${MAX_DELAY:-100}"
 SAMPLE_EVERY="${SAMPLE_EVERY:-10}"
+SEC20="${SEC20:-yes}"
 BLOCK_SIZE="${BLOCK_SIZE:-3688}"     # 73,760 tokens of PTB valid -> 20 blocks
 model="$RUN_DIR/models/$name/best.pt"
-case "$name" in lstm_*) states="cell hidden" ;; mamba_*) states="ssm" ;; *) states="hidden" ;; esac
+case "$name" in
+    lstm_*) states="cell hidden" ;;
+    # The Mamba-style LM goes through the generic (forward-mode) engine, whose cost grows
+    # with its 4,096-entry scan state: about 10 times the LSTM's per Jacobian here, so
+    # fewer delays and start positions, and only its block output (what the softmax reads,
+    # as the LSTM's hidden state; 128 entries, so the same matrix size as the others).
+    # Its delay 0 holds the residual connection (output = embedding + block): compare
+    # from delay 1 on.
+    mamba_*) states="output"; MAX_DELAY="${MAMBA_MAX_DELAY:-50}"
+             SAMPLE_EVERY="${MAMBA_SAMPLE_EVERY:-100}"; SEC20=no ;;
+    *) states="hidden" ;;
+esac
 mkdir -p "$RUN_DIR/gradients" "$RUN_DIR/classes"
 # Besides the papers' grouped classes (ptb: nouns, verbs, ...), one class per fine tag that
 # a claim of the papers is about, each from a tag class file named after the tag.
@@ -29,12 +41,27 @@ for state in $states; do
         --sample-every "$SAMPLE_EVERY" --block-size "$BLOCK_SIZE" \
         --threads "$THREADS" --no-progress --out "$grads" > "$out/gradients_$state.log" 2>&1
 done
+# Token classes on held-out text: WSJ section 20 (conll2000.test.txt, not in training) with
+# each token's gold tag mapped to universal tags, each class split into frequency strata by
+# the word's rank in the model's training text (1-100, 101-1000, 1001+, unranked), so that
+# part of speech and frequency are not confounded.  Every 5th start position, 20 blocks.
+train_text="$RUN_DIR/$(sed -n 's/^train = "\(.*\)"/\1/p' "$RUN_DIR/$name.toml")"
+for state in $states; do
+    grads="$RUN_DIR/gradients/${name}_sec20_$state.h5"
+    [ -f "$grads" ] || [ "$SEC20" != yes ] && continue
+    timed "$out/timings.tsv" "gradients sec20 $state" "$STG" gradients --model "$model" \
+        --tagged "$DATA/wsj-pos/conll2000.test.txt" --classes universal \
+        --frequency-bands 100,1000 --frequency-text "$train_text" \
+        --state "$state" --max-delay "$MAX_DELAY" --sample-every "${SAMPLE_EVERY_SEC20:-5}" \
+        --block-size "${BLOCK_SIZE_SEC20:-2200}" --threads "$THREADS" --no-progress \
+        --out "$grads" > "$out/gradients_sec20_$state.log" 2>&1
+done
 # Embedding statistics for the normalisation, both weightings (issue: the original's is
 # type weighting, the embedding table; token weighting counts the training text).
 for w in type token; do
     stats="$RUN_DIR/gradients/${name}.stats-$w.npz"
     [ -f "$stats" ] && continue
-    if [ "$w" = token ]; then text=(--text "$RUN_DIR/data/wsj100.txt"); else text=(); fi
+    if [ "$w" = token ]; then text=(--text "$train_text"); else text=(); fi
     "$STG" embedding-stats --model "$model" --weighting "$w" "${text[@]}" --out "$stats" \
         > "$out/embedding_stats_$w.txt"
 done

@@ -17,6 +17,9 @@ and comparisons need is written to ``results/NAME/``:
   property ``prop_<name>`` (the amount kept, |Gbar_d L n|, class ``all``, (D, P)) with
   ``prop_rel`` (the papers' relative memory |Gbar_d L n| / s_1).
 - ``summary_<state>.json``: class names and counts, property labels and word counts.
+- ``measures_sec20_<state>.npz`` / ``summary_sec20_<state>.json``: the memory curves
+  (``sv_*``, with replicates and floors) of the token classes of WSJ section 20: universal
+  gold tags split into frequency strata (``NOUN@1-100``, ...).
 
 Everything is computed with stategrad's public API.
 """
@@ -167,25 +170,27 @@ def main() -> None:
     stats = {"raw": None,
              "type": analysis.load_embedding_stats(run / f"gradients/{args.name}.stats-type.npz"),
              "token": analysis.load_embedding_stats(run / f"gradients/{args.name}.stats-token.npz")}
-    files = sorted((run / "gradients").glob(f"{args.name}_ptbvalid_*.h5"))
-    for path in files:
-        state = path.stem.rsplit("_", 1)[1]
-        if args.states and state not in args.states.split(","):
-            continue
-        result = sg.load_result(path, blocks=True)
-        out: dict[str, np.ndarray] = {}
-        _memory(result, out, stats)
-        ranks = _identity(result, out, model, pos_map, stats["type"])
-        props = _properties(result, out, model, pos_map, stats["type"], counts)
-        out["counts"] = result.counts.astype(np.int64)
-        np.savez_compressed(res / f"measures_{state}.npz", **out)
-        summary = {"model": args.name, "state": state, "classes": list(result.classes),
-                   "max_delay": result.max_delay, "n_blocks": result.n_blocks,
-                   "identity_rank": ranks, "properties": props,
-                   "weightings": {k: (v.weighting if v is not None else None) for k, v in stats.items()}}
-        (res / f"summary_{state}.json").write_text(json.dumps(summary, indent=1))
-        print(f"{args.name} {state}: {len(result.classes)} classes, wrote {res}/measures_{state}.npz")
-
+    for text, prefix in (("ptbvalid", ""), ("sec20", "sec20_")):
+        for path in sorted((run / "gradients").glob(f"{args.name}_{text}_*.h5")):
+            state = path.stem.rsplit("_", 1)[1]
+            if args.states and state not in args.states.split(","):
+                continue
+            result = sg.load_result(path, blocks=True)
+            out: dict[str, np.ndarray] = {}
+            _memory(result, out, stats)
+            summary = {"model": args.name, "state": state, "text": text,
+                       "classes": list(result.classes), "max_delay": result.max_delay,
+                       "n_blocks": result.n_blocks,
+                       "weightings": {k: (v.weighting if v is not None else None)
+                                      for k, v in stats.items()}}
+            if text == "ptbvalid":  # identity and properties: on the word-type classes
+                summary["identity_rank"] = _identity(result, out, model, pos_map, stats["type"])
+                summary["properties"] = _properties(result, out, model, pos_map, stats["type"], counts)
+            out["counts"] = result.counts.astype(np.int64)
+            np.savez_compressed(res / f"measures_{prefix}{state}.npz", **out)
+            (res / f"summary_{prefix}{state}.json").write_text(json.dumps(summary, indent=1))
+            print(f"{args.name} {text} {state}: {len(result.classes)} classes, "
+                  f"wrote {res}/measures_{prefix}{state}.npz")
 
 if __name__ == "__main__":
     main()
