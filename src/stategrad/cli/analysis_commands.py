@@ -263,7 +263,7 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
         raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
     if measure == "identity":
         _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci,
-                         level, n_boot, ci_seed,
+                         level, n_boot, ci_seed, floor, n_flips,
                          (model_path, vocab_path, trusted, nonlinearity, code_path), pos_map_path)
         return
     try:
@@ -291,7 +291,7 @@ def memory(result_path, normalize, force, classes, fraction, csv_path, json_path
 
 
 def _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci, level,
-                     n_boot, ci_seed, model_args, pos_map_path):
+                     n_boot, ci_seed, floor, n_flips, model_args, pos_map_path):
     """``memory --measure identity``: the identity table of the result's classes."""
     from .. import analysis
     from ..analysis import UncertaintyError
@@ -300,7 +300,7 @@ def _identity_memory(result_path, normalize, force, classes, csv_path, json_path
     if not model_args[0]:
         raise click.UsageError("--measure identity needs --model (the class's word embeddings)")
     try:
-        result = load_result(result_path, blocks=ci is not None)
+        result = load_result(result_path, blocks=ci is not None or bool(floor))
         stats, L = _normalizer_for(result, result_path, normalize, force)
         model = load_model(*model_args)
         _check_result_model(result, model)
@@ -314,7 +314,8 @@ def _identity_memory(result_path, normalize, force, classes, csv_path, json_path
             class_words[name] = found
         table = analysis.identity_table(result, analysis.embedding_matrix(model), class_words,
                                         _checked(stats, L), interval=ci, level=level,
-                                        n_boot=n_boot, seed=ci_seed)
+                                        n_boot=n_boot, seed=ci_seed, floor=floor,
+                                        n_flips=n_flips)
     except UncertaintyError as exc:
         raise _fail_with(result_path, exc) from exc
     except errors() as exc:
