@@ -300,3 +300,35 @@ def test_memory_identity_floor_on_the_command_line(tmp_path):
                                       str(tmp_path / "id.json")])
     assert out.exit_code == 0, out.output
     assert "floor_level" not in json.loads((tmp_path / "id.json").read_text())["rows"][0]
+
+
+def test_memory_defaults_to_identity_with_a_model_and_says_which_measure(tmp_path):
+    runner, main, result, model = _cli_setup(tmp_path)
+    base = ["memory", str(tmp_path / "g.h5"), "--normalize", str(tmp_path / "stats.npz"),
+            "--classes", "low"]
+    model_args = ["--model", str(tmp_path / "model.pt")]
+
+    def run(args):
+        out = runner.invoke(main, base + args + ["--json", str(tmp_path / "m.json")])
+        assert out.exit_code == 0, out.output
+        return out.output, json.loads((tmp_path / "m.json").read_text())
+
+    text, data = run(model_args)  # a model: identity memory
+    assert data["measure"] == "identity" and text.startswith("identity memory")
+    text, data = run([])  # no model: the papers' measure, and the header says why
+    assert data["measure"] == "papers"
+    first = text.splitlines()[0]
+    assert "papers" in first and "--model" in first
+    assert "memory curves (the papers' measure)" in text
+    papers, data_p = run(model_args + ["--measure", "papers"])  # asked for: no fallback note
+    assert data_p["measure"] == "papers" and papers.startswith("memory curves (the papers'")
+    alias, data_a = run(model_args + ["--measure", "memory"])  # the older name
+    assert data_a == data_p
+    # Options of the papers' measure only, with identity asked for: a usage error.
+    out = runner.invoke(main, base + model_args + ["--measure", "identity", "--compare", "low",
+                                                   "all"])
+    assert out.exit_code == 2 and "--measure papers" in out.output
+    # ... and with a model but no --measure they pick the papers' measure.
+    out = runner.invoke(main, base[:2] + model_args + ["--compare", "low", "all"])
+    assert out.exit_code == 0, out.output
+    assert "--measure" in runner.invoke(main, ["memory", "--help"]).output

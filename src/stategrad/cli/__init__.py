@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "training_commands",
     "gradient_commands",
     "analysis_commands",
+    "memory_commands",
     "legacy_commands",
     "report_commands",
     "synth_commands",
