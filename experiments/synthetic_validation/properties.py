@@ -125,7 +125,8 @@ def locators(p: dict) -> dict[str, int | None]:
         out[f"fall {key} from d=2"] = largest_fall(c[key], signal=signal, start=2)
     below = np.flatnonzero(c["absolute_ratio"][1:] < 0.1)
     out["10% span absolute_ratio"] = int(below[0]) + 1 if below.size else None
-    out["10% span papers (memory curve)"] = p.get("span10_papers")
+    if "span10_papers" in p:  # not stored by the demo
+        out["10% span papers (memory curve)"] = p["span10_papers"]
     return out
 
 
