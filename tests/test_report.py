@@ -351,6 +351,12 @@ def test_report_leads_with_identity_memory_when_a_model_is_given(tmp_path):
     assert "Memory per class (the papers" in html
     # "verbs" is defined by tags, which without a POS map have no words: left out, said so
     assert "leaves out class 'verbs'" in out
+    # with a POS map the tag-defined class has words too
+    (tmp_path / "pos.txt").write_text("sat VB\non VB IN\ncat NN\n")
+    out, _ = page("--model", str(tmp_path / "lm.pt"), "--pos-map", str(tmp_path / "pos.txt"))
+    assert "leaves out" not in out
+    rows = list(csv.reader((tmp_path / "out/figures/identity_memory.csv").open()))
+    assert "verbs" in rows[0] and "nouns" in rows[0]
     _, html = page("--model", str(tmp_path / "lm.pt"), "--no-identity")
     assert "Identity memory per class" not in html
     _, html = page()  # no model: the papers' measure alone
