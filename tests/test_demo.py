@@ -247,3 +247,57 @@ def test_property_and_identity_order_criteria_follow_the_located_delays():
     failed = [c.name for c in evaluate_criteria(m, cell) if not c.passed]
     assert failed == [c.name for c in evaluate_criteria(m, cell)
                       if c.name.startswith("property located: trigger_p4 (cell")]
+
+
+def test_noise_criterion_asks_every_needed_delay_above_the_floor():
+    s = DemoSettings()
+    m = _measures()
+    D = 20
+
+    def noise(below=()):
+        above = [d not in below for d in range(D)]
+        return {"above": above, "noise_from": None}
+
+    m["identity_noise"] = {"trigger_k5": noise(), "trigger_k15": noise(below=(16, 17)),
+                           "filler": noise(below=range(2, D))}
+    crit = [c for c in evaluate_criteria(m, s) if c.name.startswith("clears noise")]
+    assert len(crit) == 2 and all(c.passed for c in crit)  # fillers: recorded, not asserted
+    # One delay before the target within the floor (or without a floor) fails it.
+    m["identity_noise"]["trigger_k15"] = noise(below=(9,))
+    m["identity_noise"]["trigger_k5"]["above"][4] = None
+    failed = [c for c in evaluate_criteria(m, s) if not c.passed]
+    assert sorted(c.name.split(":")[1].split()[0] for c in failed) == ["trigger_k15",
+                                                                        "trigger_k5"]
+    assert all(c.value == 1 for c in failed)
+
+
+def test_identity_noise_matches_the_floor_of_each_class(tiny_corpus):
+    from stategrad.analysis import (
+        class_subspace,
+        embedding_matrix,
+        embedding_stats_for_model,
+        identity_floor,
+        noise_from,
+    )
+    from stategrad.demo.measures import identity_noise
+    from stategrad.gradients import compute_state_gradients
+
+    vocab = Vocabulary.build(tiny_corpus.path("train"))
+    torch.manual_seed(0)
+    module = RNNLM(ModelSpec(vocab_size=len(vocab), embedding_size=4, hidden_size=5,
+                             init_scale=0.8)).eval()
+    model = LanguageModel(module, vocab)
+    tokens = read_tokens(tiny_corpus.path("valid"), vocab)
+    result = compute_state_gradients(model, tokens, max_delay=4, state="hidden",
+                                     classes=tiny_corpus.class_set(vocab), block_size=60,
+                                     progress=False)
+    stats = embedding_stats_for_model(model, tiny_corpus.path("train"))
+    noise = identity_noise(result, stats, model, tiny_corpus, n_flips=40)
+    assert set(noise) == {"trigger_k2", "trigger_k3", "filler"}
+    words = tiny_corpus.metadata["classes"]["trigger_k3"]
+    basis = class_subspace(embedding_matrix(model), [vocab[w] for w in words], stats.whitening)
+    nf = identity_floor(result, "trigger_k3", basis, stats.cholesky, n_flips=40)
+    got = noise["trigger_k3"]
+    np.testing.assert_allclose(got["floor"], nf.floor[:, 0, 0], rtol=1e-12)
+    assert got["above"] == [bool(a) for a in nf.above[:, 0, 0]]
+    assert got["noise_from"] == noise_from(got["above"])

@@ -128,6 +128,15 @@ def test_largest_bend_finds_a_kink_and_a_drop_but_not_tail_noise():
     assert largest_bend([1.0, 0.5]) is None
 
 
+def test_largest_bend_searches_from_delay_3_unless_told():
+    # The word's direct effect: a steep first step that levels off gives the largest
+    # second difference at delay 2; the memory dropped at 6 is the bend from delay 3 on.
+    curve = np.array([1.0, 0.9, 0.3, 0.28, 0.26, 0.25, 0.1, 0.09, 0.08])
+    assert largest_bend(curve, start=2) == 2
+    assert largest_bend(curve) == 6
+    assert largest_bend(curve, start=6) == 6 and largest_bend(curve, start=7) != 6
+
+
 def test_relative_memory_json_rows_carry_the_issue_keys(tmp_path):
     from stategrad.analysis import embedding_stats_from_array
     from stategrad.cli import main

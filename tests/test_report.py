@@ -328,3 +328,40 @@ def test_report_leads_with_identity_and_property_memory_of_a_class(tmp_path):
         d = int(row[0])
         want = np.linalg.norm(r.mean(d, "verbs") @ L @ n) / first
         assert float(row[col]) == pytest.approx(want, rel=1e-3)
+
+
+def test_report_leads_with_identity_memory_when_a_model_is_given(tmp_path):
+    defs = {"all": "every word", "nouns": ["cat", "mat"], "verbs": {"tags": ["VB"]}}
+    a = block_result(D=5, H=4, E=3, seed=1, metadata={"class_definitions": defs})
+    a.save(tmp_path / "a.h5")
+    model = _tiny_model()
+    save_checkpoint(tmp_path / "lm.pt", model.module, model.vocab)
+    runner = CliRunner()
+    base = ["report", str(tmp_path / "a.h5"), "--n-boot", "20"]
+
+    def page(*extra):
+        res = runner.invoke(main, base + list(extra) + ["--out", str(tmp_path / "out")])
+        assert res.exit_code == 0, res.output
+        return res.output, (tmp_path / "out/report.html").read_text(encoding="utf-8")
+
+    out, html = page("--model", str(tmp_path / "lm.pt"))
+    # identity memory first, the papers' curves after it and named as theirs
+    assert html.index("Identity memory per class") < html.index(
+        "Memory curves (the papers")
+    assert "Memory per class (the papers" in html
+    # "verbs" is defined by tags, which without a POS map have no words: left out, said so
+    assert "leaves out class 'verbs'" in out
+    # with a POS map the tag-defined class has words too
+    (tmp_path / "pos.txt").write_text("sat VB\non VB IN\ncat NN\n")
+    out, _ = page("--model", str(tmp_path / "lm.pt"), "--pos-map", str(tmp_path / "pos.txt"))
+    assert "leaves out" not in out
+    rows = list(csv.reader((tmp_path / "out/figures/identity_memory.csv").open()))
+    assert "verbs" in rows[0] and "nouns" in rows[0]
+    _, html = page("--model", str(tmp_path / "lm.pt"), "--no-identity")
+    assert "Identity memory per class" not in html
+    _, html = page()  # no model: the papers' measure alone
+    assert "Identity memory per class" not in html and "(the papers" in html
+    # asked for explicitly, a class without words is an error naming it
+    res = runner.invoke(main, base + ["--model", str(tmp_path / "lm.pt"), "--identity",
+                                      "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0 and "verbs" in res.output and "Traceback" not in res.output

@@ -118,14 +118,36 @@ def locators(p: dict) -> dict[str, int | None]:
     signal = np.asarray(p["signal"], dtype=bool) if "signal" in p else None
     out = {}
     for key in ("absolute", "relative", "cosine"):
-        out[f"bend {key}"] = largest_bend(c[key], signal=signal)
+        out[f"bend {key}"] = largest_bend(c[key], signal=signal)  # the default: from d=3
+        out[f"bend {key} from d=2"] = largest_bend(c[key], signal=signal, start=2)
         out[f"log bend {key}"] = largest_bend(c[key], signal=signal, log=True)
         out[f"fall {key}"] = largest_fall(c[key], signal=signal)
         out[f"fall {key} from d=2"] = largest_fall(c[key], signal=signal, start=2)
     below = np.flatnonzero(c["absolute_ratio"][1:] < 0.1)
     out["10% span absolute_ratio"] = int(below[0]) + 1 if below.size else None
-    out["10% span papers (memory curve)"] = p["span10_papers"]
+    if "span10_papers" in p:  # not stored by the demo
+        out["10% span papers (memory curve)"] = p["span10_papers"]
     return out
+
+
+def demo_rows(dirs: list[Path]) -> list[dict]:
+    """The property curves that ``stategrad demo`` runs stored in their summary.json, as
+    rows of this script (setting "demo", no papers' span)."""
+    rows = []
+    for d in dirs:
+        summary = json.loads((d / "summary.json").read_text())
+        m = summary["measures"]
+        states = {}
+        for state, props in m["property_memory"].items():
+            states[state] = {}
+            for name, prop in props.items():
+                curves = prop["curves"]
+                signal = [a is not None and f is not None and a > f for a, f in
+                          zip(curves["absolute"], curves["absolute_floor"], strict=True)]
+                states[state][name] = {"distance": prop["distance"], "curves": curves,
+                                       "signal": signal}
+        rows.append({"setting": "demo", "seed": summary["settings"]["seed"], "states": states})
+    return rows
 
 
 def summarise(rows: list[dict]) -> None:
@@ -152,9 +174,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--demo-runs", type=Path, nargs="*", default=[],
+                        help="Output folders of `stategrad demo` runs: their stored property "
+                             "curves join the table as the setting 'demo'.")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = []
+    rows = demo_rows(args.demo_runs)
     for name in args.settings:
         for seed in args.seeds:
             path = args.out / f"{name}-seed{seed}.json"

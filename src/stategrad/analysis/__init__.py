@@ -62,9 +62,11 @@ from .errors import AnalysisError
 from .identity import (
     IdentityTable,
     class_subspace,
+    identity_floor,
     identity_memory,
     identity_statistic,
     identity_table,
+    noise_from,
 )
 from .memory import MemoryCurveArrays, memory_curve_arrays, memory_curves, memory_span
 from .noise_floor import NoiseFloor, noise_floor
@@ -148,6 +150,7 @@ __all__ = [
     "class_means",
     "class_subspace",
     "IdentityTable",
+    "identity_floor",
     "identity_memory",
     "identity_statistic",
     "identity_table",
@@ -168,6 +171,7 @@ __all__ = [
     "memory_curves",
     "memory_span",
     "noise_floor",
+    "noise_from",
     "normalization_info",
     "normalizer_matrix",
     "paired_difference",

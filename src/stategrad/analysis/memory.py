@@ -208,7 +208,8 @@ class MemoryReport:
     def format(self) -> str:
         kind = "normalised (G L)" if self.normalized else "raw (G)"
         names = [c.class_name for c in self.curves]
-        lines = [f"memory curves: sum of {kind} singular values per delay"]
+        lines = [f"memory curves (the papers' measure): sum of {kind} singular values per "
+                 "delay"]
         if self.interval:
             sim = ", simultaneous over delays" if self.simultaneous else ""
             lines.append(f"(under each value its {100 * self.level:g}% {self.interval} "
@@ -238,7 +239,8 @@ class MemoryReport:
         return write_csv(path, self._columns(), self.rows())
 
     def to_json(self, path: str | os.PathLike) -> Path:
-        return write_json(path, {"normalized": self.normalized, "fraction": self.fraction,
+        return write_json(path, {"measure": "papers", "normalized": self.normalized,
+                                  "fraction": self.fraction,
                                   "normalization": self.normalization,
                                   "interval": self.interval, "level": self.level,
                                   "simultaneous": self.simultaneous, "floor": self.floor,

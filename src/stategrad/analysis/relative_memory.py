@@ -326,10 +326,15 @@ def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None, *,
 
 
 def largest_bend(values: np.ndarray, delays: Iterable[int] | None = None, *,
-                 start: int = 2, signal: np.ndarray | None = None,
+                 start: int = 3, signal: np.ndarray | None = None,
                  log: bool = False) -> int | None:
     """The delay d >= ``start`` (>= 2) where the curve bends down most: the smallest second
     difference ``(v[d] - v[d-1]) - (v[d-1] - v[d-2])``, i.e. where its fall speeds up most.
+    From delay 3 by default: a bend at delay 1 or 2 is the word's direct effect on the
+    state decaying (the curve's steep first steps level off, and any kink there wins by
+    its size), not a memory being dropped; searched from delay 3 the bend located the
+    planted distances better (docs/synthetic-validation.md), and a memory of one or two
+    steps is then not located (pass ``start=2`` to allow delay 2).
     Where a state drops a property (a sharp fall) this is the fall; where it only stops
     protecting it (a leaky cell that lets it decay faster once it has been used) it is the
     kink, which a fall ratio cannot single out.  In the curve's own units (``log=False``),

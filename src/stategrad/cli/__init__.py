@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "gradient_commands",
     "inspect_commands",
     "analysis_commands",
+    "memory_commands",
     "legacy_commands",
     "report_commands",
     "synth_commands",

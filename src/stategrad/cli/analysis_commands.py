@@ -1,5 +1,5 @@
-"""Analysis subcommands: embedding statistics and export, singular values, memory
-curves, relative memory and the POS probe.
+"""Analysis subcommands: embedding statistics and export, singular values, relative
+memory and the POS probe (memory curves: :mod:`.memory_commands`).
 
 Each command parses its options, calls :mod:`stategrad.analysis` and prints or writes
 what it returns.
@@ -28,7 +28,6 @@ from ._inputs import (
     write_tables,
     writing,
 )
-from .compare_commands import WHITEN_HELP, memory_compare, simultaneous_option, whitening_for
 from .options import (
     interval_options,
     model_options,
@@ -220,108 +219,6 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
     click.echo(table.format())
     write_tables(table, csv_path, json_path)
 
-@click.command("memory")
-@click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
-@normalize_options()
-@show_classes_option()
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              default=0.1, show_default=True,
-              help="Memory span: first delay whose sum falls below FRACTION x the sum at 0.")
-@table_options("Write the curves (class, delay, count, sum, sv_1) as CSV.",
-               "Write curves and spans as JSON.")
-@interval_options
-@simultaneous_option
-@click.option("--floor/--no-floor", "floor", default=None,
-              help="The noise floor of every class and delay (default: with --ci).")
-@click.option("--n-flips", type=click.IntRange(min=20), default=200, show_default=True,
-              help="Random sign draws of the noise floor.")
-@click.option("--compare", "compare_pair", nargs=2, metavar="A B", default=None,
-              help="Paired difference of class A minus class B on the same blocks, instead "
-                   "of the curves.")
-@click.option("--whiten-state", type=click.Path(exists=True, dir_okay=False), help=WHITEN_HELP)
-@click.option("--measure", type=click.Choice(["memory", "identity"]), default="memory",
-              show_default=True,
-              help="memory: the memory curve (sum of all singular values) and span, as in the "
-                   "papers; identity: the sum of singular values in the directions in which "
-                   "a class's words differ (needs --model), the measure that orders planted "
-                   "spans right (docs/synthetic-validation.md).")
-@model_options("With --measure identity: the model whose embeddings the class's words have.")
-@click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
-              help="With --measure identity: word -> tags map, for classes defined by tags.")
-def memory(result_path, normalize, force, classes, fraction, csv_path, json_path, ci, level, n_boot,
-           ci_seed, simultaneous, floor, n_flips, compare_pair, whiten_state, measure, model_path,
-           vocab_path, trusted, nonlinearity, code_path, pos_map_path):
-    """Memory curves (sum of singular values against delay) and memory spans per class,
-    as in the papers; with --ci also their confidence bands, bias-corrected sums (sum_bc),
-    the span's percentile interval over block bootstrap resamples, and the noise floor (a
-    span whose curve never clears it is "not distinguishable from noise").  --measure
-    identity: identity memory per class and delay instead."""
-    from .. import analysis
-    from ..analysis import UncertaintyError
-
-    if simultaneous and ci is None and compare_pair is None:
-        raise click.UsageError("--simultaneous needs --ci (or --compare): it is a kind of band")
-    if measure == "identity":
-        _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci,
-                         level, n_boot, ci_seed,
-                         (model_path, vocab_path, trusted, nonlinearity, code_path), pos_map_path)
-        return
-    try:
-        result = load_result(result_path, blocks=ci is not None or bool(floor) or
-                             compare_pair is not None)
-        stats, L = _normalizer_for(result, result_path, normalize, force)
-        W = whitening_for(result, result_path, whiten_state, force)
-        if compare_pair is not None:
-            table = memory_compare(result, result_path, compare_pair, _checked(stats, L), W, ci,
-                                   level, n_boot, ci_seed, simultaneous)
-            click.echo(table.format())
-            write_tables(table, csv_path, json_path)
-            return
-        report = analysis.memory_curves(analysis.whiten_result(result, W),
-                                        normalize=_checked(stats, L),
-                                        classes=split_list(classes), fraction=fraction,
-                                        interval=ci, level=level, n_boot=n_boot, seed=ci_seed,
-                                        simultaneous=simultaneous, floor=floor, n_flips=n_flips)
-    except UncertaintyError as exc:
-        raise _fail_with(result_path, exc) from exc
-    except errors() as exc:
-        raise fail(exc) from exc
-    click.echo(report.format())
-    write_tables(report, csv_path, json_path)
-
-
-def _identity_memory(result_path, normalize, force, classes, csv_path, json_path, ci, level,
-                     n_boot, ci_seed, model_args, pos_map_path):
-    """``memory --measure identity``: the identity table of the result's classes."""
-    from .. import analysis
-    from ..analysis import UncertaintyError
-    from ..data import read_pos_map
-
-    if not model_args[0]:
-        raise click.UsageError("--measure identity needs --model (the class's word embeddings)")
-    try:
-        result = load_result(result_path, blocks=ci is not None)
-        stats, L = _normalizer_for(result, result_path, normalize, force)
-        model = load_model(*model_args)
-        _check_result_model(result, model)
-        definitions = result.metadata.get("class_definitions") or {}
-        pos_map = read_pos_map(pos_map_path) if pos_map_path else None
-        names = split_list(classes) or [c for c in result.classes if c != "all"]
-        class_words = {}
-        for name in names:
-            result.class_index(name)  # an unknown class: the result's error, naming it
-            found, _ = analysis.word_ids(model.vocab, _spec_words(name, definitions, pos_map))
-            class_words[name] = found
-        table = analysis.identity_table(result, analysis.embedding_matrix(model), class_words,
-                                        _checked(stats, L), interval=ci, level=level,
-                                        n_boot=n_boot, seed=ci_seed)
-    except UncertaintyError as exc:
-        raise _fail_with(result_path, exc) from exc
-    except errors() as exc:
-        raise fail(exc) from exc
-    click.echo(table.format())
-    write_tables(table, csv_path, json_path)
-
 # --- relative memory ---------------------------------------------------------------------
 @click.command("relative-memory")
 @click.argument("result_path", metavar="RESULT", type=click.Path(exists=True, dir_okay=False))
@@ -475,7 +372,7 @@ def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path
     if confusion:
         note(f"wrote {result.save_confusion_csv(confusion)}")
 
-COMMANDS = [embedding_stats, export_embeddings, svd, memory, relative_memory, probe]
+COMMANDS = [embedding_stats, export_embeddings, svd, relative_memory, probe]
 
 
 # --- helpers for embedding-stats, relative-memory and probe ---------------------------------------

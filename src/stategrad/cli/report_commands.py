@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ._inputs import check_vocabulary, checked_normalizer, load_model, read_model_text, reading
+from ._inputs import (
+    check_vocabulary,
+    checked_normalizer,
+    load_model,
+    note,
+    read_model_text,
+    reading,
+)
 from .options import (
     band_options,
     model_options,
@@ -108,9 +115,15 @@ def _extra_figure(spec: str):
 @click.option("--difference-class", default="all", show_default=True,
               help="Class of the results whose gradients the --difference curves use (e.g. "
                    "the class of the words that carry the property).")
-@click.option("--identity", is_flag=True,
-              help="Lead with the identity memory of the classes shown (needs --model: the "
-                   "classes' word embeddings; classes defined by their words).")
+@click.option("--identity/--no-identity", default=None,
+              help="Lead with the identity memory of the classes shown, the class measure "
+                   "that recovers planted memory (docs/synthetic-validation.md); the papers' "
+                   "memory curves follow, labelled as theirs.  Default: on when --model (or "
+                   "--model-factory) is given, for the classes defined by their words; "
+                   "--identity without a model is an error.")
+@click.option("--pos-map", "pos_map_path", type=click.Path(exists=True, dir_okay=False),
+              help="Word -> tags map, so that identity memory finds the words of classes "
+                   "defined by tags (e.g. --classes ptb).")
 @click.option("--subspace-k", default=5, show_default=True, type=click.IntRange(1),
               help="Size of the singular subspace for the subspace cosine (K equals "
                    "thr = K-1 of the original's cos_subspace_diff_vector.py).")
@@ -135,7 +148,8 @@ def _extra_figure(spec: str):
                    "the memory curves, their correlation, and with --sentence the ablation map "
                    "beside the gradient map.")
 def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k, spectrum_delays,
-           ci, level, n_boot, seed, differences, difference_class, identity, subspace_k,
+           ci, level, n_boot, seed, differences, difference_class, identity, pos_map_path,
+           subspace_k,
            sentences, model_path, vocab_path, trusted, nonlinearity, code_path, state, measure,
            extra_figures, title, compare_pair, ablation_path):
     """Write an HTML report (one self-contained file) and PNG/SVG figures of RESULTS.
@@ -152,6 +166,9 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
                                  param_hint="--label")
     if (sentences or identity) and model_path is None:
         raise click.UsageError("--sentence and --identity need --model CHECKPOINT")
+    # Identity memory leads whenever the model (the classes' word embeddings) is there.
+    strict_identity = bool(identity)
+    identity = model_path is not None if identity is None else identity
     try:
         loaded = []
         for p in results:
@@ -184,7 +201,8 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             top_k=top_k, spectrum_delays=_int_list(spectrum_delays, "--spectrum-delays"),
             log_scale=log_scale or None, ci=ci, level=level, n_boot=n_boot, seed=seed,
             difference_vectors=vectors or None, difference_class=difference_class,
-            identity=_identity_input(loaded[0], model, classes) if identity else None,
+            identity=_identity_input(loaded[0], model, classes, strict_identity, pos_map_path)
+            if identity else None,
             subspace_k=subspace_k, sentences=maps,
             extra_figures=[_extra_figure(spec) for spec in extra_figures], title=title,
             compare=tuple(compare_pair) if compare_pair else None,
@@ -194,18 +212,37 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {path} and figures in {Path(out_dir) / 'figures'}")
 
-def _identity_input(result, model, classes: str | None):
-    """(embeddings, class -> word ids) of the classes shown, for the identity figure."""
-    from ..analysis import embedding_matrix, word_ids
+def _identity_input(result, model, classes: str | None, strict: bool = True,
+                    pos_map_path: str | None = None):
+    """(embeddings, class -> word ids) of the classes shown, for the identity figure.
+    ``strict`` (--identity asked for): a class without words is an error; otherwise (the
+    default with a model) it is left out with a note, and None when no class is left."""
+    from ..analysis import AnalysisError, embedding_matrix, word_ids
+    from ..data import read_pos_map
     from .analysis_commands import _spec_words
 
     definitions = result.metadata.get("class_definitions") or {}
+    pos_map = read_pos_map(pos_map_path) if pos_map_path else None
     names = [c.strip() for c in classes.split(",")] if classes else \
         [c for c in result.classes if c != "all"]
     words = {}
     for name in names:
         result.class_index(name)
-        words[name] = word_ids(model.vocab, _spec_words(name, definitions, None))[0]
+        try:
+            found = word_ids(model.vocab, _spec_words(name, definitions, pos_map))[0]
+            if len(found) < 2:
+                raise AnalysisError(f"class {name!r} has {len(found)} word(s) in the model's "
+                                    "vocabulary: identity memory needs two or more")
+        except AnalysisError as exc:
+            if strict:
+                raise
+            note(f"identity memory leaves out class {name!r}: {exc}")
+            continue
+        words[name] = found
+    if not words:
+        if strict:
+            raise AnalysisError("no class shown has words to take identity memory of")
+        return None
     return embedding_matrix(model), words
 
 

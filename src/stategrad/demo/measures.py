@@ -15,10 +15,11 @@ from ..analysis import (
     class_difference_vector,
     class_subspace,
     embedding_matrix,
+    identity_floor,
     identity_memory,
-    identity_statistic,
     largest_bend,
     memory_curves,
+    noise_from,
 )
 from ..gradients import GradientResult
 from ..lm import LanguageModel
@@ -59,19 +60,25 @@ def property_memory(result: GradientResult, stats: EmbeddingStats, model: Langua
     return out
 
 
-def filler_noise(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
-                 corpus: SynthCorpus, from_delay: int) -> dict[str, Any]:
-    """Whether the fillers' identity memory can be told from noise (a class of the same
-    blocks and counts with no memory) at any delay from ``from_delay`` on."""
+def identity_noise(result: GradientResult, stats: EmbeddingStats, model: LanguageModel,
+                   corpus: SynthCorpus, n_flips: int = 200) -> dict[str, dict[str, Any]]:
+    """Per trigger class and the fillers: the noise floor of the normalised identity memory
+    (:func:`~stategrad.analysis.identity_floor`, simultaneous over delays 1..D-1), whether
+    each delay is above it, and ``noise_from``, the first delay from which the curve stays
+    within it (None: above it to the last delay)."""
     W = embedding_matrix(model)
     index = {w: i for i, w in enumerate(model.vocab.words)}
-    ids = [index[w] for w in corpus.metadata["classes"]["filler"] if w in index]
-    basis = class_subspace(W, ids, stats.whitening)
-    floor = analysis.noise_floor(result, identity_statistic(basis, stats.cholesky), ["filler"],
-                        from_delay=from_delay, n_flips=200)
-    return {"distinguishable": floor.distinguishable("filler"), "from_delay": from_delay,
-            "floor": floor.floor[:, 0, 0].tolist(), "estimate": floor.estimate[:, 0, 0].tolist(),
-            "p_value": floor.p_value[:, 0, 0].tolist()}
+    out = {}
+    for name in [*trigger_classes(corpus), "filler"]:
+        ids = [index[w] for w in corpus.metadata["classes"][name] if w in index]
+        basis = class_subspace(W, ids, stats.whitening)
+        nf = identity_floor(result, name, basis, stats.cholesky, n_flips=n_flips)
+        above = [None if not np.isfinite(f) else bool(a)
+                 for f, a in zip(nf.floor[:, 0, 0], nf.above[:, 0, 0], strict=True)]
+        out[name] = {"floor": nf.floor[:, 0, 0].tolist(), "estimate": nf.estimate[:, 0, 0].tolist(),
+                     "p_value": nf.p_value[:, 0, 0].tolist(), "above": above,
+                     "noise_from": noise_from(above)}
+    return out
 
 
 @dataclass

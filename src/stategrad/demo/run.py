@@ -18,7 +18,7 @@ from ..gradients import GradientResult, compute_state_gradients
 from ..synth import SynthCorpus, generate_corpus
 from .criteria import DemoSummary, evaluate_criteria
 from .measures import (
-    filler_noise,
+    identity_noise,
     measure,
     property_memory,
     target_scores,
@@ -197,7 +197,7 @@ def _analysis_stage(out: Path, settings: DemoSettings, stages: _Stages, corpus: 
     m = measure(result, stats, model, corpus, scores)
     m["property_memory"] = {state: property_memory(results[state], stats, model, corpus)
                             for state in settings.property_states}
-    m["filler_noise"] = filler_noise(result, stats, model, corpus, settings.noise_from_delay)
+    m["identity_noise"] = identity_noise(result, stats, model, corpus)
     spans_report = memory_curves(result, normalize=stats)
     m["memory_span_full"] = {c.class_name: c.span.format() for c in spans_report.curves}
     criteria = evaluate_criteria(m, settings)

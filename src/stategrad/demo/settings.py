@@ -52,8 +52,6 @@ class DemoSettings:
     # The states whose property location --check asserts (docs/synthetic-validation.md:
     # the cell state's is measured and shown, but not reliable enough to assert).
     property_check_states: tuple[str, ...] = ("hidden",)
-    # The fillers' identity memory must not be told from noise from this delay on.
-    noise_from_delay: int = 3
 
     def synth_config(self):
         base = preset("demo")

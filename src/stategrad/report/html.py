@@ -284,9 +284,11 @@ def _spectral_sections(figures: _Figures, plan: _Plan, L: np.ndarray | None, top
     reports = P.memory_reports(plan.results, plan.labels, normalize=L, classes=plan.classes,
                                ci=plan.ci, level=plan.level, n_boot=plan.n_boot, seed=plan.seed)
     curves = P.memory_report_curves(reports)
-    figures.add(f"memory_{variant}", f"Memory curves{sfx}",
+    figures.add(f"memory_{variant}", f"Memory curves{sfx} (the papers' measure)",
                 f"Sum of the singular values of {what} against delay, one line per class"
-                f"{' and result' if several else ''}. {plan.band_text}",
+                f"{' and result' if several else ''}: the papers' memory curve, kept for "
+                "comparison; on planted memory it can order classes wrongly "
+                f"(docs/synthetic-validation.md). {plan.band_text}",
                 P.plot_curves(curves, ylabel=P.SV_SUM_LABEL, log_scale=plan.log_scale,
                               title=P.NORMALISED_TITLE if L is not None else None),
                 _curve_table(curves, "delay", plan.has_band))
@@ -318,7 +320,7 @@ def _heatmap_section(figures: _Figures, plan: _Plan, mats: list[np.ndarray], var
                         for j in range(len(plan.classes))] for d in range(max(m.shape[1] for m in mats))]
     width = min(m.shape[1] for m in mats)
     sfx = " (normalised)" if normalised else ""
-    figures.add(f"heatmap_{variant}", f"Memory per class{sfx}",
+    figures.add(f"heatmap_{variant}", f"Memory per class{sfx} (the papers' measure)",
                 f"Sum of the singular values of {what} per class (rows) and delay (columns)"
                 f"{', one panel per result' if several else ''}.",
                 P.plot_heatmap([m[:, :width] for m in mats], plan.classes,
