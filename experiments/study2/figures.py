@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from tables import Measures, band, models, seed_mean, states  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+# Okabe-Ito without its yellow, which is unreadable on white.
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
 NAMES = {"nouns": "nouns", "verbs": "verbs", "adjectives": "adjectives", "adverbs": "adverbs",
          "determiners": "determiners", "prepositions": "prepositions", "pronouns": "pronouns",
          "all": "all words", "nns_nn": "number (NNS - NN)", "vbd_vbzp": "tense (VBD - VBZ/VBP)",
