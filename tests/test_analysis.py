@@ -511,6 +511,7 @@ def test_cli_embedding_stats_svd_memory_relative_memory(tmp_path):
     # Intervals need per-block sums; this result has none, and the error says what to do.
     out = runner.invoke(main, ["memory", str(tmp_path / "g.h5"), "--ci", "jackknife"])
     assert out.exit_code != 0 and "no per-block sums" in out.output
+    assert f"Error: {tmp_path / 'g.h5'}: " in out.output  # the message names the result
 
     out = runner.invoke(main, ["relative-memory", str(tmp_path / "g.h5"), "--normalize",
                                str(tmp_path / "stats.npz"), "--model", str(tmp_path / "model.pt"),

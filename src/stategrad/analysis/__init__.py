@@ -11,7 +11,9 @@ embeddings of a reference text.  The mathematics is the project's ``method.md``:
 - ``spectra``: the singular values of ``Gbar_d L`` per delay and class;
   ``memory``: their sum against d (the memory curve) and the memory span.
 - ``relative_memory``: a difference vector ``v`` between two mean embeddings gives
-  ``n = Z v / |Z v|``; relative memory ``|Gbar_d L n| / s_1`` and subspace cosine ``|V_k n|``.
+  ``n = Z v / |Z v|``; relative memory ``|Gbar_d L n| / s_1`` and subspace cosine ``|V_k n|``
+  (their chance values: ``direction_null``, random directions; ``property_bands``, noise
+  floor and bands); ``locate``: the delay where a curve falls or bends down most.
 - ``identity``: identity memory, the sum of singular values of ``Gbar_{d,c} L P_c``
   (``P_c`` the directions in which class c's words differ).
 - ``uncertainty``: jackknife / bootstrap bands over the result's blocks (Student t,
@@ -68,6 +70,7 @@ from .identity import (
     identity_table,
     noise_from,
 )
+from .locate import largest_bend, largest_fall
 from .memory import MemoryCurveArrays, memory_curve_arrays, memory_curves, memory_span
 from .noise_floor import NoiseFloor, noise_floor
 from .normalization import checked_normalizer, normalization_info, normalizer_matrix
@@ -86,8 +89,6 @@ from .relative_memory import (
     DifferenceVector,
     class_difference_vector,
     difference_vector,
-    largest_bend,
-    largest_fall,
     mean_embedding,
     relative_memory,
     whitened_direction,

@@ -11,7 +11,9 @@ whitened unit direction ``n = Z v / |Z v|``.
   cancels a fall that all directions share, so ``relative`` can stay flat where the
   property is forgotten.
 - baselines: ``relative_null`` / ``cosine_null``, the values for a uniformly random unit
-  direction (:mod:`.direction_null`), with their central band."""
+  direction (:mod:`.direction_null`), with their central band; the noise floor of
+  ``absolute`` and the confidence bands come from :mod:`.property_bands`, and the delay
+  where a column falls from :mod:`.locate`."""
 
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from ..gradients import GradientResult
-from . import direction_null, uncertainty
+from . import direction_null
 from ._blas import single_threaded_blas
 from .embedding_stats import EmbeddingStats
 from .errors import AnalysisError
+from .locate import largest_bend, largest_fall
 from .normalization import (
     Normalizer,
     check_normalizer,
@@ -36,12 +39,12 @@ from .normalization import (
     normalizer_matrix,
     renamed_keyword,
 )
+from .property_bands import add_bands, add_noise_floor
 from .spectra import spectra
 from .tables import (
     band_cell,
     cell,
     empty_notes,
-    none_if_nan,
     normalization_line,
     text_table,
     write_csv,
@@ -304,58 +307,6 @@ class RelativeMemoryTable:
                                   "level": self.level, "rows": self.rows, "empty": self.empty})
 
 
-def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None, *,
-                 start: int = 1, signal: np.ndarray | None = None) -> int | None:
-    """The delay d >= ``start`` where ``values[d] / values[d - 1]`` is smallest: where a
-    property stops being kept (a planted distance K shows as a fall at K, once the agreeing
-    word has been read).  A ratio, not a difference, so that a large value does not win by
-    its size.  ``signal`` (bool per delay): only falls from a value distinguishable from
-    noise count (a ratio of two noise values means nothing).  ``None`` when there is none."""
-    v = np.asarray(values, dtype=np.float64)
-    delays = list(range(len(v))) if delays is None else list(delays)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = v[1:] / v[:-1]
-    bad = ~np.isfinite(ratio) | (v[:-1] <= 0)
-    if signal is not None:
-        bad |= ~np.asarray(signal, dtype=bool)[:-1]
-    ratio[bad] = np.inf
-    ratio[:max(start - 1, 0)] = np.inf
-    if not len(ratio) or not np.isfinite(ratio).any():
-        return None
-    return int(delays[1 + int(np.argmin(ratio))])
-
-
-def largest_bend(values: np.ndarray, delays: Iterable[int] | None = None, *,
-                 start: int = 3, signal: np.ndarray | None = None,
-                 log: bool = False) -> int | None:
-    """The delay d >= ``start`` (>= 2) where the curve bends down most: the smallest second
-    difference ``(v[d] - v[d-1]) - (v[d-1] - v[d-2])``, i.e. where its fall speeds up most.
-    From delay 3 by default: a bend at delay 1 or 2 is the word's direct effect on the
-    state decaying (the curve's steep first steps level off, and any kink there wins by
-    its size), not a memory being dropped; searched from delay 3 the bend located the
-    planted distances better (docs/synthetic-validation.md), and a memory of one or two
-    steps is then not located (pass ``start=2`` to allow delay 2).
-    Where a state drops a property (a sharp fall) this is the fall; where it only stops
-    protecting it (a leaky cell that lets it decay faster once it has been used) it is the
-    kink, which a fall ratio cannot single out.  In the curve's own units (``log=False``),
-    so that the tail, where the values are small and their relative changes mostly noise,
-    does not win; ``log=True`` bends the log curve instead.  ``signal`` as for
-    :func:`largest_fall` (the value before the bend must be distinguishable from noise).
-    The same for any positive multiple of the curve.  ``None`` when there is none."""
-    v = np.asarray(values, dtype=np.float64)
-    delays = list(range(len(v))) if delays is None else list(delays)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        step = np.log(v[1:] / v[:-1]) if log else np.diff(v)
-    bend = step[1:] - step[:-1]
-    bend[~np.isfinite(bend)] = np.inf
-    if signal is not None:
-        bend[~np.asarray(signal, dtype=bool)[1:-1]] = np.inf
-    bend[:max(start - 2, 0)] = np.inf
-    if not len(bend) or not np.isfinite(bend).any():
-        return None
-    return int(delays[2 + int(np.argmin(bend))])
-
-
 @single_threaded_blas
 def relative_memory(
     result: GradientResult,
@@ -405,72 +356,12 @@ def relative_memory(
     name = result.classes[result.class_index(c)]
     rows = _relative_rows(result, name, L, n, top_k, level)
     if result.has_blocks:
-        _add_noise_floor(rows, result, name, L, n, level, seed)
+        add_noise_floor(rows, result, name, L, n, level, seed)
     info = normalization_info(normalize)
     if interval in (None, "none"):
         return RelativeMemoryTable(name, label, top_k, rows, normalization=info, level=level)
-    _add_bands(rows, result, name, L, n, top_k, interval, level, n_boot, seed)
+    add_bands(rows, result, name, L, n, top_k, interval, level, n_boot, seed)
     return RelativeMemoryTable(name, label, top_k, rows, interval, level, info)
-
-
-def _add_noise_floor(rows: list[dict[str, Any]], result: GradientResult, name: str,
-                     L: np.ndarray, n: np.ndarray, level: float, seed: int,
-                     n_flips: int = 1000) -> None:
-    """``absolute_floor``: the ``level`` quantile of ``|M L n|`` for a class with the same
-    blocks and no memory (random signs on the block sums, as :mod:`.noise_floor` does, per
-    delay), and ``absolute_signal`` whether ``absolute`` is above it.  ``M L n`` is linear
-    in the block sums, so each block is reduced to its (H,) vector ``S_b L n`` first: the
-    draws then cost ``n_flips x B x H``, whatever the embedding size."""
-    right = L @ n
-    c = result.class_index(name)
-    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_flips, result.n_blocks))
-    for d, row in enumerate(rows):
-        row["absolute_floor"] = row["absolute_signal"] = None
-        counts = result.block_counts[:, d, c].astype(np.float64)
-        used = counts > 0
-        if used.sum() < 2 or row["absolute"] is None:
-            continue
-        vecs = np.asarray(result.block_delay(d)[:, c], dtype=np.float64)[used] @ right  # (B', H)
-        s = signs[:, used]
-        # A draw with one sign on every block is the mean itself: not noise.
-        s = s[np.abs(s.sum(axis=1)) < used.sum()]
-        draws = np.linalg.norm(s @ vecs, axis=1) / counts.sum()
-        row["absolute_floor"] = float(np.quantile(draws, level, method="higher"))
-        row["absolute_signal"] = bool(row["absolute"] > row["absolute_floor"])
-
-
-def _property_statistic(n: np.ndarray, L: np.ndarray, top_k: int):
-    """Per mean matrix M: [absolute, relative, cosine] of the direction n."""
-    base = uncertainty.direction_statistic(n[None], L, k=top_k)
-
-    def stat(m: np.ndarray) -> np.ndarray:
-        rel_cos = base(m)[..., :2]
-        absolute = np.linalg.norm((m @ L) @ n, axis=-1)[..., None]
-        return np.concatenate([absolute, rel_cos], axis=-1)
-
-    return stat
-
-
-def _add_bands(rows: list[dict[str, Any]], result: GradientResult, name: str, L: np.ndarray,
-               n: np.ndarray, top_k: int, interval: str, level: float, n_boot: int,
-               seed: int) -> None:
-    """``<key>_lower`` / ``<key>_upper`` of BAND_KEYS from the same block replicates; the
-    ratio to delay 0 is formed within each replicate, so its band counts the correlation
-    of the two delays."""
-    reps = uncertainty.replicates(result, _property_statistic(n, L, top_k), classes=[name],
-                                  method=interval, n_boot=n_boot, seed=seed)
-    main = reps.derive(level=level)
-    ratio_reps = uncertainty.Replicates(
-        reps.estimate[..., :1] / reps.estimate[:1, ..., :1],
-        reps.replicates[..., :1] / reps.replicates[:, :1, ..., :1],
-        reps.valid & reps.valid[:, :1], reps.classes, reps.method)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = ratio_reps.derive(level=level)
-    for d, row in enumerate(rows):
-        for key, band, col in (("absolute", main, 0), ("relative", main, 1),
-                               ("cosine", main, 2), ("absolute_ratio", ratio, 0)):
-            row[f"{key}_lower"] = none_if_nan(band.lower[d, 0, col:col + 1])[0]
-            row[f"{key}_upper"] = none_if_nan(band.upper[d, 0, col:col + 1])[0]
 
 
 def _relative_rows(result: GradientResult, name: str, L: np.ndarray, n: np.ndarray,

@@ -161,17 +161,30 @@ def checked_normalizer(path: str | None, identities: dict[str, str | None], embe
     return stats, L
 
 
-def fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+@contextlib.contextmanager
+def failing(*classes: type[Exception], path: str | None = None) -> Iterator[None]:
+    """Turn an error of ``classes`` (raised on purpose, with a message for the user) into
+    one ``Error:`` line, prefixed by ``path`` when given."""
+    try:
+        yield
+    except classes as exc:
+        raise click.ClickException(f"{path}: {exc}" if path else str(exc)) from exc
 
 
-def errors() -> tuple[type[Exception], ...]:
-    from ..analysis import AnalysisError
+@contextlib.contextmanager
+def analysis_errors(*also: type[Exception], result_path: str | None = None) -> Iterator[None]:
+    """An analysis command's expected failures (the analysis, corpus, model and result
+    errors, and ``also``) as one ``Error:`` line.  An UncertaintyError (e.g. a result
+    without blocks given --ci) says what is wrong but not which file: with
+    ``result_path`` it is prefixed by it."""
+    from ..analysis import AnalysisError, UncertaintyError
     from ..data import CorpusError
     from ..gradients import ResultError
     from ..lm import ModelError
 
-    return (AnalysisError, CorpusError, ModelError, ResultError)
+    with failing(AnalysisError, CorpusError, ModelError, ResultError, *also), \
+            failing(UncertaintyError, path=result_path):
+        yield
 
 
 def note(message: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ._inputs import reading
+from ._inputs import failing, reading
 from .options import (
     class_options,
     device_option,
@@ -101,16 +101,44 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
     """
     import torch
 
-    from ..ablation import (
-        AblationError,
-        compute_ablation,
-        compute_context_length,
-        remove_running_state,
-    )
-    from ..analysis import UncertaintyError, ablation_table
+    from ..ablation import AblationError, compute_ablation, compute_context_length
+    from ..analysis import UncertaintyError
     from .class_inputs import ClassOptions, read_inputs
-    from .gradient_commands import _check_writable
 
+    _check_ablation_options(context_length, max_context, max_distance, start, stop, ci,
+                            block_size)
+    if threads:
+        torch.set_num_threads(threads)
+    checkpoint = _checked_outputs(out_path, json_path, csv_path, checkpoint_path)
+    # the model and text exactly as `gradients` reads them: same checks, same messages
+    lm, tokens, class_set = read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path,
+                                        text_path, no_eos, encoding, start, force=force,
+                                        tokenization=tokenization,
+                                        class_opts=ClassOptions(**class_opts))
+    common = dict(classes=class_set, block_size=block_size, sample_every=sample_every,
+                  start=start, stop=stop, device=device, dtype=getattr(torch, dtype),
+                  batch=batch, checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
+                  # a bar on a terminal, else a line every minute (logs of batch jobs)
+                  progress=(True if sys.stderr.isatty() else "log") if progress else False,
+                  text_info=_text_info(text_path, class_opts["tagged"], no_eos, encoding,
+                                       tokenization or lm.tokenization))
+    began = time.perf_counter()
+    with failing(AblationError, UncertaintyError):
+        if context_length:
+            result = compute_context_length(lm, tokens, max_context=max_context,
+                                            order=context_order, seed=replace_seed, **common)
+        else:
+            result = compute_ablation(lm, tokens, max_distance=max_distance, replace=replace,
+                                      seed=replace_seed, **common)
+        elapsed = time.perf_counter() - began
+        saved = _save(result, out_path, checkpoint, model_path, elapsed)
+        _write_rows(result, json_path, csv_path, ci, level, n_boot, ci_seed)
+    click.echo(_summary(result, elapsed, saved))
+
+
+def _check_ablation_options(context_length, max_context, max_distance, start, stop, ci,
+                            block_size) -> None:
+    """The options' usage errors, found before any file is read."""
     if context_length:
         if max_context is None:
             raise click.UsageError("--context-length needs --max-context")
@@ -123,52 +151,55 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
                                  param_hint="--slice-stop/--stop")
     if ci and not block_size:
         raise click.UsageError("--ci needs --block-size (intervals come from the blocks)")
-    if threads:
-        torch.set_num_threads(threads)
+
+
+def _checked_outputs(out_path, json_path, csv_path, checkpoint_path) -> Path:
+    """The running-state file (default OUT.partial), once every file the run will write
+    is known to be writable: a run must not fail at its end for want of a folder."""
+    from .gradient_commands import _check_writable
+
     checkpoint = Path(checkpoint_path) if checkpoint_path else Path(str(out_path) + ".partial")
     for path, what in ((out_path, "the result"), (json_path, "--json"), (csv_path, "--csv"),
                        (checkpoint, "the running state")):
         if path:
             _check_writable(Path(path), what)
-    # the model and text exactly as `gradients` reads them: same checks, same messages
-    lm, tokens, class_set = read_inputs(model_path, vocab_path, trusted, nonlinearity, code_path,
-                                        text_path, no_eos, encoding, start, force=force,
-                                        tokenization=tokenization,
-                                        class_opts=ClassOptions(**class_opts))
-    tagged = class_opts["tagged"]
-    common = dict(classes=class_set, block_size=block_size, sample_every=sample_every,
-                  start=start, stop=stop, device=device, dtype=getattr(torch, dtype),
-                  batch=batch, checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
-                  # a bar on a terminal, else a line every minute (logs of batch jobs)
-                  progress=(True if sys.stderr.isatty() else "log") if progress else False,
-                  text_info={"path": str(Path(text_path or tagged).resolve()), "no_eos": no_eos,
-                             "encoding": encoding,
-                             "tokenization": "tagged" if tagged else tokenization or lm.tokenization})
-    began = time.perf_counter()
-    try:
-        if context_length:
-            result = compute_context_length(lm, tokens, max_context=max_context,
-                                            order=context_order, seed=replace_seed, **common)
-        else:
-            result = compute_ablation(lm, tokens, max_distance=max_distance, replace=replace,
-                                      seed=replace_seed, **common)
-        elapsed = time.perf_counter() - began
-        result.metadata["run"] = {"command": click.get_current_context().command_path,
-                                  "seconds": round(elapsed, 3),
-                                  "model": str(Path(model_path).resolve())}
-        saved = result.save(out_path)
-        remove_running_state(checkpoint)  # only now: a kill before must leave it to resume
-        table = ablation_table(result, interval=ci, level=level, n_boot=n_boot, seed=ci_seed)
-        if json_path:
-            table.to_json(json_path)
-        if csv_path:
-            table.to_csv(csv_path)
-    except (AblationError, UncertaintyError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    return checkpoint
+
+
+def _text_info(text_path, tagged, no_eos, encoding, tokenization) -> dict:
+    """How the text was read, for the result's metadata."""
+    return {"path": str(Path(text_path or tagged).resolve()), "no_eos": no_eos,
+            "encoding": encoding, "tokenization": "tagged" if tagged else tokenization}
+
+
+def _save(result, out_path, checkpoint: Path, model_path, elapsed: float) -> Path:
+    """Write the result with how it was made, then remove the running state."""
+    from ..ablation import remove_running_state
+
+    result.metadata["run"] = {"command": click.get_current_context().command_path,
+                              "seconds": round(elapsed, 3),
+                              "model": str(Path(model_path).resolve())}
+    saved = result.save(out_path)
+    remove_running_state(checkpoint)  # only now: a kill before must leave it to resume
+    return saved
+
+
+def _write_rows(result, json_path, csv_path, ci, level, n_boot, seed) -> None:
+    """The --json / --csv rows (with --ci, their intervals)."""
+    from ..analysis import ablation_table
+
+    table = ablation_table(result, interval=ci, level=level, n_boot=n_boot, seed=seed)
+    if json_path:
+        table.to_json(json_path)
+    if csv_path:
+        table.to_csv(csv_path)
+
+
+def _summary(result, elapsed: float, saved: Path) -> str:
     n = int(result.counts[:, 0].sum())
-    click.echo(f"{n:,} predictions compared ({int(result.counts[0, 0]):,} positions x "
-               f"{len(result.axis)} {result.axis_name} values) in {elapsed:.1f} s "
-               f"({n / max(elapsed, 1e-9):,.0f}/s) -> {saved}")
+    return (f"{n:,} predictions compared ({int(result.counts[0, 0]):,} positions x "
+            f"{len(result.axis)} {result.axis_name} values) in {elapsed:.1f} s "
+            f"({n / max(elapsed, 1e-9):,.0f}/s) -> {saved}")
 
 
 @click.command("ablation-merge")
@@ -184,17 +215,13 @@ def ablation_merge_command(results, out_path):
         raise click.ClickException("the same file is given twice: its positions would be "
                                    "counted twice")
     merged = None
-    try:
+    with failing(AblationError):
         for path in results:
             with reading(path):
                 res = load_ablation(path)
-            try:
+            with failing(AblationError, path=path):
                 merged = res if merged is None else merged.merge(res)
-            except AblationError as exc:
-                raise AblationError(f"{path}: {exc}") from exc
         merged.save(out_path)
-    except AblationError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"merged {len(results)} ablation results ({int(merged.counts[0, 0]):,} "
                f"positions) -> {out_path}")
 
@@ -208,11 +235,8 @@ def ablation_inspect_command(result_path, as_json):
     from ..ablation import AblationError, load_ablation
     from ..analysis import ablation_table
 
-    try:
-        with reading(result_path):
-            res = load_ablation(result_path)
-    except AblationError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with failing(AblationError), reading(result_path):
+        res = load_ablation(result_path)
     if as_json:
         click.echo(json.dumps(res.metadata, indent=2, sort_keys=True))
         return

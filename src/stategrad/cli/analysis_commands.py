@@ -15,10 +15,9 @@ import click
 import numpy as np
 
 from ._inputs import (
+    analysis_errors,
     check_vocabulary,
     checked_normalizer,
-    errors,
-    fail,
     load_model,
     load_result,
     note,
@@ -38,11 +37,6 @@ from .options import (
     tokenization_option,
     vocab_force_option,
 )
-
-
-def _fail_with(path: str, exc: Exception) -> click.ClickException:
-    # e.g. a result without blocks given to --ci: the message says what, not which file
-    return click.ClickException(f"{path}: {exc}")
 
 
 def _float_list(text: str, what: str) -> list[float]:
@@ -123,7 +117,7 @@ def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, te
     if model_path and weighting != "type" and not text:
         raise click.UsageError("give --text (token weighting) or --weighting type "
                                "(the embedding table, as the original)")
-    try:
+    with analysis_errors():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", analysis.ConditioningWarning)
             if embeddings_path:
@@ -143,8 +137,6 @@ def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, te
                     model, text, weighting=weighting or "token", ridge=ridge, **read)
         for w in caught:
             note(f"warning: {w.message}")
-    except errors() as exc:
-        raise fail(exc) from exc
     if stats.weighting == "type":
         click.echo(f"{stats.n_types} rows of the embedding table, embedding size "
                    f"{stats.embedding_size}")
@@ -153,7 +145,7 @@ def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, te
                    f"embedding size {stats.embedding_size}")
     click.echo(analysis.weighting_text(stats))
     click.echo(stats.checks.format())
-    try:
+    with analysis_errors():
         if out:
             with writing(out, "--out"):
                 note(f"wrote {stats.save(out)}")
@@ -161,8 +153,6 @@ def embedding_stats(model_path, vocab_path, trusted, nonlinearity, code_path, te
             with writing(legacy_prefix, "--legacy-prefix"):
                 for p in legacy.save_legacy_stats(stats, legacy_prefix):
                     note(f"wrote {p}")
-    except errors() as exc:
-        raise fail(exc) from exc
 
 # --- embedding export --------------------------------------------------------------------
 @click.command("export-embeddings")
@@ -181,7 +171,7 @@ def export_embeddings(model_path, vocab_path, trusted, nonlinearity, code_path, 
     (word<TAB>row of its first occurrence)."""
     from .. import analysis
 
-    try:
+    with analysis_errors():
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         tokens = read_model_text(model, text, tokenization=tokenization) if text else None
         check_vocabulary(model, tokens, force=force, vocab_path=vocab_path, text=text)
@@ -191,8 +181,6 @@ def export_embeddings(model_path, vocab_path, trusted, nonlinearity, code_path, 
         if tokens is not None:
             for p in analysis.export_token_embeddings(model, tokens, out / "tokens.npy"):
                 note(f"wrote {p}")
-    except errors() as exc:
-        raise fail(exc) from exc
 
 # --- singular values -----------------------------------------------------------------
 
@@ -209,13 +197,11 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
     calculate_svs), of the average gradients G or, with --normalize, of G L."""
     from .. import analysis
 
-    try:
+    with analysis_errors():
         result = load_result(result_path)
         stats, L = _normalizer_for(result, result_path, normalize, force)
         table = analysis.singular_value_table(result, normalize=_checked(stats, L),
                                               classes=split_list(classes), top=top)
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(table.format())
     write_tables(table, csv_path, json_path)
 
@@ -260,11 +246,10 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
     values over the sum of all: how much of the state's memory the cosine's subspace
     stands for (it does not depend on n)."""
     from .. import analysis
-    from ..analysis import UncertaintyError
 
     if (diff is None) == (vector_path is None):
         raise click.UsageError("give --diff A B (with --model) or --vector FILE")
-    try:
+    with analysis_errors(result_path=result_path):
         result = load_result(result_path, blocks=ci is not None)
         with reading(normalize, "--normalize"):
             stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
@@ -298,10 +283,6 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
         table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
                                          interval=ci, level=level, n_boot=n_boot,
                                          seed=ci_seed)
-    except UncertaintyError as exc:
-        raise _fail_with(result_path, exc) from exc
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(table.format())
     write_tables(table, csv_path, json_path)
 
@@ -350,7 +331,7 @@ def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path
 
     if (pos_map_path is None) == (tagged_path is None):
         raise click.UsageError("give --pos-map (word types) or --tagged (running text)")
-    try:
+    with analysis_errors(TaggedError):
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         check_vocabulary(model, _tagged_ids(tagged_path, normalize_text, model)
                          if tagged_path and model.foreign else None,
@@ -364,8 +345,6 @@ def probe(model_path, vocab_path, trusted, nonlinearity, code_path, pos_map_path
         else:
             result = pos_probe(
                 model, tagged_tokens=_tagged_tokens(tagged_path, normalize_text), **kwargs)
-    except (*errors(), TaggedError) as exc:
-        raise fail(exc) from exc
     click.echo(result.format())
     if class_means:
         note(f"wrote {result.save_class_means(class_means)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from ._inputs import errors, fail, load_model, load_result, note, reading, write_tables, writing
+from ._inputs import analysis_errors, load_model, load_result, note, reading, write_tables, writing
 from .options import model_options, table_options
 
 WHITEN_HELP = ("State statistics (.npz from state-stats) of the result's model and state: "
@@ -88,7 +88,7 @@ def compare(result_a, result_b, class_a, class_b, normalize, normalize_b, whiten
     if (whiten_state is None) != (whiten_state_b is None) and result_a != result_b:
         raise click.UsageError("give --whiten-state and --whiten-state-b together: both sides "
                                "must be in the same units")
-    try:
+    with analysis_errors():
         ra = load_result(result_a, blocks=True)
         rb = ra if result_b == result_a else load_result(result_b, blocks=True)
         La = _normalizer(ra, result_a, normalize, force)
@@ -100,8 +100,6 @@ def compare(result_a, result_b, class_a, class_b, normalize, normalize_b, whiten
         table = analysis.paired_difference(
             analysis.Side(ra, class_a, La, Wa, la), analysis.Side(rb, cb, Lb, Wb, lb),
             method=ci, level=level, n_boot=n_boot, seed=ci_seed, simultaneous=simultaneous)
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(table.format())
     write_tables(table, csv_path, json_path)
 
@@ -122,19 +120,14 @@ def state_stats(model_path, vocab_path, trusted, nonlinearity, code_path, text, 
     states and models do not depend on the state's scale."""
     from .. import analysis
 
-    try:
+    with analysis_errors():
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         stats = analysis.state_stats_for_model(model, text, state=state, layer=layer)
         _ = stats.whitening  # a singular covariance is an error now, not at use
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(f"{stats.n_tokens} tokens, {state} state of layer {stats.layer}, size "
                f"{stats.covariance.shape[0]}")
-    with writing(out, "--out"):
-        try:
-            note(f"wrote {stats.save(out)}")
-        except errors() as exc:
-            raise fail(exc) from exc
+    with writing(out, "--out"), analysis_errors():
+        note(f"wrote {stats.save(out)}")
 
 
 COMMANDS = [compare, state_stats]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._inputs import errors, fail, load_result, note, split_list, write_tables
+from ._inputs import analysis_errors, load_result, note, split_list, write_tables
 from .options import show_classes_option, table_options
 
 
@@ -40,13 +40,11 @@ def legacy_average(grad_dir, delay, class_files, pos_map_path, npz):
 
     if class_files and not pos_map_path:
         raise click.UsageError("--classes needs --pos-map")
-    try:
+    with analysis_errors(TaggedError):
         classes = {Path(f).name: read_class_file(f) for f in class_files}
         pos_map = read_pos_map(pos_map_path) if pos_map_path else None
         averages = legacy.legacy_averages(grad_dir, delay, classes=classes or None,
                                           pos_map=pos_map, npz=npz)
-    except (*errors(), TaggedError) as exc:
-        raise fail(exc) from exc
     for name, avg in averages.items():
         label = "all" if name is None else name
         if avg.mean is None:
@@ -72,10 +70,8 @@ def legacy_svs(grad_dir, d_norm, class_name, top, csv_path, json_path):
     stats .npz)."""
     from .. import legacy
 
-    try:
+    with analysis_errors():
         table = legacy.legacy_svs(grad_dir, d_norm, class_name, top=top)
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(table.format())
     write_tables(table, csv_path, json_path)
 
@@ -95,13 +91,11 @@ def legacy_export(result_path, out_dir, classes, normalize):
     also delay_<d>_avg[_<class>]_norm.npy for its relative_memory.py."""
     from .. import analysis, legacy
 
-    try:
+    with analysis_errors():
         result = load_result(result_path)
         written = legacy.export_result_averages(result, out_dir, classes=split_list(classes),
                                                 normalize=normalize)
         info = analysis.normalization_info(normalize)
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(f"wrote {len(written)} files to {out_dir}")
     if info:
         click.echo(f"normalisation: {info['text']}")
@@ -120,10 +114,8 @@ def legacy_np2npz(folder, remove):
     """The original's np2npz.py: stack FOLDER's numbered .npy files into FOLDER/all.npz."""
     from .. import legacy
 
-    try:
+    with analysis_errors():
         click.echo(f"wrote {legacy.np2npz(folder, remove=remove)}")
-    except errors() as exc:
-        raise fail(exc) from exc
 
 
 COMMANDS = [legacy_average, legacy_svs, legacy_export, legacy_np2npz]

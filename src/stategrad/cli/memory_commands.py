@@ -12,8 +12,7 @@ from __future__ import annotations
 import click
 
 from ._inputs import (
-    errors,
-    fail,
+    analysis_errors,
     load_model,
     load_result,
     split_list,
@@ -22,7 +21,6 @@ from ._inputs import (
 from .analysis_commands import (
     _check_result_model,
     _checked,
-    _fail_with,
     _normalizer_for,
     _spec_words,
 )
@@ -126,9 +124,8 @@ def _papers_memory(result_path, normalize, force, classes, fraction, csv_path, j
                    whiten_state):
     """``memory --measure papers``: the papers' curves and spans, or ``--compare``."""
     from .. import analysis
-    from ..analysis import UncertaintyError
 
-    try:
+    with analysis_errors(result_path=result_path):
         result = load_result(result_path, blocks=ci is not None or bool(floor) or
                              compare_pair is not None)
         stats, L = _normalizer_for(result, result_path, normalize, force)
@@ -144,10 +141,6 @@ def _papers_memory(result_path, normalize, force, classes, fraction, csv_path, j
                                         classes=split_list(classes), fraction=fraction,
                                         interval=ci, level=level, n_boot=n_boot, seed=ci_seed,
                                         simultaneous=simultaneous, floor=floor, n_flips=n_flips)
-    except UncertaintyError as exc:
-        raise _fail_with(result_path, exc) from exc
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(report.format())
     write_tables(report, csv_path, json_path)
 
@@ -156,13 +149,12 @@ def _identity_memory(result_path, normalize, force, classes, csv_path, json_path
                      n_boot, ci_seed, floor, n_flips, model_args, pos_map_path):
     """``memory --measure identity``: the identity table of the result's classes."""
     from .. import analysis
-    from ..analysis import UncertaintyError
     from ..data import read_pos_map
 
     if not model_args[0]:
         raise click.UsageError("--measure identity needs --model or --model-factory (the "
                                "classes' word embeddings)")
-    try:
+    with analysis_errors(result_path=result_path):
         result = load_result(result_path, blocks=ci is not None or bool(floor))
         stats, L = _normalizer_for(result, result_path, normalize, force)
         model = load_model(*model_args)
@@ -179,10 +171,6 @@ def _identity_memory(result_path, normalize, force, classes, csv_path, json_path
                                         _checked(stats, L), interval=ci, level=level,
                                         n_boot=n_boot, seed=ci_seed, floor=floor,
                                         n_flips=n_flips)
-    except UncertaintyError as exc:
-        raise _fail_with(result_path, exc) from exc
-    except errors() as exc:
-        raise fail(exc) from exc
     click.echo(table.format())
     write_tables(table, csv_path, json_path)
 

@@ -11,6 +11,7 @@ import numpy as np
 from ._inputs import (
     check_vocabulary,
     checked_normalizer,
+    failing,
     load_model,
     note,
     read_model_text,
@@ -169,7 +170,7 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
     # Identity memory leads whenever the model (the classes' word embeddings) is there.
     strict_identity = bool(identity)
     identity = model_path is not None if identity is None else identity
-    try:
+    with failing(*_ERRORS):
         loaded = []
         for p in results:
             with reading(p):
@@ -208,8 +209,6 @@ def report(results, out_dir, normalize, force, classes, labels, log_scale, top_k
             compare=tuple(compare_pair) if compare_pair else None,
             ablation=ablation,
         )
-    except _ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {path} and figures in {Path(out_dir) / 'figures'}")
 
 def _identity_input(result, model, classes: str | None, strict: bool = True,
@@ -295,7 +294,7 @@ def sentence(sentence, model_path, vocab_path, trusted, nonlinearity, code_path,
     from ..report import plot_sentence_map, sentence_map, write_figure
 
     words = _sentence_words(sentence, None, start, length) if text is None else None
-    try:
+    with failing(*_ERRORS):
         model = load_model(model_path, vocab_path, trusted, nonlinearity, code_path)
         if text is not None:
             rule = tokenization or model.tokenization
@@ -320,8 +319,6 @@ def sentence(sentence, model_path, vocab_path, trusted, nonlinearity, code_path,
                 for t, word in enumerate(smap.words):
                     w.writerow([word] + ["" if not np.isfinite(v) else f"{v:.6g}"
                                          for v in smap.matrix[t]])
-    except _ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
     if smap.unknown:
         click.echo(f"not in the vocabulary (read as <unk>): {' '.join(smap.unknown)}", err=True)
     click.echo(f"wrote {path}")

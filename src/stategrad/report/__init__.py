@@ -6,7 +6,8 @@ the modules inside, so the modules can be split without breaking them."""
 from __future__ import annotations
 
 from .ablation_view import plot_memory_and_ablation, plot_sentence_pair
-from .html import ExtraFigure, build_report
+from .extras import ExtraFigure
+from .html import build_report
 from .plots import Curve, plot_curves
 from .sentence_view import SentenceMap, plot_sentence_map, sentence_map, sentence_map_from_gradients
 from .style import OKABE_ITO, ReportError, save_figure, write_figure
