@@ -138,6 +138,122 @@ def locate(rows: list[dict]) -> dict:
             "absolute_ratio": [round(r["absolute_ratio"], 4) for r in rows]}
 
 
+def lstm_states(lm, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden and cell state after each token, in float64 numpy from the zero state (an
+    independent re-implementation of the one-layer LSTM, checked against torch's)."""
+    import torch
+
+    rnn, emb = lm.module.rnn, lm.module.embedding.weight.detach().double().numpy()
+    w_ih, w_hh = (getattr(rnn, k).detach().double().numpy() for k in ("weight_ih_l0", "weight_hh_l0"))
+    bias = (rnn.bias_ih_l0 + rnn.bias_hh_l0).detach().double().numpy()
+    pre = emb[tokens] @ w_ih.T + bias
+    H = w_hh.shape[1]
+    hs, cs = np.empty((len(tokens), H)), np.empty((len(tokens), H))
+    h, c = np.zeros(H), np.zeros(H)
+    for t in range(len(tokens)):
+        z = pre[t] + w_hh @ h
+        i, f, o = (1 / (1 + np.exp(-z[k * H:(k + 1) * H])) for k in (0, 1, 3))
+        c = f * c + i * np.tanh(z[2 * H:3 * H])
+        h = o * np.tanh(c)
+        hs[t], cs[t] = h, c
+    with torch.no_grad():
+        n = min(len(tokens), 500)
+        ref, _ = rnn(torch.as_tensor(emb[tokens[:n]])[:, None].float())
+    assert np.abs(ref[:, 0].double().numpy() - hs[:n]).max() < 1e-4, "numpy LSTM != torch"
+    return hs, cs
+
+
+def carriers(lm, classes: dict, prop: str, tokens: np.ndarray, span: int):
+    """Positions t of the property's carriers (with t + span inside the text) and their
+    values (0/1)."""
+    index = {w: i for i, w in enumerate(lm.vocab.words)}
+    pos, val = [], []
+    for value in (0, 1):
+        ids = [index[w] for w in classes[f"{prop}_v{value}"] if w in index]
+        t = np.flatnonzero(np.isin(tokens, ids))
+        t = t[(t >= 1) & (t + span < len(tokens))]
+        pos.append(t)
+        val.append(np.full(len(t), value))
+    return np.concatenate(pos), np.concatenate(val)
+
+
+def probe(d: Path, props: list[tuple[int, int]], max_delay: int, fit_tokens: int = 100_000) -> dict:
+    """Does the state still hold a property's value at delay d?  A logistic probe fitted
+    on the training text's carriers (state at t + d -> value) and scored on the validation
+    text's; and the effect of swapping each validation carrier for one of the other value
+    (text after it unchanged) on the state at t + d, mean |s' - s| over carriers, relative
+    to delay 0.  After delay K the probe can also read the value off the agreeing word
+    (it encodes it); the swap keeps that word and so isolates the carrier's own trace."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from stategrad.data import read_tokens
+    from stategrad.lm import load_trained
+
+    lm = load_trained(d / "model" / "best.pt")
+    classes = json.loads((d / "data" / "synth.json").read_text())["classes"]
+    fit = read_tokens(d / "data" / "train.txt", lm.vocab)[:fit_tokens]
+    test = read_tokens(d / "data" / "valid.txt", lm.vocab)
+    states = {"fit": lstm_states(lm, fit), "test": lstm_states(lm, test)}
+    out = {}
+    for k, _ in props:
+        prop = f"trigger_p{k}"
+        (tf, yf), (tt, yt) = (carriers(lm, classes, prop, fit, max_delay),
+                              carriers(lm, classes, prop, test, max_delay))
+        swap = swapped(lm, classes, prop, test[tt])
+        effect = swap_effect(lm, test, tt, swap, states["test"], max_delay)
+        out[prop] = {"K": k, "carriers_fit": len(tf), "carriers_test": len(tt)}
+        for si, state in enumerate(STATES):
+            acc = []
+            for delay in range(max_delay):
+                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+                clf.fit(states["fit"][si][tf + delay], yf)
+                acc.append(round(float(clf.score(states["test"][si][tt + delay], yt)), 4))
+            e = effect[si]
+            out[prop][state] = {"probe_accuracy": acc,
+                                "swap_effect_ratio": np.round(e / e[0], 4).tolist()}
+    return out
+
+
+def swapped(lm, classes: dict, prop: str, words: np.ndarray) -> np.ndarray:
+    """Each carrier replaced by the carrier of the other value next to it in the class
+    (trig0 <-> trig1, trig2 <-> trig3, ...)."""
+    index = {w: i for i, w in enumerate(lm.vocab.words)}
+    ordered = classes[prop]
+    partner = {index[ordered[i]]: index[ordered[i ^ 1]] for i in range(len(ordered))}
+    return np.array([partner[int(w)] for w in words])
+
+
+def swap_effect(lm, tokens, starts, swap, states, max_delay) -> list[np.ndarray]:
+    """Mean |s'_{t+d} - s_{t+d}| over carriers t, per delay, hidden and cell: the text from
+    t run from the state at t - 1, with token t swapped, against the original run."""
+    import torch
+
+    rnn, emb = lm.module.rnn, lm.module.embedding.weight.detach().double()
+    seq = tokens[starts[:, None] + np.arange(max_delay)]  # (N, D)
+    alt = seq.copy()
+    alt[:, 0] = swap
+    h0 = torch.as_tensor(states[0][starts - 1])[None]
+    c0 = torch.as_tensor(states[1][starts - 1])[None]
+    lstm = torch.nn.LSTM(rnn.input_size, rnn.hidden_size, batch_first=True).double()
+    lstm.load_state_dict({k: v.double() for k, v in rnn.state_dict().items()})
+    diffs = [np.zeros(max_delay), np.zeros(max_delay)]
+    with torch.no_grad():
+        runs = []
+        for toks in (seq, alt):
+            h, c = h0, c0
+            hs, cs = [], []
+            for delay in range(max_delay):  # step by step: torch returns no cell sequence
+                _, (h, c) = lstm(emb[torch.as_tensor(toks[:, delay:delay + 1])], (h, c))
+                hs.append(h[0].numpy())
+                cs.append(c[0].numpy())
+            runs.append((np.stack(hs, 1), np.stack(cs, 1)))  # (N, D, H)
+    for si in (0, 1):
+        diffs[si] = np.linalg.norm(runs[1][si] - runs[0][si], axis=2).mean(axis=0)
+    return diffs
+
+
 def run(name: str, seed: int, work: Path, epochs: int, train_tokens: int,
         valid_tokens: int) -> dict:
     lang = LANGUAGES[name]
@@ -235,6 +351,21 @@ def report(runs: list[dict], lines: list[dict]) -> dict:
     return totals
 
 
+def report_probe(runs: list[dict]) -> None:
+    print("| language | seed | property | state | probe accuracy d=0, K-1, K+1, K+2, K+3, "
+          "last | swap effect at K+1, K+2, K+3, last / at K-1 |")
+    print("|---|---|---|---|---|---|")
+    for r in runs:
+        for prop, p in r["probe"].items():
+            k = p["K"]
+            for state in STATES:
+                acc, eff = p[state]["probe_accuracy"], p[state]["swap_effect_ratio"]
+                at = [k - 1, k + 1, k + 2, k + 3, len(acc) - 1]
+                print(f"| {r['language']} | {r['seed']} | {prop} | {state} | "
+                      + " ".join(f"{acc[i]:.2f}" for i in [0, *at]) + " | "
+                      + " ".join(f"{eff[i] / eff[k - 1]:.2f}" for i in at[1:]) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True,
@@ -246,6 +377,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--train-tokens", type=int, default=200_000)
     parser.add_argument("--valid-tokens", type=int, default=10_000)
+    parser.add_argument("--probe", action="store_true",
+                        help="Also probe each state for the value at every delay, and swap "
+                             "carriers (does the state still hold the value after K?).")
     args = parser.parse_args()
     runs = []
     for name in args.languages:
@@ -258,8 +392,15 @@ def main() -> None:
             done.write_text(json.dumps(r, indent=1) + "\n")
             runs.append(r)
             print(f"{name} seed {seed}: {r['seconds']}", flush=True)
+    if args.probe:
+        for r in runs:
+            d = args.work / f"{r['language']}-seed{r['seed']}"
+            lang = LANGUAGES[r["language"]]
+            r["probe"] = probe(d, lang["properties"], lang["max_delay"])
     lines = verdicts(runs)
     totals = report(runs, lines)
+    if args.probe:
+        report_probe(runs)
     settings = {k: getattr(args, k) for k in ("epochs", "train_tokens", "valid_tokens")}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"settings": settings, "languages": LANGUAGES,
