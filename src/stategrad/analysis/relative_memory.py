@@ -307,8 +307,10 @@ class RelativeMemoryTable:
 
     def largest_fall(self, key: str = "absolute", how: str = "bend") -> int | None:
         """Where a column stops being kept: the delay of its largest bend down
-        (:func:`largest_bend`, the default) or of its largest fall ratio
-        (``how="ratio"``, :func:`largest_fall`)."""
+        (:func:`largest_bend` with its default start, the default) or of its largest fall
+        ratio (``how="ratio"``, :func:`largest_fall`), over the delays whose ``absolute``
+        is above the noise floor where there is one (:func:`floor_signal`, the rule of
+        :attr:`located_delay`)."""
         locate = {"bend": largest_bend, "ratio": largest_fall}.get(how)
         if locate is None:
             raise AnalysisError(f"how must be 'bend' or 'ratio', got {how!r}")
