@@ -481,3 +481,40 @@ def test_cli_property_option_adds_properties_to_the_triggers(tmp_path):
     bad = CliRunner().invoke(main, ["synth", str(tmp_path / "bad"), "--property", "k=x"])
     assert bad.exit_code != 0 and "Error: " in bad.output and "--property" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_synth_writes_the_ground_truth_classes_as_a_class_map(tmp_path):
+    from stategrad.data import load_classes, read_class_map
+
+    out = tmp_path / "props"
+    result = CliRunner().invoke(main, [
+        "synth", str(out), "--preset", "demo", "--train-tokens", "4000", "--valid-tokens",
+        "1000", "--test-tokens", "1000", "--property", "k=6,n=6", "--embedding-dim", "0"])
+    assert result.exit_code == 0, result.output
+    assert "classes.tsv" in result.output
+    corpus = load_corpus(out)
+    assert corpus.classes_path == out / "classes.tsv"
+    read = read_class_map(corpus.classes_path)
+    assert read == corpus.metadata["classes"]  # every class, in order, nothing else
+    # the carriers by value, as the generator assigns them (even index: value 0)
+    assert read["trigger_p6_v0"] == ["p6_trig0", "p6_trig2", "p6_trig4"]
+    assert read["trigger_p6_v1"] == ["p6_trig1", "p6_trig3", "p6_trig5"]
+    assert {"trigger_k5", "trigger_k15", "trigger_p6", "filler", "target",
+            "target_p6"} <= set(read)
+    # --class-map gives the same per-class membership as the corpus's own class set
+    vocab = Vocabulary.build(corpus.path("train"))
+    mapped, truth = load_classes(vocab, class_map=corpus.classes_path), corpus.class_set(vocab)
+    assert mapped.names == truth.names
+    np.testing.assert_array_equal(mapped.membership, truth.membership)
+
+
+def test_class_map_writer_refuses_what_it_could_not_read_back(tmp_path):
+    from stategrad.data import ClassError, read_class_map, write_class_map
+
+    path = tmp_path / "c.tsv"
+    write_class_map(path, {"a": ["x", "y"], "b": ["y"]})
+    assert read_class_map(path) == {"a": ["x", "y"], "b": ["y"]}
+    for bad in ({"a": ["two words"]}, {"a b": ["x"]}, {"all": ["x"]}, {"a": ["#x"]}):
+        with pytest.raises(ClassError):
+            write_class_map(tmp_path / "bad.tsv", bad)
+    assert not (tmp_path / "bad.tsv").exists()

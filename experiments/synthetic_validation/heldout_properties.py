@@ -8,8 +8,9 @@ sizes, trained embeddings, other distances), each seed runs
     -> stategrad embedding-stats -> stategrad relative-memory --json
 
 and per state and property locates the planted distance K as the recommended measure
-does: the largest bend down of ``absolute`` = |Gbar_d L n| (``largest_bend``, its default
-start at delay 3, among delays whose value is above ``absolute_floor``).  Within one step
+does, by the ``located_delay`` relative-memory writes: the largest bend down of
+``absolute`` = |Gbar_d L n| from delay 3 among delays whose value is above
+``absolute_floor`` (``stategrad.analysis.locate_property``).  Within one step
 of K counts as found.  Whether the model learned the agreement is checked separately
 (accuracy of the agreeing word at its due position, cross-entropy against the ideal model
 of ``synth.json``); a property the model did not learn is reported as "not learned", not
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stategrad.analysis import largest_bend
+from stategrad.analysis import locate_property
 
 HERE = Path(__file__).resolve().parent
 STATES = ("hidden", "cell")
@@ -96,12 +97,6 @@ save_path = "{out}"
 """
 
 
-def class_map(synth_json: Path, path: Path) -> None:
-    """word<TAB>class lines for every class of the corpus (synth writes none)."""
-    classes = json.loads(synth_json.read_text())["classes"]
-    path.write_text("".join(f"{w}\t{c}\n" for c, words in classes.items() for w in words))
-
-
 def learned(model: Path, data: Path) -> dict:
     """Accuracy of the planted word at its due position, and the cross-entropy of the
     whole validation text against the ideal model's on it."""
@@ -122,19 +117,16 @@ def learned(model: Path, data: Path) -> dict:
             "due_positions": scores.due_positions}
 
 
-def locate(rows: list[dict]) -> dict:
-    """The recommended measure's location: largest bend down of ``absolute`` among the
-    delays above its noise floor."""
-    absolute = np.array([r["absolute"] for r in rows], dtype=np.float64)
-    floor = np.array([np.nan if r.get("absolute_floor") is None else r["absolute_floor"]
-                      for r in rows], dtype=np.float64)
-    signal = ~(absolute <= floor)  # no floor (nan): counted as signal
-    delays = [r["delay"] for r in rows]
-    return {"located": largest_bend(absolute, delays, signal=signal),
+def locate(table: dict) -> dict:
+    """The recommended measure's location, as relative-memory wrote it (the largest bend
+    down of ``absolute`` from delay 3 among the delays above its noise floor), and the
+    same rule from delay 2."""
+    rows = table["rows"]
+    return {"located": table["located_delay"],
             # the earlier default, for distances below 3 (not the verdict)
-            "located_from_2": largest_bend(absolute, delays, signal=signal, start=2),
-            "floor_given": bool(np.isfinite(floor).any()),
-            "absolute": absolute.round(6).tolist(),
+            "located_from_2": locate_property(rows, start=2),
+            "floor_given": any(r.get("absolute_floor") is not None for r in rows),
+            "absolute": [round(r["absolute"], 6) for r in rows],
             "absolute_ratio": [round(r["absolute_ratio"], 4) for r in rows]}
 
 
@@ -267,7 +259,6 @@ def run(name: str, seed: int, work: Path, epochs: int, train_tokens: int,
     sg("synth", str(d / "data"), *lang["synth"], *props, "--train-tokens", str(train_tokens),
        "--valid-tokens", str(valid_tokens), "--test-tokens", "2000", "--embedding-dim", "0",
        "--seed", str(seed), "--force", log=log, makes=d / "data" / "synth.json")
-    class_map(d / "data" / "synth.json", d / "classes.tsv")
     (d / "train.toml").write_text(train_toml(d / "data", d / "model", emb, hidden, seed, epochs))
     t["synth"] = time.perf_counter() - t0
     model = d / "model" / "best.pt"
@@ -281,7 +272,7 @@ def run(name: str, seed: int, work: Path, epochs: int, train_tokens: int,
         grads = d / f"{state}.h5"
         sg("gradients", "--model", str(model), "--text", str(d / "data" / "valid.txt"),
            "--state", state, "--max-delay", str(lang["max_delay"]), "--class-map",
-           str(d / "classes.tsv"), "--block-size", "500", "--threads", "1", "--no-progress",
+           str(d / "data" / "classes.tsv"), "--block-size", "500", "--threads", "1", "--no-progress",
            "--out", str(grads), log=log, makes=grads)
         out["states"][state] = {}
         for k, _ in lang["properties"]:
@@ -289,10 +280,8 @@ def run(name: str, seed: int, work: Path, epochs: int, train_tokens: int,
             js = d / f"{state}-{p}.json"
             sg("relative-memory", str(grads), "--normalize", str(d / "stats.npz"), "--model",
                str(model), "--diff", f"{p}_v1", f"{p}_v0", "--class", p, "--json", str(js),
-               "--ci", "jackknife", log=log, makes=js)
-            rows = json.loads(js.read_text())
-            rows = rows["rows"] if isinstance(rows, dict) else rows
-            out["states"][state][p] = {"distance": k, **locate(rows)}
+               log=log, makes=js)
+            out["states"][state][p] = {"distance": k, **locate(json.loads(js.read_text()))}
     t["gradients+analysis"] = time.perf_counter() - t0 - sum(t.values())
     out["seconds"] = {k: round(v, 1) for k, v in t.items()}
     return out

@@ -60,6 +60,7 @@ _API = {
     "memory_curves": "analysis",
     "difference_vector": "analysis",
     "relative_memory": "analysis",
+    "locate_property": "analysis",
     "identity_table": "analysis",
     "pos_probe": "analysis",
     # figures and reports

@@ -70,7 +70,7 @@ from .identity import (
     identity_table,
     noise_from,
 )
-from .locate import largest_bend, largest_fall
+from .locate import floor_signal, largest_bend, largest_fall, locate_property
 from .memory import MemoryCurveArrays, memory_curve_arrays, memory_curves, memory_span
 from .noise_floor import NoiseFloor, noise_floor
 from .normalization import checked_normalizer, normalization_info, normalizer_matrix
@@ -182,6 +182,8 @@ __all__ = [
     "relative_memory",
     "largest_fall",
     "largest_bend",
+    "locate_property",
+    "floor_signal",
     "repeated_probe",
     "replicates",
     "singular_value_table",

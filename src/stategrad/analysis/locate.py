@@ -1,12 +1,19 @@
 """Where a curve against delay stops being kept: the delay of its largest fall ratio
 (:func:`largest_fall`) or of its largest bend down (:func:`largest_bend`).  Used on the
-property measures of :mod:`.relative_memory` and on identity curves."""
+property measures of :mod:`.relative_memory` (:func:`locate_property`, the rule the
+command line reports) and on identity curves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from .errors import AnalysisError
+
+#: Where :func:`largest_bend` starts searching by default (see its docstring).
+BEND_START = 3
 
 
 def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None, *,
@@ -31,7 +38,7 @@ def largest_fall(values: np.ndarray, delays: Iterable[int] | None = None, *,
 
 
 def largest_bend(values: np.ndarray, delays: Iterable[int] | None = None, *,
-                 start: int = 3, signal: np.ndarray | None = None,
+                 start: int = BEND_START, signal: np.ndarray | None = None,
                  log: bool = False) -> int | None:
     """The delay d >= ``start`` (>= 2) where the curve bends down most: the smallest second
     difference ``(v[d] - v[d-1]) - (v[d-1] - v[d-2])``, i.e. where its fall speeds up most.
@@ -59,3 +66,32 @@ def largest_bend(values: np.ndarray, delays: Iterable[int] | None = None, *,
     if not len(bend) or not np.isfinite(bend).any():
         return None
     return int(delays[2 + int(np.argmin(bend))])
+
+
+def floor_signal(rows: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """Per row of a property table (:func:`~stategrad.analysis.relative_memory` rows or
+    their JSON): is ``absolute`` above ``absolute_floor``?  A row without a floor (too few
+    blocks with occurrences) counts as signal, so that it is not dropped for want of a
+    floor; ``None`` when no row has one (a result without blocks)."""
+    floor = np.array([np.nan if r.get("absolute_floor") is None else r["absolute_floor"]
+                      for r in rows], dtype=np.float64)
+    if not np.isfinite(floor).any():
+        return None
+    absolute = np.array([np.nan if r.get("absolute") is None else r["absolute"]
+                         for r in rows], dtype=np.float64)
+    return ~(absolute <= floor)  # NaN floor: the comparison is False, so signal
+
+
+def locate_property(rows: Sequence[Mapping[str, Any]], *, start: int = BEND_START,
+                    key: str = "absolute") -> int | None:
+    """Where a property stops being kept, as ``relative-memory`` reports it: the
+    :func:`largest_bend` of column ``key`` (``absolute`` = |Gbar_d L n|) from delay
+    ``start``, over the delays whose ``absolute`` is above its noise floor where the rows
+    have one (:func:`floor_signal`).  A planted distance K can only be found when
+    K >= ``start``.  ``None`` when no delay qualifies."""
+    if start < 2:
+        raise AnalysisError(f"the bend is searched from delay 2 or later, got start={start}")
+    values = np.array([np.nan if r.get(key) is None else r[key] for r in rows],
+                      dtype=np.float64)
+    return largest_bend(values, [r["delay"] for r in rows], start=start,
+                        signal=floor_signal(rows))

@@ -31,7 +31,8 @@ def add_noise_floor(rows: list[dict[str, Any]], result: GradientResult, name: st
         used = counts > 0
         if used.sum() < 2 or row["absolute"] is None:
             continue
-        vecs = np.asarray(result.block_delay(d)[:, c], dtype=np.float64)[used] @ right  # (B', H)
+        # Only the class's sums are read: the floor may run on a large result without --ci.
+        vecs = np.asarray(result.block_delay(d, c), dtype=np.float64)[used] @ right  # (B', H)
         s = signs[:, used]
         # A draw with one sign on every block is the mean itself: not noise.
         s = s[np.abs(s.sum(axis=1)) < used.sum()]

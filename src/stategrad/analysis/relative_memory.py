@@ -31,7 +31,7 @@ from . import direction_null
 from ._blas import single_threaded_blas
 from .embedding_stats import EmbeddingStats
 from .errors import AnalysisError
-from .locate import largest_bend, largest_fall
+from .locate import BEND_START, floor_signal, largest_bend, largest_fall, locate_property
 from .normalization import (
     Normalizer,
     check_normalizer,
@@ -245,6 +245,15 @@ class RelativeMemoryTable:
     level: float | None = None
     #: What the normalisation statistics were computed from (their weighting).
     normalization: dict[str, Any] | None = None
+    #: The first delay where :attr:`located_delay` searches for the bend.
+    bend_start: int = BEND_START
+
+    @property
+    def located_delay(self) -> int | None:
+        """Where the property stops being kept: :func:`locate_property` of the rows (the
+        largest bend down of ``absolute`` from delay :attr:`bend_start`, over the delays
+        above the noise floor where there is one)."""
+        return locate_property(self.rows, start=self.bend_start)
 
     @property
     def empty(self) -> list[tuple[str, int]]:
@@ -253,6 +262,8 @@ class RelativeMemoryTable:
     def _columns(self) -> list[str]:
         base = ["delay", "count", *VALUE_KEYS]
         base += [f"{key}_{side}" for key in NULL_KEYS for side in ("lower", "upper")]
+        if any("absolute_floor" in r for r in self.rows):
+            base += ["absolute_floor", "absolute_signal"]
         if self.interval:
             base += [f"{key}_{side}" for key in BAND_KEYS for side in ("lower", "upper")]
         return base
@@ -279,7 +290,16 @@ class RelativeMemoryTable:
         lines.append(SHARE_NOTE.format(k=self.top_k))
         lines.extend(empty_notes(self.empty))
         lines.extend(normalization_line(self.normalization))
+        lines.append(self.location_line())
         return "\n".join(lines)
+
+    def location_line(self) -> str:
+        """The located delay in words, with the rule that found it."""
+        at = self.located_delay
+        where = (f"bends down most at delay {at}" if at is not None
+                 else "bends down at no delay that qualifies")
+        return (f"the amount kept {where} (largest_bend from delay {self.bend_start}, over "
+                "delays above the noise floor where there is one)")
 
     def curve(self, key: str = "absolute") -> np.ndarray:
         """One column against delay (NaN where the class has no occurrence)."""
@@ -287,15 +307,15 @@ class RelativeMemoryTable:
 
     def largest_fall(self, key: str = "absolute", how: str = "bend") -> int | None:
         """Where a column stops being kept: the delay of its largest bend down
-        (:func:`largest_bend`, the default) or of its largest fall ratio
-        (``how="ratio"``, :func:`largest_fall`)."""
+        (:func:`largest_bend` with its default start, the default) or of its largest fall
+        ratio (``how="ratio"``, :func:`largest_fall`), over the delays whose ``absolute``
+        is above the noise floor where there is one (:func:`floor_signal`, the rule of
+        :attr:`located_delay`)."""
         locate = {"bend": largest_bend, "ratio": largest_fall}.get(how)
         if locate is None:
             raise AnalysisError(f"how must be 'bend' or 'ratio', got {how!r}")
-        signal = None
-        if self.rows and self.rows[0].get("absolute_signal") is not None:
-            signal = np.array([bool(r["absolute_signal"]) for r in self.rows])
-        return locate(self.curve(key), [r["delay"] for r in self.rows], signal=signal)
+        return locate(self.curve(key), [r["delay"] for r in self.rows],
+                      signal=floor_signal(self.rows))
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         return write_csv(path, self._columns(), self.rows)
@@ -304,7 +324,9 @@ class RelativeMemoryTable:
         return write_json(path, {"class": self.class_name, "label": self.label,
                                   "top_k": self.top_k, "normalization": self.normalization,
                                   "interval": self.interval,
-                                  "level": self.level, "rows": self.rows, "empty": self.empty})
+                                  "level": self.level, "rows": self.rows, "empty": self.empty,
+                                  "located_delay": self.located_delay,
+                                  "located_from": self.bend_start})
 
 
 @single_threaded_blas
@@ -320,6 +342,7 @@ def relative_memory(
     n_boot: int = 200,
     seed: int = 0,
     stats: EmbeddingStats | None = None,
+    bend_start: int = BEND_START,
 ) -> RelativeMemoryTable:
     """Relative memory and subspace cosine of the property ``v`` at every delay.
 
@@ -333,7 +356,12 @@ def relative_memory(
     vectors for its argument k; pass ``top_k = k + 1`` to reproduce its numbers.
 
     With ``interval`` ("jackknife" or "bootstrap", on a result with blocks) each row also
-    gets the confidence interval of ``relative`` and ``cosine``.
+    gets the confidence interval of ``relative`` and ``cosine``.  On a result with blocks
+    each row also gets ``absolute_floor`` / ``absolute_signal`` (the noise floor).
+
+    ``bend_start``: the first delay of the search for the table's ``located_delay``
+    (:func:`~stategrad.analysis.locate_property`); a planted distance K is only found when
+    K >= bend_start.
 
     ``normalize`` (required) is the normaliser as everywhere: statistics, L or a file;
     ``stats=`` is its deprecated keyword name.
@@ -352,6 +380,8 @@ def relative_memory(
     rank = min(result.hidden_size, E)
     if not 1 <= top_k <= rank:
         raise AnalysisError(f"top_k must be between 1 and min(H, E) = {rank}, got {top_k}")
+    if bend_start < 2:
+        raise AnalysisError(f"bend_start must be 2 or more, got {bend_start}")
     n = whitened_direction(vec, normalize=normalize)
     name = result.classes[result.class_index(c)]
     rows = _relative_rows(result, name, L, n, top_k, level)
@@ -359,9 +389,10 @@ def relative_memory(
         add_noise_floor(rows, result, name, L, n, level, seed)
     info = normalization_info(normalize)
     if interval in (None, "none"):
-        return RelativeMemoryTable(name, label, top_k, rows, normalization=info, level=level)
+        return RelativeMemoryTable(name, label, top_k, rows, normalization=info, level=level,
+                                   bend_start=bend_start)
     add_bands(rows, result, name, L, n, top_k, interval, level, n_boot, seed)
-    return RelativeMemoryTable(name, label, top_k, rows, interval, level, info)
+    return RelativeMemoryTable(name, label, top_k, rows, interval, level, info, bend_start)
 
 
 def _relative_rows(result: GradientResult, name: str, L: np.ndarray, n: np.ndarray,

@@ -235,22 +235,34 @@ def svd(result_path, normalize, force, classes, top, csv_path, json_path):
                    "equals its thr = K-1.")
 @click.option("--save-vector", type=click.Path(dir_okay=False),
               help="Write the difference vector as .npy.")
+# The default is analysis.locate.BEND_START, not imported here: importing the analysis
+# package at start-up would load scipy for every command.
+@click.option("--bend-start", type=click.IntRange(min=2), default=3,
+              show_default=True,
+              help="First delay searched for the bend of absolute that locates where the "
+                   "property stops being kept: a planted distance K is only found when "
+                   "K >= S.  The bends at delays 1-2 are usually the word's direct effect "
+                   "decaying; use 2 for a property expected at delay 2.")
 @table_options()
 @interval_options
 def relative_memory(result_path, normalize, force, model_path, vocab_path, trusted, nonlinearity, code_path, diff, vector_path,
                     pos_map_path, weight_text, tokenization, keep_shared, class_name, top_k,
-                    save_vector, csv_path, json_path, ci, level, n_boot, ci_seed):
+                    save_vector, bend_start, csv_path, json_path, ci, level, n_boot, ci_seed):
     """Relative memory |G L n| / s_1 and subspace cosine |V_k n| per delay of a
     property n = Z v / |Z v|, v the difference of two mean embeddings (e.g.
     plural minus singular nouns).  The column share is the sum of the top-k singular
     values over the sum of all: how much of the state's memory the cosine's subspace
-    stands for (it does not depend on n)."""
+    stands for (it does not depend on n).  On a result with blocks each row also gets the
+    noise floor of absolute; the last line says where absolute bends down most (the
+    JSON's located_delay, searched from located_from = --bend-start)."""
     from .. import analysis
 
     if (diff is None) == (vector_path is None):
         raise click.UsageError("give --diff A B (with --model) or --vector FILE")
     with analysis_errors(result_path=result_path):
-        result = load_result(result_path, blocks=ci is not None)
+        # Blocks whenever the file has them (the noise floor needs them, not only --ci):
+        # they are read one delay at a time when used, so loading them costs little.
+        result = load_result(result_path, blocks=True)
         with reading(normalize, "--normalize"):
             stats, _ = _normalizer_for(result, result_path, normalize, force, need_stats=True)
         if vector_path:
@@ -282,7 +294,7 @@ def relative_memory(result_path, normalize, force, model_path, vocab_path, trust
             note(f"wrote {v.save(save_vector)}")
         table = analysis.relative_memory(result, v, stats, c=class_name, top_k=top_k,
                                          interval=ci, level=level, n_boot=n_boot,
-                                         seed=ci_seed)
+                                         seed=ci_seed, bend_start=bend_start)
     click.echo(table.format())
     write_tables(table, csv_path, json_path)
 

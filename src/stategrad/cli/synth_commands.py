@@ -188,8 +188,11 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
 
     Fillers need no memory; a trigger of class k fixes the word exactly k steps
     later.  Writes train.txt, valid.txt, test.txt (one sentence per line), synth.json
-    (ground truth, exact entropy rate, ideal cross-entropy on valid/test) and, with an
-    embedding dimension, embeddings.npz for frozen embeddings.
+    (ground truth, exact entropy rate, ideal cross-entropy on valid/test), classes.tsv
+    (the ground-truth classes as word<TAB>class lines, for gradients --class-map: the
+    triggers, filler, target, and per property its carriers by value, trigger_<name>_v0
+    and _v1, and its agreeing words, target_<name>) and, with an embedding dimension,
+    embeddings.npz for frozen embeddings.
     """
     try:
         config = _base_config(preset_name, config_path)
@@ -224,6 +227,8 @@ def synth(outdir: Path, preset_name: str, config_path: Path | None, triggers: tu
         emb = meta["embeddings"]
         click.echo(f"  {meta['files']['embeddings']:<11} {meta['vocabulary']['lm_vocabulary_size']} "
                    f"words x {emb['dim']} dims ({emb['profile']} variance)")
+    click.echo(f"  {meta['files']['classes']:<11} ground-truth classes (word<TAB>class, "
+               "for --class-map)")
     click.echo("  synth.json  ground truth and entropy")
     click.echo(f"entropy rate {ent['rate_nats_per_token']:.4f} nats/token "
                f"(perplexity {ent['perplexity']:.3f}); mean sentence "

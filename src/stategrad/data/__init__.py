@@ -25,6 +25,8 @@ from .classes import (
     from_class_files,
     load_classes,
     missing_from_map,
+    read_class_map,
+    write_class_map,
 )
 from .corpus import (
     BOS,
@@ -110,6 +112,7 @@ __all__ = [
     "parse_bands",
     "prepare_tagged",
     "read_class_file",
+    "read_class_map",
     "read_pos_map",
     "read_tag_counts",
     "read_tagged_text",
@@ -122,5 +125,6 @@ __all__ = [
     "word_language_model_vocab",
     "word_ranks",
     "word_tags_from_counts",
+    "write_class_map",
     "write_pos_map",
 ]

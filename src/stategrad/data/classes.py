@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from .class_tables import (
     BUILTIN_CLASS_SETS,
     PTB_UNIVERSAL,
@@ -200,6 +201,22 @@ def read_class_map(path: str | os.PathLike, encoding: str = "utf-8") -> dict[str
     if not classes:
         raise ClassError(f"class map {path} is empty")
     return classes
+
+
+def write_class_map(path: str | os.PathLike, classes: Mapping[str, Iterable[str]]) -> Path:
+    """Write class -> words as ``word<TAB>class`` lines, the file :func:`read_class_map`
+    (``--class-map``) reads back as the same classes (a word of several classes gets a
+    line for each).  A name it could not read back is an error, before anything is written."""
+    lines = []
+    for name, words in classes.items():
+        for word in [name, *words]:
+            if not word or any(c.isspace() for c in word) or word.startswith("#"):
+                raise ClassError(f"{word!r} cannot be written to a class map (white space, "
+                                 "'#' at its start or empty)")
+        if name == ALL:
+            raise ClassError("'all' is reserved for every word; it cannot be a class of a map")
+        lines.extend(f"{word}\t{name}\n" for word in words)
+    return write_text_atomic(Path(path), "".join(lines))
 
 
 def from_class_map(vocab: Vocabulary, path: str | os.PathLike, encoding: str = "utf-8") -> ClassSet:

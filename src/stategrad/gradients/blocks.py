@@ -36,6 +36,11 @@ class BlockSums:
         """Every block's sums at delay ``d``: (B, C, H, E) float32."""
         raise NotImplementedError
 
+    def delay_class(self, d: int, c: int) -> np.ndarray:
+        """Every block's sums of class ``c`` at delay ``d``: (B, H, E) float32 (from the
+        whole delay, unless the storage can read one class alone)."""
+        return self.delay(d)[:, c]
+
     def write_into(self, dataset, check: Callable[[], None] = lambda: None) -> None:
         """Copy into an HDF5 dataset of the same shape, one delay at a time; ``check``
         runs after each write (it raises to stop early)."""
@@ -69,11 +74,12 @@ class BlockSums:
         return getattr(np.asarray(self), name)
 
 
-def _delay_of(blocks: np.ndarray | BlockSums, d: int) -> np.ndarray:
-    """(B, C, H, E) sums of delay ``d`` from blocks in memory (their dtype) or on disk."""
+def _delay_of(blocks: np.ndarray | BlockSums, d: int, c: int | None = None) -> np.ndarray:
+    """(B, C, H, E) sums of delay ``d`` from blocks in memory (their dtype) or on disk;
+    with ``c`` only that class's, (B, H, E)."""
     if isinstance(blocks, BlockSums):
-        return blocks.delay(d)
-    return np.asarray(blocks[:, d])
+        return blocks.delay(d) if c is None else blocks.delay_class(d, c)
+    return np.asarray(blocks[:, d] if c is None else blocks[:, d, c])
 
 
 class _FileBlocks(BlockSums):
@@ -86,13 +92,21 @@ class _FileBlocks(BlockSums):
         self._stamp = _file_stamp(self.path)
 
     def delay(self, d: int) -> np.ndarray:
+        return self._read((slice(None), d))
+
+    def delay_class(self, d: int, c: int) -> np.ndarray:
+        # The chunk (one block, one delay) is still decompressed whole, but only the
+        # class's (H, E) of each block is kept: B x H x E in memory, not B x C x H x E.
+        return self._read((slice(None), d, c))
+
+    def _read(self, key: tuple) -> np.ndarray:
         import h5py
 
         if _file_stamp(self.path) != self._stamp:
             raise ResultError(f"{self.path} changed after it was loaded; load it again")
         try:
             with h5py.File(self.path, "r") as f:
-                return f["blocks/sums"][:, d]
+                return f["blocks/sums"][key]
         except OSError as exc:
             raise ResultError(f"could not read the blocks of {self.path}: {_reason(exc)}") from exc
 

@@ -101,11 +101,13 @@ class GradientResult:
     def n_blocks(self) -> int:
         return 0 if self.block_sums is None else int(self.block_sums.shape[0])
 
-    def block_delay(self, d: int) -> np.ndarray:
-        """Every block's sums at delay d, (B, C, H, E): only this delay is read."""
+    def block_delay(self, d: int, c: int | str | None = None) -> np.ndarray:
+        """Every block's sums at delay d, (B, C, H, E): only this delay is read; with a
+        class ``c`` only that class's, (B, H, E)."""
         if self.block_sums is None:
             raise ResultError("this result has no per-block sums")
-        return _delay_of(self.block_sums, self._delay_index(d))
+        ci = None if c is None else self.class_index(c)
+        return _delay_of(self.block_sums, self._delay_index(d), ci)
 
     def class_index(self, c: int | str) -> int:
         if isinstance(c, (int, np.integer)):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import write_text_atomic
-from ..data import ClassSet, Vocabulary
+from ..data import ClassSet, Vocabulary, write_class_map
 from .config import SPLITS, SynthConfig, SynthError
 from .embeddings import default_scales, planted_embeddings, save_embeddings
 from .language import Sentences, SynthLanguage
@@ -21,6 +21,8 @@ FORMAT = "stategrad-synth"
 FORMAT_VERSION = 1
 METADATA_FILE = "synth.json"
 EMBEDDINGS_FILE = "embeddings.npz"
+#: The ground-truth classes as ``word<TAB>class`` lines, for ``gradients --class-map``.
+CLASSES_FILE = "classes.tsv"
 
 
 @dataclass
@@ -36,6 +38,13 @@ class SynthCorpus:
 
     def path(self, split: str) -> Path:
         return self.directory / self.metadata["files"][split]
+
+    @property
+    def classes_path(self) -> Path | None:
+        """The class map of the ground-truth classes (``None`` for a corpus written
+        before synth wrote one)."""
+        name = self.metadata["files"].get("classes")
+        return self.directory / name if name else None
 
     @property
     def embeddings_path(self) -> Path | None:
@@ -57,12 +66,15 @@ class SynthCorpus:
 def generate_corpus(
     config: SynthConfig, directory: str | os.PathLike, *, overwrite: bool = False
 ) -> SynthCorpus:
-    """Write ``train.txt valid.txt test.txt``, ``synth.json`` and (with ``embedding_dim``)
-    ``embeddings.npz`` into ``directory``; returns the corpus with its metadata."""
+    """Write ``train.txt valid.txt test.txt``, ``classes.tsv`` (the ground-truth classes
+    of ``synth.json``'s ``classes`` as ``word<TAB>class`` lines, for ``--class-map``),
+    ``synth.json`` and (with ``embedding_dim``) ``embeddings.npz`` into ``directory``;
+    returns the corpus with its metadata."""
     config.check()
     directory = Path(directory)
     files = {s: f"{s}.txt" for s in SPLITS}
-    targets = [directory / f for f in [*files.values(), METADATA_FILE, EMBEDDINGS_FILE]]
+    targets = [directory / f for f in [*files.values(), CLASSES_FILE, METADATA_FILE,
+                                       EMBEDDINGS_FILE]]
     existing = [p.name for p in targets if p.exists()]
     if existing and not overwrite:
         raise SynthError(
@@ -84,6 +96,9 @@ def generate_corpus(
         seed = int(streams[-1].generate_state(1)[0])
         embedding_info = _write_embeddings(language, config, directory, texts["train"], vocab, seed)
         files["embeddings"] = EMBEDDINGS_FILE
+    classes = language.classes()
+    write_class_map(directory / CLASSES_FILE, classes)
+    files["classes"] = CLASSES_FILE
 
     metadata = {
         "format": FORMAT,
@@ -96,7 +111,7 @@ def generate_corpus(
             "lm_vocabulary_size": len(vocab),  # Vocabulary.build on train.txt
             "absent_from_train": sorted(set(language.words) - set(vocab.words)),
         },
-        "classes": language.classes(),
+        "classes": classes,
         "ground_truth": language.ground_truth(),
         "entropy": entropy.to_dict(),
         "empirical": empirical,
