@@ -20,12 +20,16 @@ if [ "$cell" = rnn ]; then cell=rnn_tanh; fi
 # the same decay schedule, clipping, dropout and epochs.
 embedding=64; optimizer=sgd; lr=1.0
 if [ "$cell" = mamba ]; then embedding=$hidden; optimizer=adam; lr=0.002; fi
+# WSJ models are validated (best checkpoint) and tested on PTB valid/test; Brown models
+# on the held-out Brown files (01_prepare.sh), their own domain.
+valid=ptb.valid.txt; test=ptb.test.txt
+case "$data" in brown*) valid=brown-heldout.txt; test=brown-heldout.txt ;; esac
 cat > "$config" <<TOML
 # Written by experiments/study2/02_train.sh; paths are relative to RUN_DIR.
 [data]
 train = "data/$data.txt"
-valid = "data/ptb.valid.txt"
-test = "data/ptb.test.txt"
+valid = "data/$valid"
+test = "data/$test"
 vocab_size = 10000
 
 [model]

@@ -41,23 +41,29 @@ for state in $states; do
         --sample-every "$SAMPLE_EVERY" --block-size "$BLOCK_SIZE" \
         --threads "$THREADS" --no-progress --out "$grads" > "$out/gradients_$state.log" 2>&1
 done
-# Token classes on held-out text: WSJ section 20 (conll2000.test.txt, not in training) with
-# each token's gold tag mapped to universal tags, each class split into frequency strata by
-# the word's rank in the model's training text (1-100, 101-1000, 1001+, unranked), so that
-# part of speech and frequency are not confounded.  Every 5th start position, 20 blocks.
+# Token classes on held-out text with each token's gold tag mapped to universal tags, each
+# class split into frequency strata by the word's rank in the model's training text (1-100,
+# 101-1000, 1001+, unranked), so that part of speech and frequency are not confounded.
+# WSJ models: WSJ section 20 (conll2000.test.txt, not in training; result "sec20"); Brown
+# models: the held-out Brown files (result "brownheld").  Every 5th start position, 20 blocks.
 train_text="$RUN_DIR/$(sed -n 's/^train = "\(.*\)"/\1/p' "$RUN_DIR/$name.toml")"
+case "$name" in
+    *_brown*) held=brownheld; tagged=(--tagged "$RUN_DIR/data/brown-heldout.tagged.txt"
+              --tagged-format brown --tag-map "$DATA/tagsets/en-brown.map"); held_block=5342 ;;
+    *) held=sec20; tagged=(--tagged "$DATA/wsj-pos/conll2000.test.txt"); held_block=2200 ;;
+esac
 for state in $states; do
-    grads="$RUN_DIR/gradients/${name}_sec20_$state.h5"
+    grads="$RUN_DIR/gradients/${name}_${held}_$state.h5"
     [ -f "$grads" ] || [ "$SEC20" != yes ] && continue
-    timed "$out/timings.tsv" "gradients sec20 $state" "$STG" gradients --model "$model" \
-        --tagged "$DATA/wsj-pos/conll2000.test.txt" --classes universal \
+    timed "$out/timings.tsv" "gradients $held $state" "$STG" gradients --model "$model" \
+        "${tagged[@]}" --classes universal \
         --frequency-bands 100,1000 --frequency-text "$train_text" \
         --state "$state" --max-delay "$MAX_DELAY" --sample-every "${SAMPLE_EVERY_SEC20:-5}" \
-        --block-size "${BLOCK_SIZE_SEC20:-2200}" --threads "$THREADS" --no-progress \
-        --out "$grads" > "$out/gradients_sec20_$state.log" 2>&1
+        --block-size "$held_block" --threads "$THREADS" --no-progress \
+        --out "$grads" > "$out/gradients_${held}_$state.log" 2>&1
 done
-# Embedding statistics for the normalisation, both weightings (issue: the original's is
-# type weighting, the embedding table; token weighting counts the training text).
+# Embedding statistics for the normalisation, both weightings: type (the embedding table,
+# each word once, as the original's code) and token (counts of the training text).
 for w in type token; do
     stats="$RUN_DIR/gradients/${name}.stats-$w.npz"
     [ -f "$stats" ] && continue

@@ -17,8 +17,9 @@ and comparisons need is written to ``results/NAME/``:
   property ``prop_<name>`` (the amount kept, |Gbar_d L n|, class ``all``, (D, P)) with
   ``prop_rel`` (the papers' relative memory |Gbar_d L n| / s_1).
 - ``summary_<state>.json``: class names and counts, property labels and word counts.
-- ``measures_sec20_<state>.npz`` / ``summary_sec20_<state>.json``: the memory curves
-  (``sv_*``, with replicates and floors) of the token classes of WSJ section 20: universal
+- ``measures_sec20_<state>.npz`` / ``summary_sec20_<state>.json`` (WSJ models; Brown
+  models: ``brownheld_``): the memory curves (``sv_*``, with replicates and floors) of the
+  token classes of held-out text (WSJ section 20, or the held-out Brown files): universal
   gold tags split into frequency strata (``NOUN@1-100``, ...).
 
 Everything is computed with stategrad's public API.
@@ -171,7 +172,7 @@ def main() -> None:
     stats = {"raw": None,
              "type": analysis.load_embedding_stats(run / f"gradients/{args.name}.stats-type.npz"),
              "token": analysis.load_embedding_stats(run / f"gradients/{args.name}.stats-token.npz")}
-    for text, prefix in (("ptbvalid", ""), ("sec20", "sec20_")):
+    for text, prefix in (("ptbvalid", ""), ("sec20", "sec20_"), ("brownheld", "brownheld_")):
         for path in sorted((run / "gradients").glob(f"{args.name}_{text}_*.h5")):
             state = path.stem.rsplit("_", 1)[1]
             if args.states and state not in args.states.split(","):

@@ -102,10 +102,16 @@ def timings(folder: Path) -> dict[str, float]:
     return dict(out)
 
 
+HELD_OUT = ("sec20_", "brownheld_")
+
+
 def states(folder: Path, text: str = "") -> list[str]:
-    """The states analysed on PTB valid (text "") or on section 20 (text "sec20_")."""
-    found = (p.stem[len("measures_"):] for p in folder.glob(f"measures_{text}*.npz"))
-    return sorted(s[len(text):] for s in found if text or not s.startswith("sec20_"))
+    """The states analysed on PTB valid (text "") or on held-out tagged text (text
+    "held": WSJ section 20 or the held-out Brown files, whichever the model has)."""
+    found = [p.stem[len("measures_"):] for p in folder.glob("measures_*.npz")]
+    if not text:
+        return sorted(s for s in found if not s.startswith(HELD_OUT))
+    return sorted(s for s in found if s.startswith(HELD_OUT))
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -275,12 +281,12 @@ def frequency_table(grid) -> list[str]:
     same part of speech, paired on the blocks: the sum of singular values (absolute) and
     its ratio to delay 0 (relative decay).  The papers: rare words are remembered better
     and longer."""
-    lines = ["**Rare minus frequent words within a part of speech** (WSJ section 20, gold "
-             "tags; mean over seeds [95% paired text interval]; * excludes 0 with every seed "
+    lines = ["**Rare minus frequent words within a part of speech** (held-out text: WSJ "
+             "section 20, or the held-out Brown files for Brown models; gold tags; mean over seeds [95% paired text interval]; * excludes 0 with every seed "
              "of the same sign)", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values())), "sec20_"):
-            ms = [Measures(f, f"sec20_{state}") for f in seeds.values()]
+        for state in states(next(iter(seeds.values())), "held"):
+            ms = [Measures(f, state) for f in seeds.values()]
             lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
                       "| class: rare - frequent | n (d=0) | measure | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
                       "|---|---|---|" + "---|" * len(DELAYS)]
