@@ -202,6 +202,9 @@ def main() -> None:
             (res / f"summary_{prefix}{state}.json").write_text(json.dumps(summary, indent=1))
             print(f"{args.name} {text} {state}: {len(result.classes)} classes, "
                   f"wrote {res}/measures_{prefix}{state}.npz")
+    # The marker that the model is analysed (grid.sh and pipeline.sh skip it then).
+    (res / "analysed.json").write_text(json.dumps(
+        {"files": sorted(p.name for p in res.glob("measures_*.npz"))}, indent=1))
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ mkdir -p "$RUN_DIR/locks"
 grep -v '^#' "${1:-$STUDY2_DIR/grid.txt}" | while read -r cell hidden seed data; do
     [ -n "$cell" ] || continue
     name="${cell}_${hidden}h_s${seed}_${data:-wsj100}"
-    if ls "$RESULTS/$name"/measures_*.npz > /dev/null 2>&1; then echo "$name: done"; continue; fi
+    if [ -f "$RESULTS/$name/analysed.json" ]; then echo "$name: done"; continue; fi
     (
         flock -n 9 || { echo "$name: taken by another worker"; exit 0; }
         "$STUDY2_DIR/pipeline.sh" "$cell" "$hidden" "$seed" "${data:-wsj100}"

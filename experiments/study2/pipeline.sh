@@ -9,6 +9,7 @@ name="${cell}_${hidden}h_s${seed}_${data}"
 out="$RESULTS/$name"
 [ -s "$out/ppl_test.txt" ] || "$STUDY2_DIR/02_train.sh" "$cell" "$hidden" "$seed" "$data"
 "$STUDY2_DIR/03_gradients.sh" "$name"
-if ! ls "$out"/measures_*.npz > /dev/null 2>&1; then
+"$STUDY2_DIR/03b_ablation.sh" "$name"
+if [ ! -f "$out/analysed.json" ]; then
     timed "$out/timings.tsv" analyse python "$STUDY2_DIR/analyse.py" "$name"
 fi
