@@ -229,8 +229,9 @@ def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool
 def property_table(grid) -> list[str]:
     """The amount of each property kept, |Gbar_d L n| relative to delay 0, against a random
     direction's; and the papers' relative memory with its random-direction mean."""
-    lines = ["**Properties**: |Gbar_d L n| / |Gbar_0 L n| (mean over seeds [95% text interval]); "
-             "papers' relative memory |Gbar_d L n| / s_1 beside its random-direction mean (r)", ""]
+    lines = ["**Properties**: |Gbar_d L n| / |Gbar_0 L n| (mean over seeds [95% text interval]) "
+             "and the same ratio for random whitened directions (r, mean of 50); the papers' "
+             "relative memory |Gbar_d L n| / s_1 beside its random-direction mean (r)", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for state in states(next(iter(seeds.values()))):
             ms = [Measures(f, state) for f in seeds.values()]
@@ -244,9 +245,11 @@ def property_table(grid) -> list[str]:
                 est, reps, _ = seed_mean(ms, get)
                 _, lo, hi = band(est, reps)
                 rel = np.mean([m.prop("rel")[0][:, p] for m in ms], axis=0)
+                rnd = np.mean([(m.data["prop_null_abs"] / m.data["prop_null_abs"][:1]).mean(axis=1)
+                               for m in ms], axis=0)
                 null = np.mean([m.data["prop_null_rel"].mean(axis=1) for m in ms], axis=0)
-                cells = [f"{interval(est[d], lo[d], hi[d])}; rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)})"
-                         for d in DELAYS]
+                cells = [f"{interval(est[d], lo[d], hi[d])} (r {fmt(rnd[d], 2)}); "
+                         f"rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)})" for d in DELAYS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
@@ -312,6 +315,41 @@ def frequency_table(grid) -> list[str]:
     return lines
 
 
+def ablation_table(grid, classes: list[str]) -> list[str]:
+    """Context ablation (ablation.json): the KL divergence of the prediction at t + d when
+    the word at t is replaced by <unk>, per class, with its 95% jackknife interval; and,
+    per model, Spearman's rho between the classes' KL and their identity memory (relative
+    to delay 0, the model's first state) at the same distance."""
+    lines = ["**Context ablation** (KL at t + d, nats; word at t replaced by <unk>; 95% "
+             "jackknife interval; one seed)", ""]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for seed, folder in sorted(seeds.items()):
+            path = folder / "ablation.json"
+            if not path.is_file():
+                continue
+            rows = {(r["class"], r["distance"]): r for r in json.loads(path.read_text())}
+            lines += [f"*{cell} {hidden}h {data}, seed {seed}*", "",
+                      "| class | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
+                      "|---|" + "---|" * len(DELAYS)]
+            for name in classes:
+                cells = [interval(rows[name, d]["kl"], rows[name, d]["kl_lower"], rows[name, d]["kl_upper"])
+                         if (name, d) in rows and rows[name, d]["kl"] is not None else "n/a" for d in DELAYS]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            state = states(folder)[0]
+            m = Measures(folder, state)
+            ident = m.ratio("identity")[0]
+            names = [c for c in classes if c != "all" and c in m.classes]
+            rho = []
+            for d in DELAYS:
+                kl = [rows.get((c, d), {}).get("kl") for c in names]
+                ok = [i for i, k in enumerate(kl) if k is not None and np.isfinite(ident[d, m.column(names[i])])]
+                rho.append(stats.spearmanr([kl[i] for i in ok], [ident[d, m.column(names[i])] for i in ok])[0]
+                           if len(ok) > 2 else np.nan)
+            lines += ["", f"Spearman rho over classes between KL and identity memory / delay 0 "
+                      f"({state} state): " + ", ".join(f"d={d}: {fmt(r, 2)}" for d, r in zip(DELAYS, rho, strict=True)), ""]
+    return lines
+
+
 GROUPED = ["all", "nouns", "verbs", "adjectives", "adverbs", "determiners", "prepositions",
            "pronouns", "numbers", "conjunctions", "modals", "to", "particles", "possessives"]
 FINE = ["NN", "NNS", "NNP", "VB", "VBD", "VBZ", "VBP", "VBN", "VBG", "JJ", "JJR", "RB",
@@ -343,6 +381,7 @@ def main() -> None:
              *paired_class_table(analysed, "identity", NOUN_PAIRS, ratio=True),
              "## Frequency within part of speech", "", *frequency_table(analysed),
              "## Properties", "", *property_table(analysed),
+             "## Context ablation", "", *ablation_table(analysed, GROUPED),
              "## Normalisation weighting", "", *weighting_table(analysed, GROUPED[1:]), ""]
     text = "\n".join(parts)
     if args.out:
