@@ -190,7 +190,7 @@ def class_table(grid, key: str, classes: list[str], ratio: bool) -> list[str]:
                 j = ms[0].column(name)
                 n = int(ms[0].data["counts"][0, j])
                 cells = [f"{interval(est[d, j], lo[d, j], hi[d, j])} ({fmt(sd[d, j], 2)})"
-                         + ("~" if floor_hit[d, j] else "") for d in DELAYS]
+                         + ("~" if floor_hit[d, j] else "") if d < len(est) else "n/a" for d in DELAYS]
                 lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
@@ -220,7 +220,7 @@ def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool
                 signs = np.array([np.sign(get(m)[0]) for m in ms])
                 same = np.all(signs == signs[0], axis=0)
                 cells = [interval(est[d], lo[d], hi[d]) + ("*" if (lo[d] > 0 or hi[d] < 0) and same[d] else "")
-                         for d in DELAYS]
+                         if d < len(est) else "n/a" for d in DELAYS]
                 lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
@@ -251,7 +251,7 @@ def property_table(grid) -> list[str]:
                 null = np.mean([m.data["prop_null_rel"].mean(axis=1) for m in ms], axis=0)
                 q95 = np.mean([np.quantile(m.data["prop_null_rel"], 0.95, axis=1) for m in ms], axis=0)
                 cells = [f"{interval(est[d], lo[d], hi[d])} (r {fmt(rnd[d], 2)}); "
-                         f"rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)}, r95 {fmt(q95[d], 2)})" for d in DELAYS]
+                         f"rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)}, r95 {fmt(q95[d], 2)})" if d < len(est) else "n/a" for d in DELAYS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
@@ -270,7 +270,7 @@ def weighting_table(grid, classes: list[str]) -> list[str]:
                 m = Measures(folder, state)
                 cols = [m.column(c) for c in classes if c in m.classes]
                 t, k = m.stat("sv_type")[0][:, cols], m.stat("sv_token")[0][:, cols]
-                rho = [stats.spearmanr(t[d], k[d])[0] for d in DELAYS]
+                rho = [stats.spearmanr(t[d], k[d])[0] if d < len(t) else np.nan for d in DELAYS]
                 spans = []
                 for s in (t, k):
                     below = s < 0.1 * s[:1]
@@ -310,7 +310,7 @@ def frequency_table(grid) -> list[str]:
                     signs = np.array([np.sign(get(m)[0]) for m in ms])
                     same = np.all(signs == signs[0], axis=0)
                     cells = [interval(est[d], lo[d], hi[d]) + ("*" if (lo[d] > 0 or hi[d] < 0) and same[d] else "")
-                             for d in DELAYS]
+                             if d < len(est) else "n/a" for d in DELAYS]
                     lines.append(f"| {pos} | {n[0]} / {n[1]} | {'/ delay 0' if ratio else 'sum'} | "
                                  + " | ".join(cells) + " |")
             lines.append("")
