@@ -290,8 +290,10 @@ def frequency_table(grid) -> list[str]:
              "section 20, or the held-out Brown files for Brown models; gold tags; mean over seeds [95% paired text interval]; * excludes 0 with every seed "
              "of the same sign)", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values())), "held"):
-            ms = [Measures(f, state) for f in seeds.values()]
+        held = sorted({s for f in seeds.values() for s in states(f, "held")})
+        for state in held:  # the seeds that have this held-out text analysed
+            ms = [Measures(f, state) for f in seeds.values()
+                  if (f / f"measures_{state}.npz").is_file()]
             lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
                       "| class: rare - frequent | n (d=0) | measure | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
                       "|---|---|---|" + "---|" * len(DELAYS)]
