@@ -196,6 +196,18 @@ def class_table(grid, key: str, classes: list[str], ratio: bool) -> list[str]:
     return lines
 
 
+def paired_cells(ms: list[Measures], get) -> list[str]:
+    """Cells of a paired difference per delay: mean over seeds [95% paired text interval],
+    * where the interval excludes 0 and every seed has the same sign.  ``get(m)`` gives a
+    model's (estimate (D,), filled replicates (B, D)) of the difference."""
+    est, reps, _ = seed_mean(ms, get)
+    _, lo, hi = band(est, reps)
+    signs = np.array([np.sign(get(m)[0]) for m in ms])
+    same = np.all(signs == signs[0], axis=0)
+    return [interval(est[d], lo[d], hi[d]) + ("*" if (lo[d] > 0 or hi[d] < 0) and same[d] else "")
+            if d < len(est) else "n/a" for d in DELAYS]
+
+
 def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool) -> list[str]:
     """Paired differences A - B of a class statistic, at DELAYS, per configuration."""
     lines = [f"**Paired differences of {key}{' / delay 0' if ratio else ''}** "
@@ -215,13 +227,7 @@ def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool
                     est, reps = m.ratio(key) if ratio else m.stat(key)
                     return (est[:, m.column(a)] - est[:, m.column(b)],
                             reps[:, :, m.column(a)] - reps[:, :, m.column(b)])
-                est, reps, _ = seed_mean(ms, get)
-                _, lo, hi = band(est, reps)
-                signs = np.array([np.sign(get(m)[0]) for m in ms])
-                same = np.all(signs == signs[0], axis=0)
-                cells = [interval(est[d], lo[d], hi[d]) + ("*" if (lo[d] > 0 or hi[d] < 0) and same[d] else "")
-                         if d < len(est) else "n/a" for d in DELAYS]
-                lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+                lines.append(f"| {a} - {b} | " + " | ".join(paired_cells(ms, get)) + " |")
             lines.append("")
     return lines
 
@@ -307,14 +313,8 @@ def frequency_table(grid) -> list[str]:
                         est, reps = m.ratio("sv_type") if ratio else m.stat("sv_type")
                         return (est[:, m.column(a)] - est[:, m.column(b)],
                                 reps[:, :, m.column(a)] - reps[:, :, m.column(b)])
-                    est, reps, _ = seed_mean(ms, get)
-                    _, lo, hi = band(est, reps)
-                    signs = np.array([np.sign(get(m)[0]) for m in ms])
-                    same = np.all(signs == signs[0], axis=0)
-                    cells = [interval(est[d], lo[d], hi[d]) + ("*" if (lo[d] > 0 or hi[d] < 0) and same[d] else "")
-                             if d < len(est) else "n/a" for d in DELAYS]
                     lines.append(f"| {pos} | {n[0]} / {n[1]} | {'/ delay 0' if ratio else 'sum'} | "
-                                 + " | ".join(cells) + " |")
+                                 + " | ".join(paired_cells(ms, get)) + " |")
             lines.append("")
     return lines
 
