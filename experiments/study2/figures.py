@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tables import Measures, band, models, seed_mean, states  # noqa: E402
+from measures import Measures, band, models, seed_mean, states  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # Okabe-Ito without its yellow, which is unreadable on white.
@@ -37,7 +37,7 @@ def _label(cell: str, hidden: int, data: str, state: str) -> str:
 
 def _curve(ax, measures, get, color, label, log=True):
     est, reps, _ = seed_mean(measures, get)
-    _, lo, hi = band(est, reps)
+    est, lo, hi = band(est, reps)
     d = np.arange(len(est))
     sl = slice(1, None) if log else slice(None)
     ax.plot(d[sl], est[sl], color=color, label=label, lw=1.8)

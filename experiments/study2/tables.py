@@ -1,128 +1,31 @@
 """Step 5: the second edition's tables, from the small per-model results of analyse.py.
 
-    python experiments/study2/tables.py [--results DIR] [--out FILE.md] [--json FILE]
+    python experiments/study2/tables.py [--results DIR] [--out FILE.md] [--delays 1,2,5]
 
-Every interval here is a paired delete-one-block jackknife over the 20 blocks of PTB
-valid that every model was evaluated on: a difference (class - class, state - state,
-model - model, property - property) is formed replicate by replicate, so the text's
-blocks cancel where they affect both sides alike.  Student t with B - 1 degrees of freedom.
-A configuration with several seeds gets two spreads side by side: the text-based interval
-of the mean over seeds (how much another text would move it) and the model-to-model
-standard deviation over seeds (how much another training run would).
+The statistics (paired jackknife over the text's 20 blocks, bias-corrected centres, t
+intervals) are those of ``measures.py``.  A configuration with several seeds gets two
+spreads side by side: the text-based interval of the mean over seeds (how much another
+text would move it) and the model-to-model standard deviation over seeds (how much
+another training run would); ``configs.py`` compares configurations with both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from measures import Measures, band, fmt, interval, models, ppl, seed_mean, states, timings
 from scipy import stats
 
+from configs import config_tables
+
 HERE = Path(__file__).resolve().parent
-NAME = re.compile(r"(?P<cell>[a-z]+)_(?P<hidden>\d+)h_s(?P<seed>\d+)_(?P<data>\w+)$")
 DELAYS = (1, 2, 5, 10, 20, 50)
-LEVEL = 0.95
-
-
-# --- paired jackknife ----------------------------------------------------------------------
-
-def filled(est: np.ndarray, reps: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Replicates with the estimate where a block has no occurrence (leaving such a block
-    out does not change the mean), so that every side of a difference has all B blocks."""
-    return np.where(valid, reps, est[None])
-
-
-def band(est: np.ndarray, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jackknife (se, lower, upper) of a statistic from its B filled replicates (axis 0)."""
-    B = reps.shape[0]
-    se = np.sqrt((B - 1) / B * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
-    q = stats.t.ppf(0.5 + LEVEL / 2, B - 1)
-    return se, est - q * se, est + q * se
-
-
-class Measures:
-    """One model's measures of one state (measures_<state>.npz) with its class names."""
-
-    def __init__(self, folder: Path, state: str):
-        self.data = np.load(folder / f"measures_{state}.npz")
-        self.summary = json.loads((folder / f"summary_{state}.json").read_text())
-        self.classes = self.summary["classes"]
-        self.props = [p["name"] for p in self.summary.get("properties", [])]
-
-    def stat(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(estimate (D, C), filled replicates (B, D, C)) of a per-class statistic."""
-        d = self.data
-        return d[key].astype(np.float64), filled(d[key], d[f"{key}_reps"], d[f"{key}_valid"]).astype(np.float64)
-
-    def ratio(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """The statistic relative to delay 0, formed within each replicate."""
-        est, reps = self.stat(key)
-        return est / est[:1], reps / reps[:, :1]
-
-    def prop(self, key: str = "abs") -> tuple[np.ndarray, np.ndarray]:
-        d = self.data
-        valid = d["prop_valid"][..., None]
-        return (d[f"prop_{key}"].astype(np.float64),
-                filled(d[f"prop_{key}"], d[f"prop_{key}_reps"], valid).astype(np.float64))
-
-    def column(self, name: str) -> int:
-        return self.classes.index(name)
-
-
-# --- reading the results -------------------------------------------------------------------
-
-def ppl(path: Path) -> float | None:
-    if not path.is_file():
-        return None
-    m = re.search(r"perplexity:?\s*([\d.]+)", path.read_text())
-    return float(m.group(1)) if m else None
-
-
-def models(results: Path) -> dict[tuple, dict[int, Path]]:
-    """Configuration (cell, hidden, data) -> seed -> result folder, for finished models."""
-    grid: dict[tuple, dict[int, Path]] = defaultdict(dict)
-    for folder in sorted(results.iterdir()):
-        m = NAME.match(folder.name)
-        if m and (folder / "ppl_test.txt").is_file():
-            grid[(m["cell"], int(m["hidden"]), m["data"])][int(m["seed"])] = folder
-    return dict(grid)
-
-
-def timings(folder: Path) -> dict[str, float]:
-    out: dict[str, float] = defaultdict(float)
-    path = folder / "timings.tsv"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            step, seconds, *_ = line.split("\t")
-            out[step.split()[0]] += float(seconds)
-    return dict(out)
-
-
-HELD_OUT = ("sec20_", "brownheld_")
-
-
-def states(folder: Path, text: str = "") -> list[str]:
-    """The states analysed on PTB valid (text "") or on held-out tagged text (text
-    "held": WSJ section 20 or the held-out Brown files, whichever the model has)."""
-    found = [p.stem[len("measures_"):] for p in folder.glob("measures_*.npz")]
-    if not text:
-        return sorted(s for s in found if not s.startswith(HELD_OUT))
-    return sorted(s for s in found if s.startswith(HELD_OUT))
 
 
 # --- tables --------------------------------------------------------------------------------
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
-
-
-def interval(est, lo, hi, digits: int = 3) -> str:
-    return f"{fmt(est, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
-
 
 def perplexity_table(grid) -> list[str]:
     lines = ["| model | seed | PTB valid | PTB test | epochs | train (min) | gradients (min) | analysis (min) |",
@@ -158,15 +61,6 @@ def decay_table(grid) -> list[str]:
     return lines
 
 
-def seed_mean(measures: list[Measures], get) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over seeds of a statistic, its filled replicates, and the seeds' SD."""
-    pairs = [get(m) for m in measures]
-    est = np.mean([p[0] for p in pairs], axis=0)
-    reps = np.mean([p[1] for p in pairs], axis=0)
-    sd = np.std([p[0] for p in pairs], axis=0, ddof=1) if len(pairs) > 1 else np.full_like(est, np.nan)
-    return est, reps, sd
-
-
 def class_table(grid, key: str, classes: list[str], ratio: bool) -> list[str]:
     """Per configuration and state: the statistic of each class at DELAYS (mean over seeds,
     text interval, seed SD), with ~ where it is not above its noise floor in some seed."""
@@ -178,7 +72,7 @@ def class_table(grid, key: str, classes: list[str], ratio: bool) -> list[str]:
             ms = [Measures(f, state) for f in seeds.values()]
             get = (lambda m: m.ratio(key)) if ratio else (lambda m: m.stat(key))
             est, reps, sd = seed_mean(ms, get)
-            se, lo, hi = band(est, reps)
+            est, lo, hi = band(est, reps)
             floor_hit = np.any([m.data[key] <= m.data[f"{key}_floor"] for m in ms], axis=0) \
                 if f"{key}_floor" in ms[0].data else np.zeros_like(est, bool)
             lines += [f"*{cell} {hidden}h {data}, {state} state, {len(ms)} seed(s)*", "",
@@ -201,7 +95,7 @@ def paired_cells(ms: list[Measures], get) -> list[str]:
     * where the interval excludes 0 and every seed has the same sign.  ``get(m)`` gives a
     model's (estimate (D,), filled replicates (B, D)) of the difference."""
     est, reps, _ = seed_mean(ms, get)
-    _, lo, hi = band(est, reps)
+    est, lo, hi = band(est, reps)
     signs = np.array([np.sign(get(m)[0]) for m in ms])
     same = np.all(signs == signs[0], axis=0)
     return [interval(est[d], lo[d], hi[d]) + ("*" if (lo[d] > 0 or hi[d] < 0) and same[d] else "")
@@ -250,7 +144,7 @@ def property_table(grid) -> list[str]:
                     est, reps = m.prop("abs")
                     return est[:, p] / est[0, p], reps[:, :, p] / reps[:, :1, p]
                 est, reps, _ = seed_mean(ms, get)
-                _, lo, hi = band(est, reps)
+                est, lo, hi = band(est, reps)
                 rel = np.mean([m.prop("rel")[0][:, p] for m in ms], axis=0)
                 rnd = np.mean([(m.data["prop_null_abs"] / m.data["prop_null_abs"][:1]).mean(axis=1)
                                for m in ms], axis=0)
@@ -383,6 +277,8 @@ def main() -> None:
              *class_table(analysed, "identity", GROUPED + FINE, ratio=True),
              *paired_class_table(analysed, "sv_type", NOUN_PAIRS, ratio=False),
              *paired_class_table(analysed, "identity", NOUN_PAIRS, ratio=True),
+             "## Configurations compared (architecture, size, data)", "",
+             *config_tables(analysed, DELAYS),
              "## Frequency within part of speech", "", *frequency_table(analysed),
              "## Properties", "", *property_table(analysed),
              "## Context ablation", "", *ablation_table(analysed, GROUPED),
