@@ -11,6 +11,7 @@ single seeds (the model-to-model spread).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from measures import Measures, band, models, seed_mean, states  # noqa: E402
+
+from configs import SUMMARIES, comparable  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # Okabe-Ito without its yellow, which is unreadable on white.
@@ -131,6 +134,114 @@ def architectures(grid, out: Path) -> list[Path]:
     return [path]
 
 
+def raw_vs_normalised(grid, out: Path) -> list[Path]:
+    """Per configuration and state: each class's memory curve without normalisation (left)
+    and with the type-weighted normalisation (right), absolute (relative to delay 0 the two
+    hardly differ: the normalisation moves how strongly each class enters), so that a change
+    of the class order shows.  No bands on the left: the raw sums were kept without
+    replicates."""
+    paths = []
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for state in states(next(iter(seeds.values()))):
+            ms = [Measures(f, state) for f in seeds.values()]
+            fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+            for i, name in enumerate(CLASSES):
+                if name not in ms[0].classes:
+                    continue
+                j = ms[0].column(name)
+                raw = np.mean([m.data["sv_raw"][:, j] for m in ms], axis=0)
+                d = np.arange(len(raw))
+                axes[0].plot(d[1:], raw[1:], color=OKABE_ITO[i % 8], lw=1.8, label=NAMES.get(name, name))
+
+                def get(m, j=j):
+                    est, reps = m.stat("sv_type")
+                    return est[:, j], reps[:, :, j]
+                _curve(axes[1], ms, get, OKABE_ITO[i % 8], NAMES.get(name, name))
+            axes[0].set(title="raw: Gbar_d", ylabel="sum of singular values")
+            axes[1].set(title="normalised: Gbar_d L (type-weighted)", ylabel="sum of singular values")
+            for ax in axes:
+                ax.set(xscale="log", yscale="log", xlabel="delay d (steps)")
+            axes[1].legend(fontsize=8, ncol=2, frameon=False)
+            fig.suptitle(f"{_label(cell, hidden, data, state)}, {len(ms)} seed(s)")
+            fig.tight_layout()
+            path = out / f"raw_vs_normalised_{cell}{hidden}_{data}_{state}.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def ablation(grid, out: Path) -> list[Path]:
+    """Per configuration: identity memory relative to delay 0 (left, gradients, the state
+    the softmax reads) beside the KL of the prediction at t + d when the word at t is
+    replaced by <unk> (right, behaviour), same classes and colours.  Bands: 95% jackknife
+    (right: of the first seed, with one thin line per further seed)."""
+    paths = []
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        runs = [json.loads((f / "ablation.json").read_text()) for f in seeds.values()
+                if (f / "ablation.json").is_file()]
+        state = "hidden" if "hidden" in states(next(iter(seeds.values()))) else None
+        if not runs or state is None:
+            continue
+        ms = [Measures(f, state) for f in seeds.values()]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        for i, name in enumerate(CLASSES[1:], start=1):
+            if name not in ms[0].classes:
+                continue
+            j = ms[0].column(name)
+
+            def get(m, j=j):
+                est, reps = m.ratio("identity")
+                return est[:, j], reps[:, :, j]
+            color, label = OKABE_ITO[i % 8], NAMES.get(name, name)
+            _curve(axes[0], ms, get, color, label)
+            for k, rows in enumerate(runs):
+                rows = sorted((r for r in rows if r["class"] == name and r["kl"] is not None),
+                              key=lambda r: r["distance"])
+                d = [r["distance"] for r in rows]
+                if k == 0:
+                    axes[1].plot(d, [r["kl"] for r in rows], color=color, lw=1.8, label=label)
+                    axes[1].fill_between(d, [r["kl_lower"] for r in rows], [r["kl_upper"] for r in rows],
+                                         color=color, alpha=0.2, lw=0)
+                else:
+                    axes[1].plot(d, [r["kl"] for r in rows], color=color, lw=0.5, alpha=0.6)
+        axes[0].set(title=f"gradients: identity memory, {state} state", ylabel="identity memory / delay 0")
+        axes[1].set(title="behaviour: word replaced by <unk>", ylabel="KL at t + d (nats)")
+        for ax in axes:
+            ax.set(xscale="log", yscale="log", xlabel="delay / distance d (steps)")
+        axes[1].legend(fontsize=8, ncol=2, frameon=False)
+        fig.suptitle(f"{cell.upper()} {hidden}h ({data}), PTB valid, {len(ms)} seed(s)")
+        fig.tight_layout()
+        path = out / f"ablation_{cell}{hidden}_{data}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def configurations(grid, out: Path) -> list[Path]:
+    """Every configuration of LSTM, GRU and vanilla RNN in the state its softmax reads: the
+    all-words memory relative to delay 0 (log-log), and the selectiveness (configs.py)."""
+    configs = comparable(grid)
+    paths = []
+    for key, ylabel, yscale in (("memory", "all words: S(d) / S(0)", "log"),
+                                ("selectiveness", "SD over 7 classes of log S_c(d) / S_c(0)", "linear")):
+        get = SUMMARIES[key][0]
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for i, (cfg, ms) in enumerate(c for c in configs.items() if c[1]):
+            cell, hidden, data = cfg
+            _curve(ax, ms, get, OKABE_ITO[i % 8], f"{cell.upper()} {hidden}h {data} ({len(ms)})")
+        ax.set(xscale="log", yscale=yscale, xlabel="delay d (steps)", ylabel=ylabel,
+               title="Configurations, hidden state, PTB valid (seeds in brackets)")
+        ax.legend(fontsize=8, frameon=False)
+        fig.tight_layout()
+        path = out / f"configs_{key}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=HERE / "results", type=Path)
@@ -142,7 +253,9 @@ def main() -> None:
     grid = {k: v for k, v in grid.items() if v}
     paths = (memory_classes(grid, args.out, "sv_type", False, "sum of singular values of Gbar_d L")
              + memory_classes(grid, args.out, "identity", True, "identity memory")
-             + properties(grid, args.out) + architectures(grid, args.out))
+             + properties(grid, args.out) + architectures(grid, args.out)
+             + raw_vs_normalised(grid, args.out) + ablation(grid, args.out)
+             + configurations(grid, args.out))
     for p in paths:
         print(f"wrote {p}")
 

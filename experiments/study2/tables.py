@@ -19,7 +19,7 @@ import numpy as np
 from measures import Measures, band, fmt, interval, models, ppl, seed_mean, states, timings
 from scipy import stats
 
-from configs import config_tables
+from configs import SEL_CLASSES, config_tables
 
 HERE = Path(__file__).resolve().parent
 DELAYS = (1, 2, 5, 10, 20, 50)
@@ -181,6 +181,31 @@ def weighting_table(grid, classes: list[str]) -> list[str]:
     return lines
 
 
+def raw_table(grid, classes: list[str]) -> list[str]:
+    """Raw vs normalised on real text: the class order by the sum of singular values of
+    Gbar_d (raw) and of Gbar_d L (type-weighted), Spearman rho per delay, and which class
+    leads under each."""
+    lines = ["**Raw vs normalised** (class order by sum of singular values at delay d: "
+             "Spearman rho between Gbar_d and Gbar_d L over 13 classes; the leading one of the 7 large classes under each)", "",
+             "| model | state | seed | " + " | ".join(f"rho d={d}" for d in DELAYS) +
+             " | leader raw (d=1, 20) | leader normalised (d=1, 20) |",
+             "|---|---|---|" + "---|" * len(DELAYS) + "---|---|"]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        for seed, folder in sorted(seeds.items()):
+            for state in states(folder):
+                m = Measures(folder, state)
+                names = [c for c in classes if c in m.classes]
+                cols = [m.column(c) for c in names]
+                raw, norm = m.data["sv_raw"][:, cols], m.stat("sv_type")[0][:, cols]
+                rho = [stats.spearmanr(raw[d], norm[d])[0] if d < len(raw) else np.nan for d in DELAYS]
+                large = [i for i, c in enumerate(names) if c in SEL_CLASSES]  # small classes are noisy
+                lead = [", ".join(names[large[int(np.argmax(x[d, large]))]] for d in (1, 20) if d < len(x))
+                        for x in (raw, norm)]
+                lines.append(f"| {cell} {hidden}h {data} | {state} | {seed} | " +
+                             " | ".join(fmt(r, 2) for r in rho) + f" | {lead[0]} | {lead[1]} |")
+    return lines
+
+
 def frequency_table(grid) -> list[str]:
     """Section 20, token classes: rare (rank 1001+) minus frequent (rank 1-100) words of the
     same part of speech, paired on the blocks: the sum of singular values (absolute) and
@@ -282,7 +307,8 @@ def main() -> None:
              "## Frequency within part of speech", "", *frequency_table(analysed),
              "## Properties", "", *property_table(analysed),
              "## Context ablation", "", *ablation_table(analysed, GROUPED),
-             "## Normalisation weighting", "", *weighting_table(analysed, GROUPED[1:]), ""]
+             "## Normalisation weighting", "", *weighting_table(analysed, GROUPED[1:]), "",
+             "## Raw vs normalised", "", *raw_table(analysed, GROUPED[1:]), ""]
     text = "\n".join(parts)
     if args.out:
         args.out.write_text(text)
