@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from stategrad import analysis
 
 NAME = re.compile(r"(?P<cell>[a-z]+)_(?P<hidden>\d+)h_s(?P<seed>\d+)_(?P<data>\w+)$")
 LEVEL = 0.95
@@ -31,15 +32,17 @@ def filled(est: np.ndarray, reps: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def band(est: np.ndarray, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jackknife (centre, lower, upper) of a statistic from its B filled replicates (axis
-    0).  The centre is the bias-corrected estimate B est - (B - 1) mean(reps): ratios and
-    sums of singular values of block means are biased (upward for small classes), and the
-    correction removes the O(1/n) part; the interval is centre +- t_(B-1) se."""
-    B = reps.shape[0]
-    mean = reps.mean(axis=0)
-    se = np.sqrt((B - 1) / B * ((reps - mean) ** 2).sum(axis=0))
-    q = stats.t.ppf(0.5 + LEVEL / 2, B - 1)
-    centre = B * est - (B - 1) * mean
+    """Jackknife (centre, lower, upper) of a statistic of any shape from its B filled
+    replicates (axis 0), by stategrad's own jackknife (``Replicates.derive``).  The centre
+    is the bias-corrected estimate B est - (B - 1) mean(reps): ratios and sums of singular
+    values of block means are biased (upward for small classes), and the correction
+    removes the O(1/n) part; the interval is centre +- t_(B-1) se."""
+    shape, B = np.shape(est), reps.shape[0]
+    flat = np.asarray(est, np.float64).reshape(1, -1, 1)
+    r = analysis.Replicates(flat, np.asarray(reps, np.float64).reshape(B, 1, -1, 1),
+                            np.ones((B, 1, flat.shape[1]), bool), [], "jackknife").derive(level=LEVEL)
+    centre, se = r.bias_corrected.reshape(shape), r.se.reshape(shape)
+    q = analysis.t_quantile(LEVEL, B - 1)
     return centre, centre - q * se, centre + q * se
 
 
