@@ -113,10 +113,25 @@ def summary_table(configs: dict, grid, key: str, delays) -> list[str]:
     return lines + [""]
 
 
+def difference(configs: dict, cfg: tuple, ref: tuple, get) -> dict[str, np.ndarray]:
+    """Configuration - reference of a summary per delay: the difference of the seed means
+    (bias-corrected), its paired text interval, the model-to-model yardstick and whether
+    both checks call it a difference (``differs``)."""
+    a, ra, _ = seed_mean(configs[cfg], get)
+    b, rb, _ = seed_mean(configs[ref], get)
+    est, lo, hi = band(a - b, ra - rb)
+    sp, df = pooled_sd(configs, get)
+    if sp is None:
+        yard = np.full_like(est, np.nan)
+    else:
+        yard = stats.t.ppf(0.975, df) * sp * np.sqrt(1 / len(configs[cfg]) + 1 / len(configs[ref]))
+    differs = ((lo > 0) | (hi < 0)) & np.isfinite(yard) & (np.abs(est) > yard)
+    return {"estimate": est, "lower": lo, "upper": hi, "yardstick": yard, "differs": differs, "df": df}
+
+
 def difference_table(configs: dict, key: str, delays) -> list[str]:
     get, what = SUMMARIES[key]
-    sp, df = pooled_sd(configs, get)
-    q = stats.t.ppf(0.975, df) if df else np.nan
+    _, df = pooled_sd(configs, get)
     lines = [f"**Differences of {what}** (configuration - reference: mean over seeds [95% paired "
              f"text interval] +- the model-to-model yardstick t * s_p * sqrt(1/n_a + 1/n_b), s_p "
              f"pooled over {df} df; * where the interval excludes 0 and the difference exceeds the "
@@ -127,18 +142,10 @@ def difference_table(configs: dict, key: str, delays) -> list[str]:
         ref = reference(cfg, configs)
         if not ms or ref is None:
             continue
-        a, ra, _ = seed_mean(ms, get)
-        b, rb, _ = seed_mean(configs[ref], get)
-        est, lo, hi = band(a - b, ra - rb)
-        yard = q * sp * np.sqrt(1 / len(ms) + 1 / len(configs[ref])) if sp is not None else None
-        cells = []
-        for d in delays:
-            if d >= len(est):
-                cells.append("n/a")
-                continue
-            y = yard[d] if yard is not None else np.nan
-            star = "*" if (lo[d] > 0 or hi[d] < 0) and np.isfinite(y) and abs(est[d]) > y else ""
-            cells.append(f"{interval(est[d], lo[d], hi[d])} +- {fmt(y, 2)}{star}")
+        r = difference(configs, cfg, ref, get)
+        cells = [f"{interval(r['estimate'][d], r['lower'][d], r['upper'][d])} +- "
+                 f"{fmt(r['yardstick'][d], 2)}{'*' if r['differs'][d] else ''}"
+                 if d < len(r["estimate"]) else "n/a" for d in delays]
         lines.append(f"| {_label(cfg)} - {_label(ref)} | {len(ms)} vs {len(configs[ref])} | "
                      + " | ".join(cells) + " |")
     return lines + [""]
