@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_atomic
+from ..lm import flatten_state, unflatten_state
 from .accumulate import Sums
 from .errors import AblationError
 from .walk import Walker
@@ -26,7 +27,7 @@ FORMAT = "stategrad-ablation-state"
 
 def save_state(path: Path, fingerprint: dict[str, Any], pos: int, walker: Walker,
                sums: Sums) -> None:
-    state = walker.state if isinstance(walker.state, tuple) else (walker.state,)
+    state, _ = flatten_state(walker.state)
     vals, counts, starts = sums.block_arrays()
     arrays = {
         "meta": np.array(json.dumps({"format": FORMAT, "fingerprint": fingerprint,
@@ -64,17 +65,19 @@ def load_state(path: Path, fingerprint: dict[str, Any], walker: Walker, sums: Su
     if diff:
         raise AblationError(f"the checkpoint {path} belongs to a different run (differs in: "
                             + ", ".join(diff) + "); delete it or point --checkpoint elsewhere")
-    n_state = 2 if walker.parts.lstm else 1
-    shape = (walker.parts.n_layers, 1, walker.parts.hidden_size)
+    # The walker holds the run's initial state: its structure and shapes are what fits.
+    leaves, structure = flatten_state(walker.state)
     fits = (arrays["values"].shape == sums.values.shape
             and arrays["counts"].shape == sums.counts.shape
-            and all(arrays.get(f"state{i}", np.zeros(0)).shape == shape for i in range(n_state)))
+            and all(arrays.get(f"state{i}", np.zeros(0)).shape == tuple(leaf.shape)
+                    for i, leaf in enumerate(leaves))
+            and f"state{len(leaves)}" not in arrays)
     if not fits:
         _set_aside(path, "holds arrays that do not fit this run")
         return None
-    state = [torch.as_tensor(arrays[f"state{i}"], device=walker.parts.device)
-             for i in range(n_state)]
-    walker.state = tuple(state) if walker.parts.lstm else state[0]
+    state = [torch.as_tensor(arrays[f"state{i}"], device=leaf.device, dtype=leaf.dtype)
+             for i, leaf in enumerate(leaves)]
+    walker.state = unflatten_state(state, structure)
     walker.pos = int(meta["pos"])
     sums.values[...] = arrays["values"]
     sums.counts[...] = arrays["counts"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import ModelParts, State, log_probs, top_h, zero_state
+from .model import ModelParts, State, log_probs, logits_of, top_h, zero_state
 
 _SPAN = 4096  # tokens per fused call when only moving along the text
 
@@ -88,9 +88,7 @@ def compare(parts: ModelParts, tokens: np.ndarray, outs: torch.Tensor, positions
     loss, inc, kl = [], [], []
     for lo in range(0, len(positions), step):
         sl = slice(lo, lo + step)
-        z = outs[sl] @ parts.decoder_weight.T
-        if parts.decoder_bias is not None:
-            z += parts.decoder_bias
+        z = logits_of(parts, outs[sl])
         lse = torch.logsumexp(z, -1)
         rows = pos_t[sl] - orig.base
         la = lse - z.gather(1, ids[sl, None])[:, 0]

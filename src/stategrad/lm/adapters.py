@@ -111,10 +111,14 @@ class LayeredRNN(RecurrentLM):
                              f"has no {name} state; it has {sorted(state[layer])}")
         return state[layer][name]
 
+    def features(self, state) -> torch.Tensor:
+        """What the decoder reads: the top layer's hidden state."""
+        return state[-1]["hidden"]
+
     def logits(self, state) -> torch.Tensor:
         if self.decoder is None:
             raise ModelError("this model has no decoder: it gives states, not word probabilities")
-        return self.decoder(state[-1]["hidden"])
+        return self.decoder(self.features(state))
 
 
 def _embedding_of(module: nn.Module) -> nn.Embedding:

@@ -78,5 +78,13 @@ class HFMamba(nn.Module):
     def select(self, state: tuple[dict, ...], name: str, layer: int) -> torch.Tensor:
         return select_part(state, name, layer)
 
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model.lm_head
+
+    def features(self, state: tuple[dict, ...]) -> torch.Tensor:
+        """What the linear head reads: the top block's output, normalised."""
+        return rms_norm(state[-1]["output"], self._backbone.norm_f)
+
     def logits(self, state: tuple[dict, ...]) -> torch.Tensor:
-        return self.model.lm_head(rms_norm(state[-1]["output"], self._backbone.norm_f))
+        return self.model.lm_head(self.features(state))

@@ -247,8 +247,12 @@ class MambaLM(nn.Module):
     def select(self, state: tuple[dict, ...], name: str, layer: int) -> torch.Tensor:
         return select_part(state, name, layer)
 
+    def features(self, state: tuple[dict, ...]) -> torch.Tensor:
+        """What the linear decoder reads: the top block's output, normalised."""
+        return rms_norm(state[-1]["output"], self.norm_f)
+
     def logits(self, state: tuple[dict, ...]) -> torch.Tensor:
-        return self.decoder(rms_norm(state[-1]["output"], self.norm_f))
+        return self.decoder(self.features(state))
 
 
 # --- the protocol's state: per layer {"ssm", "conv", "output"}, batch first ------------------

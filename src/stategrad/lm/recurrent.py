@@ -30,6 +30,10 @@ its parameters) with these members::
         def logits(self, state):                 # -> (B, V)
             return self.out(state["hidden"])
 
+Optional: ``features(state) -> (B, H)`` with a linear ``decoder`` such that ``logits(state)
+== decoder(features(state))``.  Context ablation then keeps H numbers per prediction
+instead of V (without them it keeps the logits).
+
 The state is a tensor or a (nested) tuple, list or dict of tensors, each with a leading
 batch dimension.  ``step`` must be a pure function of its inputs (no in-place changes of
 its arguments, no ``.item()``, no data-dependent Python branches), so that
