@@ -180,19 +180,22 @@ def ablation(grid, out: Path) -> list[Path]:
     for (cell, hidden, data), seeds in sorted(grid.items()):
         runs = [json.loads((f / "ablation.json").read_text()) for f in seeds.values()
                 if (f / "ablation.json").is_file()]
-        state = "hidden" if "hidden" in states(next(iter(seeds.values()))) else None
+        # The state the softmax reads; the Mamba-style LM's block output holds its residual
+        # connection at delay 0, so its curve is taken relative to delay 1 instead.
+        state = next((s for s in ("hidden", "output") if s in states(next(iter(seeds.values())))), None)
         if not runs or state is None:
             continue
         ms = [Measures(f, state) for f in seeds.values()]
+        ref = 1 if state == "output" else 0
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
         for i, name in enumerate(CLASSES[1:], start=1):
             if name not in ms[0].classes:
                 continue
             j = ms[0].column(name)
 
-            def get(m, j=j):
-                est, reps = m.ratio("identity")
-                return est[:, j], reps[:, :, j]
+            def get(m, j=j, ref=ref):
+                est, reps = m.stat("identity")
+                return est[:, j] / est[ref, j], reps[:, :, j] / reps[:, ref:ref + 1, j]
             color, label = OKABE_ITO[i % 8], NAMES.get(name, name)
             _curve(axes[0], ms, get, color, label)
             for k, rows in enumerate(runs):
@@ -205,7 +208,8 @@ def ablation(grid, out: Path) -> list[Path]:
                                          color=color, alpha=0.2, lw=0)
                 else:
                     axes[1].plot(d, [r["kl"] for r in rows], color=color, lw=0.5, alpha=0.6)
-        axes[0].set(title=f"gradients: identity memory, {state} state", ylabel="identity memory / delay 0")
+        axes[0].set(title=f"gradients: identity memory, {state} state",
+                    ylabel=f"identity memory / delay {ref}")
         axes[1].set(title="behaviour: word replaced by <unk>", ylabel="KL at t + d (nats)")
         for ax in axes:
             ax.set(xscale="log", yscale="log", xlabel="delay / distance d (steps)")
