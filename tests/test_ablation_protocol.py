@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from stategrad.ablation import InterruptedAblation, compute_ablation
+from stategrad.ablation import (
+    AblationResult,
+    InterruptedAblation,
+    compute_ablation,
+    resolution_note,
+)
 from stategrad.ablation.model import model_parts
 from stategrad.data import ClassSet, Vocabulary
 from stategrad.lm import LanguageModel, MambaLM, ModelSpec
@@ -81,3 +86,18 @@ def test_a_killed_mamba_run_resumes_to_the_same_sums(tmp_path):
     fresh = compute_ablation(lm, tokens, **{**kw, "checkpoint_path": None})
     np.testing.assert_array_equal(resumed.values, fresh.values)  # bit for bit
     np.testing.assert_array_equal(resumed.block_values, fresh.block_values)
+
+
+def test_a_float32_run_that_cannot_resolve_its_kl_says_so():
+    lm, tokens = _model(), np.random.default_rng(3).integers(0, V, 40)
+    exact = compute_ablation(lm, tokens, max_distance=6, classes=_classes(), dtype=torch.float64)
+    assert (exact.values[2] >= 0).all()  # KL is never negative: float64 resolves it
+    assert resolution_note(exact) is None
+    # the same sums with one cell's KL pushed below zero, as float32 roundoff does
+    values = exact.values.copy()
+    values[2, -1, 1] = -3e-6 * exact.counts[-1, 1]
+    fake = AblationResult(values, exact.counts, exact.axis, exact.axis_name, exact.classes,
+                          exact.vocab, {**exact.metadata, "dtype": "float32"})
+    note = resolution_note(fake)
+    assert note.startswith("1 mean KL value(s) are negative (down to -3e-06)")
+    assert "--dtype float64" in note

@@ -14,7 +14,7 @@ from __future__ import annotations
 from .accumulate import QUANTITIES
 from .errors import AblationError
 from .replacements import REPLACEMENTS
-from .result import AblationResult, is_ablation_file, load_ablation
+from .result import AblationResult, is_ablation_file, load_ablation, resolution_note
 from .run import (
     InterruptedAblation,
     compute_ablation,
@@ -34,6 +34,7 @@ __all__ = [
     "is_ablation_file",
     "load_ablation",
     "remove_running_state",
+    "resolution_note",
     "SentenceAblation",
     "sentence_ablation",
 ]

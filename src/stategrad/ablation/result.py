@@ -225,3 +225,23 @@ def load_ablation(path: str | os.PathLike) -> AblationResult:
         if isinstance(exc, AblationError):
             raise
         raise AblationError(f"{path} is damaged: {exc}") from exc
+
+
+def resolution_note(result: AblationResult) -> str | None:
+    """A warning where a float32 run cannot resolve its small KL values, else None.
+
+    A KL divergence is never negative: a negative mean says that the float32 sums cannot
+    tell values of that size from roundoff (the vocabulary-wide sums behind each KL lose
+    about that much), so the run's values of that magnitude are not memory."""
+    if "float32" not in str(result.metadata.get("dtype", "")):
+        return None
+    counts = result.counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kl = np.where(counts > 0, result.values[QUANTITIES.index("kl")] / counts, np.nan)
+    negative = kl < 0
+    if not negative.any():
+        return None
+    floor = float(-np.nanmin(kl))
+    return (f"{int(negative.sum())} mean KL value(s) are negative (down to {-floor:.2g}): "
+            f"float32 cannot resolve KL below about {floor:.1g} for this model, and values of "
+            "that size are roundoff; rerun with --dtype float64 to measure them")

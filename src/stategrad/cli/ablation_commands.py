@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..ablation import resolution_note
 from ._inputs import failing, reading
 from .options import (
     class_options,
@@ -134,6 +135,9 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
         saved = _save(result, out_path, checkpoint, model_path, elapsed)
         _write_rows(result, json_path, csv_path, ci, level, n_boot, ci_seed)
     click.echo(_summary(result, elapsed, saved))
+    note = resolution_note(result)
+    if note:
+        click.echo(f"warning: {note}", err=True)
 
 
 def _check_ablation_options(context_length, max_context, max_distance, start, stop, ci,
