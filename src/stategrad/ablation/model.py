@@ -156,8 +156,10 @@ def cat_states(parts: ModelParts, states: list[State]) -> State:
 
 
 def log_probs(parts: ModelParts, h: torch.Tensor) -> torch.Tensor:
-    """``log softmax(decoder(h))`` of rows h (..., H) -> (..., V)."""
-    return torch.log_softmax(logits_of(parts, h), dim=-1)
+    """``log softmax(decoder(h))`` of rows h (..., H) -> (..., V), in float64 whatever the
+    compute dtype: the sums over the vocabulary behind a KL lose ~1e-5 nats in float32
+    (a 22% error at distance 50 for an LSTM-128 on PTB), far more than the states do."""
+    return torch.log_softmax(logits_of(parts, h).double(), dim=-1)
 
 
 def logits_of(parts: ModelParts, h: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,8 @@ def compare(parts: ModelParts, tokens: np.ndarray, outs: torch.Tensor, positions
 
     The ablated distribution is never normalised in full: with ``z`` its logits,
     ``KL = sum p log p - sum p z + logsumexp z`` (the p sum to one), and the loss is
-    ``logsumexp z - z[w]``; one matrix product, one logsumexp and one dot product a row."""
+    ``logsumexp z - z[w]``; one matrix product, one logsumexp and one dot product a row,
+    the last two in float64 (see :func:`log_probs`)."""
     V = parts.vocab_size
     step = rows_per_chunk or max(1, (1 << 22) // V)
     pos_t = torch.as_tensor(positions, device=parts.device)
@@ -88,7 +89,7 @@ def compare(parts: ModelParts, tokens: np.ndarray, outs: torch.Tensor, positions
     loss, inc, kl = [], [], []
     for lo in range(0, len(positions), step):
         sl = slice(lo, lo + step)
-        z = logits_of(parts, outs[sl])
+        z = logits_of(parts, outs[sl]).double()  # the sums over V in float64 (log_probs)
         lse = torch.logsumexp(z, -1)
         rows = pos_t[sl] - orig.base
         la = lse - z.gather(1, ids[sl, None])[:, 0]
