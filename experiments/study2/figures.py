@@ -80,7 +80,7 @@ def memory_classes(grid, out: Path, key: str, ratio: bool, what: str) -> list[Pa
 
 def properties(grid, out: Path) -> list[Path]:
     """Per configuration and state: the amount of each property kept relative to delay 0,
-    with the random-direction mean of the same ratio (grey)."""
+    with the random directions' mean and 5-95% range of the same ratio (grey)."""
     paths = []
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for state in states(next(iter(seeds.values()))):
@@ -91,10 +91,12 @@ def properties(grid, out: Path) -> list[Path]:
                     est, reps = m.prop("abs")
                     return est[:, p] / est[0, p], reps[:, :, p] / reps[:, :1, p]
                 _curve(ax, ms, get, OKABE_ITO[(p + 1) % 8], NAMES.get(name, name))
-            null = np.mean([(m.data["prop_null_abs"] / m.data["prop_null_abs"][:1]).mean(axis=1)
-                            for m in ms], axis=0)
-            ax.plot(np.arange(1, len(null)), null[1:], color="grey", lw=1.2, ls="--",
-                    label="random direction (mean of 50)")
+            ratios = np.concatenate([m.data["prop_null_abs"] / m.data["prop_null_abs"][:1] for m in ms], axis=1)
+            d = np.arange(1, len(ratios))
+            ax.plot(d, ratios[1:].mean(axis=1), color="grey", lw=1.2, ls="--",
+                    label="random direction (mean of 50 per seed)")
+            ax.fill_between(d, *np.quantile(ratios[1:], [0.05, 0.95], axis=1), color="grey",
+                            alpha=0.12, lw=0, label="random directions, 5-95%")
             ax.set(xscale="log", yscale="log", xlabel="delay d (steps)",
                    ylabel="|Gbar_d L n| / |Gbar_0 L n|",
                    title=f"{_label(cell, hidden, data, state)}, {len(ms)} seed(s)")
