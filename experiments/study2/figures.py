@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from measures import Measures, band, models, seed_mean, states  # noqa: E402
+from measures import band, models, seed_mean, seed_measures, seed_states, states  # noqa: E402
 
 from configs import SUMMARIES, comparable  # noqa: E402
 
@@ -54,8 +54,8 @@ def memory_classes(grid, out: Path, key: str, ratio: bool, what: str) -> list[Pa
     """Per configuration and state: the memory curve of each class (log-log)."""
     paths = []
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values()))):
-            ms = [Measures(f, state) for f in seeds.values()]
+        for state in seed_states(seeds):
+            ms = seed_measures(seeds, state)
             fig, ax = plt.subplots(figsize=(6.4, 4.4))
             for i, name in enumerate(CLASSES):
                 if name not in ms[0].classes or (key == "identity" and name == "all"):
@@ -83,8 +83,8 @@ def properties(grid, out: Path) -> list[Path]:
     with the random directions' mean and 5-95% range of the same ratio (grey)."""
     paths = []
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values()))):
-            ms = [Measures(f, state) for f in seeds.values()]
+        for state in seed_states(seeds):
+            ms = seed_measures(seeds, state)
             fig, ax = plt.subplots(figsize=(6.4, 4.4))
             for p, name in enumerate(ms[0].props):
                 def get(m, p=p):
@@ -116,8 +116,8 @@ def architectures(grid, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     i = 0
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values()))):
-            ms = [Measures(f, state) for f in seeds.values()]
+        for state in seed_states(seeds):
+            ms = seed_measures(seeds, state)
             j = ms[0].column("all")
 
             def get(m, j=j):
@@ -144,8 +144,8 @@ def raw_vs_normalised(grid, out: Path) -> list[Path]:
     replicates."""
     paths = []
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values()))):
-            ms = [Measures(f, state) for f in seeds.values()]
+        for state in seed_states(seeds):
+            ms = seed_measures(seeds, state)
             fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
             for i, name in enumerate(CLASSES):
                 if name not in ms[0].classes:
@@ -184,10 +184,10 @@ def ablation(grid, out: Path) -> list[Path]:
                 if (f / "ablation.json").is_file()]
         # The state the softmax reads; the Mamba-style LM's block output holds its residual
         # connection at delay 0, so its curve is taken relative to delay 1 instead.
-        state = next((s for s in ("hidden", "output") if s in states(next(iter(seeds.values())))), None)
+        state = next((s for s in ("hidden", "output") if s in seed_states(seeds)), None)
         if not runs or state is None:
             continue
-        ms = [Measures(f, state) for f in seeds.values()]
+        ms = seed_measures(seeds, state)
         ref = 1 if state == "output" else 0
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
         for i, name in enumerate(CLASSES[1:], start=1):

@@ -116,6 +116,17 @@ def states(folder: Path, text: str = "") -> list[str]:
     return sorted(s for s in found if s.startswith(HELD_OUT))
 
 
+def seed_states(seeds: dict[int, Path]) -> list[str]:
+    """The PTB-valid states any seed of a configuration has (the LSTM's cell state: the
+    reference seed only)."""
+    return sorted({s for f in seeds.values() for s in states(f)})
+
+
+def seed_measures(seeds: dict[int, Path], state: str) -> list[Measures]:
+    """The measures of ``state`` of every seed that has it."""
+    return [Measures(f, state) for f in seeds.values() if (f / f"measures_{state}.npz").is_file()]
+
+
 def seed_mean(measures: list[Measures], get) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over seeds of a statistic, its filled replicates, and the seeds' SD."""
     pairs = [get(m) for m in measures]

@@ -16,7 +16,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-from measures import Measures, band, fmt, interval, models, ppl, seed_mean, states, timings
+from measures import (
+    Measures,
+    band,
+    fmt,
+    interval,
+    models,
+    ppl,
+    seed_mean,
+    seed_measures,
+    seed_states,
+    states,
+    timings,
+)
 from scipy import stats
 
 from configs import SEL_CLASSES, config_tables
@@ -68,8 +80,8 @@ def class_table(grid, key: str, classes: list[str], ratio: bool) -> list[str]:
     lines = [f"**{what}** (mean over seeds [95% text interval], seed SD in parentheses; "
              "~: within the noise floor in at least one seed)", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values()))):
-            ms = [Measures(f, state) for f in seeds.values()]
+        for state in seed_states(seeds):
+            ms = seed_measures(seeds, state)
             get = (lambda m: m.ratio(key)) if ratio else (lambda m: m.stat(key))
             est, reps, sd = seed_mean(ms, get)
             est, lo, hi = band(est, reps)
@@ -108,8 +120,8 @@ def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool
              "(mean over seeds [95% paired text interval]; * where the interval excludes 0 "
              "and every seed has the same sign)", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values()))):
-            ms = [Measures(f, state) for f in seeds.values()]
+        for state in seed_states(seeds):
+            ms = seed_measures(seeds, state)
             lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
                       "| A - B | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
                       "|---|" + "---|" * len(DELAYS)]
@@ -134,8 +146,8 @@ def property_table(grid) -> list[str]:
              "relative memory |Gbar_d L n| / s_1 beside the mean (r) and 95th percentile (r95) of "
              "the same for 50 random whitened directions", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
-        for state in states(next(iter(seeds.values()))):
-            ms = [Measures(f, state) for f in seeds.values()]
+        for state in seed_states(seeds):
+            ms = seed_measures(seeds, state)
             lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
                       "| property | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
                       "|---|" + "---|" * len(DELAYS)]
@@ -241,10 +253,11 @@ def frequency_table(grid) -> list[str]:
 def ablation_table(grid, classes: list[str]) -> list[str]:
     """Context ablation (ablation.json): the KL divergence of the prediction at t + d when
     the word at t is replaced by <unk>, per class, with its 95% jackknife interval; and,
-    per model, Spearman's rho between the classes' KL and their identity memory (relative
-    to delay 0, the model's first state) at the same distance."""
+    per model, Spearman's rho between the classes' KL at distance d and their identity
+    memory at delay d - 1 (the state the prediction is made from) in the state the softmax
+    reads."""
     lines = ["**Context ablation** (KL at t + d, nats; word at t replaced by <unk>; 95% "
-             "jackknife interval; one seed)", ""]
+             "jackknife interval; float64; per seed)", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for seed, folder in sorted(seeds.items()):
             path = folder / "ablation.json"
@@ -258,18 +271,24 @@ def ablation_table(grid, classes: list[str]) -> list[str]:
                 cells = [interval(rows[name, d]["kl"], rows[name, d]["kl_lower"], rows[name, d]["kl_upper"])
                          if (name, d) in rows and rows[name, d]["kl"] is not None else "n/a" for d in DELAYS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
-            state = states(folder)[0]
+            # The state the softmax reads; the prediction at t + d is made from the state
+            # after t + d - 1, whose gradient is that of delay d - 1.  The Mamba-style LM's
+            # block output holds its residual connection at delay 0: relative to delay 1.
+            state = next(s for s in ("hidden", "output") if s in states(folder))
             m = Measures(folder, state)
-            ident = m.ratio("identity")[0]
+            est = m.stat("identity")[0]
+            ident = est / est[1 if state == "output" else 0]
             names = [c for c in classes if c != "all" and c in m.classes]
             rho = []
             for d in DELAYS:
                 kl = [rows.get((c, d), {}).get("kl") for c in names]
-                ok = [i for i, k in enumerate(kl) if k is not None and np.isfinite(ident[d, m.column(names[i])])]
-                rho.append(stats.spearmanr([kl[i] for i in ok], [ident[d, m.column(names[i])] for i in ok])[0]
+                ok = [i for i, k in enumerate(kl) if k is not None and d - 1 < len(ident)
+                      and np.isfinite(ident[d - 1, m.column(names[i])])]
+                rho.append(stats.spearmanr([kl[i] for i in ok], [ident[d - 1, m.column(names[i])] for i in ok])[0]
                            if len(ok) > 2 else np.nan)
-            lines += ["", f"Spearman rho over classes between KL and identity memory / delay 0 "
-                      f"({state} state): " + ", ".join(f"d={d}: {fmt(r, 2)}" for d, r in zip(DELAYS, rho, strict=True)), ""]
+            lines += ["", f"Spearman rho over classes between KL at distance d and identity memory "
+                      f"at delay d - 1 ({state} state, relative to delay {1 if state == 'output' else 0}): "
+                      + ", ".join(f"d={d}: {fmt(r, 2)}" for d, r in zip(DELAYS, rho, strict=True)), ""]
     return lines
 
 
