@@ -272,12 +272,11 @@ def ablation_table(grid, classes: list[str]) -> list[str]:
                          if (name, d) in rows and rows[name, d]["kl"] is not None else "n/a" for d in DELAYS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             # The state the softmax reads; the prediction at t + d is made from the state
-            # after t + d - 1, whose gradient is that of delay d - 1.  The Mamba-style LM's
-            # block output holds its residual connection at delay 0: relative to delay 1.
+            # after t + d - 1, whose gradient is that of delay d - 1.  Absolute, as the KL
+            # is: a class that enters strongly and keeps it matters more downstream.
             state = next(s for s in ("hidden", "output") if s in states(folder))
             m = Measures(folder, state)
-            est = m.stat("identity")[0]
-            ident = est / est[1 if state == "output" else 0]
+            ident = m.stat("identity")[0]
             names = [c for c in classes if c != "all" and c in m.classes]
             rho = []
             for d in DELAYS:
@@ -287,7 +286,7 @@ def ablation_table(grid, classes: list[str]) -> list[str]:
                 rho.append(stats.spearmanr([kl[i] for i in ok], [ident[d - 1, m.column(names[i])] for i in ok])[0]
                            if len(ok) > 2 else np.nan)
             lines += ["", f"Spearman rho over classes between KL at distance d and identity memory "
-                      f"at delay d - 1 ({state} state, relative to delay {1 if state == 'output' else 0}): "
+                      f"at delay d - 1 ({state} state): "
                       + ", ".join(f"d={d}: {fmt(r, 2)}" for d, r in zip(DELAYS, rho, strict=True)), ""]
     return lines
 
