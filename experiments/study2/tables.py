@@ -141,7 +141,7 @@ def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool
 def property_table(grid) -> list[str]:
     """The amount of each property kept, |Gbar_d L n| relative to delay 0, against a random
     direction's; and the papers' relative memory with its random-direction mean."""
-    lines = ["**Properties**: |Gbar_d L n| / |Gbar_0 L n| (mean over seeds [95% text interval]) "
+    lines = ["**Properties**: |Gbar_d L n| / |Gbar_0 L n| (mean over seeds [95% text interval], seed SD) "
              "and the same ratio for random whitened directions (r, mean of 50); the papers' "
              "relative memory |Gbar_d L n| / s_1 beside the mean (r) and 95th percentile (r95) of "
              "the same for 50 random whitened directions", ""]
@@ -155,14 +155,14 @@ def property_table(grid) -> list[str]:
                 def get(m, p=p):
                     est, reps = m.prop("abs")
                     return est[:, p] / est[0, p], reps[:, :, p] / reps[:, :1, p]
-                est, reps, _ = seed_mean(ms, get)
+                est, reps, sd = seed_mean(ms, get)
                 est, lo, hi = band(est, reps)
                 rel = np.mean([m.prop("rel")[0][:, p] for m in ms], axis=0)
                 rnd = np.mean([(m.data["prop_null_abs"] / m.data["prop_null_abs"][:1]).mean(axis=1)
                                for m in ms], axis=0)
                 null = np.mean([m.data["prop_null_rel"].mean(axis=1) for m in ms], axis=0)
                 q95 = np.mean([np.quantile(m.data["prop_null_rel"], 0.95, axis=1) for m in ms], axis=0)
-                cells = [f"{interval(est[d], lo[d], hi[d])} (r {fmt(rnd[d], 2)}); "
+                cells = [f"{interval(est[d], lo[d], hi[d])} (SD {fmt(sd[d], 2)}; r {fmt(rnd[d], 2)}); "
                          f"rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)}, r95 {fmt(q95[d], 2)})" if d < len(est) else "n/a" for d in DELAYS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
