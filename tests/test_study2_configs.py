@@ -27,7 +27,7 @@ D, B = 12, 20
 RUN_SD = 0.03  # run-to-run spread of the decay exponents
 
 
-def _model(folder: Path, k: np.ndarray, text: np.ndarray, rng) -> Measures:
+def _model(folder: Path, k: np.ndarray, text: np.ndarray, rng, floor: float = 0.0) -> Measures:
     """One model's measures file: block values of S_c(d) with the text's effects."""
     folder.mkdir(parents=True)
     d = np.arange(D)[:, None]
@@ -36,7 +36,8 @@ def _model(folder: Path, k: np.ndarray, text: np.ndarray, rng) -> Measures:
     est = x.mean(0)
     reps = (x.sum(0)[None] - x) / (B - 1)
     np.savez(folder / "measures_hidden.npz", sv_type=est, sv_type_reps=reps,
-             sv_type_valid=np.ones(reps.shape, bool), counts=np.full(est.shape, 100))
+             sv_type_valid=np.ones(reps.shape, bool), counts=np.full(est.shape, 100),
+             sv_type_floor=np.full(est.shape, floor))
     (folder / "summary_hidden.json").write_text(json.dumps({"classes": CLASSES}))
     return Measures(folder, "hidden")
 
@@ -101,3 +102,15 @@ def test_selectiveness_is_zero_when_every_class_keeps_the_same_share(tmp_path):
     est2, _ = configs.selectiveness(m2)
     assert np.all(est2[2:] > 5 * est[2:])
     assert np.all(np.diff(est2[1:]) > 0)  # exponents apart: the classes drift further apart
+
+
+def test_selectiveness_stops_where_a_class_reaches_its_noise_floor(tmp_path):
+    rng = np.random.default_rng(5)
+    k = np.linspace(0.8, 1.8, len(CLASSES))
+    m = _model(tmp_path / "m", k, np.zeros((B, D, len(CLASSES))), rng, floor=0.22)
+    est, reps = configs.selectiveness(m)
+    # the class that decays fastest, (1 + d)^(-0.9), falls below 0.22 at d = 5 (0.235 at 4)
+    below = (1.0 + np.arange(D)) ** (-k[-1] / 2) <= 0.22
+    first = int(np.argmax(below))
+    assert np.isfinite(est[:first]).all() and np.isnan(est[first:]).all()
+    assert np.isnan(reps[:, first:]).all()

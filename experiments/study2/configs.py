@@ -11,7 +11,8 @@ type-weighted L) per model:
   what enters the state is left after d steps (the papers' "average memory");
 - ``selectiveness``: the standard deviation over the seven large word classes of
   log(S_c(d) / S_c(0)): how unequally the classes are kept, whatever they enter with
-  (0: every class keeps the same share);
+  (0: every class keeps the same share); read only up to the first delay at which one of
+  the seven is within its noise floor;
 - ``selectiveness_abs``: the same of log S_c(d): how unequally they are represented at
   delay d, which also counts how strongly they enter.
 
@@ -43,10 +44,14 @@ def memory(m: Measures) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _spread(est: np.ndarray, reps: np.ndarray, m: Measures) -> tuple[np.ndarray, np.ndarray]:
+    """SD over the seven classes of the log statistic; NaN from the first delay at which
+    one of them is within its noise floor (its value there is noise, not memory)."""
     cols = [m.column(c) for c in SEL_CLASSES if c in m.classes]
+    noise = np.cumsum((m.data["sv_type"][:, cols] <= m.data["sv_type_floor"][:, cols]).any(axis=1)) > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.log(est[:, cols]).std(axis=-1, ddof=1),
-                np.log(reps[:, :, cols]).std(axis=-1, ddof=1))
+        sel, reps_sel = (np.log(est[:, cols]).std(axis=-1, ddof=1),
+                         np.log(reps[:, :, cols]).std(axis=-1, ddof=1))
+    return np.where(noise, np.nan, sel), np.where(noise, np.nan, reps_sel)
 
 
 def selectiveness(m: Measures) -> tuple[np.ndarray, np.ndarray]:
