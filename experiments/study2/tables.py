@@ -40,15 +40,16 @@ DELAYS = (1, 2, 5, 10, 20, 50)
 # --- tables --------------------------------------------------------------------------------
 
 def perplexity_table(grid) -> list[str]:
-    lines = ["| model | seed | PTB valid | PTB test | epochs | train (min) | gradients (min) | analysis (min) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | seed | valid | test | epochs | train (min) | gradients (min) | ablation (min) | analysis (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for seed, folder in sorted(seeds.items()):
             t = timings(folder)
             epochs = sum(1 for _ in open(folder / "metrics.csv")) - 1 if (folder / "metrics.csv").is_file() else None
             lines.append(f"| {cell} {hidden}h {data} | {seed} | {fmt(ppl(folder / 'ppl_valid.txt'), 4)} | "
                          f"{fmt(ppl(folder / 'ppl_test.txt'), 4)} | {epochs} | {t.get('train', 0) / 60:.0f} | "
-                         f"{t.get('gradients', 0) / 60:.0f} | {t.get('analyse', 0) / 60:.0f} |")
+                         f"{t.get('gradients', 0) / 60:.0f} | {t.get('ablation', 0) / 60:.1f} | "
+                         f"{t.get('analyse', 0) / 60:.0f} |")
     return lines
 
 
