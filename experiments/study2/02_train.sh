@@ -25,6 +25,17 @@ if [ "$cell" = mamba ]; then embedding=$hidden; optimizer=adam; lr=0.002; fi
 # (PTB valid 800, 725, 703 after epochs 1-3, a 3-epoch check); 0.3 did worse (869, 959,
 # 784), so 0.1 it is.
 if [ "$cell" = rnn_tanh ]; then lr=0.1; fi
+# DATA wsj25steps / wsj50steps: the quarter / half of WSJ trained for as many updates as
+# all of WSJ, with the same learning rate per update (4 / 2 times the epochs, decay
+# starting 4 / 2 times later, 0.8^(1/4) / 0.8^(1/2) per epoch): the plain subsets get a
+# quarter / half of the updates in 15 epochs, so size and training length are confounded.
+text="$data"; scale=1
+case "$data" in
+    wsj25steps) text=wsj25; scale=4 ;;
+    wsj50steps) text=wsj50; scale=2 ;;
+esac
+decay_from=$((6 * scale)); epochs=$((EPOCHS * scale))
+lr_decay=$(python -c "print(round(0.8 ** (1 / $scale), 6))")
 # WSJ models are validated (best checkpoint) and tested on PTB valid/test; Brown models
 # on the held-out Brown files (01_prepare.sh), their own domain.
 valid=ptb.valid.txt; test=ptb.test.txt
@@ -32,7 +43,7 @@ case "$data" in brown*) valid=brown-heldout.txt; test=brown-heldout.txt ;; esac
 cat > "$config" <<TOML
 # Written by experiments/study2/02_train.sh; paths are relative to RUN_DIR.
 [data]
-train = "data/$data.txt"
+train = "data/$text.txt"
 valid = "data/$valid"
 test = "data/$test"
 vocab_size = 10000
@@ -50,9 +61,9 @@ init_scale = 0.05
 [training]
 optimizer = "$optimizer"
 learning_rate = $lr
-lr_decay = 0.8
-max_epoch = 6
-max_max_epoch = $EPOCHS
+lr_decay = $lr_decay
+max_epoch = $decay_from
+max_max_epoch = $epochs
 batch_size = 20
 num_steps = 200
 max_grad_norm = 5.0
