@@ -123,7 +123,7 @@ def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for state in seed_states(seeds):
             ms = seed_measures(seeds, state)
-            lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
+            lines += [f"*{cell} {hidden}h {data}, {state} state, {len(ms)} seed(s)*", "",
                       "| A - B | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
                       "|---|" + "---|" * len(DELAYS)]
             for a, b in pairs:
@@ -149,7 +149,7 @@ def property_table(grid) -> list[str]:
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for state in seed_states(seeds):
             ms = seed_measures(seeds, state)
-            lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
+            lines += [f"*{cell} {hidden}h {data}, {state} state, {len(ms)} seed(s)*", "",
                       "| property | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
                       "|---|" + "---|" * len(DELAYS)]
             for p, name in enumerate(ms[0].props):
@@ -232,7 +232,7 @@ def frequency_table(grid) -> list[str]:
         for state in held:  # the seeds that have this held-out text analysed
             ms = [Measures(f, state) for f in seeds.values()
                   if (f / f"measures_{state}.npz").is_file()]
-            lines += [f"*{cell} {hidden}h {data}, {state} state*", "",
+            lines += [f"*{cell} {hidden}h {data}, {state} state, {len(ms)} seed(s)*", "",
                       "| class: rare - frequent | n (d=0) | measure | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
                       "|---|---|---|" + "---|" * len(DELAYS)]
             for pos in ("NOUN", "VERB", "ADJ", "ADV"):
