@@ -115,6 +115,30 @@ def paired_cells(ms: list[Measures], get) -> list[str]:
             if d < len(est) else "n/a" for d in DELAYS]
 
 
+def state_table(grid) -> list[str]:
+    """The LSTM's cell state minus its hidden state: all words' S(d) / S(0), paired on the
+    blocks, for the seeds that have both."""
+    lines = ["**Cell state - hidden state** (all words, S(d) / S(0); mean over seeds [95% paired "
+             "text interval])", "", "| model | seeds | " + " | ".join(f"d={d}" for d in DELAYS) + " |",
+             "|---|---|" + "---|" * len(DELAYS)]
+    for (cell, hidden, data), seeds in sorted(grid.items()):
+        both = {k: f for k, f in seeds.items() if {"cell", "hidden"} <= set(states(f))}
+        if not both:
+            continue
+        pairs = [(Measures(f, "cell"), Measures(f, "hidden")) for f in both.values()]
+
+        def get(m):
+            est, reps = m.ratio("sv_type")
+            j = m.column("all")
+            return est[:, j], reps[:, :, j]
+        est = np.mean([get(c)[0] - get(h)[0] for c, h in pairs], axis=0)
+        reps = np.mean([get(c)[1] - get(h)[1] for c, h in pairs], axis=0)
+        est, lo, hi = band(est, reps)
+        lines.append(f"| {cell} {hidden}h {data} | {len(pairs)} | "
+                     + " | ".join(interval(est[d], lo[d], hi[d]) for d in DELAYS) + " |")
+    return lines + [""]
+
+
 def paired_class_table(grid, key: str, pairs: list[tuple[str, str]], ratio: bool) -> list[str]:
     """Paired differences A - B of a class statistic, at DELAYS, per configuration."""
     lines = [f"**Paired differences of {key}{' / delay 0' if ratio else ''}** "
@@ -321,6 +345,7 @@ def main() -> None:
              *class_table(analysed, "identity", GROUPED + FINE, ratio=True),
              *paired_class_table(analysed, "sv_type", NOUN_PAIRS, ratio=False),
              *paired_class_table(analysed, "identity", NOUN_PAIRS, ratio=True),
+             *state_table(analysed),
              "## Configurations compared (architecture, size, data)", "",
              *config_tables(analysed, DELAYS),
              "## Frequency within part of speech", "", *frequency_table(analysed),
