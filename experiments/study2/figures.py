@@ -116,6 +116,8 @@ def architectures(grid, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     i = 0
     for (cell, hidden, data), seeds in sorted(grid.items()):
+        if (hidden, data) != (128, "wsj100"):  # sizes and data: configs_memory.png
+            continue
         for state in seed_states(seeds):
             ms = seed_measures(seeds, state)
             j = ms[0].column("all")
@@ -127,7 +129,7 @@ def architectures(grid, out: Path) -> list[Path]:
             i += 1
     ax.set(xscale="log", yscale="log", xlabel="delay d (steps)",
            ylabel="sum of singular values of Gbar_d L / delay 1",
-           title="All words, PTB valid (seeds in brackets)")
+           title="Architectures, 128 units, all of WSJ; PTB valid (seeds in brackets)")
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     path = out / "architectures.png"
