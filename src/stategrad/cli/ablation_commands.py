@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from ..ablation import resolution_note
 from ._inputs import failing, reading
 from .options import (
     class_options,
@@ -102,7 +101,7 @@ def ablation_command(model_path, vocab_path, trusted, nonlinearity, code_path, t
     """
     import torch
 
-    from ..ablation import AblationError, compute_ablation, compute_context_length
+    from ..ablation import AblationError, compute_ablation, compute_context_length, resolution_note
     from ..analysis import UncertaintyError
     from .class_inputs import ClassOptions, read_inputs
 
