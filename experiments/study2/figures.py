@@ -38,6 +38,14 @@ def _label(cell: str, hidden: int, data: str, state: str) -> str:
     return f"{cell.upper()} {hidden}h ({data}), {state} state"
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write at 120 dpi and close a figure; its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _curve(ax, measures, get, color, label, log=True):
     est, reps, _ = seed_mean(measures, get)
     est, lo, hi = band(est, reps)
@@ -70,11 +78,7 @@ def memory_classes(grid, out: Path, key: str, ratio: bool, what: str) -> list[Pa
                    ylabel=what + (" / delay 0" if ratio else ""),
                    title=f"{_label(cell, hidden, data, state)}, {len(ms)} seed(s)")
             ax.legend(fontsize=8, ncol=2, frameon=False)
-            fig.tight_layout()
-            path = out / f"{key}{'_ratio' if ratio else ''}_{cell}{hidden}_{data}_{state}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(fig, out / f"{key}{'_ratio' if ratio else ''}_{cell}{hidden}_{data}_{state}.png"))
     return paths
 
 
@@ -101,11 +105,7 @@ def properties(grid, out: Path) -> list[Path]:
                    ylabel="|Gbar_d L n| / |Gbar_0 L n|",
                    title=f"{_label(cell, hidden, data, state)}, {len(ms)} seed(s)")
             ax.legend(fontsize=8, frameon=False)
-            fig.tight_layout()
-            path = out / f"properties_{cell}{hidden}_{data}_{state}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(fig, out / f"properties_{cell}{hidden}_{data}_{state}.png"))
     return paths
 
 
@@ -131,11 +131,7 @@ def architectures(grid, out: Path) -> list[Path]:
            ylabel="sum of singular values of Gbar_d L / delay 1",
            title="Architectures, 128 units, all of WSJ; PTB valid (seeds in brackets)")
     ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    path = out / "architectures.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / "architectures.png")]
 
 
 def raw_vs_normalised(grid, out: Path) -> list[Path]:
@@ -167,11 +163,7 @@ def raw_vs_normalised(grid, out: Path) -> list[Path]:
                 ax.set(xscale="log", yscale="log", xlabel="delay d (steps)")
             axes[1].legend(fontsize=8, ncol=2, frameon=False)
             fig.suptitle(f"{_label(cell, hidden, data, state)}, {len(ms)} seed(s)")
-            fig.tight_layout()
-            path = out / f"raw_vs_normalised_{cell}{hidden}_{data}_{state}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(_save(fig, out / f"raw_vs_normalised_{cell}{hidden}_{data}_{state}.png"))
     return paths
 
 
@@ -219,11 +211,7 @@ def ablation(grid, out: Path) -> list[Path]:
             ax.set(xscale="log", yscale="log", xlabel="delay / distance d (steps)")
         axes[1].legend(fontsize=8, ncol=2, frameon=False)
         fig.suptitle(f"{cell.upper()} {hidden}h ({data}), PTB valid, {len(ms)} seed(s)")
-        fig.tight_layout()
-        path = out / f"ablation_{cell}{hidden}_{data}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"ablation_{cell}{hidden}_{data}.png"))
     return paths
 
 
@@ -242,11 +230,7 @@ def configurations(grid, out: Path) -> list[Path]:
         ax.set(xscale="log", yscale=yscale, xlabel="delay d (steps)", ylabel=ylabel,
                title="Configurations, hidden state, PTB valid (seeds in brackets)")
         ax.legend(fontsize=8, frameon=False)
-        fig.tight_layout()
-        path = out / f"configs_{key}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"configs_{key}.png"))
     return paths
 
 
