@@ -76,6 +76,26 @@ def test_one_seed_borrows_the_pooled_spread(tmp_path):
     np.testing.assert_allclose(r["yardstick"][1:], expected[1:], rtol=1e-5)
 
 
+def test_the_yardstick_ignores_configurations_not_compared(tmp_path):
+    """A third configuration whose runs spread far more (another architecture) leaves the
+    yardstick of the two compared unchanged: only their own seeds are pooled."""
+    rng = np.random.default_rng(6)
+    study = _study(tmp_path, rng, shift=0.3, seeds=(3, 1))
+    cfg, ref = ("lstm", 128, "wsj25"), ("lstm", 128, "wsj100")
+    before = configs.difference(study, cfg, ref, configs.memory)
+    k0 = np.linspace(1.0, 1.6, len(CLASSES))
+    text = 0.1 * rng.standard_normal((B, D, len(CLASSES)))
+    study[("rnn", 128, "wsj100")] = [_model(tmp_path / f"rnn_{i}", k0 + 10 * RUN_SD * rng.standard_normal(len(k0)),
+                                            text, rng) for i in range(3)]
+    after = configs.difference(study, cfg, ref, configs.memory)
+    assert after["df"] == before["df"] == 2
+    np.testing.assert_array_equal(after["yardstick"], before["yardstick"])
+    # pooling everything would have taken the wide spread in
+    wide, df = configs.pooled_sd(study, configs.memory)
+    narrow, _ = configs.pooled_sd(study, configs.memory, among=(cfg, ref))
+    assert df == 4 and np.all(wide[2:] > 2 * narrow[2:])
+
+
 def test_another_training_run_is_rarely_called_a_difference(tmp_path):
     """Over 60 simulated studies with no difference between the configurations, the
     memory and selectiveness are called different at a few delays in at most 10% (the
