@@ -46,12 +46,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _curve(ax, measures, get, color, label, log=True):
+def _curve(ax, measures, get, color, label, log=True, ls="-", nonneg=False):
     est, reps, _ = seed_mean(measures, get)
     est, lo, hi = band(est, reps)
+    if nonneg:  # a bias-corrected SD can fall below 0 where it is near 0; an SD cannot
+        est, lo = np.maximum(est, 0), np.maximum(lo, 0)
     d = np.arange(len(est))
     sl = slice(1, None) if log else slice(None)
-    ax.plot(d[sl], est[sl], color=color, label=label, lw=1.8)
+    ax.plot(d[sl], est[sl], color=color, label=label, lw=1.8, ls=ls)
     ax.fill_between(d[sl], lo[sl], hi[sl], color=color, alpha=0.2, lw=0)
     if len(measures) > 1:
         for m in measures:
@@ -215,21 +217,37 @@ def ablation(grid, out: Path) -> list[Path]:
     return paths
 
 
+#: Lower edge of the configurations' memory axis; line style per cell (colours repeat).
+MEMORY_FLOOR = 1e-5
+CELL_STYLE = {"lstm": "-", "gru": "--", "rnn": ":"}
+
+
 def configurations(grid, out: Path) -> list[Path]:
     """Every configuration of LSTM, GRU and vanilla RNN in the state its softmax reads: the
     all-words memory relative to delay 0 (log-log), and the selectiveness (configs.py)."""
     configs = comparable(grid)
     paths = []
-    for key, ylabel, yscale in (("memory", "all words: S(d) / S(0)", "log"),
-                                ("selectiveness", "SD over 7 classes of log S_c(d) / S_c(0)", "linear")):
+    for key, ylabel, floor in (("memory", "all words: S(d) / S(0)", MEMORY_FLOOR),
+                               ("selectiveness", "SD over 7 classes of log S_c(d) / S_c(0)", None)):
         get = SUMMARIES[key][0]
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig, ax = plt.subplots(figsize=(7.2, 4.8))
         for i, (cfg, ms) in enumerate(c for c in configs.items() if c[1]):
             cell, hidden, data = cfg
-            _curve(ax, ms, get, OKABE_ITO[i % 8], f"{cell.upper()} {hidden}h {data} ({len(ms)})")
-        ax.set(xscale="log", yscale=yscale, xlabel="delay d (steps)", ylabel=ylabel,
-               title="Configurations, hidden state, PTB valid (seeds in brackets)")
-        ax.legend(fontsize=8, frameon=False)
+            label = f"{cell.upper()} {hidden}h {data} ({len(ms)})"
+            if floor is not None:
+                # An exponential decay would squash every other curve into the top of the
+                # axes; it leaves them instead, and the legend says where.
+                est = seed_mean(ms, get)[0]
+                below = np.nonzero(est[1:] < floor)[0]
+                if below.size:
+                    label += f", below {floor:g} from d = {below[0] + 1}"
+            _curve(ax, ms, get, OKABE_ITO[i % 8], label, ls=CELL_STYLE.get(cell, "-"),
+                   nonneg=floor is None)
+        ax.set(xscale="log", yscale="linear" if floor is None else "log", xlabel="delay d (steps)",
+               ylabel=ylabel, title="Configurations, hidden state, PTB valid (seeds in brackets)")
+        if floor is not None:
+            ax.set_ylim(floor, 1)
+        ax.legend(fontsize=7.5, frameon=False)
         paths.append(_save(fig, out / f"configs_{key}.png"))
     return paths
 
