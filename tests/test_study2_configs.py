@@ -134,3 +134,14 @@ def test_selectiveness_stops_where_a_class_reaches_its_noise_floor(tmp_path):
     first = int(np.argmax(below))
     assert np.isfinite(est[:first]).all() and np.isnan(est[first:]).all()
     assert np.isnan(reps[:, first:]).all()
+
+
+def test_floor_reached_holds_from_the_first_delay_any_column_is_noise():
+    from measures import floor_reached
+
+    values = np.array([[1.0, 2.0], [0.5, 0.4], [0.2, 0.05], [0.3, 0.5], [0.0, 0.0]])
+    floor = np.full_like(values, 0.1)
+    # column 2 is within its floor at delay 2; later values above it do not undo that
+    np.testing.assert_array_equal(floor_reached(values, floor), [False, False, True, True, True])
+    # a value that underflowed to 0 counts even with no floor
+    np.testing.assert_array_equal(floor_reached(values[:, 0], np.zeros(5)), [False] * 4 + [True])

@@ -29,7 +29,7 @@ as the GRU's): a spread borrowed from other architectures would be the wrong yar
 from __future__ import annotations
 
 import numpy as np
-from measures import Measures, band, fmt, interval, ppl, seed_mean
+from measures import Measures, band, floor_reached, fmt, interval, ppl, seed_mean
 from scipy import stats
 
 SEL_CLASSES = ("nouns", "verbs", "adjectives", "adverbs", "determiners", "prepositions", "pronouns")
@@ -49,7 +49,7 @@ def _spread(est: np.ndarray, reps: np.ndarray, m: Measures) -> tuple[np.ndarray,
     """SD over the seven classes of the log statistic; NaN from the first delay at which
     one of them is within its noise floor (its value there is noise, not memory)."""
     cols = [m.column(c) for c in SEL_CLASSES if c in m.classes]
-    noise = np.cumsum((m.data["sv_type"][:, cols] <= m.data["sv_type_floor"][:, cols]).any(axis=1)) > 0
+    noise = floor_reached(m.data["sv_type"][:, cols], m.data["sv_type_floor"][:, cols])
     with np.errstate(invalid="ignore", divide="ignore"):
         sel, reps_sel = (np.log(est[:, cols]).std(axis=-1, ddof=1),
                          np.log(reps[:, :, cols]).std(axis=-1, ddof=1))

@@ -31,6 +31,14 @@ def filled(est: np.ndarray, reps: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid, reps, est[None])
 
 
+def floor_reached(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Per delay (axis 0): True from the first delay at which any column is within its
+    noise floor or not positive (a float32 gradient underflows to 0), where a log of it
+    is noise, not memory."""
+    hit = ((values <= floor) | (values <= 0)).reshape(len(values), -1).any(axis=1)
+    return np.cumsum(hit) > 0
+
+
 def band(est: np.ndarray, reps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Jackknife (centre, lower, upper) of a statistic of any shape from its B filled
     replicates (axis 0), by stategrad's own jackknife (``Replicates.derive``).  The centre

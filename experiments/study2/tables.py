@@ -19,6 +19,7 @@ import numpy as np
 from measures import (
     Measures,
     band,
+    floor_reached,
     fmt,
     interval,
     models,
@@ -67,8 +68,10 @@ def decay_table(grid) -> list[str]:
                 m = Measures(folder, state)
                 s = m.stat("sv_type")[0][:, m.column("all")]
                 floor = m.data["sv_type_floor"][:, m.column("all")] if "sv_type_floor" in m.data else 0 * s
-                stop = np.nonzero((s[1:] <= 0) | (s[1:] <= floor[1:]))[0]
-                end = stop[0] + 1 if stop.size else len(s)
+                end = 1 + int(np.sum(~floor_reached(s[1:], floor[1:])))
+                if end < 6:  # too few delays above the floor for a fit and the retention over 1-5
+                    lines.append(f"| {cell} {hidden}h {data} | {state} | {seed} | 1-{end - 1} | n/a | n/a | n/a | n/a | n/a |")
+                    continue
                 d = np.arange(1, end)
                 y = np.log(s[1:end])
                 r_pow = stats.linregress(np.log(d), y)
