@@ -12,6 +12,7 @@ another training run would); ``configs.py`` compares configurations with both.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -40,17 +41,32 @@ DELAYS = (1, 2, 5, 10, 20, 50)
 
 # --- tables --------------------------------------------------------------------------------
 
+def _epoch_seconds(folder: Path) -> list[float]:
+    """The training time of each epoch as the trainer logged it (metrics.csv), which,
+    unlike timings.tsv, keeps the epochs run before an interruption and resume."""
+    path = folder / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [float(row["seconds"]) for row in csv.DictReader(f)]
+
+
+def _resumed(folder: Path, step: str) -> bool:
+    """Whether a step's log says it resumed: timings.tsv then holds only its last part."""
+    return any("resuming from" in p.read_text() for p in folder.glob(f"{step}_*.log"))
+
+
 def perplexity_table(grid) -> list[str]:
     lines = ["| model | seed | valid | test | epochs | train (min) | gradients (min) | ablation (min) | analysis (min) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for seed, folder in sorted(seeds.items()):
-            t = timings(folder)
-            epochs = sum(1 for _ in open(folder / "metrics.csv")) - 1 if (folder / "metrics.csv").is_file() else None
+            t, epochs = timings(folder), _epoch_seconds(folder)
+            train = sum(epochs) if epochs else t.get("train", 0)
+            grads = (">=" if _resumed(folder, "gradients") else "") + f"{t.get('gradients', 0) / 60:.0f}"
             lines.append(f"| {cell} {hidden}h {data} | {seed} | {fmt(ppl(folder / 'ppl_valid.txt'), 4)} | "
-                         f"{fmt(ppl(folder / 'ppl_test.txt'), 4)} | {epochs} | {t.get('train', 0) / 60:.0f} | "
-                         f"{t.get('gradients', 0) / 60:.0f} | {t.get('ablation', 0) / 60:.1f} | "
-                         f"{t.get('analyse', 0) / 60:.0f} |")
+                         f"{fmt(ppl(folder / 'ppl_test.txt'), 4)} | {len(epochs) or None} | {train / 60:.0f} | "
+                         f"{grads} | {t.get('ablation', 0) / 60:.1f} | {t.get('analyse', 0) / 60:.0f} |")
     return lines
 
 
@@ -178,7 +194,8 @@ def property_table(grid) -> list[str]:
     lines = ["**Properties**: |Gbar_d L n| / |Gbar_0 L n| (mean over seeds [95% text interval], seed SD) "
              "and the same ratio for random whitened directions (r, mean of 50); the papers' "
              "relative memory |Gbar_d L n| / s_1 beside the mean (r) and 95th percentile (r95) of "
-             "the same for 50 random whitened directions", ""]
+             "the same for 50 random whitened directions (with several seeds: in how many seeds the "
+             "property is beyond its own seed's r95)", ""]
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for state in seed_states(seeds):
             ms = seed_measures(seeds, state)
@@ -191,13 +208,19 @@ def property_table(grid) -> list[str]:
                     return est[:, p] / est[0, p], reps[:, :, p] / reps[:, :1, p]
                 est, reps, sd = seed_mean(ms, get)
                 est, lo, hi = band(est, reps)
-                rel = np.mean([m.prop("rel")[0][:, p] for m in ms], axis=0)
+                rels = np.array([m.prop("rel")[0][:, p] for m in ms])
                 rnd = np.mean([(m.data["prop_null_abs"] / m.data["prop_null_abs"][:1]).mean(axis=1)
                                for m in ms], axis=0)
                 null = np.mean([m.data["prop_null_rel"].mean(axis=1) for m in ms], axis=0)
-                q95 = np.mean([np.quantile(m.data["prop_null_rel"], 0.95, axis=1) for m in ms], axis=0)
+                q95s = np.array([np.quantile(m.data["prop_null_rel"], 0.95, axis=1) for m in ms])
+                rel, q95 = rels.mean(axis=0), q95s.mean(axis=0)
+                # A mean over seeds can sit above the mean r95 on the strength of one seed:
+                # say in how many seeds the property is beyond its own random 95th percentile.
+                above = (rels > q95s).sum(axis=0)
+                seeds_above = [f"; {n}/{len(ms)} seeds above" if len(ms) > 1 else "" for n in above]
                 cells = [f"{interval(est[d], lo[d], hi[d])} (SD {fmt(sd[d], 2)}; r {fmt(rnd[d], 2)}); "
-                         f"rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)}, r95 {fmt(q95[d], 2)})" if d < len(est) else "n/a" for d in DELAYS]
+                         f"rel {fmt(rel[d], 2)} (r {fmt(null[d], 2)}, r95 {fmt(q95[d], 2)}{seeds_above[d]})"
+                         if d < len(est) else "n/a" for d in DELAYS]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
