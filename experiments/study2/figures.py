@@ -127,11 +127,18 @@ def architectures(grid, out: Path) -> list[Path]:
             def get(m, j=j):
                 est, reps = m.stat("sv_type")
                 return est[:, j] / est[1, j], reps[:, :, j] / reps[:, 1:2, j]
-            _curve(ax, ms, get, OKABE_ITO[i % 8], f"{cell.upper()} {hidden}h {data} {state} ({len(ms)})")
+            label = f"{cell.upper()} {hidden}h {data} {state} ({len(ms)})"
+            # As in configs_memory.png: the vanilla RNN's exponential decay leaves the axes
+            # (the legend says where) instead of squashing the other curves into their top.
+            below = np.nonzero(seed_mean(ms, get)[0][1:] < MEMORY_FLOOR)[0]
+            if below.size:
+                label += f", below {MEMORY_FLOOR:g} from d = {below[0] + 1}"
+            _curve(ax, ms, get, OKABE_ITO[i % 8], label, ls=CELL_STYLE.get(cell, "-"))
             i += 1
     ax.set(xscale="log", yscale="log", xlabel="delay d (steps)",
            ylabel="sum of singular values of Gbar_d L / delay 1",
            title="Architectures, 128 units, all of WSJ; PTB valid (seeds in brackets)")
+    ax.set_ylim(MEMORY_FLOOR, 2)
     ax.legend(fontsize=8, frameon=False)
     return [_save(fig, out / "architectures.png")]
 
