@@ -49,7 +49,7 @@ for state in $states; do
         --text "$RUN_DIR/data/ptb.valid.txt" --state "$state" --max-delay "$MAX_DELAY" \
         --classes "$classes" --pos-map "$RUN_DIR/data/wsj.pos-map.txt" \
         --sample-every "$SAMPLE_EVERY" --block-size "$BLOCK_SIZE" \
-        --threads "$THREADS" --no-progress --out "$grads" > "$out/gradients_$state.log" 2>&1
+        --threads "$THREADS" --no-progress --out "$grads" >> "$out/gradients_$state.log" 2>&1
 done
 # Token classes on held-out text with each token's gold tag mapped to universal tags, each
 # class split into frequency strata by the word's rank in the model's training text (1-100,
@@ -70,7 +70,7 @@ for state in $states; do
         --frequency-bands 100,1000 --frequency-text "$train_text" \
         --state "$state" --max-delay "$MAX_DELAY" --sample-every "${SAMPLE_EVERY_SEC20:-5}" \
         --block-size "$held_block" --threads "$THREADS" --no-progress \
-        --out "$grads" > "$out/gradients_${held}_$state.log" 2>&1
+        --out "$grads" >> "$out/gradients_${held}_$state.log" 2>&1
 done
 # Embedding statistics for the normalisation, both weightings: type (the embedding table,
 # each word once, as the original's code) and token (counts of the training text).

@@ -19,4 +19,4 @@ timed "$out/timings.tsv" "ablation ptb.valid" "$STG" ablation \
     --block-size "${BLOCK_SIZE:-3688}" --threads "$THREADS" --no-progress \
     --dtype "${ABLATION_DTYPE:-float64}" \
     --out "$RUN_DIR/gradients/${name}_ablation.h5" --json "$out/ablation.json" --ci jackknife \
-    > "$out/ablation.log" 2>&1
+    >> "$out/ablation.log" 2>&1

@@ -6,6 +6,9 @@
 #   nohup experiments/study2/grid.sh > grid-2.out 2>&1 &
 # Workers share the list: each model is taken by one worker (a lock per model, released
 # when its worker ends), and a model whose results hold its measures is skipped.
+# A step that fails (a full disk, say) stops its worker rather than letting it fail
+# every later model the same way; the error is at the end of that step's log in
+# results/<model>/ (step logs are appended to, so a resumed step keeps the earlier error).
 source "$(dirname "$0")/env.sh"
 mkdir -p "$RUN_DIR/locks"
 grep -v '^#' "${1:-$STUDY2_DIR/grid.txt}" | while read -r cell hidden seed data; do
