@@ -74,13 +74,14 @@ def decay_table(grid) -> list[str]:
     """Power law or exponential: R^2 of log S(d) against log d and against d, class all,
     delays 1..D-1 (the papers: 'quick but not exponential'); and the per-step retention.
     The fit stops before the first delay at which S(d) is within its noise floor (or 0: a
-    float32 gradient underflows near 1e-45), where log S(d) is noise, not memory."""
+    float32 gradient underflows near 1e-45), where log S(d) is noise, not memory.  Rows
+    for PTB valid (state) and for the model's held-out text (sec20_state, brownheld_state)."""
     lines = ["| model | state | seed | delays fitted | R^2 power law | R^2 exponential | log-log slope | "
              "retention d 1-5 | d 20-50 |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (cell, hidden, data), seeds in sorted(grid.items()):
         for seed, folder in sorted(seeds.items()):
-            for state in states(folder):
+            for state in states(folder) + states(folder, "held"):
                 m = Measures(folder, state)
                 s = m.stat("sv_type")[0][:, m.column("all")]
                 floor = m.data["sv_type_floor"][:, m.column("all")] if "sv_type_floor" in m.data else 0 * s
