@@ -80,3 +80,35 @@ def test_the_property_table_says_how_many_seeds_are_beyond_their_random_directio
     seeds = {s: _property_model(tmp_path / f"all{s}", 0.5, rng) for s in (1, 2, 3)}
     row = next(x for x in tables.property_table({("lstm", 128, "wsj100"): seeds}) if x.startswith("| nns_nn"))
     assert row.count("3/3 seeds above") == 6
+
+
+def _decay_model(folder: Path, state: str, curve) -> None:
+    """Measures of class ``all`` following ``curve`` (delays 0-99), far above a floor."""
+    import json
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    s = np.asarray(curve, dtype=np.float64)[:, None]
+    B = 20
+    np.savez(folder / f"measures_{state}.npz", sv_type=s, sv_type_reps=np.tile(s, (B, 1, 1)),
+             sv_type_valid=np.ones((B, len(s), 1), bool), sv_type_floor=np.full_like(s, 1e-30))
+    (folder / f"summary_{state}.json").write_text(json.dumps({"classes": ["all"]}))
+
+
+def test_the_decay_table_fits_the_held_out_text_too_and_tells_the_shapes_apart(tmp_path):
+    import numpy as np
+
+    d = np.arange(100)
+    folder = tmp_path / "lstm_128h_s1_brownwsjsize"
+    # PTB valid: a power law (S(d) = 2 d^-1.5, S(0) = 4); held-out Brown: an exponential.
+    _decay_model(folder, "hidden", np.where(d == 0, 4.0, 2.0 * np.maximum(d, 1) ** -1.5))
+    _decay_model(folder, "brownheld_hidden", 4.0 * 0.8 ** d)
+    rows = {r.split("|")[2].strip(): [c.strip() for c in r.strip("|").split("|")]
+            for r in tables.decay_table({("lstm", 128, "brownwsjsize"): {1: folder}})[2:]}
+    assert set(rows) == {"hidden", "brownheld_hidden"}
+    power, held = rows["hidden"], rows["brownheld_hidden"]
+    assert float(power[4]) > 0.999 > float(power[5]) and power[6] == "-1.50"
+    assert float(held[5]) > 0.999 > float(held[4])
+    assert float(power[9]) == float(f"{2 * 10 ** -1.5 / 4:.3g}")   # S(10) / S(0)
+    assert float(held[10]) == float(f"{0.8 ** 50:.3g}")            # S(50) / S(0)
